@@ -52,6 +52,10 @@ class ImageRegion:
     wave: WaveTable
     psf: PSFCube | None = None
     parent_shape: tuple[int, int] = (2040, 2040)
+    #: Optional calibration pixels for the same region: solid angle (arcsec^2), CWAVE and CBAND (um).
+    solid_angle: np.ndarray | None = None
+    cwave: np.ndarray | None = None
+    cband: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -66,7 +70,7 @@ def parent_origin(image_header: fits.Header) -> tuple[int, int]:
     """
     x0 = 1.0 - float(image_header.get("CRPIX1A", 1.0))
     y0 = 1.0 - float(image_header.get("CRPIX2A", 1.0))
-    return int(round(x0)), int(round(y0))
+    return round(x0), round(y0)
 
 
 def parent_image_header(image_header: fits.Header) -> fits.Header:
@@ -81,6 +85,48 @@ def parent_image_header(image_header: fits.Header) -> fits.Header:
             if key in hdr:
                 hdr[key] = float(hdr[key]) + shift
     return hdr
+
+
+def read_wave_table(hdu: fits.BinTableHDU) -> WaveTable:
+    """The WCS-WAVE table as arrays: VALUES[0] reshaped to (nY, nX, 2) as FITS -TAB order implies."""
+    row = hdu.data[0]
+    x = np.asarray(row["X"], dtype=float).ravel()
+    y = np.asarray(row["Y"], dtype=float).ravel()
+    values = np.asarray(row["VALUES"], dtype=float).reshape(y.size, x.size, 2)
+    return WaveTable(x=x, y=y, values=values, header=hdu.header.copy())
+
+
+def region_from_hdul(
+    hdul: fits.HDUList, parent_shape: tuple[int, int] | None = None, with_psf: bool = True
+) -> ImageRegion:
+    """An ImageRegion from an open whole file or cutout (7 HDUs); the origin comes from CRPIXnA.
+
+    `parent_shape` defaults to the image's own shape for a full frame (origin 0, 0).
+    """
+    image_hdu = hdul["IMAGE"]
+    x0, y0 = parent_origin(image_hdu.header)
+    if parent_shape is None:
+        if (x0, y0) != (0, 0):
+            raise ValueError("a cutout needs its parent_shape: the file does not record it")
+        parent_shape = image_hdu.data.shape
+    psf = None
+    if with_psf:
+        psf_hdu = hdul["PSF"]
+        psf = PSFCube(cube=native(psf_hdu.data), header=psf_hdu.header.copy())
+    return ImageRegion(
+        primary_header=hdul[0].header.copy(),
+        image_header=image_hdu.header.copy(),
+        flags_header=hdul["FLAGS"].header.copy(),
+        image=native(image_hdu.data),
+        flags=native(hdul["FLAGS"].data),
+        variance=native(hdul["VARIANCE"].data),
+        zodi=native(hdul["ZODI"].data),
+        x0=x0,
+        y0=y0,
+        wave=read_wave_table(hdul["WCS-WAVE"]),
+        psf=psf,
+        parent_shape=tuple(parent_shape),
+    )
 
 
 def native(a: np.ndarray) -> np.ndarray:

@@ -186,3 +186,17 @@ def level2_relpath(obs_id: str, detector: int, version: str, release: str = "qr2
         f"{IBE_ROOT}/{release}/level2/{period}/{version}/{detector}/"
         f"level2_{obs_id[: -2]}_{obs_id[-1]}D{detector}_spx_{version}.fits"
     )
+
+
+#: Calibration products: (folder, file stem, version tag) below `{IBE_ROOT}/{release}/`.
+CALIBRATION_PRODUCTS: dict[str, tuple[str, str, str]] = {
+    "solid_angle_pixel_map": ("solid_angle_pixel_map", "solid_angle_pixel_map", "cal-sapm-v2-2025-164"),
+    "spectral_wcs": ("spectral_wcs", "spectral_wcs", "cal-wcs-v4-2025-254"),
+    "average_psf": ("average_psf", "average_psf", "cal-psf-v3-2025-254"),
+}
+
+
+def calibration_relpath(product: str, detector: int, release: str = "qr2") -> str:
+    """Relative path of one detector's calibration file, e.g. the solid-angle pixel map of D3."""
+    folder, stem, version = CALIBRATION_PRODUCTS[product]
+    return f"{IBE_ROOT}/{release}/{folder}/{version}/{detector}/{stem}_D{detector}_spx_{version}.fits"
