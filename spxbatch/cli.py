@@ -1,0 +1,273 @@
+"""`spxbatch CATALOG [options]` and the subcommands demo, status, plot, export and sim.
+
+Exit codes: 0 success; 1 the run finished but some images failed (recorded in the cube); 2 bad input
+(catalog, options, config file); 3 a stage asked for before the stages it needs; 4 the archive cannot be
+reached; 130 interrupted. Errors are one sentence on stderr, not a traceback (SPXBATCH_DEBUG=1 shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+
+SUBCOMMANDS = ("demo", "status", "plot", "export", "sim")
+
+EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STAGE, EXIT_ARCHIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def _photometry_option(text: str) -> tuple[str, Any]:
+    """'key=value' with value parsed as JSON when it can be (numbers, true/false, lists)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--phot takes KEY=VALUE, not {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _bands(text: str) -> list[int]:
+    """'1,2,D3' -> [1, 2, 3]."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().upper().removeprefix("SPHEREX-").removeprefix("D")
+        if not part.isdigit() or not 1 <= int(part) <= 6:
+            raise argparse.ArgumentTypeError(f"bands are 1..6 or D1..D6, not {text!r}")
+        out.append(int(part))
+    return sorted(set(out))
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a measuring run (shared by the main command and `demo`)."""
+    g = p.add_argument_group("archive and data")
+    g.add_argument("--archive", help="irsa (default), a base URL laid out like IRSA's "
+                   "(http://127.0.0.1:8000), s3://bucket, or a local mirror directory")
+    g.add_argument("--fetch", choices=["auto", "range", "cutout", "whole"],
+                   help="how pixels are read (default auto: a cost model picks per image)")
+    g.add_argument("--bands", type=_bands, help="bands to measure, e.g. 1,2,3 or D4 (default all)")
+    g.add_argument("--time-range", nargs=2, type=float, metavar=("MJD_MIN", "MJD_MAX"), dest="time_range")
+    g.add_argument("--collection", action="append", dest="collections",
+                   help="spherex_qr2 (wide) or spherex_qr2_deep; repeatable (default all)")
+    g.add_argument("--release", action="append", dest="releases", help="e.g. qr2; repeatable (default all)")
+    g.add_argument("--name-col"), g.add_argument("--ra-col"), g.add_argument("--dec-col")
+    g = p.add_argument_group("photometry")
+    g.add_argument("--phot", action="append", type=_photometry_option, default=[], metavar="KEY=VALUE",
+                   help="a photometry option (see `spxbatch --help-photometry`), e.g. --phot aperture=fixed")
+    g = p.add_argument_group("execution")
+    g.add_argument("--config", help="a TOML or YAML file of options (flags override it)")
+    g.add_argument("--stages", help="comma-separated subset of plan,measure,assemble (default all)")
+    g.add_argument("--workers", type=int, help="local worker processes (default one per core)")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
+    g.add_argument("--cluster", choices=["slurm", "pbs"], help="start workers as batch jobs (dask-jobqueue)")
+    g.add_argument("--jobs", help="batch jobs: a count (2) or an adaptive range (1:4)")
+    g.add_argument("--queue"), g.add_argument("--account")
+    g.add_argument("--walltime", help="per job, e.g. 01:00:00")
+    g.add_argument("--cores", type=int, help="cores per job")
+    g.add_argument("--memory", help="memory per job, e.g. 8GB")
+    g.add_argument("--images-per-task", type=int, dest="images_per_task")
+    g.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig field values from parsed flags (None where not given)."""
+    cluster = {k: getattr(args, k) for k in ("workers", "scheduler", "jobs", "queue", "account", "walltime",
+                                              "cores", "memory")}
+    cluster["kind"] = args.cluster
+    return {
+        "catalog": getattr(args, "catalog", None), "output": getattr(args, "output", None),
+        "archive": args.archive, "fetch": args.fetch, "bands": args.bands,
+        "time_range": args.time_range, "collections": args.collections, "releases": args.releases,
+        "name_col": args.name_col, "ra_col": args.ra_col, "dec_col": args.dec_col,
+        "images_per_task": args.images_per_task, "progress": args.progress,
+        "photometry": dict(args.phot) or None, "cluster": cluster,
+    }
+
+
+def _make_config(args: argparse.Namespace):
+    """Defaults < config file < flags; a rerun into an existing run directory starts from its saved config."""
+    from .config import build_config, config_from_dict, read_config_file
+    from .rundir import RunDir
+
+    file_values = read_config_file(args.config) if args.config else None
+    cfg = build_config(file_values, _flag_values(args)).resolved()
+    saved = RunDir(cfg.run_dir).read_config()
+    if saved is None:
+        return cfg
+    return build_config(file_values, _flag_values(args), base=config_from_dict(saved)).resolved()
+
+
+def _stages(args: argparse.Namespace) -> tuple[str, ...]:
+    from .rundir import STAGES
+
+    return tuple(s.strip() for s in args.stages.split(",")) if args.stages else STAGES
+
+
+def _report(ds, cfg) -> int:
+    """Print where the cube is and how to open it; exit 1 when some images failed."""
+    n_fail_src = int((ds["status"].values == "failed").sum())
+    print(f"Cube written: {cfg.output}")
+    print(f"  {ds.sizes['source']} sources, {ds.sizes['obs']} measurements, "
+          f"{int((ds['status'].values == 'ok').sum())} sources measured, {n_fail_src} failed, "
+          f"{ds.sizes['failure']} unmeasured (source, image) pairs recorded")
+    print("Open it with:")
+    print(f"  import spxbatch; ds = spxbatch.open_cube({cfg.output!r})")
+    print(f"  # or: import xarray as xr; ds = xr.open_zarr({cfg.output!r})")
+    failed_images = any(str(r).startswith("failed") for r in ds["failure_reason"].values)
+    return EXIT_FAILURES if failed_images else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: plan, measure, assemble."""
+    from .pipeline import Pipeline
+
+    cfg = _make_config(args)
+    ds = Pipeline(cfg).run(_stages(args))
+    if ds is None:
+        print(f"Stages {','.join(_stages(args))} done; run directory: {cfg.run_dir}")
+        return EXIT_OK
+    return _report(ds, cfg)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the demo archive (once), serve it on loopback, and run the demo catalog against it."""
+    from .demo import run_demo
+
+    return run_demo(args, _make_config, _report)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print which stages of a run are done, what failed and the command that finishes it."""
+    from .status import run_status
+
+    print(run_status(args.run_dir))
+    return EXIT_OK
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """`sim make DIR` builds a simulated archive; `sim serve DIR` serves one like IRSA does."""
+    if args.sim_command == "make":
+        from .sim import make_archive
+
+        info = make_archive(args.dir, npix=args.npix, seed=args.seed, field=args.field, ra=args.ra,
+                            dec=args.dec, n_sources=args.n_sources, n_visits=args.n_visits, deep=args.deep,
+                            noise=not args.noiseless)
+        print(f"Simulated archive in {args.dir}: {len(info.files)} files; catalog {info.catalog}")
+        return EXIT_OK
+    from .sim.server import run_server
+
+    faults = dict(_photometry_option(f) for f in args.faults) if args.faults else None
+    run_server(args.dir, host=args.host, port=args.port, latency=args.latency, bandwidth=args.bandwidth,
+               faults=faults, seed=args.seed, access_log=args.access_log)
+    return EXIT_OK
+
+
+def build_parser() -> dict[str, argparse.ArgumentParser]:
+    """The main parser and one parser per subcommand."""
+    epilog = ("subcommands: spxbatch demo | status RUN_DIR | plot CUBE | export CUBE | sim make DIR | "
+              "sim serve DIR  (each has --help)\n" + (__doc__ or "").split("\n\n", 1)[1])
+    main = argparse.ArgumentParser(
+        prog="spxbatch", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
+        description="Measure every SPHEREx observation of every source in CATALOG into one Zarr cube.")
+    main.add_argument("catalog", help="CSV, ECSV, FITS, VOTable or Parquet catalog with name/ra/dec columns")
+    main.add_argument("-o", "--output", help="the Zarr store to write (default CATALOG_STEM.zarr)")
+    main.add_argument("--version", action="version", version=f"spxbatch {__version__}")
+    add_run_options(main)
+
+    demo = argparse.ArgumentParser(prog="spxbatch demo", description=(
+        "Build the embedded simulated archive (once), serve it on 127.0.0.1 and measure the demo catalog."))
+    demo.add_argument("-o", "--output", help="the Zarr store (default ./spxbatch-demo/demo.zarr)")
+    demo.add_argument("--dir", default="spxbatch-demo", help="where the demo archive and outputs go")
+    demo.add_argument("--npix", type=int, default=512, help="image size of the demo archive")
+    add_run_options(demo)
+
+    status = argparse.ArgumentParser(prog="spxbatch status", description=cmd_status.__doc__)
+    status.add_argument("run_dir")
+
+    sim = argparse.ArgumentParser(prog="spxbatch sim", description=cmd_sim.__doc__)
+    sub = sim.add_subparsers(dest="sim_command", required=True)
+    make = sub.add_parser("make", help="write a simulated archive in IRSA's layout")
+    make.add_argument("dir")
+    make.add_argument("--npix", type=int, default=512)
+    make.add_argument("--seed", type=int, default=1)
+    make.add_argument("--field", default="demo")
+    make.add_argument("--ra", type=float), make.add_argument("--dec", type=float)
+    make.add_argument("--n-sources", type=int), make.add_argument("--n-visits", type=int)
+    make.add_argument("--deep", action="store_true")
+    make.add_argument("--noiseless", action="store_true")
+    serve = sub.add_parser("serve", help="serve a directory of Level-2 files like IRSA (TAP, files, cutouts)")
+    serve.add_argument("dir")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    serve.add_argument("--bandwidth", type=float, help="bytes per second cap")
+    serve.add_argument("--faults", action="append", metavar="KIND=RATE",
+                       help="inject faults, e.g. --faults 503=0.1 --faults truncate=0.05")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--access-log")
+    return {"main": main, "demo": demo, "status": status, "sim": sim}
+
+
+def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
+    """Subcommands that live in their own modules (plots and exports)."""
+    def plot(argv: list[str]) -> int:
+        from .plots import plot_main
+
+        return plot_main(argv)
+
+    def export(argv: list[str]) -> int:
+        from .export import export_main
+
+        return export_main(argv)
+
+    return {"plot": plot, "export": export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parsers = build_parser()
+    handlers = {"demo": cmd_demo, "status": cmd_status, "sim": cmd_sim}
+    try:
+        if argv and argv[0] in ("plot", "export"):
+            return _extra_commands()[argv[0]](argv[1:])
+        if argv and argv[0] in handlers:
+            args = parsers[argv[0]].parse_args(argv[1:])
+            return handlers[argv[0]](args)
+        args = parsers["main"].parse_args(argv)
+        return cmd_run(args)
+    except KeyboardInterrupt:
+        print("spxbatch: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        return _fail(exc)
+
+
+def _fail(exc: Exception) -> int:
+    """One clear sentence for the known error kinds; the traceback only with SPXBATCH_DEBUG=1."""
+    from .archive.errors import ArchiveUnreachable
+    from .catalog import CatalogError
+    from .config import ConfigError
+    from .pipeline import StageError
+
+    if os.environ.get("SPXBATCH_DEBUG"):
+        raise exc
+    kinds = [(CatalogError, EXIT_INPUT), (ConfigError, EXIT_INPUT), (StageError, EXIT_STAGE),
+             (ArchiveUnreachable, EXIT_ARCHIVE), (FileNotFoundError, EXIT_INPUT)]
+    for kind, code in kinds:
+        if isinstance(exc, kind):
+            print(f"spxbatch: {exc}", file=sys.stderr)
+            return code
+    print(f"spxbatch: unexpected error {type(exc).__name__}: {exc} (set SPXBATCH_DEBUG=1 for the traceback)",
+          file=sys.stderr)
+    return EXIT_INPUT if isinstance(exc, ValueError) else 5
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

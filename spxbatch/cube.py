@@ -1,0 +1,244 @@
+"""The output contract: one xarray Dataset (Zarr v3) of ragged per-source measurements plus a spectral cube.
+
+Dimensions: `source` (catalog order), `obs` (CF contiguous ragged array grouped by source, (mjd, band) order
+within a source), `channel` (102 SPHEREx channels) and `failure` (fetch or measurement failures, kept so that
+nothing is lost silently). See ../shared/docs/design.md, "Output schema".
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import __version__
+from .spherex import channel_centers_um, channel_index
+
+N_CHANNELS = 102
+
+#: Per-measurement variables: name -> (dtype, units, long_name). Extra photometry columns are kept too.
+OBS_VARIABLES: dict[str, tuple[str, str, str]] = {
+    "source_index": ("int64", "1", "index into the source dimension"),
+    "flux": ("float64", "uJy", "total flux (aperture-corrected when the dataset attribute says so)"),
+    "flux_err": ("float64", "uJy", "1-sigma uncertainty of flux"),
+    "flux_aperture": ("float64", "uJy", "background-subtracted aperture sum before any correction"),
+    "aperture_correction": ("float64", "1", "factor from aperture flux to total flux (PSF enclosed fraction)"),
+    "wavelength": ("float64", "um", "central wavelength at the source pixel"),
+    "bandwidth": ("float64", "um", "bandwidth at the source pixel"),
+    "mjd": ("float64", "d", "mid-exposure modified Julian date (UTC)"),
+    "band": ("int8", "1", "SPHEREx detector band 1..6"),
+    "obs_id": ("str", "", "SPHEREx observation ID"),
+    "flags": ("int32", "1", "OR of the file's FLAGS bits inside the aperture"),
+    "condition": ("int64", "1", "measurement condition bits (32 and up): edge, bad pixel, blend, background"),
+    "good": ("bool", "1", "quality verdict: recommended for science"),
+    "detected": ("bool", "1", "SNR at or above the detection threshold"),
+    "snr": ("float64", "1", "flux / flux_err"),
+    "x": ("float64", "pixel", "0-based x in the full parent image"),
+    "y": ("float64", "pixel", "0-based y in the full parent image"),
+    "aperture_radius": ("float64", "pixel", "aperture radius"),
+    "background": ("float64", "MJy/sr", "local background per pixel"),
+    "background_err": ("float64", "MJy/sr", "uncertainty of the local background per pixel"),
+    "zodi_scale": ("float64", "1", "fitted scale of the ZODI model that was subtracted"),
+}
+
+#: Columns of the failure table: one row per (source, image) that could not be measured.
+FAILURE_VARIABLES: dict[str, tuple[str, str, str]] = {
+    "failure_source_index": ("int64", "1", "index into the source dimension"),
+    "failure_obs_id": ("str", "", "observation ID of the image that failed"),
+    "failure_band": ("int8", "1", "band of the image that failed"),
+    "failure_url": ("str", "", "where the image was read from"),
+    "failure_reason": ("str", "", "why it failed"),
+}
+
+
+def _as_dtype(values: Any, dtype: str) -> np.ndarray:
+    """Column values in the schema dtype; strings become object arrays (Zarr v3's variable-length string)."""
+    if dtype == "str":
+        return np.asarray(values, dtype=object).astype(str).astype(object)
+    return np.asarray(values).astype(dtype)
+
+
+def combine_spectrum(
+    source_index: np.ndarray, wavelength: np.ndarray, band: np.ndarray, flux: np.ndarray,
+    flux_err: np.ndarray, good: np.ndarray, n_sources: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse-variance combination of the good measurements per (source, channel).
+
+    Returns (flux, err, nobs), each (n_sources, 102); NaN where a channel has no good measurement.
+    """
+    chan = channel_index(wavelength, band)
+    use = good & (chan >= 0) & np.isfinite(flux) & np.isfinite(flux_err) & (flux_err > 0)
+    cell = source_index[use] * N_CHANNELS + chan[use]
+    w = 1.0 / flux_err[use] ** 2
+    size = n_sources * N_CHANNELS
+    sw = np.bincount(cell, weights=w, minlength=size)
+    swf = np.bincount(cell, weights=w * flux[use], minlength=size)
+    nobs = np.bincount(cell, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(sw > 0, swf / sw, np.nan)
+        err = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+    shape = (n_sources, N_CHANNELS)
+    return mean.reshape(shape), err.reshape(shape), nobs.reshape(shape).astype(np.int32)
+
+
+def source_status(n_sources: int, source_index: np.ndarray, failures: pd.DataFrame,
+                  planned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per source: 'ok' (measured at least once), 'failed' (planned, never measured, failures recorded)
+    or 'no_coverage' (no image holds it); with a one-line detail."""
+    measured = np.bincount(source_index, minlength=n_sources)
+    status = np.where(measured > 0, "ok", "no_coverage").astype(object)
+    detail = np.where(measured > 0, "", "no SPHEREx image covers this position").astype(object)
+    planned_only = (measured == 0) & planned
+    detail[planned_only] = "planned images hold no measurable aperture (edge or off-image)"
+    if len(failures):
+        fail_idx = failures["source_index"].to_numpy()
+        n_fail = np.bincount(fail_idx, minlength=n_sources)
+        first = failures.drop_duplicates("source_index")
+        failed = (measured == 0) & (n_fail > 0)
+        status[failed] = "failed"
+        reasons = dict(zip(first["source_index"], first["reason"].astype(str), strict=True))
+        for i in np.flatnonzero(failed):
+            detail[i] = f"{n_fail[i]} image(s) failed; first: {reasons[i]}"
+        partial = (measured > 0) & (n_fail > 0)
+        for i in np.flatnonzero(partial):
+            detail[i] = f"{n_fail[i]} image(s) failed; first: {reasons[i]}"
+    return status, detail
+
+
+def assemble_cube(
+    names: np.ndarray, ra: np.ndarray, dec: np.ndarray, measurements: pd.DataFrame,
+    failures: pd.DataFrame | None = None, planned: np.ndarray | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> xr.Dataset:
+    """Build the Dataset of the schema from the catalog and the concatenated measurement rows.
+
+    `measurements` needs `source_index` and the schema's per-measurement columns; rows are reordered
+    into the ragged layout (by source, then mjd, band, obs_id). `planned` marks sources that had images.
+    """
+    n = len(names)
+    failures = failures if failures is not None else pd.DataFrame(
+        {c: [] for c in ("source_index", "obs_id", "band", "url", "reason")})
+    m = measurements.sort_values(["source_index", "mjd", "band", "obs_id"], kind="stable")
+    m = m.reset_index(drop=True)
+    sidx = m["source_index"].to_numpy(dtype=np.int64)
+    row_size = np.bincount(sidx, minlength=n).astype(np.int64)
+    obs_start = np.concatenate([[0], np.cumsum(row_size)[:-1]]).astype(np.int64)
+    planned = planned if planned is not None else row_size > 0
+    status, detail = source_status(n, sidx, failures, planned)
+
+    data_vars: dict[str, Any] = {}
+    for col in m.columns:
+        dtype, units, long_name = OBS_VARIABLES.get(col, (None, "", col.replace("_", " ")))
+        values = m[col].to_numpy()
+        if dtype is None:
+            dtype = "str" if values.dtype == object else values.dtype.str
+        data_vars[col] = ("obs", _as_dtype(values, dtype), {"units": units, "long_name": long_name})
+    data_vars["row_size"] = ("source", row_size, {
+        "units": "1", "long_name": "number of measurements of this source", "sample_dimension": "obs"})
+    data_vars["obs_start"] = ("source", obs_start, {"units": "1", "long_name": "first obs of this source"})
+    data_vars["ra"] = ("source", np.asarray(ra, float), {"units": "deg", "long_name": "catalog right ascension"})
+    data_vars["dec"] = ("source", np.asarray(dec, float), {"units": "deg", "long_name": "catalog declination"})
+    data_vars["status"] = ("source", status, {"units": "", "long_name": "ok / no_coverage / failed"})
+    data_vars["status_detail"] = ("source", detail, {"units": "", "long_name": "reason for the status"})
+
+    spec, spec_err, nobs = combine_spectrum(
+        sidx, m["wavelength"].to_numpy(float), m["band"].to_numpy(int), m["flux"].to_numpy(float),
+        m["flux_err"].to_numpy(float), m["good"].to_numpy(bool), n)
+    data_vars["spectrum_flux"] = (("source", "channel"), spec, {
+        "units": "uJy", "long_name": "inverse-variance mean of good measurements in the channel"})
+    data_vars["spectrum_err"] = (("source", "channel"), spec_err, {
+        "units": "uJy", "long_name": "1-sigma uncertainty of spectrum_flux"})
+    data_vars["spectrum_nobs"] = (("source", "channel"), nobs, {
+        "units": "1", "long_name": "good measurements combined in the channel"})
+    centers, bands = channel_centers_um()
+    data_vars["channel_wavelength"] = ("channel", centers, {"units": "um", "long_name": "channel centre"})
+    data_vars["channel_band"] = ("channel", bands.astype(np.int8), {"units": "1", "long_name": "channel band"})
+
+    fail_cols = {"failure_source_index": "source_index", "failure_obs_id": "obs_id",
+                 "failure_band": "band", "failure_url": "url", "failure_reason": "reason"}
+    for var, col in fail_cols.items():
+        dtype, units, long_name = FAILURE_VARIABLES[var]
+        data_vars[var] = ("failure", _as_dtype(failures[col].to_numpy(), dtype),
+                          {"units": units, "long_name": long_name})
+
+    ds = xr.Dataset(
+        data_vars,
+        coords={"source": ("source", _as_dtype(names, "str"), {"units": "", "long_name": "catalog name"})},
+    )
+    ds.attrs.update({
+        "title": "spxbatch SPHEREx forced photometry",
+        "software": f"spxbatch {__version__}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "featureType": "timeSeries",
+        "Conventions": "CF-1.10",
+    })
+    ds.attrs.update(attrs or {})
+    return ds
+
+
+def write_cube(ds: xr.Dataset, path: str | Path, obs_chunk: int = 1_000_000,
+               source_chunk: int = 100_000) -> Path:
+    """Write the Dataset as a Zarr v3 store in whole chunks, then consolidate; replaces `path` atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    encoding = {}
+    for name, var in ds.variables.items():
+        dims = var.dims
+        chunks = tuple(
+            min(obs_chunk if d == "obs" else source_chunk if d == "source" else ds.sizes[d], max(ds.sizes[d], 1))
+            for d in dims)
+        encoding[name] = {"chunks": chunks}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def open_cube(path: str | Path) -> xr.Dataset:
+    """Open a cube written by spxbatch (lazily, through xarray's Zarr backend)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        return xr.open_zarr(path, zarr_format=3, consolidated=True)
+
+
+@xr.register_dataset_accessor("spx")
+class SpxAccessor:
+    """`ds.spx.source(name)`: one source's measurements; `ds.spx.dataframe(name)` as a DataFrame."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    def _index(self, name: str) -> int:
+        names = self._ds["source"].values
+        hits = np.flatnonzero(names == name)
+        if hits.size == 0:
+            raise KeyError(f"no source named {name!r} in this cube")
+        return int(hits[0])
+
+    def source(self, name: str) -> xr.Dataset:
+        """The `obs` rows of one source (time-ordered) plus its per-source and spectrum variables."""
+        i = self._index(name)
+        start = int(self._ds["obs_start"].values[i])
+        size = int(self._ds["row_size"].values[i])
+        obs_vars = [v for v in self._ds.data_vars if self._ds[v].dims == ("obs",)]
+        per_source = [v for v in self._ds.data_vars if self._ds[v].dims and self._ds[v].dims[0] == "source"]
+        out = self._ds[obs_vars].isel(obs=slice(start, start + size))
+        return out.merge(self._ds[per_source].isel(source=i)).merge(
+            self._ds[["channel_wavelength", "channel_band"]])
+
+    def dataframe(self, name: str) -> pd.DataFrame:
+        """One source's measurements as a pandas DataFrame, one row per observation."""
+        sub = self.source(name)
+        obs_vars = [v for v in sub.data_vars if sub[v].dims == ("obs",)]
+        return sub[obs_vars].to_dataframe().reset_index(drop=True)

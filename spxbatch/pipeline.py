@@ -1,0 +1,268 @@
+"""The run: plan -> measure (one Dask task per few images, in waves) -> assemble the cube; resumable.
+
+Each stage is a function of the run directory; the Dask graph only distributes `measure_batch` over
+images. Workers fetch their own bytes and write their own parts; the client sees only small summaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from distributed import Client, as_completed
+
+from . import __version__
+from .archive.location import resolve_archive
+from .archive.plan import Plan, make_plan
+from .catalog import Catalog, read_catalog
+from .cluster import dask_client
+from .config import ConfigError, RunConfig, config_from_dict
+from .cube import assemble_cube, write_cube
+from .measure import ImageJob, measure_batch
+from .photometry import PhotometryConfig
+from .progress import RunProgress
+from .rundir import STAGES, RunDir
+
+log = logging.getLogger(__name__)
+
+#: Options that change what finished work means: a rerun may not change them.
+_FIXED_OPTIONS = ("catalog", "archive", "bands", "time_range", "collections", "releases", "name_col", "ra_col",
+                  "dec_col", "photometry")
+
+
+class StageError(RuntimeError):
+    """A stage was asked for before the stages it needs were done."""
+
+
+def _check_consistent(saved: dict[str, Any], cfg: RunConfig) -> None:
+    """Refuse a rerun whose options would make the finished work in the run directory inconsistent."""
+    new = cfg.to_dict()
+    changed = [k for k in _FIXED_OPTIONS if saved.get(k) != new.get(k)]
+    if changed:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"run directory {cfg.run_dir} was made with other options ({detail}); "
+            "use a new output (-o) or run directory, or drop the changed options")
+
+
+class Pipeline:
+    """One run, stage by stage: `plan()`, `measure()`, `assemble()`; each checks that what it needs is done."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config.resolved()
+        self.rundir = RunDir(self.config.run_dir)
+        self._catalog: Catalog | None = None
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, **overrides: Any) -> Pipeline:
+        """Resume a run from its directory's saved configuration, with `overrides` on top."""
+        saved = RunDir(run_dir).read_config()
+        if saved is None:
+            raise StageError(f"{run_dir} is not a spxbatch run directory (no config.json)")
+        return cls(dataclasses.replace(config_from_dict(saved), **overrides))
+
+    # --- shared inputs ----------------------------------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        """The validated catalog (read once)."""
+        if self._catalog is None:
+            c = self.config
+            self._catalog = read_catalog(c.catalog, name_col=c.name_col, ra_col=c.ra_col, dec_col=c.dec_col)
+        return self._catalog
+
+    @property
+    def photometry_config(self) -> PhotometryConfig:
+        """The photometry options as a typed config (fails early on an unknown option)."""
+        try:
+            return PhotometryConfig(**self.config.photometry)
+        except TypeError as exc:
+            raise ConfigError(f"photometry options: {exc}") from None
+
+    def _start(self) -> None:
+        """Create the run directory, or check that a rerun's options agree with the saved ones."""
+        saved = self.rundir.read_config()
+        if saved is not None:
+            _check_consistent(saved, self.config)
+        self.rundir.create()
+        self.rundir.write_config(self.config.to_dict())
+
+    def _require(self, stage: str) -> None:
+        for needed in STAGES[: STAGES.index(stage)]:
+            if not self.rundir.stage_done(needed):
+                raise StageError(f"stage '{stage}' needs stage '{needed}' first (run it, or use --stages "
+                                 f"{','.join(STAGES[: STAGES.index(stage) + 1])})")
+
+    # --- stages -----------------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """Query the archive in bulk and match sources to images; reuses a saved plan."""
+        self.photometry_config  # noqa: B018  (validate options before any network traffic)
+        cat = self.catalog
+        self._start()
+        if self.rundir.stage_done("plan"):
+            return Plan.load(self.rundir.plan_dir)
+        c = self.config
+        plan = make_plan(cat, resolve_archive(c.archive), bands=c.bands or None,
+                         time_range=tuple(c.time_range) if c.time_range else None,
+                         collections=c.collections or None, releases=c.releases or None,
+                         run_dir=self.rundir.plan_dir)
+        plan.save(self.rundir.plan_dir)
+        self.rundir.mark_stage("plan", images=len(plan.images), pairs=len(plan.pairs),
+                               sources_planned=int(plan.pairs["source_index"].nunique()))
+        return plan
+
+    def _jobs(self, plan: Plan, done: set[int]) -> list[ImageJob]:
+        """One job per unfinished image, with the positions of the sources planned on it."""
+        cat = self.catalog
+        images = plan.images.set_index("image_id", drop=False)
+        jobs = []
+        for image_id, grp in plan.pairs.groupby("image_id", sort=True):
+            if int(image_id) in done:
+                continue
+            sidx = grp["source_index"].to_numpy(np.int64)
+            row = images.loc[image_id].to_dict()
+            jobs.append(ImageJob(image=row, source_index=sidx, ra=cat.ra[sidx], dec=cat.dec[sidx]))
+        return jobs
+
+    def measure(self, client: Client | None = None) -> dict[str, Any]:
+        """Measure every planned image not yet done, on Dask; returns the counts of this call."""
+        self._require("measure")
+        self._start()
+        plan = Plan.load(self.rundir.plan_dir)
+        jobs = self._jobs(plan, self.rundir.finished_images())
+        if client is None:
+            with dask_client(self.config.cluster) as own:
+                totals = self._run_jobs(own, jobs, plan)
+        else:
+            totals = self._run_jobs(client, jobs, plan)
+        n_parts = len(list(self.rundir.parts_dir.glob("img_*.parquet")))
+        if n_parts == plan.pairs["image_id"].nunique():
+            self.rundir.mark_stage("measure", **totals)
+        return totals
+
+    def _batches(self, jobs: list[ImageJob]) -> Iterator[list[ImageJob]]:
+        n = max(1, self.config.images_per_task)
+        for i in range(0, len(jobs), n):
+            yield jobs[i: i + n]
+
+    def _run_jobs(self, client: Client, jobs: list[ImageJob], plan: Plan) -> dict[str, Any]:
+        """Submit the batches in waves (bounded in-flight tasks) and follow them to the end."""
+        c = self.config
+        phot = dataclasses.asdict(self.photometry_config)
+        batches = iter(self._batches(jobs))
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
+        in_flight = 4 * n_workers
+        totals = {"images": 0, "measured": 0, "bytes": 0, "requests": 0, "failed_images": 0}
+        progress = RunProgress(total_images=len(jobs), dashboard=client.dashboard_link, enabled=c.progress)
+
+        def submit(batch: list[ImageJob]):
+            key = f"measure-{int(batch[0].image['image_id'])}-{len(batch)}"
+            fut = client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, key=key,
+                                retries=c.task_retries, pure=False)
+            pending[fut.key] = batch
+            return fut
+
+        pending: dict[str, list[ImageJob]] = {}
+        seq = as_completed([submit(b) for _, b in zip(range(in_flight), batches, strict=False)])
+        with progress:
+            for fut in seq:
+                batch = pending.pop(fut.key)
+                try:
+                    summaries = fut.result()
+                except Exception as exc:  # a task that kept failing (e.g. its workers died): record, go on
+                    summaries = [self._record_task_failure(job, exc) for job in batch]
+                for s in summaries:
+                    totals["images"] += 1
+                    totals["measured"] += s.get("measured", 0)
+                    totals["bytes"] += s.get("bytes", 0)
+                    totals["requests"] += s.get("requests", 0)
+                    totals["failed_images"] += bool(s.get("error"))
+                    progress.update(s)
+                nxt = next(batches, None)
+                if nxt is not None:
+                    seq.add(submit(nxt))
+        return totals
+
+    def _record_task_failure(self, job: ImageJob, exc: BaseException) -> dict[str, Any]:
+        """Write a part that records an image whose task failed for good, so nothing vanishes."""
+        from .measure import _unmeasured_rows
+
+        reason = f"failed: task error {type(exc).__name__}: {exc}"
+        table = _unmeasured_rows(job.image, job.source_index, reason)
+        table["image_id"] = np.int64(job.image["image_id"])
+        meta = {"image_id": int(job.image["image_id"]), "strategy": "", "bytes": 0, "requests": 0,
+                "error": reason, "measured": 0}
+        self.rundir.write_part(int(job.image["image_id"]), table, meta)
+        return meta
+
+    def assemble(self) -> xr.Dataset:
+        """Build the cube from the parts and write it to the output store."""
+        self._require("assemble")
+        plan = Plan.load(self.rundir.plan_dir)
+        cat = self.catalog
+        parts = self.rundir.read_parts()
+        ds = build_dataset(cat, plan, parts, self.config, self.photometry_config)
+        write_cube(ds, self.config.output)
+        self.rundir.mark_stage("assemble", output=self.config.output, obs=int(ds.sizes["obs"]),
+                               failures=int(ds.sizes["failure"]))
+        return ds
+
+    def run(self, stages: tuple[str, ...] = STAGES, client: Client | None = None) -> xr.Dataset | None:
+        """Run the given stages in order (each skips what is already done)."""
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        steps: dict[str, Callable[[], Any]] = {
+            "plan": self.plan, "measure": lambda: self.measure(client), "assemble": self.assemble}
+        result = None
+        for stage in STAGES:
+            if stage in stages:
+                result = steps[stage]()
+        return result if isinstance(result, xr.Dataset) else None
+
+
+def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,
+                  phot: PhotometryConfig) -> xr.Dataset:
+    """The cube's Dataset from the catalog, the plan and the concatenated parts."""
+    images = plan.images.set_index("image_id")
+    if parts.empty:
+        parts = pd.DataFrame({"source_index": [], "measured": [], "status": [], "image_id": [],
+                              "obs_id": [], "band": []})
+    measured = parts["measured"].astype(bool)
+    m = parts[measured].drop(columns=["measured", "status"], errors="ignore")
+    failed = parts[~measured]
+    failures = pd.DataFrame({
+        "source_index": failed["source_index"].astype(np.int64),
+        "obs_id": failed["obs_id"].astype(str),
+        "band": failed["band"].astype(np.int8),
+        "url": images.loc[failed["image_id"].astype(np.int64), "url"].astype(str).to_numpy()
+        if len(failed) else np.array([], dtype=str),
+        "reason": failed["status"].astype(str),
+    })
+    planned = np.zeros(len(cat.name), dtype=bool)
+    planned[plan.pairs["source_index"].to_numpy(np.int64)] = True
+    attrs = {
+        "aperture_correction": int(bool(getattr(phot, "aperture_correction", True))),
+        "software_version": __version__,
+        "config": config.to_json(),
+        "archive": config.archive,
+        "catalog": str(config.catalog),
+    }
+    return assemble_cube(cat.name, cat.ra, cat.dec, m, failures, planned, attrs)
+
+
+def run(catalog: str | Path, output: str | Path | None = None, *, config: RunConfig | None = None,
+        stages: tuple[str, ...] = STAGES, client: Client | None = None, **options: Any) -> xr.Dataset | None:
+    """Measure every SPHEREx observation of every source in `catalog`; returns the cube's Dataset.
+
+    `options` are RunConfig fields (archive='http://...', fetch='range', bands=[1, 2], photometry={...}).
+    """
+    cfg = dataclasses.replace(config or RunConfig(), catalog=str(catalog), **options)
+    if output is not None:
+        cfg.output = str(output)
+    return Pipeline(cfg).run(stages, client=client)
