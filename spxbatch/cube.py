@@ -209,7 +209,12 @@ def open_cube(path: str | Path) -> xr.Dataset:
     """Open a cube written by spxbatch (lazily, through xarray's Zarr backend)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        return xr.open_zarr(path, zarr_format=3, consolidated=True)
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=True)
+    # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects.
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "T":
+            ds[name] = var.astype(object)
+    return ds
 
 
 @xr.register_dataset_accessor("spx")
