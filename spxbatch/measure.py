@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .archive.fetch import fetch_image
-from .photometry import PhotometryConfig, measure_region, neighbourhood_halfsize
+from .photometry import PhotometryConfig, neighbourhood_halfsize
+from .photometry.measure import measure_region
 from .rundir import RunDir
 
 

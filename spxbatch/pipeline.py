@@ -105,13 +105,13 @@ class Pipeline:
         cat = self.catalog
         self._start()
         if self.rundir.stage_done("plan"):
-            return Plan.load(self.rundir.plan_dir)
+            return Plan.load(self.rundir.path)
         c = self.config
         plan = make_plan(cat, resolve_archive(c.archive), bands=c.bands or None,
                          time_range=tuple(c.time_range) if c.time_range else None,
                          collections=c.collections or None, releases=c.releases or None,
-                         run_dir=self.rundir.plan_dir)
-        plan.save(self.rundir.plan_dir)
+                         run_dir=self.rundir.path)
+        plan.save(self.rundir.path)
         self.rundir.mark_stage("plan", images=len(plan.images), pairs=len(plan.pairs),
                                sources_planned=int(plan.pairs["source_index"].nunique()))
         return plan
@@ -133,7 +133,7 @@ class Pipeline:
         """Measure every planned image not yet done, on Dask; returns the counts of this call."""
         self._require("measure")
         self._start()
-        plan = Plan.load(self.rundir.plan_dir)
+        plan = Plan.load(self.rundir.path)
         jobs = self._jobs(plan, self.rundir.finished_images())
         if client is None:
             with dask_client(self.config.cluster) as own:
@@ -203,7 +203,7 @@ class Pipeline:
     def assemble(self) -> xr.Dataset:
         """Build the cube from the parts and write it to the output store."""
         self._require("assemble")
-        plan = Plan.load(self.rundir.plan_dir)
+        plan = Plan.load(self.rundir.path)
         cat = self.catalog
         parts = self.rundir.read_parts()
         ds = build_dataset(cat, plan, parts, self.config, self.photometry_config)

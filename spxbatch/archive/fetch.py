@@ -1,0 +1,223 @@
+"""Fetch entry point: the pixels one image's sources need, by the cheapest strategy, never raising.
+
+`fetch_image` takes a plan images row and the sources on it, decides (cost model) between row-strip range
+reads, IRSA cutouts and the whole file, or reads a local mirror in place, and returns a `FetchResult`: the
+`ImageRegion`s with the source indices each serves, the bytes and requests it cost, and, on a persistent
+failure, the error (URL, status, attempts) instead of an exception, so one bad image never kills a batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spxbatch.archive.fitsmap import FitsMap, FitsStructureError
+from spxbatch.archive.http import ArchiveIO, IOStats, ReadError, RetryPolicy
+from spxbatch.archive.location import relative_to_root
+from spxbatch.archive.psfcache import FetchCache, process_cache
+from spxbatch.archive.strategies import (
+    PLANES,
+    Regions,
+    Target,
+    attach_calibration,
+    check_level2,
+    fetch_cutouts,
+    fetch_strips,
+    fetch_whole,
+    fitsmap_for,
+    group_on_sky,
+    neighbourhoods,
+    plan_strips,
+)
+from spxbatch.l2 import ImageRegion
+from spxbatch.photometry import sky_to_parent_pixel
+
+STRATEGIES = ("auto", "range", "cutout", "whole", "local")
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How to fetch: the retry policy, the network the cost model assumes, cutout and calibration choices."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Round-trip latency (s) and bandwidth (bytes/s) the cost model assumes.
+    latency_s: float = 0.05
+    bandwidth_bps: float = 25e6
+    #: Server time per cutout (IRSA: 1-2 s each), charged by the cost model.
+    cutout_service_s: float = 1.5
+    #: Sources within this many pixels share one cutout; extra pixels around each cutout.
+    cutout_group_px: int = 32
+    cutout_margin_px: int = 2
+    #: Ask for gzipped cutouts (IRSA's default); the body is gunzipped either way.
+    cutout_gzip: bool = False
+    #: Strips closer than this many rows are merged (None: latency x bandwidth when each range is one
+    #: request; 0, i.e. only touching strips, with multi-range requests or a local file).
+    merge_gap_rows: int | None = None
+    #: Attach the solid-angle and CWAVE/CBAND calibration pixels when the archive has them.
+    calibration: bool = True
+    #: Where PSF cubes come from: 'calibration' (the detector's average_psf product, once per detector;
+    #: the file's own PSF when absent) or 'file' (each file's PSF HDU, once per detector/version/header).
+    psf_source: str = "calibration"
+    #: Pack each call's byte ranges into multi-range HTTP requests (falls back by itself when unsupported).
+    multirange: bool = True
+    #: A local mirror root: when set, image relpaths are read in place below it (no server).
+    file_root: str | None = None
+
+    def request_bytes(self) -> float:
+        """The per-request overhead expressed in bytes (latency x bandwidth)."""
+        return self.latency_s * self.bandwidth_bps
+
+
+@dataclass
+class FetchResult:
+    """What one image gave: regions and the source indices each serves, cost, and any recorded error."""
+
+    regions: list[tuple[ImageRegion, np.ndarray]]
+    strategy: str
+    bytes_read: int
+    requests: int
+    error: str | None = None
+    #: Sources (indices into the ra/dec given) no region serves: off the image, or lost to an error.
+    missing: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    #: Retries made, the cost model's estimates (strategy -> seconds), fallbacks taken, wall time.
+    retries: int = 0
+    estimates: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def image_location(image: Mapping, options: FetchOptions) -> tuple[str, str]:
+    """(protocol, path) of an image: the local mirror when configured, else its URL's scheme."""
+    if options.file_root:
+        return "file", f"{options.file_root.rstrip('/')}/{relative_to_root(str(image['relpath']))}"
+    url = str(image["url"])
+    if url.startswith(("http://", "https://")):
+        return url.split(":", 1)[0], url
+    if url.startswith("s3://"):
+        return "s3", url
+    return "file", url.removeprefix("file://")
+
+
+def fetch_image(
+    image: Mapping,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    *,
+    strategy: str = "auto",
+    halfsize: int,
+    cache: FetchCache | None = None,
+    options: FetchOptions | None = None,
+) -> FetchResult:
+    """Fetch the pixels that `halfsize`-neighbourhoods of the sources (ra, dec in deg) need from one image.
+
+    `strategy`: 'auto' (cost model), 'range', 'cutout', 'whole'; a local file is always read in place
+    ('local'). Errors are recorded in the result, never raised (bad arguments excepted).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+    options = options or FetchOptions()
+    cache = cache if cache is not None else process_cache()
+    ra = np.atleast_1d(np.asarray(ra, dtype=float))
+    dec = np.atleast_1d(np.asarray(dec, dtype=float))
+    protocol, path = image_location(image, options)
+    stats = IOStats()
+    io = ArchiveIO(protocol, options.retry, multirange=options.multirange)
+    target = Target.from_image(image, path, io, stats, cache)
+    target.psf_source = options.psf_source
+    if protocol == "file":
+        chosen = "local"
+    elif strategy == "cutout" and protocol == "s3":
+        target.notes.append("no cutout service on S3: range reads instead")
+        chosen = "range"
+    else:
+        chosen = strategy
+    t0 = time.monotonic()
+    estimates: dict[str, float] = {}
+    if ra.size == 0:
+        return FetchResult([], chosen, 0, 0)
+    try:
+        regions, missing, errors, chosen = _run(target, chosen, ra, dec, halfsize, options, estimates)
+        if options.calibration and regions:
+            attach_calibration(target, regions)
+        error = "; ".join(errors) or None
+    except (ReadError, FitsStructureError) as exc:
+        regions, missing, error = [], np.arange(ra.size), str(exc)
+    return FetchResult(
+        regions=regions,
+        strategy=chosen,
+        bytes_read=stats.bytes_read,
+        requests=stats.requests,
+        error=error,
+        missing=np.asarray(missing, dtype=np.int64),
+        retries=stats.retries,
+        estimates=estimates,
+        notes=list(dict.fromkeys(target.notes)),
+        elapsed_s=time.monotonic() - t0,
+    )
+
+
+def _run(target: Target, chosen: str, ra: np.ndarray, dec: np.ndarray, halfsize: int, options: FetchOptions,
+         estimates: dict) -> tuple[Regions, np.ndarray, list[str], str]:
+    """Run one strategy (choosing it first when 'auto'): regions, unserved sources, non-fatal errors, strategy."""
+    if chosen == "whole":
+        regions, missing = fetch_whole(target, ra, dec, halfsize)
+        return regions, missing, [], chosen
+    if chosen == "cutout":
+        fmap = target.cache.get_fitsmap(target.path)
+        shape = fmap["IMAGE"].shape if fmap else target.parent_shape
+        return (*fetch_cutouts(target, ra, dec, halfsize, shape, options.cutout_group_px,
+                               options.cutout_margin_px, options.cutout_gzip), chosen)
+    fmap = fitsmap_for(target)
+    check_level2(fmap)
+    shape = fmap["IMAGE"].shape
+    x, y = sky_to_parent_pixel(fmap["IMAGE"].header, ra, dec)
+    _, _, ylo, yhi, ok = neighbourhoods(x, y, halfsize, shape)
+    gap = options.merge_gap_rows
+    if gap is None:  # a gap is worth reading when it costs less than the request it saves
+        one_per_range = chosen != "local" and not target.io.uses_multirange(target.path)
+        gap = int(options.request_bytes() // (len(PLANES) * shape[1] * 4)) if one_per_range else 0
+    strips = plan_strips(ylo, yhi, ok, gap)
+    if chosen == "auto":
+        estimates.update(estimate_costs(fmap, strips, ra[ok], dec[ok], halfsize, target, options))
+        chosen = min(estimates, key=estimates.__getitem__)
+        if chosen != "range":
+            return _run(target, chosen, ra, dec, halfsize, options, {})
+    return fetch_strips(target, fmap, strips), np.flatnonzero(~ok), [], chosen
+
+
+def estimate_costs(fmap: FitsMap, strips: list, ra: np.ndarray, dec: np.ndarray, halfsize: int,
+                   target: Target, options: FetchOptions) -> dict[str, float]:
+    """Estimated seconds of each strategy for the sources on this image (the header scan is already paid).
+
+    time = ceil(requests / concurrency) x latency + bytes / bandwidth (+ the cutout service time per
+    round of concurrent cutouts). Range bytes are the strips' rows of four planes (plus the PSF cube when
+    this process has not cached it); a cutout carries its headers, the whole PSF cube and its pixels.
+    """
+    nx = fmap["IMAGE"].shape[1]
+    row = nx * 4
+    conc = max(1, options.retry.concurrency)
+    psf_bytes = fmap["PSF"].data_size
+    psf_cached = target.psf_cached()
+
+    def seconds(nbytes: float, nreq: int, service: float = 0.0) -> float:
+        rounds = math.ceil(nreq / conc)
+        return rounds * (options.latency_s + service) + nbytes / options.bandwidth_bps
+
+    range_rows = sum(y1 - y0 for y0, y1, _ in strips)
+    range_bytes = range_rows * row * len(PLANES) + (0 if psf_cached else psf_bytes)
+    range_req = target.io.requests_for(target.path, len(PLANES) * len(strips)) + (0 if psf_cached else 1)
+    out = {
+        "range": seconds(range_bytes, range_req),
+        "whole": seconds(fmap.size, 1),
+    }
+    if target.io.protocol in ("http", "https") and ra.size:
+        groups = group_on_sky(ra, dec, options.cutout_group_px)
+        side = options.cutout_group_px / 2 + 2 * (halfsize + 1 + options.cutout_margin_px) + 1
+        headers = sum(h.data_offset - h.header_offset for h in fmap.hdus)
+        per_cut = headers + psf_bytes + fmap["WCS-WAVE"].data_size + len(PLANES) * 4 * side * side
+        out["cutout"] = seconds(len(groups) * per_cut, len(groups), options.cutout_service_s)
+    return out

@@ -1,0 +1,243 @@
+"""The HDU offset table of a FITS file read with few range requests: headers parsed from 2880-byte blocks.
+
+`scan_fits` reads the file's head and tail, then, once the first image HDU's data size is known, guesses
+where the following headers lie (equal-sized planes follow each other in a Level-2 file) and reads windows
+at all those places in one concurrent round; it reads further only when a header is longer than its window
+(the ~43 kB PSF header). The result, a `FitsMap`, gives each HDU's header and the byte span of its data,
+and keeps the data of small HDUs (WCS-WAVE) that came along for free.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.io import fits
+
+BLOCK = 2880
+CARD = 80
+_END_CARD = b"END" + b" " * 77
+#: Bytes read at the head (PRIMARY + IMAGE header), at the tail (WCS-WAVE), and per guessed header.
+HEAD_BYTES = 20 * BLOCK
+TAIL_BYTES = 8 * BLOCK
+WINDOW_BYTES = 6 * BLOCK
+#: How many following headers to guess at once.
+SPECULATE = 4
+#: HDUs whose data is at most this big keep their bytes in the map when the scan read them.
+SMALL_DATA = 64 * 1024
+
+#: A function that reads byte ranges [start, end) of the file, concurrently, and returns their bytes.
+RangeReader = Callable[[Sequence[tuple[int, int]]], list[bytes]]
+
+
+class FitsStructureError(ValueError):
+    """The bytes are not the FITS file we expected (no END card, data past the end, wrong HDUs)."""
+
+
+def padded(n: int) -> int:
+    """`n` rounded up to whole 2880-byte blocks."""
+    return -(-n // BLOCK) * BLOCK
+
+
+def data_size(header: fits.Header) -> int:
+    """Bytes of an HDU's data (heap included, padding excluded): |BITPIX|/8 * GCOUNT * (PCOUNT + prod NAXISn)."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = int(np.prod([int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1)], dtype=np.int64))
+    return abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + n)
+
+
+@dataclass
+class HDUEntry:
+    """One HDU: its header and where its header and data lie in the file."""
+
+    index: int
+    name: str
+    header_offset: int
+    data_offset: int
+    data_size: int
+    header: fits.Header
+
+    @property
+    def end(self) -> int:
+        """Offset just after this HDU's padded data (the next header's offset)."""
+        return self.data_offset + padded(self.data_size)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Numpy shape of an image HDU's data (NAXISn reversed)."""
+        naxis = int(self.header.get("NAXIS", 0))
+        return tuple(int(self.header[f"NAXIS{i}"]) for i in range(naxis, 0, -1))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Big-endian dtype of an image HDU's pixels, from BITPIX."""
+        codes = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+        return np.dtype(codes[int(self.header["BITPIX"])])
+
+
+@dataclass
+class FitsMap:
+    """The HDU table of one file (by URL/path), plus the raw data of small HDUs read during the scan."""
+
+    url: str
+    size: int
+    hdus: list[HDUEntry]
+    small: dict[int, bytes] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> HDUEntry:
+        for h in self.hdus:
+            if h.name == name.upper():
+                return h
+        raise KeyError(f"{self.url}: no HDU named {name}")
+
+    def __contains__(self, name: str) -> bool:
+        return any(h.name == name.upper() for h in self.hdus)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hdus)
+
+    def row_range(self, name: str, y0: int, y1: int) -> tuple[int, int]:
+        """Byte span [start, end) of rows y0..y1-1 (0-based) of a 2-D image HDU."""
+        h = self[name]
+        ny, nx = h.shape
+        if not 0 <= y0 <= y1 <= ny:
+            raise ValueError(f"rows {y0}:{y1} outside {name} of {ny} rows")
+        row = nx * h.dtype.itemsize
+        return h.data_offset + y0 * row, h.data_offset + y1 * row
+
+    def hdu_from_bytes(self, name: str, data: bytes) -> fits.hdu.base._BaseHDU:
+        """An astropy HDU (e.g. the WCS-WAVE BinTableHDU) from this map's header and the data bytes."""
+        h = self[name]
+        raw = h.header.tostring().encode("ascii") + data + b"\0" * (padded(len(data)) - len(data))
+        hdu = fits.hdu.base._BaseHDU.fromstring(raw)
+        if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.BinTableHDU):
+            return hdu
+        raise FitsStructureError(f"{self.url}: cannot rebuild HDU {name}")
+
+    def to_json(self) -> str:
+        """Serialise (headers as card text, small data base64) for an on-disk cache."""
+        return json.dumps({
+            "url": self.url,
+            "size": self.size,
+            "hdus": [
+                {"index": h.index, "name": h.name, "header_offset": h.header_offset,
+                 "data_offset": h.data_offset, "data_size": h.data_size, "header": h.header.tostring()}
+                for h in self.hdus
+            ],
+            "small": {str(k): base64.b64encode(v).decode("ascii") for k, v in self.small.items()},
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> FitsMap:
+        d = json.loads(text)
+        hdus = [
+            HDUEntry(h["index"], h["name"], h["header_offset"], h["data_offset"], h["data_size"],
+                     fits.Header.fromstring(h["header"]))
+            for h in d["hdus"]
+        ]
+        small = {int(k): base64.b64decode(v) for k, v in d["small"].items()}
+        return cls(d["url"], d["size"], hdus, small)
+
+
+class _Chunks:
+    """Byte ranges read so far; `get` answers from any one chunk that covers the request."""
+
+    def __init__(self):
+        self._chunks: list[tuple[int, bytes]] = []
+
+    def add(self, ranges: Sequence[tuple[int, int]], blobs: Sequence[bytes]) -> None:
+        for (start, _), blob in zip(ranges, blobs, strict=True):
+            self._chunks.append((start, blob))
+
+    def get(self, start: int, end: int) -> bytes | None:
+        for s, blob in self._chunks:
+            if s <= start and end <= s + len(blob):
+                return blob[start - s:end - s]
+        return None
+
+
+def _end_card(block: bytes) -> int | None:
+    """Index (in cards) of the END card in a 2880-byte block, or None."""
+    for i in range(0, BLOCK, CARD):
+        if block[i:i + CARD] == _END_CARD:
+            return i // CARD
+    return None
+
+
+def scan_fits(read: RangeReader, size: int, url: str = "") -> FitsMap:
+    """Parse every header of a FITS file of `size` bytes through `read`, in as few rounds as it can."""
+    chunks = _Chunks()
+    first = [(0, min(HEAD_BYTES, size))]
+    if size > HEAD_BYTES:
+        first.append((max(HEAD_BYTES, size - TAIL_BYTES), size))
+    chunks.add(first, read(first))
+
+    hdus: list[HDUEntry] = []
+    pos = 0
+    while pos < size:
+        header_bytes = _read_header(read, chunks, pos, size, hdus, url)
+        header = fits.Header.fromstring(header_bytes.decode("ascii", errors="replace"))
+        name = str(header.get("EXTNAME", "PRIMARY" if not hdus else f"HDU{len(hdus)}")).strip().upper()
+        entry = HDUEntry(len(hdus), name, pos, pos + len(header_bytes), data_size(header), header)
+        hdus.append(entry)
+        if entry.end > size:
+            raise FitsStructureError(
+                f"{url}: HDU {entry.index} ({name}) data ends at {entry.end}, past the file's {size} bytes")
+        pos = entry.end
+    fmap = FitsMap(url, size, hdus)
+    for h in hdus:
+        if 0 < h.data_size <= SMALL_DATA:
+            blob = chunks.get(h.data_offset, h.data_offset + h.data_size)
+            if blob is not None:
+                fmap.small[h.index] = blob
+    return fmap
+
+
+def _read_header(read: RangeReader, chunks: _Chunks, pos: int, size: int, hdus: list[HDUEntry],
+                 url: str) -> bytes:
+    """The header starting at `pos` (whole blocks up to its END card), reading what is missing."""
+    blocks: list[bytes] = []
+    at = pos
+    while True:
+        if at + BLOCK > size:
+            raise FitsStructureError(f"{url}: header at byte {pos} runs past the end of the file")
+        block = chunks.get(at, at + BLOCK)
+        if block is None:
+            ranges = _guess_windows(at, pos, size, hdus)
+            chunks.add(ranges, read(ranges))
+            block = chunks.get(at, at + BLOCK)
+            if block is None:
+                raise FitsStructureError(f"{url}: short read at byte {at}")
+        if not blocks and not block.startswith((b"SIMPLE  ", b"XTENSION")):
+            raise FitsStructureError(f"{url}: no FITS header at byte {at}")
+        blocks.append(block)
+        if _end_card(block) is not None:
+            return b"".join(blocks)
+        at += BLOCK
+
+
+def _guess_windows(at: int, pos: int, size: int, hdus: list[HDUEntry]) -> list[tuple[int, int]]:
+    """Windows to read when block `at` of the header at `pos` is missing.
+
+    At the start of a header, also guess the next SPECULATE-1 headers, assuming they follow data the size
+    of the last HDU's (IMAGE, FLAGS, VARIANCE, ZODI are equal planes); window j is (j+1) windows long so it
+    still holds header j when the headers before it are longer than one block. Inside a long header, read
+    at least as much again as was read so far.
+    """
+    if at > pos:
+        return [(at, min(size, at + max(WINDOW_BYTES, at - pos)))]
+    step = padded(hdus[-1].data_size) if hdus else 0
+    ranges = [(at, min(size, at + WINDOW_BYTES))]
+    if step:
+        for j in range(1, SPECULATE):
+            start = at + j * step
+            if start + BLOCK > size:
+                break
+            ranges.append((start, min(size, start + (j + 1) * WINDOW_BYTES)))
+    return ranges

@@ -1,0 +1,372 @@
+"""Retrying byte access to the archive through fsspec: HTTP(S) (aiohttp), anonymous S3 (s3fs), local files.
+
+Every remote byte the fetch layer reads goes through `ArchiveIO.read_ranges` / `read_whole`: concurrent
+requests on fsspec's event loop, each retried with exponential backoff and jitter on 5xx/429, connection
+errors, timeouts and truncated bodies, honouring Retry-After, with a bounded number of attempts. A read
+that still fails raises `ReadError` (URL, status, attempts), which the fetch entry point turns into a
+recorded error; `IOStats` counts the requests made and the bytes received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import os
+import random
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import fsspec
+from fsspec.asyn import sync
+
+#: HTTP statuses worth retrying (plus every 5xx).
+RETRY_STATUS = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts, backoff, the Retry-After cap, per-attempt and stall timeouts."""
+
+    max_attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 20.0
+    #: A Retry-After longer than this is not waited for: the read fails at once (recorded).
+    max_retry_after_s: float = 60.0
+    #: Wall-clock limit of one attempt (request + body).
+    attempt_timeout_s: float = 600.0
+    #: A transfer that delivers no bytes for this long is abandoned (and retried).
+    stall_timeout_s: float = 30.0
+    #: Concurrent requests per `read_ranges` call.
+    concurrency: int = 8
+
+
+@dataclass
+class IOStats:
+    """Requests made (every attempt counts) and bytes received in successful responses."""
+
+    requests: int = 0
+    bytes_read: int = 0
+    retries: int = 0
+    #: (url, reason) of every failed attempt, for the record.
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class ReadError(OSError):
+    """A read that failed for good: the URL, the last HTTP status (or None), the attempts made, why."""
+
+    def __init__(self, url: str, status: int | None, attempts: int, reason: str):
+        self.url, self.status, self.attempts, self.reason = url, status, attempts, reason
+        super().__init__(f"{url}: {reason} (status {status}, {attempts} attempt(s))")
+
+    def __reduce__(self):
+        return ReadError, (self.url, self.status, self.attempts, self.reason)
+
+
+class TruncatedBody(OSError):
+    """A response body shorter (or longer) than the byte count it promised."""
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _classify(exc: BaseException) -> tuple[bool, int | None, float | None, str]:
+    """(retryable, HTTP status, Retry-After seconds, reason) of a failed attempt."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        headers = exc.headers or {}
+        ra = retry_after_seconds(headers.get("Retry-After"))
+        retry = exc.status >= 500 or exc.status in RETRY_STATUS
+        return retry, exc.status, ra, f"HTTP {exc.status} {exc.message}".strip()
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        return False, 404 if isinstance(exc, FileNotFoundError) else 403, None, type(exc).__name__
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return True, None, None, "timeout (stalled or slow transfer)"
+    if isinstance(exc, aiohttp.ClientError | TruncatedBody | OSError):
+        return True, None, None, f"{type(exc).__name__}: {exc}"
+    return False, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def maybe_gunzip(data: bytes) -> bytes:
+    """The bytes, decompressed when they are a gzip stream (IRSA cutouts are gzipped by default)."""
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+_FILESYSTEMS: dict[tuple, fsspec.AbstractFileSystem] = {}
+
+
+def filesystem(protocol: str, policy: RetryPolicy) -> fsspec.AbstractFileSystem:
+    """The process-wide fsspec filesystem for a protocol ('http'/'https', 's3', 'file')."""
+    key = (protocol, policy.stall_timeout_s)
+    fs = _FILESYSTEMS.get(key)
+    if fs is None:
+        if protocol in ("http", "https"):
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.stall_timeout_s,
+                                            sock_read=policy.stall_timeout_s)
+            # skip_instance_cache: our own per-process cache, and a ClientTimeout is not tokenizable.
+            fs = fsspec.filesystem("http", client_kwargs={"timeout": timeout}, skip_instance_cache=True)
+        elif protocol == "s3":
+            # Anonymous access to the AWS mirror; s3fs's own retries stay on beneath ours.
+            fs = fsspec.filesystem("s3", anon=True)
+        else:
+            fs = fsspec.filesystem("file")
+        _FILESYSTEMS[key] = fs
+    return fs
+
+
+class MultiRangeUnsupported(Exception):
+    """The server answered a multi-range request with the whole object (it ignores such requests)."""
+
+
+#: Ranges per multi-range request (Apache's default MaxRanges is 200).
+MAX_RANGES_PER_REQUEST = 64
+#: Hosts seen to ignore multi-range requests (per process): they get one request per range.
+_NO_MULTIRANGE: set[str] = set()
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/", re.IGNORECASE)
+
+
+def parse_byteranges(body: bytes, content_type: str) -> list[tuple[int, bytes]]:
+    """(start, bytes) of each part of a multipart/byteranges body, read by its Content-Range length."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        raise TruncatedBody(f"multipart response without a boundary: {content_type!r}")
+    delim = b"--" + m.group(1).encode("latin-1")
+    parts: list[tuple[int, bytes]] = []
+    pos = body.find(delim)
+    while pos >= 0:
+        pos += len(delim)
+        if body[pos:pos + 2] == b"--":
+            return parts
+        head_end = body.find(b"\r\n\r\n", pos)
+        cr = _CONTENT_RANGE_RE.search(body[pos:head_end].decode("latin-1")) if head_end > 0 else None
+        if cr is None:
+            raise TruncatedBody("multipart part without Content-Range")
+        start, length = int(cr.group(1)), int(cr.group(2)) - int(cr.group(1)) + 1
+        data = body[head_end + 4:head_end + 4 + length]
+        if len(data) != length:
+            raise TruncatedBody(f"multipart part at {start}: {len(data)} of {length} bytes")
+        parts.append((start, data))
+        pos = body.find(delim, head_end + 4 + length)
+    raise TruncatedBody("multipart body without its closing boundary")
+
+
+def _slice_parts(parts: list[tuple[int, bytes]], ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Each wanted range cut from the part that covers it (servers may coalesce ranges)."""
+    out = []
+    for s, e in ranges:
+        part = next(((p0, d) for p0, d in parts if p0 <= s and e <= p0 + len(d)), None)
+        if part is None:
+            raise TruncatedBody(f"bytes {s}-{e - 1} missing from the multi-range response")
+        out.append(part[1][s - part[0]:e - part[0]])
+    return out
+
+
+class ArchiveIO:
+    """Retrying range and whole-object reads on one fsspec filesystem; picklable (the fs is per process).
+
+    Over HTTP, `multirange` packs the ranges of one call into few multi-range requests (multipart/byteranges);
+    a server that answers those with the whole object is remembered and sent one request per range instead.
+    """
+
+    def __init__(self, protocol: str, policy: RetryPolicy | None = None, seed: int | None = None,
+                 multirange: bool = True):
+        self.protocol = protocol
+        self.policy = policy or RetryPolicy()
+        self.multirange = multirange
+        self._rng = random.Random(seed)
+
+    def __getstate__(self):
+        return {"protocol": self.protocol, "policy": self.policy, "multirange": self.multirange}
+
+    def __setstate__(self, state):
+        self.__init__(state["protocol"], state["policy"], multirange=state["multirange"])
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return filesystem(self.protocol, self.policy)
+
+    @property
+    def is_async(self) -> bool:
+        return bool(getattr(self.fs, "async_impl", False))
+
+    def requests_for(self, path: str, n_ranges: int) -> int:
+        """How many requests `read_ranges` will make for `n_ranges` ranges of `path` (for cost models)."""
+        if self.uses_multirange(path):
+            return -(-n_ranges // MAX_RANGES_PER_REQUEST)
+        return n_ranges
+
+    def uses_multirange(self, path: str) -> bool:
+        """Whether ranges of `path` go out as multi-range requests (HTTP, enabled, not refused by the host)."""
+        return self.multirange and self.protocol in ("http", "https") and _host(path) not in _NO_MULTIRANGE
+
+    def read_ranges(
+        self, path: str, ranges: Sequence[tuple[int, int]], stats: IOStats, size: int | None = None
+    ) -> list[bytes]:
+        """The bytes [start, end) of each range (clipped to `size` when known), fetched concurrently."""
+        ranges = [(s, min(e, size) if size is not None else e) for s, e in ranges]
+        if not self.is_async:
+            return [self._read_local(path, s, e, stats) for s, e in ranges]
+        return sync(self.fs.loop, self._gather, path, ranges, stats)
+
+    def read_whole(self, path: str, stats: IOStats, expected_size: int | None = None) -> bytes:
+        """The whole object in one request (retried), checked against `expected_size` when known."""
+        if not self.is_async:
+            with open(path, "rb") as f:
+                data = f.read()
+            stats.requests += 1
+            stats.bytes_read += len(data)
+            return data
+        return sync(self.fs.loop, self._retrying, path, lambda: self._get(path, None, None, expected_size), stats)
+
+    def read_many(self, paths: Sequence[str], stats: IOStats) -> list[bytes | ReadError]:
+        """Whole objects (e.g. cutouts) fetched concurrently; a failed one is returned as its ReadError."""
+        if not self.is_async:
+            out: list[bytes | ReadError] = []
+            for p in paths:
+                try:
+                    out.append(self.read_whole(p, stats))
+                except OSError as exc:
+                    out.append(ReadError(p, None, 1, str(exc)))
+            return out
+        return sync(self.fs.loop, self._gather_whole, list(paths), stats)
+
+    def size(self, path: str, stats: IOStats) -> int:
+        """The object's size in bytes (a HEAD request for HTTP), retried like a read."""
+        if not self.is_async:
+            stats.requests += 1
+            return os.path.getsize(path)
+
+        async def info():
+            return await self.fs._info(path), 0
+
+        result = sync(self.fs.loop, self._retrying, path, info, stats)
+        if result.get("size") is None:
+            raise ReadError(path, None, 1, "the server does not report the size")
+        return int(result["size"])
+
+    def _read_local(self, path: str, start: int, end: int, stats: IOStats) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        stats.requests += 1
+        stats.bytes_read += len(data)
+        return data
+
+    async def _gather_whole(self, paths: list[str], stats: IOStats) -> list[bytes | ReadError]:
+        sem = asyncio.Semaphore(max(1, self.policy.concurrency))
+
+        async def one(path: str) -> bytes | ReadError:
+            async with sem:
+                try:
+                    return await self._retrying(path, lambda: self._get(path, None, None, None), stats)
+                except ReadError as exc:
+                    return exc
+
+        return await asyncio.gather(*(one(p) for p in paths))
+
+    async def _gather(self, path: str, ranges: list[tuple[int, int]], stats: IOStats) -> list[bytes]:
+        """Fetch ranges concurrently: in multi-range batches when the server takes them, else one by one."""
+        sem = asyncio.Semaphore(max(1, self.policy.concurrency))
+        if self.uses_multirange(path) and len(ranges) > 1:
+            batches = [ranges[i:i + MAX_RANGES_PER_REQUEST] for i in range(0, len(ranges), MAX_RANGES_PER_REQUEST)]
+
+            async def batch(rs: list[tuple[int, int]]) -> list[bytes]:
+                async with sem:
+                    return await self._retrying(path, lambda: self._get_multi(path, rs), stats)
+
+            try:
+                results = await asyncio.gather(*(batch(b) for b in batches))
+                return [data for part in results for data in part]
+            except MultiRangeUnsupported:
+                _NO_MULTIRANGE.add(_host(path))
+
+        async def one(start: int, end: int) -> bytes:
+            async with sem:
+                return await self._retrying(path, lambda: self._get(path, start, end, end - start), stats)
+
+        return list(await asyncio.gather(*(one(s, e) for s, e in ranges)))
+
+    async def _get(self, path: str, start: int | None, end: int | None, expected: int | None) -> tuple[bytes, int]:
+        """One GET (of a range, or the whole object); the body checked against the expected length."""
+        data = await self.fs._cat_file(path, start=start, end=end)
+        received = len(data)
+        if start is not None and end is not None and expected is not None and received > expected and received >= end:
+            data = data[start:end]  # the server ignored Range and sent the whole object
+        if expected is not None and len(data) != expected:
+            raise TruncatedBody(f"received {received} of {expected} bytes")
+        return data, received
+
+    async def _get_multi(self, path: str, ranges: list[tuple[int, int]]) -> tuple[list[bytes], int]:
+        """One multi-range GET on fsspec's aiohttp session, cut back into the ranges asked for."""
+        session = await self.fs.set_session()
+        headers = {"Range": "bytes=" + ",".join(f"{s}-{e - 1}" for s, e in ranges)}
+        async with session.get(self.fs.encode_url(path), headers=headers, **self.fs.kwargs) as r:
+            if r.status == 200:
+                raise MultiRangeUnsupported(path)  # leave without reading the whole object
+            self.fs._raise_not_found_for_status(r, path)
+            body = await r.read()
+            ctype = r.headers.get("Content-Type", "")
+            content_range = r.headers.get("Content-Range", "")
+        if ctype.startswith("multipart/byteranges"):
+            parts = parse_byteranges(body, ctype)
+        else:  # one part: the server coalesced the ranges
+            m = _CONTENT_RANGE_RE.search(content_range)
+            if m is None:
+                raise TruncatedBody(f"206 without Content-Range for {len(ranges)} ranges")
+            parts = [(int(m.group(1)), body)]
+        return _slice_parts(parts, ranges), len(body)
+
+    async def _retrying(self, path: str, op: Callable[[], Awaitable[tuple[Any, int]]], stats: IOStats) -> Any:
+        """Run one request `op` (returning its result and the bytes received) up to `max_attempts` times:
+        backoff with jitter between attempts, Retry-After honoured, the attempt timed out."""
+        policy = self.policy
+        for attempt in range(1, policy.max_attempts + 1):
+            stats.requests += 1
+            try:
+                result, received = await asyncio.wait_for(op(), policy.attempt_timeout_s)
+                stats.bytes_read += received
+                return result
+            except (asyncio.CancelledError, MultiRangeUnsupported):
+                raise
+            except Exception as exc:
+                retry, status, retry_after, reason = _classify(exc)
+                stats.failures.append((path, reason))
+                if not retry or attempt == policy.max_attempts:
+                    raise ReadError(path, status, attempt, reason) from exc
+                if retry_after is not None and retry_after > policy.max_retry_after_s:
+                    raise ReadError(
+                        path, status, attempt,
+                        f"{reason}; Retry-After {retry_after:.0f} s exceeds {policy.max_retry_after_s:.0f} s",
+                    ) from exc
+                delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
+                delay *= self._rng.uniform(0.5, 1.0)
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                stats.retries += 1
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _host(path: str) -> str:
+    """scheme://host:port of a URL (the unit multi-range support is remembered by)."""
+    parts = urlsplit(path)
+    return f"{parts.scheme}://{parts.netloc}"

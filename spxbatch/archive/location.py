@@ -1,0 +1,69 @@
+"""Where the archive is: IRSA, a server laid out like IRSA, an S3 bucket, or a local mirror directory.
+
+An `ArchiveLocation` says where to plan (a TAP URL, or a local directory to index) and how a TAP `uri`
+('ibe/data/spherex/qr2/level2/...') becomes the fsspec URL of the file to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spxbatch.spherex import IBE_ROOT, IRSA_BASE_URL
+
+#: IRSA's TAP endpoint (planning for 'irsa' and, by default, for S3 mirrors).
+IRSA_TAP_URL = f"{IRSA_BASE_URL}/TAP"
+
+
+@dataclass(frozen=True)
+class ArchiveLocation:
+    """kind: 'irsa' | 'http' | 's3' | 'local'; `file_root` is the archive's equivalent of
+    'https://irsa.ipac.caltech.edu/ibe/data/spherex/' (a URL or a directory, ending in '/')."""
+
+    kind: str
+    tap_url: str | None
+    file_root: str
+    #: fsspec storage options for `file_root` (anonymous access for S3).
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    #: The spec it was resolved from, for messages and the run record.
+    spec: str = ""
+
+    def file_url(self, uri: str) -> str:
+        """The fsspec URL of a TAP `uri` or IRSA relative path ('ibe/data/spherex/...'), or of a path
+        already relative to the file root ('qr2/level2/...'); a leading '/' is ignored."""
+        return self.file_root + relative_to_root(uri)
+
+
+def relative_to_root(uri: str) -> str:
+    """'qr2/level2/...' from 'ibe/data/spherex/qr2/level2/...', '/ibe/...', a full IRSA URL or itself."""
+    uri = uri.strip()
+    marker = IBE_ROOT + "/"
+    cut = uri.find(marker)
+    return uri[cut + len(marker):] if cut >= 0 else uri.lstrip("/")
+
+
+def resolve_archive(spec: str, *, tap_url: str | None = None) -> ArchiveLocation:
+    """An ArchiveLocation from 'irsa', 'http(s)://host[:port][/base]', 's3://bucket[/prefix]' or a directory.
+
+    `tap_url` overrides where planning queries go (e.g. an S3 mirror planned by a private TAP service).
+    A local directory is a mirror of the file tree below 'ibe/data/spherex/' (or of a tree containing
+    'ibe/data/spherex/'); it is planned from its own file headers with no server.
+    """
+    spec = spec.strip()
+    if spec.lower() == "irsa":
+        return ArchiveLocation("irsa", tap_url or IRSA_TAP_URL, f"{IRSA_BASE_URL}/{IBE_ROOT}/", spec=spec)
+    if spec.startswith(("http://", "https://")):
+        base = spec.rstrip("/")
+        return ArchiveLocation("http", tap_url or f"{base}/TAP", f"{base}/{IBE_ROOT}/", spec=spec)
+    if spec.startswith("s3://"):
+        root = spec.rstrip("/") + "/"
+        return ArchiveLocation("s3", tap_url or IRSA_TAP_URL, root, {"anon": True}, spec=spec)
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"archive {spec!r} is not 'irsa', an http(s) URL, an s3:// URL or an existing "
+                         "directory; give one of those.")
+    path = path.resolve()
+    if (path / IBE_ROOT).is_dir():
+        path = path / IBE_ROOT
+    return ArchiveLocation("local", tap_url, str(path) + "/", spec=spec)

@@ -1,0 +1,491 @@
+"""measure_region: forced aperture photometry of every given source on one image region, vectorised.
+
+One pass per region: positions (batch-independent), PSF zone / FWHM / radius, masks and variance repair,
+per-source zodi scale, sep exact-overlap aperture sums, clipped local background, PSF aperture
+correction (and masked-pixel correction), units, wavelength, flags, conditions and the `good` verdict.
+Every number depends only on pixels within `neighbourhood_halfsize` of its source (background='global'
+excepted), so a cutout, a row strip and the whole frame give the same results.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import sep
+from scipy.spatial import cKDTree
+
+from spxbatch.l2 import ImageRegion, PSFCube, parent_image_header
+from spxbatch.photometry.aperture import (
+    annulus_radii,
+    aperture_radius,
+    background_extent,
+    max_radius,
+    neighbourhood_halfsize,
+)
+from spxbatch.photometry.background import (
+    annulus_choice,
+    clipped_stats,
+    global_background,
+    window_selection,
+)
+from spxbatch.photometry.config import PhotometryConfig
+from spxbatch.photometry.gather import Boxes, chunks
+from spxbatch.photometry.positions import celestial_wcs, sky_to_parent_pixel
+from spxbatch.photometry.psf import PSFModel, zone_index
+from spxbatch.photometry.quality import CONDITION_BITS, good_verdict
+from spxbatch.photometry.units import ujy_per_mjysr_pixel, wcs_pixel_solid_angle
+from spxbatch.photometry.wavelength import sample_map, wave_from_table
+from spxbatch.photometry.zodi import zodi_scale
+from spxbatch.spherex import FLAG_BITS, flag_bits_from_header, flag_mask
+
+#: Elements per gathered (sources x box pixels) array: bounds memory at ~100 MB per array.
+_CHUNK_ELEMENTS = 2_000_000
+#: Two catalog positions closer than this (px) are the same source (self-matching of `neighbours`).
+_SELF_TOL = 1e-3
+
+_MODELS: OrderedDict[int, tuple[np.ndarray, PSFModel]] = OrderedDict()
+
+
+def psf_model_for(psf: PSFCube) -> PSFModel:
+    """The cached PSFModel of a cube (by object identity; the cube is held so its id stays unique)."""
+    key = id(psf.cube)
+    hit = _MODELS.get(key)
+    if hit is not None and hit[0] is psf.cube:
+        _MODELS.move_to_end(key)
+        return hit[1]
+    model = PSFModel.from_cube(psf)
+    _MODELS[key] = (psf.cube, model)
+    while len(_MODELS) > 8:
+        _MODELS.popitem(last=False)
+    return model
+
+
+def _card(region: ImageRegion, key: str, default=None):
+    """A header card from IMAGE, else PRIMARY."""
+    for h in (region.image_header, region.primary_header):
+        if key in h:
+            return h[key]
+    return default
+
+
+def _bit(name: str) -> np.int64:
+    return np.int64(1) << np.int64(CONDITION_BITS[name])
+
+
+def _repair_variance(variance: np.ndarray, bad: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """VARIANCE with each non-finite or non-positive value on a not-bad pixel replaced by the median of
+    the finite positive values within `half` px (NaN if none: that pixel is then masked); and the mask of
+    repaired pixels. Bad pixels are masked anyway and left alone."""
+    var = variance.astype(float)
+    ok = np.isfinite(var) & (var > 0)
+    todo = ~ok & ~bad
+    if not np.any(todo):
+        return var, todo
+    iy, ix = np.nonzero(todo)
+    boxes = Boxes.around(ix, iy, half, var.shape)
+    vals = np.where(boxes.inside & boxes.take(ok), boxes.take(var), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN box: NaN, the pixel gets masked
+        var[iy, ix] = np.nanmedian(vals, axis=1)
+    return var, todo
+
+
+def measure_region(
+    region: ImageRegion,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    config: PhotometryConfig | None = None,
+    source_index: np.ndarray | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    psf_model: PSFModel | None = None,
+) -> dict[str, np.ndarray]:
+    """Measure every source (ra, dec in deg) on `region`; one row per input source, in input order.
+
+    `neighbours` (ra, dec) are all catalog sources near the region (default: the inputs themselves);
+    they are masked out of each background region and decide BLENDED. `psf_model` overrides the cached
+    model of region.psf. Fluxes are uJy; background and background_err are MJy/sr per pixel (after
+    zodi subtraction). See quality.CONDITION_BITS for the condition word.
+    """
+    cfg = config or PhotometryConfig()
+    ra = np.atleast_1d(np.asarray(ra, dtype=float))
+    dec = np.atleast_1d(np.asarray(dec, dtype=float))
+    n = ra.size
+    sidx = np.arange(n) if source_index is None else np.asarray(source_index)
+    hdr = parent_image_header(region.image_header)
+    wcs = celestial_wcs(region.image_header)
+    x, y = sky_to_parent_pixel(region.image_header, ra, dec, wcs=wcs)
+
+    out = _empty_table(n, sidx, x, y, region)
+    nyp, nxp = region.parent_shape
+    ny, nx = region.shape
+    xl, yl = x - region.x0, y - region.y0
+    status = out["status"]
+    finite = np.isfinite(x) & np.isfinite(y)
+    with np.errstate(invalid="ignore"):
+        in_frame = finite & (x >= -0.5) & (x < nxp - 0.5) & (y >= -0.5) & (y < nyp - 0.5)
+        edge_dist = np.minimum.reduce([x + 0.5, nxp - 0.5 - x, y + 0.5, nyp - 0.5 - y])
+        in_region = (xl >= -0.5) & (xl < nx - 0.5) & (yl >= -0.5) & (yl < ny - 0.5)
+    status[~finite] = "bad_position"
+    status[finite & ~in_frame] = "off_frame"
+    status[in_frame & (edge_dist < cfg.min_edge_distance)] = "near_edge"
+    status[in_frame & (edge_dist >= cfg.min_edge_distance) & ~in_region] = "outside_region"
+    m = np.flatnonzero(status == "ok")
+    cond = out["condition"]
+    cond[status != "ok"] |= _bit("NOT_MEASURED")
+    if m.size == 0:
+        out["good"] = good_verdict(out, cfg, _flag_bits(region))
+        return out
+
+    xm, ym, xlm, ylm = x[m], y[m], xl[m], yl[m]
+    ix = np.floor(xlm + 0.5).astype(np.int64)
+    iy = np.floor(ylm + 0.5).astype(np.int64)
+
+    # PSF zone, FWHM, radius
+    model = psf_model if psf_model is not None else (psf_model_for(region.psf) if region.psf is not None else None)
+    if model is not None:
+        version = str(region.primary_header.get("VERSION", "")) or None
+        zones = zone_index(model.psf.header, xm, ym, version=version, method=cfg.psf_zone_lookup)
+        fwhm = model.fwhm(zones)
+    else:
+        zones = np.zeros(m.size, dtype=np.int64)
+        fwhm = None
+        cond[m] |= _bit("NO_PSF")
+    radius = np.broadcast_to(aperture_radius(cfg, fwhm), m.shape).astype(float)
+    r_max = max_radius(cfg, model)
+    halfsize = neighbourhood_halfsize(cfg, model)
+
+    # the neighbourhood must lie inside the region wherever it lies inside the frame
+    lo_x = np.maximum(ix - halfsize, -region.x0)
+    hi_x = np.minimum(ix + halfsize, nxp - 1 - region.x0)
+    lo_y = np.maximum(iy - halfsize, -region.y0)
+    hi_y = np.minimum(iy + halfsize, nyp - 1 - region.y0)
+    clipped = (lo_x < 0) | (hi_x > nx - 1) | (lo_y < 0) | (hi_y > ny - 1)
+    if cfg.background == "global":
+        clipped[:] = False
+    cond[m[clipped]] |= _bit("REGION_CLIPPED")
+
+    # masks and variance
+    bits = _flag_bits(region)
+    flags = np.ascontiguousarray(region.flags)
+    image = np.ascontiguousarray(region.image)
+    zodi_plane = np.ascontiguousarray(region.zodi)
+    bad = ((flags & flag_mask(cfg.bad_flags, bits)) != 0) | ~np.isfinite(image)
+    if cfg.zodi != "none":
+        bad |= ~np.isfinite(zodi_plane)
+    var, repaired = _repair_variance(region.variance, bad, cfg.variance_repair_halfsize)
+    bad |= ~np.isfinite(var)
+    avoid = (flags & flag_mask(cfg.background_avoid_flags, bits)) != 0 if cfg.background_avoid_flags else None
+
+    # aperture footprint: flags OR, masked pixels, frame edge, repaired variance
+    flags_or = np.zeros(m.size, dtype=np.int64)
+    has_masked = np.zeros(m.size, dtype=bool)
+    at_edge = np.zeros(m.size, dtype=bool)
+    var_fixed = np.zeros(m.size, dtype=bool)
+    ha = math.ceil(r_max + 1.0)
+    for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // (2 * ha + 1) ** 2)):
+        b = Boxes.around(ix[sl], iy[sl], ha, (ny, nx))
+        pin = (b.nearest_distance(xlm[sl], ylm[sl]) < radius[sl, None]) & b.inside
+        flags_or[sl] = np.bitwise_or.reduce(np.where(pin, b.take(flags), 0), axis=1)
+        has_masked[sl] = np.any(pin & b.take(bad), axis=1)
+        var_fixed[sl] = np.any(pin & b.take(repaired), axis=1)
+    # frame edge: the aperture's bounding square crosses the parent frame's border
+    at_edge = (
+        (xm - radius < -0.5) | (xm + radius > nxp - 0.5) | (ym - radius < -0.5) | (ym + radius > nyp - 0.5)
+    )
+    cond[m[has_masked]] |= _bit("BAD_PIXEL")
+    cond[m[at_edge]] |= _bit("EDGE")
+    cond[m[var_fixed]] |= _bit("VARIANCE_REPAIRED")
+
+    # zodi scale
+    if cfg.zodi == "fit":
+        qualifies = ~bad & np.isfinite(zodi_plane)
+        if "SOURCE" in bits:
+            qualifies &= (flags & (1 << bits["SOURCE"])) == 0
+        with np.errstate(divide="ignore"):
+            weight = np.where(qualifies, 1.0 / var, 0.0)
+        hz = cfg.zodi_halfsize
+        pix, piy = ix + region.x0, iy + region.y0
+        n_frame = (np.minimum(pix + hz, nxp - 1) - np.maximum(pix - hz, 0) + 1) * (
+            np.minimum(piy + hz, nyp - 1) - np.maximum(piy - hz, 0) + 1
+        )
+        scale, fell = zodi_scale(image, zodi_plane, weight, qualifies, ix, iy, hz, n_frame,
+                                 cfg.zodi_min_fraction, cfg.zodi_min_scale, cfg.zodi_max_scale)
+        cond[m[fell]] |= _bit("ZODI_FALLBACK")
+    else:
+        scale = np.full(m.size, 1.0 if cfg.zodi == "fixed" else 0.0)
+
+    # aperture sums (masked pixels contribute nothing; sep exact overlap)
+    img0 = np.where(bad, 0.0, image)
+    var0 = np.where(bad, 0.0, var)
+    s_img, s_err, _ = sep.sum_circle(img0, xlm, ylm, radius, var=var0, subpix=0)
+    s_zod = np.zeros(m.size)
+    if cfg.zodi != "none":
+        s_zod, _, _ = sep.sum_circle(np.where(bad, 0.0, zodi_plane.astype(float)), xlm, ylm, radius, subpix=0)
+    area = np.pi * radius**2
+    partial = has_masked | at_edge | clipped
+    if np.any(partial):
+        good_px = (~bad).astype(float)
+        area[partial], _, _ = sep.sum_circle(good_px, xlm[partial], ylm[partial], radius[partial], subpix=0)
+
+    # local background of I - s Z, per pixel
+    bkg, bkg_std, bkg_n, failed = _background(
+        cfg, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, r_max, model, x, y,
+        neighbours, ra, dec, wcs, cond, m,
+    )
+    bkg_err = cfg.bkg_error_factor * bkg_std / np.sqrt(np.maximum(bkg_n, 1))
+    if cfg.background in ("none", "global"):
+        bkg_err = bkg_std
+
+    f_sb = s_img - scale * s_zod - bkg * area
+    e_sb = np.sqrt(s_err**2 + (bkg_err * area) ** 2)
+
+    # aperture correction (and PSF correction of masked / clipped aperture pixels)
+    frac = np.ones(m.size)
+    if model is not None:
+        full = np.empty(m.size)
+        kept = np.empty(m.size)
+        mh = model.half_tile(r_max)
+        t = 2 * mh + 1
+        for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // (t * t))):
+            missing = None
+            if cfg.masked_aperture == "psf":
+                b = Boxes.around(ix[sl], iy[sl], mh, (ny, nx))
+                missing = (~b.inside | b.take(bad)).reshape(-1, t, t)
+                missing &= partial[sl, None, None]
+            full[sl], kept[sl] = model.aperture_fractions(zones[sl], xm[sl], ym[sl], radius[sl], missing)
+        ratio = kept / full
+        cond[m[ratio < 1]] |= _bit("MASK_CORRECTED")
+        frac = kept if cfg.aperture_correction else ratio
+
+    # units
+    if region.solid_angle is not None:
+        omega = sample_map(region.solid_angle, xlm, ylm)
+    else:
+        omega = wcs_pixel_solid_angle(wcs, xm, ym)
+    conv = ujy_per_mjysr_pixel(omega)
+
+    flux_ap = f_sb * conv
+    flux = flux_ap / frac
+    flux_err = e_sb * conv / frac
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = flux / flux_err
+
+    if region.cwave is not None and region.cband is not None:
+        lam, dlam = sample_map(region.cwave, xlm, ylm), sample_map(region.cband, xlm, ylm)
+    else:
+        lam, dlam = wave_from_table(region.wave, hdr, xm, ym)
+
+    measured = ~failed & np.isfinite(flux) & np.isfinite(flux_err)
+    st = status[m]
+    st[failed] = "no_background"
+    st[~failed & ~measured] = "no_pixels"
+    status[m] = st
+    cond[m[~measured]] |= _bit("NOT_MEASURED")
+
+    out["flux"][m] = np.where(measured, flux, np.nan)
+    out["flux_err"][m] = np.where(measured, flux_err, np.nan)
+    out["flux_aperture"][m] = np.where(measured, flux_ap, np.nan)
+    out["aperture_correction"][m] = 1.0 / frac
+    out["wavelength"][m] = lam
+    out["bandwidth"][m] = dlam
+    out["flags"][m] = flags_or.astype(np.int32)
+    out["measured"][m] = measured
+    out["snr"][m] = np.where(measured, snr, np.nan)
+    out["aperture_radius"][m] = radius
+    out["background"][m] = bkg
+    out["background_err"][m] = bkg_err
+    out["background_npix"][m] = bkg_n
+    out["zodi_scale"][m] = scale
+    out["psf_zone"][m] = zones if model is not None else -1
+    out["fwhm"][m] = fwhm if fwhm is not None else cfg.fallback_fwhm
+    out["pixel_solid_angle"][m] = omega
+    with np.errstate(invalid="ignore"):
+        out["detected"] = out["measured"] & (out["snr"] >= cfg.snr_threshold)
+    out["good"] = good_verdict(out, cfg, bits)
+    return out
+
+
+def _flag_bits(region: ImageRegion) -> dict[str, int]:
+    """Flag name -> bit from the FLAGS header's MP_* cards (spherex.FLAG_BITS if it has none)."""
+    bits = flag_bits_from_header(region.flags_header)
+    return bits or dict(FLAG_BITS)
+
+
+def _empty_table(n: int, sidx: np.ndarray, x: np.ndarray, y: np.ndarray, region: ImageRegion) -> dict:
+    """The output columns, filled for 'not measured' (NaN, False, 0)."""
+    nan = np.full(n, np.nan)
+    mjd_beg = _card(region, "MJD-BEG")
+    mjd_end = _card(region, "MJD-END")
+    if mjd_beg is not None and mjd_end is not None:
+        mjd = 0.5 * (float(mjd_beg) + float(mjd_end))
+    else:
+        mjd = float(_card(region, "MJD-AVG", _card(region, "MJD-OBS", np.nan)))
+    band = int(_card(region, "DETECTOR", 0))
+    obs_id = str(_card(region, "OBSID", ""))
+    return {
+        "source_index": np.asarray(sidx),
+        "flux": nan.copy(),
+        "flux_err": nan.copy(),
+        "flux_aperture": nan.copy(),
+        "aperture_correction": nan.copy(),
+        "wavelength": nan.copy(),
+        "bandwidth": nan.copy(),
+        "mjd": np.full(n, mjd),
+        "band": np.full(n, band, dtype=np.int8),
+        "obs_id": np.full(n, obs_id, dtype=object),
+        "flags": np.zeros(n, dtype=np.int32),
+        "condition": np.zeros(n, dtype=np.int64),
+        "measured": np.zeros(n, dtype=bool),
+        "detected": np.zeros(n, dtype=bool),
+        "good": np.zeros(n, dtype=bool),
+        "snr": nan.copy(),
+        "x": np.asarray(x, dtype=float),
+        "y": np.asarray(y, dtype=float),
+        "aperture_radius": nan.copy(),
+        "background": nan.copy(),
+        "background_err": nan.copy(),
+        "background_npix": np.zeros(n, dtype=np.int32),
+        "zodi_scale": nan.copy(),
+        "psf_zone": np.full(n, -1, dtype=np.int16),
+        "fwhm": nan.copy(),
+        "pixel_solid_angle": nan.copy(),
+        "status": np.full(n, "ok", dtype=object),
+    }
+
+
+def _neighbour_mask(
+    cfg: PhotometryConfig, shape: tuple[int, int], region: ImageRegion, nx_: np.ndarray, ny_: np.ndarray,
+    radius_mask: float,
+) -> np.ndarray:
+    """Count image: how many catalog sources (parent positions nx_, ny_) lie within radius_mask of each
+    region pixel centre."""
+    ny, nx = shape
+    h = math.ceil(radius_mask) + 1
+    xl = nx_ - region.x0
+    yl = ny_ - region.y0
+    near = np.isfinite(xl) & (xl > -h - 1) & (xl < nx + h) & (yl > -h - 1) & (yl < ny + h)
+    xl, yl = xl[near], yl[near]
+    count = np.zeros(ny * nx, dtype=np.int32)
+    for sl in chunks(xl.size, max(1, _CHUNK_ELEMENTS // (2 * h + 1) ** 2)):
+        b = Boxes.around(np.floor(xl[sl] + 0.5).astype(np.int64), np.floor(yl[sl] + 0.5).astype(np.int64),
+                         h, shape)
+        sel = b.inside & (b.centre_distance(xl[sl], yl[sl]) < radius_mask)
+        count += np.bincount(b.flat[sel], minlength=ny * nx).astype(np.int32)
+    return count.reshape(shape)
+
+
+def _background(
+    cfg, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, r_max, model, x, y,
+    neighbours, ra, dec, wcs, cond, m,
+):
+    """(level, std, n, failed) of the local background of I - s Z per measured source."""
+    k = xlm.size
+    if cfg.background == "none":
+        return np.zeros(k), np.zeros(k), np.zeros(k, dtype=np.int64), np.zeros(k, dtype=bool)
+    if cfg.background == "global":
+        data = image - (zodi_plane if cfg.zodi != "none" else 0.0)
+        back, rms = global_background(data, bad, cfg.global_mesh)
+        level = sample_map(back, xlm, ylm)
+        if cfg.zodi != "none":
+            level = level + (1.0 - scale) * sample_map(np.where(bad, 0.0, zodi_plane), xlm, ylm)
+        err = sample_map(rms, xlm, ylm) / cfg.global_mesh
+        return level, err, np.ones(k, dtype=np.int64), ~np.isfinite(level)
+
+    # catalog neighbours: masked out of the background, and BLENDED when apertures overlap
+    if neighbours is None:
+        nbx, nby = x, y
+    else:
+        nbx, nby = sky_to_parent_pixel(region.image_header, neighbours[0], neighbours[1], wcs=wcs)
+    r_mask = cfg.neighbour_mask_radius if cfg.neighbour_mask_radius is not None else r_max + cfg.annulus_gap
+    okn = np.isfinite(nbx) & np.isfinite(nby)
+    tree = cKDTree(np.column_stack([nbx[okn], nby[okn]]))
+    pts = np.column_stack([xlm + region.x0, ylm + region.y0])
+    self_count = tree.query_ball_point(pts, _SELF_TOL, return_length=True)
+    close = tree.query_ball_point(pts, 2.0 * radius, return_length=True) - self_count
+    cond[m[close > 0]] |= np.int64(1) << np.int64(CONDITION_BITS["BLENDED"])
+    count = _neighbour_mask(cfg, image.shape, region, nbx[okn], nby[okn], r_mask)
+    # pixel code: 2 = usable, 1 = usable unless another source's disk (count 1: maybe our own), 0 = not
+    code = np.where(bad | (count > 1), 0, np.where(count == 1, 1, 2)).astype(np.int8)
+    if avoid is not None:
+        code = code | (avoid.astype(np.int8) << 2)
+
+    if cfg.background == "annulus":
+        r_in, r_out = annulus_radii(cfg, radius)
+        r_lo = float(np.min(r_in))
+        r_first = float(np.max(r_out))
+        r_last = background_extent(cfg, r_max)
+    else:
+        r_lo = float(np.min(radius)) + cfg.window_gap
+        r_first = r_last = float(cfg.window_halfsize)
+    level = np.full(k, np.nan)
+    std = np.full(k, np.nan)
+    npx = np.zeros(k, dtype=np.int64)
+    failed = np.zeros(k, dtype=bool)
+    widened = np.zeros(k, dtype=bool)
+    relaxed = np.zeros(k, dtype=bool)
+    todo = np.arange(k)
+    # first the initial annulus (small ring), then only the sources that need widening (full ring)
+    for r_hi, last in ((r_first, r_first >= r_last), (r_last, True)):
+        if todo.size == 0:
+            break
+        retry = []
+        for sl in chunks(todo.size, max(1, _CHUNK_ELEMENTS // _ring_size(r_hi))):
+            j = todo[sl]
+            b = (Boxes.ring(ix[j], iy[j], r_lo, r_hi, image.shape) if cfg.background == "annulus"
+                 else Boxes.around(ix[j], iy[j], cfg.window_halfsize, image.shape))
+            dist = b.centre_distance(xlm[j], ylm[j])
+            c = b.take(code)
+            own = (dist < r_mask) & (self_count[j, None] > 0)
+            usable = b.inside & (((c & 3) == 2) | (((c & 3) == 1) & own))
+            strict = usable & ((c & 4) == 0)
+            if cfg.background == "annulus":
+                steps = cfg.annulus_steps if last else 0
+                sel, kk = annulus_choice(dist, strict, r_in[j], r_out[j], cfg.annulus_step, steps,
+                                         cfg.background_min_pixels)
+                if last and avoid is not None and np.any(kk < 0):
+                    sel2, kk2 = annulus_choice(dist, usable, r_in[j], r_out[j], cfg.annulus_step, steps,
+                                               cfg.background_min_pixels)
+                    redo = (kk < 0) & (kk2 >= 0)
+                    sel[redo] = sel2[redo]
+                    kk = np.where(redo, kk2, kk)
+                    relaxed[j] = redo
+                if not last:
+                    retry.append(j[kk < 0])
+                    keep = kk >= 0
+                    j, sel, kk, b_take = j[keep], sel[keep], kk[keep], keep
+                else:
+                    b_take = slice(None)
+                widened[j] = kk > 0
+                failed[j] = kk < 0
+            else:
+                excl = radius[j] + cfg.window_gap
+                sel = window_selection(dist, strict, excl)
+                few = sel.sum(axis=1) < cfg.background_min_pixels
+                if avoid is not None and np.any(few):
+                    sel2 = window_selection(dist, usable, excl)
+                    redo = few & (sel2.sum(axis=1) >= cfg.background_min_pixels)
+                    sel[redo] = sel2[redo]
+                    relaxed[j] = redo
+                failed[j] = sel.sum(axis=1) < cfg.background_min_pixels
+                b_take = slice(None)
+            flat = b.flat[b_take]
+            vals = np.take(image.reshape(-1), flat).astype(float)
+            if cfg.zodi != "none":
+                vals -= scale[j, None] * np.take(zodi_plane.reshape(-1), flat)
+            vals[~sel] = np.nan
+            level[j], std[j], npx[j] = clipped_stats(vals, cfg.clip_sigma, cfg.clip_iters,
+                                                     cfg.background_statistic)
+        todo = np.concatenate(retry) if retry else np.empty(0, dtype=np.int64)
+    failed |= ~np.isfinite(level)
+    cond[m[failed]] |= np.int64(1) << np.int64(CONDITION_BITS["BACKGROUND_FAILED"])
+    cond[m[widened]] |= np.int64(1) << np.int64(CONDITION_BITS["BACKGROUND_WIDENED"])
+    cond[m[relaxed]] |= np.int64(1) << np.int64(CONDITION_BITS["BACKGROUND_RELAXED"])
+    return level, std, npx, failed
+
+
+def _ring_size(r_hi: float) -> int:
+    """Upper bound of the pixels per source of a background pixel set reaching r_hi (for chunking)."""
+    return int(4 * (r_hi + 1.5) ** 2)

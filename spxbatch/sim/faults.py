@@ -1,0 +1,96 @@
+"""Network realism for the simulated archive: latency, a shared bandwidth cap, seeded fault injection.
+
+Faults are drawn per request from a hash of (seed, request identity, how many times that identical request
+was seen before), so a pattern is reproducible whatever the order in which concurrent requests arrive, and
+a retry of a failed request gets a fresh draw (it can succeed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, fields
+
+#: Fault kinds in the order their rates are stacked on [0, 1).
+FAULT_KINDS = ("http500", "http503", "http429", "drop", "truncate")
+
+
+@dataclass
+class FaultConfig:
+    """Per-request probabilities of each fault (their sum must be <= 1) and how they behave.
+
+    - http500 / http503 / http429: an error status instead of the body (503 and 429 carry Retry-After);
+    - drop: the connection is aborted after half of the body;
+    - truncate: Content-Length announces the full body, half is sent, then the connection is closed.
+    `include_tap` applies them to the TAP endpoints too (default: file and cutout routes only).
+    """
+
+    http500: float = 0.0
+    http503: float = 0.0
+    http429: float = 0.0
+    drop: float = 0.0
+    truncate: float = 0.0
+    retry_after: int = 1
+    include_tap: bool = False
+
+    def __post_init__(self) -> None:
+        rates = [getattr(self, k) for k in FAULT_KINDS]
+        if any(r < 0 for r in rates) or sum(rates) > 1.0 + 1e-12:
+            given = dict(zip(FAULT_KINDS, rates, strict=True))
+            raise ValueError(f"fault rates must be >= 0 and sum to <= 1, got {given}")
+
+    @classmethod
+    def coerce(cls, value: FaultConfig | dict | None) -> FaultConfig:
+        """A FaultConfig from None, an instance or a dict of its fields (e.g. {'http503': 0.1})."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"unknown fault settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**value)
+
+
+class FaultInjector:
+    """Decides, per request, whether and which fault fires."""
+
+    def __init__(self, config: FaultConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        self._seen: Counter[str] = Counter()
+
+    def draw(self, identity: str) -> str | None:
+        """The fault kind for this request (None for a normal answer); `identity` names the request."""
+        occurrence = self._seen[identity]
+        self._seen[identity] += 1
+        digest = hashlib.sha256(f"{self.seed}|{identity}|{occurrence}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        edge = 0.0
+        for kind in FAULT_KINDS:
+            edge += getattr(self.config, kind)
+            if u < edge:
+                return kind
+        return None
+
+
+class Bandwidth:
+    """A bandwidth cap shared by every response of one server (bytes/s; None = unlimited)."""
+
+    def __init__(self, bytes_per_s: float | None) -> None:
+        self.rate = bytes_per_s
+        self._next_free = 0.0
+
+    async def consume(self, nbytes: int) -> None:
+        """Wait until `nbytes` more may be sent without exceeding the cap."""
+        if not self.rate:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_free)
+        self._next_free = start + nbytes / self.rate
+        delay = self._next_free - now
+        if delay > 0:
+            await asyncio.sleep(delay)

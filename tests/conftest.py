@@ -1,0 +1,22 @@
+"""Shared pytest fixtures: small seeded simulated archives (session-scoped, built once per test run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spxbatch.sim import ArchiveInfo, make_archive
+
+#: The small test archive: 128 px images, 8 exposures (15 files, ~80 MB, ~3 s).
+SIM_TEST_CONFIG = {"npix": 128, "seed": 7, "n_visits": 8}
+
+
+@pytest.fixture(scope="session")
+def sim_archive(tmp_path_factory) -> ArchiveInfo:
+    """A small noisy simulated archive (with artifacts and flags) and its truth."""
+    return make_archive(tmp_path_factory.mktemp("sim_archive"), **SIM_TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def sim_archive_noiseless(tmp_path_factory) -> ArchiveInfo:
+    """The same sky and survey as `sim_archive`, rendered without noise or pixel artifacts."""
+    return make_archive(tmp_path_factory.mktemp("sim_archive_noiseless"), noise=False, **SIM_TEST_CONFIG)

@@ -1,0 +1,265 @@
+"""Fetch strategies against the simulated archive served on loopback: the same pixels as a local astropy read."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from spxbatch import spherex
+from spxbatch.archive.fetch import FetchOptions, fetch_image
+from spxbatch.archive.http import RetryPolicy
+from spxbatch.archive.psfcache import FetchCache
+from spxbatch.archive.strategies import PLANES
+from spxbatch.sim.server import serve_archive
+
+HALF = 6
+#: Small merge gap so that the 128-px test images are read as several strips.
+OPTS = FetchOptions(merge_gap_rows=2, retry=RetryPolicy(backoff_s=0.01, max_backoff_s=0.05))
+ATTRS = {"IMAGE": "image", "FLAGS": "flags", "VARIANCE": "variance", "ZODI": "zodi"}
+
+
+@pytest.fixture(scope="module")
+def server(sim_archive):
+    with serve_archive(sim_archive.root) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def truth(sim_archive):
+    m = pd.read_parquet(sim_archive.truth["measurements"])
+    cat = pd.read_csv(sim_archive.truth["catalog"]).set_index("name")
+    return m.join(cat[["ra", "dec"]], on="name")
+
+
+def plan_row(srv, relpath: str) -> dict:
+    """A plan images row as the planner gives it (URL on the server, IRSA uri, detector, size)."""
+    row = srv.index.set_index("relpath").loc[relpath]
+    return {"url": srv.file_url(relpath), "relpath": f"{spherex.IBE_ROOT}/{relpath}", "obs_id": row["obs_id"],
+            "detector": int(row["detector"]), "version": row["version"], "size_bytes": int(row["size_bytes"]),
+            "nx": int(row["nx"]), "ny": int(row["ny"])}
+
+
+def sources_on(truth, relpath: str, n: int | None = None, spread: bool = False):
+    """(ra, dec) of sources on one image: the first n, or (spread) n spaced out in rows."""
+    rows = truth[truth["relpath"] == relpath]
+    if spread:
+        rows = rows.sort_values("y")
+        rows = rows.iloc[np.linspace(0, len(rows) - 1, n).round().astype(int)]
+    elif n is not None:
+        rows = rows.iloc[:n]
+    return rows["ra"].to_numpy(), rows["dec"].to_numpy()
+
+
+def check_same_as_local(result, path, n_sources: int, calib_root=None, detector=None):
+    """Every region equals a local astropy read of the same pixels; every source is served once."""
+    assert result.error is None, result.error
+    served = np.concatenate([idx for _, idx in result.regions] + [result.missing])
+    assert np.array_equal(np.sort(served), np.arange(n_sources))
+    with fits.open(path) as hdul:
+        wave = hdul["WCS-WAVE"].data[0]["VALUES"]
+        for region, idx in result.regions:
+            assert idx.size
+            ny, nx = region.shape
+            sl = np.s_[region.y0:region.y0 + ny, region.x0:region.x0 + nx]
+            for name in PLANES:
+                got = getattr(region, ATTRS[name])
+                assert got.dtype.isnative
+                assert np.array_equal(got, hdul[name].data[sl], equal_nan=True), name
+            assert region.parent_shape == hdul["IMAGE"].data.shape
+            assert np.array_equal(region.psf.cube, hdul["PSF"].data)
+            assert region.psf.header["XCTR_1"] == hdul["PSF"].header["XCTR_1"]  # the file's own zone cards
+            assert np.array_equal(region.wave.values.ravel(), np.asarray(wave, dtype=float).ravel())
+            if calib_root is not None:
+                rel = spherex.calibration_relpath("solid_angle_pixel_map", detector).removeprefix(
+                    spherex.IBE_ROOT + "/")
+                assert np.array_equal(region.solid_angle, fits.getdata(calib_root / rel, "IMAGE")[sl])
+                rel = spherex.calibration_relpath("spectral_wcs", detector).removeprefix(spherex.IBE_ROOT + "/")
+                assert np.array_equal(region.cband, fits.getdata(calib_root / rel, "CBAND")[sl])
+
+
+@pytest.mark.parametrize("strategy", ["range", "cutout", "whole"])
+def test_strategy_equals_local_read(server, sim_archive, truth, strategy):
+    relpath = sim_archive.files[0]
+    ra, dec = sources_on(truth, relpath, 4, spread=True)
+    image = plan_row(server, relpath)
+    result = fetch_image(image, ra, dec, strategy=strategy, halfsize=HALF, cache=FetchCache(), options=OPTS)
+    assert result.strategy == strategy
+    check_same_as_local(result, sim_archive.root / relpath, ra.size, sim_archive.root, image["detector"])
+    assert result.missing.size == 0  # the truth puts every source on the image
+    assert result.bytes_read > 0 and result.requests > 0
+    if strategy == "range":
+        assert len(result.regions) > 1 and all(r.x0 == 0 for r, _ in result.regions)
+    if strategy == "cutout":
+        assert all(r.shape[0] < 128 for r, _ in result.regions)
+
+
+def test_local_mirror_needs_no_server(sim_archive, truth):
+    relpath = sim_archive.files[1]
+    ra, dec = sources_on(truth, relpath, 30)
+    image = {"url": "http://127.0.0.1:9/nowhere", "relpath": f"{spherex.IBE_ROOT}/{relpath}", "detector":
+             int(relpath.split("/")[4])}
+    opts = FetchOptions(file_root=str(sim_archive.root), merge_gap_rows=2)
+    result = fetch_image(image, ra, dec, halfsize=HALF, cache=FetchCache(), options=opts)
+    assert result.strategy == "local"
+    check_same_as_local(result, sim_archive.root / relpath, ra.size, sim_archive.root, image["detector"])
+
+
+def test_sources_off_the_image_are_missing(server, sim_archive, truth):
+    relpath = sim_archive.files[0]
+    ra, dec = sources_on(truth, relpath, 3)
+    ra = np.append(ra, ra[0] + 5.0)
+    dec = np.append(dec, dec[0])
+    for strategy in ("range", "cutout", "whole"):
+        result = fetch_image(plan_row(server, relpath), ra, dec, strategy=strategy, halfsize=HALF,
+                             cache=FetchCache(), options=OPTS)
+        assert result.error is None
+        assert result.missing.tolist() == [3], strategy
+
+
+def test_psf_read_once_per_detector(server, sim_archive, truth):
+    """Many images of one detector: the PSF cube crosses the wire once (average_psf, or one file's HDU)."""
+    by_det = pd.Series(sim_archive.files).groupby([int(f.split("/")[4]) for f in sim_archive.files])
+    files = list(max(by_det, key=lambda kv: len(kv[1]))[1])
+    assert len(files) >= 3
+    for source in ("calibration", "file"):
+        server.clear_log()
+        cache = FetchCache()
+        opts = FetchOptions(psf_source=source)
+        for relpath in files:
+            ra, dec = sources_on(truth, relpath, 5)
+            result = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF,
+                                 cache=cache, options=opts)
+            assert result.error is None and all(r.psf is not None for r, _ in result.regions)
+        psf_bytes = 121 * 4 * int(np.prod(fits.getdata(sim_archive.root / files[0], "PSF").shape[1:]))
+        big = [e for e in server.access_log if e["method"] == "GET" and e["bytes"] >= psf_bytes]
+        n_versions = len({f.split("/")[3] for f in files})
+        if source == "calibration":
+            assert len(big) == 1 and "average_psf" in big[0]["path"]
+        else:  # one read per processing version (the erratum versions have other PSF headers)
+            assert len(big) <= n_versions < len(files)
+        assert cache.psf_reads == len(big)
+
+
+def test_header_scan_is_cached(server, sim_archive, truth):
+    relpath = sim_archive.files[2]
+    ra, dec = sources_on(truth, relpath, 4)
+    cache = FetchCache()
+    first = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=cache,
+                        options=OPTS)
+    again = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=cache,
+                        options=OPTS)
+    assert again.requests == 1 < first.requests  # one multi-range request for every strip and plane
+    assert again.bytes_read < first.bytes_read
+
+
+def test_auto_picks_by_cost(server, sim_archive, truth):
+    relpath = sim_archive.files[0]
+    image = plan_row(server, relpath)
+    ra, dec = sources_on(truth, relpath)
+    few = fetch_image(image, ra[:2], dec[:2], halfsize=HALF, cache=FetchCache(), options=FetchOptions())
+    assert few.strategy == "range" and few.estimates["range"] < few.estimates["whole"]
+    # every row needed and a very slow link, one request at a time: one GET of the whole file wins
+    slow = FetchOptions(latency_s=5.0, merge_gap_rows=0, retry=RetryPolicy(concurrency=1))
+    dense = fetch_image(image, ra, dec, halfsize=HALF, cache=FetchCache(), options=slow)
+    assert dense.strategy == "whole", dense.estimates
+    check_same_as_local(dense, sim_archive.root / relpath, ra.size)
+
+
+def test_faults_are_retried(sim_archive, truth):
+    relpath = sim_archive.files[0]
+    ra, dec = sources_on(truth, relpath, 20)
+    faults = {"http500": 0.1, "http503": 0.1, "http429": 0.05, "drop": 0.05, "truncate": 0.05, "retry_after": 0}
+    with serve_archive(sim_archive.root, faults=faults, seed=5) as srv:
+        for strategy in ("range", "cutout", "whole"):
+            result = fetch_image(plan_row(srv, relpath), ra, dec, strategy=strategy, halfsize=HALF,
+                                 cache=FetchCache(), options=OPTS)
+            check_same_as_local(result, sim_archive.root / relpath, ra.size)
+        assert {e["status"] for e in srv.access_log} & {500, 503, 429}
+
+
+def test_persistent_failure_is_recorded_not_raised(sim_archive, truth):
+    relpath = sim_archive.files[0]
+    ra, dec = sources_on(truth, relpath, 5)
+    opts = FetchOptions(retry=RetryPolicy(max_attempts=3, backoff_s=0.01, max_backoff_s=0.02))
+    with serve_archive(sim_archive.root, faults={"http503": 1.0, "retry_after": 0}) as srv:
+        for strategy in ("range", "cutout", "whole"):
+            t0 = time.monotonic()
+            result = fetch_image(plan_row(srv, relpath), ra, dec, strategy=strategy, halfsize=HALF,
+                                 cache=FetchCache(), options=opts)
+            assert time.monotonic() - t0 < 10
+            assert result.regions == [] and result.missing.tolist() == list(range(ra.size))
+            assert relpath in result.error and "503" in result.error and "3 attempt" in result.error
+            assert result.requests >= 3
+
+
+def test_calibration_absent_is_noted(tmp_path):
+    """An archive without calibration products: regions come without them, the reason is in the notes."""
+    from test_fitsmap import write_mef
+
+    relpath = "qr2/level2/2025W18_2B/l2b-v20-2025-253/3/level2_2025W18_2B_0001_1D3_spx_l2b-v20-2025-253.fits"
+    (tmp_path / relpath).parent.mkdir(parents=True)
+    write_mef(tmp_path / relpath, n=128)
+    header = fits.getheader(tmp_path / relpath, "IMAGE")
+    from astropy.wcs import WCS
+
+    ra, dec = WCS(header).all_pix2world([20.0, 100.0], [30.0, 90.0], 0)
+    with serve_archive(tmp_path) as srv:
+        result = fetch_image(plan_row(srv, relpath), ra, dec, strategy="range", halfsize=HALF,
+                             cache=FetchCache(), options=OPTS)
+    check_same_as_local(result, tmp_path / relpath, 2)
+    assert all(r.solid_angle is None and r.cwave is None for r, _ in result.regions)
+    assert any("solid_angle_pixel_map: absent" in n for n in result.notes)
+    assert any("average_psf: absent" in n for n in result.notes)
+
+
+def test_gzip_cutouts(server, sim_archive, truth):
+    relpath = sim_archive.files[0]
+    ra, dec = sources_on(truth, relpath, 3, spread=True)
+    plain = fetch_image(plan_row(server, relpath), ra, dec, strategy="cutout", halfsize=HALF,
+                        cache=FetchCache(), options=OPTS)
+    server.clear_log()
+    zipped = fetch_image(plan_row(server, relpath), ra, dec, strategy="cutout", halfsize=HALF,
+                         cache=FetchCache(), options=FetchOptions(cutout_gzip=True))
+    assert not any("gzip=false" in e["query"] for e in server.access_log if "center" in e["query"])
+    check_same_as_local(zipped, sim_archive.root / relpath, ra.size)
+    assert zipped.bytes_read < plain.bytes_read  # the wire bytes are the compressed ones
+
+
+def test_offset_tables_persist_on_disk(server, sim_archive, truth, tmp_path):
+    relpath = sim_archive.files[3]
+    ra, dec = sources_on(truth, relpath, 2)
+    first = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF,
+                        cache=FetchCache(disk_dir=str(tmp_path)), options=OPTS)
+    fresh = FetchCache(disk_dir=str(tmp_path))  # another process, same run directory
+    again = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=fresh,
+                        options=FetchOptions(merge_gap_rows=2, calibration=False, psf_source="file",
+                                             multirange=False))
+    assert len(list((tmp_path / "fitsmaps").glob("*.json"))) >= 2  # the image and its calibration files
+    assert again.requests == len(PLANES) * len(again.regions) + 1  # strips + the PSF, no header scan
+    assert first.error is None and again.error is None
+
+
+def test_options_and_results_pickle(server, sim_archive, truth):
+    relpath = sim_archive.files[0]
+    ra, dec = sources_on(truth, relpath, 2)
+    result = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF,
+                         cache=FetchCache(), options=OPTS)
+    back = pickle.loads(pickle.dumps((OPTS, result)))
+    assert back[0] == OPTS
+    assert np.array_equal(back[1].regions[0][0].image, result.regions[0][0].image, equal_nan=True)
+
+
+def test_plan_row_without_size(server, sim_archive, truth):
+    """A pandas row whose size is missing (pd.NA): the size is asked for (HEAD), then all goes as usual."""
+    relpath = sim_archive.files[0]
+    ra, dec = sources_on(truth, relpath, 3, spread=True)
+    row = pd.Series({**plan_row(server, relpath), "size_bytes": pd.NA, "nx": pd.NA, "ny": pd.NA})
+    server.clear_log()
+    result = fetch_image(row, ra, dec, strategy="range", halfsize=HALF, cache=FetchCache(), options=OPTS)
+    check_same_as_local(result, sim_archive.root / relpath, ra.size)
+    assert any(e["method"] == "HEAD" for e in server.requests_for(relpath, method=None))
