@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
 
-STRATEGIES = ("range", "cutout", "whole", "auto")
+#: (label, strategy, options changes): 'range' lets the cost model pick boxes or strips; 'strips' forces strips.
+STRATEGIES = (("range", "range", {}), ("strips", "range", {"boxes": False}), ("cutout", "cutout", {}),
+              ("whole", "whole", {}), ("auto", "auto", {}))
 
 
 def build(root: Path) -> Path:
@@ -42,6 +45,17 @@ def plan_row(srv, relpath: str) -> dict:
     return {"url": srv.file_url(relpath), "relpath": f"{spherex.IBE_ROOT}/{relpath}", "obs_id": row["obs_id"],
             "detector": int(row["detector"]), "version": row["version"], "size_bytes": int(row["size_bytes"]),
             "nx": int(row["nx"]), "ny": int(row["ny"])}
+
+
+def layout(res, nx: int) -> str:
+    """What the regions are: one full frame, full-width strips, boxes, or cutouts."""
+    if not res.regions:
+        return "-"
+    if res.strategy == "cutout":
+        return "cutouts"
+    if len(res.regions) == 1 and res.regions[0][0].shape == (nx, nx):
+        return "frame"
+    return "strips" if all(r.shape[1] == nx for r, _ in res.regions) else "boxes"
 
 
 def main() -> None:
@@ -72,7 +86,8 @@ def main() -> None:
         for n in (int(c) for c in args.counts.split(",")):
             pick = on.iloc[rng.choice(len(on), size=min(n, len(on)), replace=False)]
             ra, dec = pick["ra"].to_numpy(), pick["dec"].to_numpy()
-            for strategy in STRATEGIES:
+            for label, strategy, changes in STRATEGIES:
+                opts = replace(options, **changes)
                 # hundreds of 5 MB cutouts take minutes on loopback: cold (= warm + PSF and calibration
                 # reads) is measured up to --cutout-cold-max sources only
                 cold = strategy != "cutout" or ra.size <= args.cutout_cold_max
@@ -84,15 +99,16 @@ def main() -> None:
                                     strategy="range", halfsize=halfsize, cache=cache, options=options)
                     t0 = time.monotonic()
                     res = fetch_image(image, ra, dec, strategy=strategy, halfsize=halfsize, cache=cache,
-                                      options=options)
+                                      options=opts)
                     rows.append({
-                        "sources": ra.size, "strategy": strategy, "state": state, "picked": res.strategy,
+                        "sources": ra.size, "strategy": label, "state": state, "picked": res.strategy,
+                        "layout": layout(res, image["nx"]),
                         "MB": res.bytes_read / 1e6, "requests": res.requests,
                         "% of whole file": 100.0 * res.bytes_read / whole_size,
                         "regions": len(res.regions), "seconds": time.monotonic() - t0,
                         "error": res.error or "",
                     })
-                    print(f"  {ra.size:5d} {strategy:6s} {state}: {res.bytes_read / 1e6:8.2f} MB "
+                    print(f"  {ra.size:5d} {label:6s} {state}: {res.bytes_read / 1e6:8.2f} MB "
                           f"{res.requests:5d} req  -> {res.strategy}", flush=True)
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 160)

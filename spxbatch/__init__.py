@@ -1,3 +1,26 @@
-"""spxbatch: forced photometry of every SPHEREx observation of every source in a catalog."""
+"""spxbatch: forced photometry of every SPHEREx observation of every source in a catalog.
+
+`spxbatch.run(catalog, ...)` measures and returns the cube; `spxbatch.open_cube(path)` opens one
+(and registers the `ds.spx` accessor); `spxbatch.plot_source(ds, name)` draws one source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {"run": "pipeline", "Pipeline": "pipeline", "open_cube": "cube", "RunConfig": "config",
+         "plot_source": "plots", "read_catalog": "catalog"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API on first use, so that `spxbatch --help` starts quickly."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'spxbatch' has no attribute {name!r}")
+
+
+__all__ = ["Pipeline", "RunConfig", "__version__", "open_cube", "plot_source", "read_catalog", "run"]

@@ -321,22 +321,25 @@ def _names(values: np.ndarray, col: str, path: str | None) -> np.ndarray:
                                f"({_ROWS}); give every source a name or drop the name column.")
         if np.all(values == np.round(values)):
             values = values.astype(np.int64)
-    series = pd.Series(values, dtype=object)
-    names = series.astype(str).str.strip()
-    missing = series.isna().to_numpy() | (names == "").to_numpy()
-    if missing.any():
-        raise CatalogError(f"Catalog {path}: column {col!r} (name) is empty at {_rows(missing)} ({_ROWS}); "
-                           "give every source a name or drop the name column.")
+    if values.dtype.kind in "iu":  # integer IDs (Gaia source_id): checked as integers, fast
+        names = pd.Series(values)
+    else:
+        series = pd.Series(values, dtype=object)
+        names = series.astype(str).str.strip()
+        missing = series.isna().to_numpy() | (names == "").to_numpy()
+        if missing.any():
+            raise CatalogError(f"Catalog {path}: column {col!r} (name) is empty at {_rows(missing)} ({_ROWS}); "
+                               "give every source a name or drop the name column.")
     dup = names.duplicated(keep=False).to_numpy()
     if dup.any():
         first = np.flatnonzero(dup)[0]
         other = np.flatnonzero(dup & (names == names.iloc[first]).to_numpy())[1]
         n_dup = int(names[dup].nunique())
-        raise CatalogError(f"Catalog {path}: column {col!r} (name) has duplicate name {names.iloc[first]!r} "
+        raise CatalogError(f"Catalog {path}: column {col!r} (name) has duplicate name {str(names.iloc[first])!r} "
                            f"at rows {first + 1} and {other + 1} ({_ROWS}"
                            + (f"; {n_dup} names are repeated in all" if n_dup > 1 else "")
                            + "); names must be unique: rename or remove the duplicates.")
-    return names.to_numpy(dtype=str)
+    return names.to_numpy().astype(str)
 
 
 def _build(columns: dict[str, np.ndarray], units: dict, *, path: str | None, name_col: str | None,

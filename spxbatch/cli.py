@@ -58,7 +58,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--name-col"), g.add_argument("--ra-col"), g.add_argument("--dec-col")
     g = p.add_argument_group("photometry")
     g.add_argument("--phot", action="append", type=_photometry_option, default=[], metavar="KEY=VALUE",
-                   help="a photometry option (see `spxbatch --help-photometry`), e.g. --phot aperture=fixed")
+                   help="a photometry option, e.g. --phot aperture=fixed or --phot preset=spxquery "
+                   "(`spxbatch --help-photometry` lists them all with their defaults)")
     g = p.add_argument_group("execution")
     g.add_argument("--config", help="a TOML or YAML file of options (flags override it)")
     g.add_argument("--stages", help="comma-separated subset of plan,measure,assemble (default all)")
@@ -213,6 +214,21 @@ def build_parser() -> dict[str, argparse.ArgumentParser]:
     return {"main": main, "demo": demo, "status": status, "sim": sim}
 
 
+def photometry_help() -> str:
+    """Every photometry option with its default (for --phot KEY=VALUE and the config file's [photometry])."""
+    import dataclasses
+
+    from .photometry import PhotometryConfig
+
+    lines = ["Photometry options (--phot KEY=VALUE, or a [photometry] table in the config file);",
+             "--phot preset=spxquery starts from SPXQuery 0.4's settings.", ""]
+    for f in dataclasses.fields(PhotometryConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:28s} default {default!r}")
+    doc = (PhotometryConfig.__doc__ or "").strip()
+    return "\n".join([*lines, "", doc])
+
+
 def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
     """Subcommands that live in their own modules (plots and exports)."""
     def plot(argv: list[str]) -> int:
@@ -233,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsers = build_parser()
     handlers = {"demo": cmd_demo, "status": cmd_status, "sim": cmd_sim}
+    if argv[:1] == ["--help-photometry"]:
+        print(photometry_help())
+        return EXIT_OK
     try:
         if argv and argv[0] in ("plot", "export"):
             return _extra_commands()[argv[0]](argv[1:])

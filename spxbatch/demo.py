@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def run_demo(args: argparse.Namespace, make_config: Callable, report: Callable) 
         print(f"Simulated archive serving at {server.url} (TAP at {server.url}/TAP)", flush=True)
         if not args.archive:
             args.archive = server.url
+        cfg = make_config(args)
+        # The server's port is new each time, so a demo always measures afresh.
+        for old in (Path(cfg.output), Path(cfg.run_dir)):
+            shutil.rmtree(old, ignore_errors=True)
         cfg = make_config(args)
         ds = Pipeline(cfg).run()
     return report(ds, cfg)

@@ -73,7 +73,7 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig) -> tuple[pd
 def measure_batch(jobs: list[ImageJob], run_dir: str, fetch: str, phot: dict[str, Any]) -> list[dict[str, Any]]:
     """Dask task: measure a few images, write one part per image, return their small summaries."""
     rundir = RunDir(run_dir)
-    config = PhotometryConfig(**phot)
+    config = PhotometryConfig.from_dict(phot)
     summaries = []
     for job in jobs:
         table, meta = measure_image(job, fetch, config)

@@ -79,10 +79,7 @@ class Pipeline:
     @property
     def photometry_config(self) -> PhotometryConfig:
         """The photometry options as a typed config (fails early on an unknown option)."""
-        try:
-            return PhotometryConfig(**self.config.photometry)
-        except TypeError as exc:
-            raise ConfigError(f"photometry options: {exc}") from None
+        return photometry_config(self.config.photometry)
 
     def _start(self) -> None:
         """Create the run directory, or check that a rerun's options agree with the saved ones."""
@@ -153,7 +150,7 @@ class Pipeline:
     def _run_jobs(self, client: Client, jobs: list[ImageJob], plan: Plan) -> dict[str, Any]:
         """Submit the batches in waves (bounded in-flight tasks) and follow them to the end."""
         c = self.config
-        phot = dataclasses.asdict(self.photometry_config)
+        phot = self.photometry_config.to_dict()
         batches = iter(self._batches(jobs))
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
         in_flight = 4 * n_workers
@@ -224,6 +221,22 @@ class Pipeline:
             if stage in stages:
                 result = steps[stage]()
         return result if isinstance(result, xr.Dataset) else None
+
+
+def photometry_config(options: dict[str, Any]) -> PhotometryConfig:
+    """The typed photometry config from run options; `preset='spxquery'` starts from SPXQuery's settings."""
+    options = dict(options)
+    preset = options.pop("preset", None)
+    try:
+        if preset == "spxquery":
+            return PhotometryConfig.from_dict({**PhotometryConfig.spxquery().to_dict(), **options})
+        if preset not in (None, "default"):
+            raise ConfigError(f"photometry preset {preset!r} is unknown; use 'spxquery' or 'default'")
+        return PhotometryConfig.from_dict(options)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"photometry options: {exc}") from None
 
 
 def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,

@@ -11,10 +11,11 @@ import pytest
 from astropy.io import fits
 
 from spxbatch import spherex
+from spxbatch.archive import http
 from spxbatch.archive.fetch import FetchOptions, fetch_image
 from spxbatch.archive.http import RetryPolicy
 from spxbatch.archive.psfcache import FetchCache
-from spxbatch.archive.strategies import PLANES
+from spxbatch.archive.strategies import PLANES, neighbourhoods, plan_boxes, plan_strips
 from spxbatch.sim.server import serve_archive
 
 HALF = 6
@@ -82,20 +83,38 @@ def check_same_as_local(result, path, n_sources: int, calib_root=None, detector=
                 assert np.array_equal(region.cband, fits.getdata(calib_root / rel, "CBAND")[sl])
 
 
-@pytest.mark.parametrize("strategy", ["range", "cutout", "whole"])
+@pytest.mark.parametrize("strategy", ["range", "range-strips", "cutout", "whole"])
 def test_strategy_equals_local_read(server, sim_archive, truth, strategy):
     relpath = sim_archive.files[0]
     ra, dec = sources_on(truth, relpath, 4, spread=True)
     image = plan_row(server, relpath)
-    result = fetch_image(image, ra, dec, strategy=strategy, halfsize=HALF, cache=FetchCache(), options=OPTS)
-    assert result.strategy == strategy
+    opts = FetchOptions(merge_gap_rows=2, boxes=strategy != "range-strips")
+    result = fetch_image(image, ra, dec, strategy=strategy.split("-")[0], halfsize=HALF, cache=FetchCache(),
+                         options=opts)
+    assert result.strategy == strategy.split("-")[0]
     check_same_as_local(result, sim_archive.root / relpath, ra.size, sim_archive.root, image["detector"])
     assert result.missing.size == 0  # the truth puts every source on the image
     assert result.bytes_read > 0 and result.requests > 0
-    if strategy == "range":
-        assert len(result.regions) > 1 and all(r.x0 == 0 for r, _ in result.regions)
+    if strategy == "range":  # sparse sources: only their boxes, read as row segments
+        assert any("boxes" in n for n in result.notes)
+        assert all(r.shape[1] < 128 for r, _ in result.regions)
+    if strategy == "range-strips":
+        assert len(result.regions) > 1 and all(r.x0 == 0 and r.shape[1] == 128 for r, _ in result.regions)
     if strategy == "cutout":
         assert all(r.shape[0] < 128 for r, _ in result.regions)
+
+
+def test_boxes_fall_back_to_strips(server, sim_archive, truth, monkeypatch):
+    """A server refusing the multi-range request (here: more ranges than it takes) gets strips instead."""
+    monkeypatch.setattr(http, "MAX_RANGES_PER_REQUEST", 10_000)
+    monkeypatch.setattr(http, "_NO_MULTIRANGE", set())
+    relpath = sim_archive.files[1]
+    ra, dec = sources_on(truth, relpath, 8, spread=True)  # 8 boxes x 15 rows x 4 planes > the server's 256
+    result = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF,
+                         cache=FetchCache(), options=FetchOptions())
+    check_same_as_local(result, sim_archive.root / relpath, ra.size)
+    assert any("refuses multi-range" in n for n in result.notes)
+    assert all(r.x0 == 0 for r, _ in result.regions)
 
 
 def test_local_mirror_needs_no_server(sim_archive, truth):
@@ -149,10 +168,11 @@ def test_header_scan_is_cached(server, sim_archive, truth):
     relpath = sim_archive.files[2]
     ra, dec = sources_on(truth, relpath, 4)
     cache = FetchCache()
+    opts = FetchOptions(boxes=False)
     first = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=cache,
-                        options=OPTS)
+                        options=opts)
     again = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=cache,
-                        options=OPTS)
+                        options=opts)
     assert again.requests == 1 < first.requests  # one multi-range request for every strip and plane
     assert again.bytes_read < first.bytes_read
 
@@ -239,7 +259,7 @@ def test_offset_tables_persist_on_disk(server, sim_archive, truth, tmp_path):
     again = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=fresh,
                         options=FetchOptions(merge_gap_rows=2, calibration=False, psf_source="file",
                                              multirange=False))
-    assert len(list((tmp_path / "fitsmaps").glob("*.json"))) >= 2  # the image and its calibration files
+    assert len(list((tmp_path / "fitsmaps").glob("*.json.gz"))) >= 2  # the image and its calibration files
     assert again.requests == len(PLANES) * len(again.regions) + 1  # strips + the PSF, no header scan
     assert first.error is None and again.error is None
 
@@ -263,3 +283,18 @@ def test_plan_row_without_size(server, sim_archive, truth):
     result = fetch_image(row, ra, dec, strategy="range", halfsize=HALF, cache=FetchCache(), options=OPTS)
     check_same_as_local(result, sim_archive.root / relpath, ra.size)
     assert any(e["method"] == "HEAD" for e in server.requests_for(relpath, method=None))
+
+
+def test_box_and_strip_planning():
+    x = np.array([10.2, 14.0, 60.0, 200.0, -20.0, np.nan])
+    y = np.array([10.0, 13.6, 10.0, 50.0, 5.0, 5.0])
+    xlo, xhi, ylo, yhi, ok = neighbourhoods(x, y, 3, (100, 100))
+    assert ok.tolist() == [True, True, True, False, False, False]  # off the frame by more than the box, NaN
+    assert (xlo[0], xhi[0], ylo[0], yhi[0]) == (6, 15, 6, 14)  # floor/ceil +- (3 + 1 safety)
+    boxes = plan_boxes(xlo, xhi, ylo, yhi, ok)
+    assert [(b[:4], b[4].tolist()) for b in boxes] == [((6, 19, 6, 19), [0, 1]), ((56, 65, 6, 15), [2])]
+    strips = plan_strips(ylo, yhi, ok, 0, 100)
+    assert [(s[:4], s[4].tolist()) for s in strips] == [((0, 100, 6, 19), [0, 1, 2])]
+    far = plan_strips(np.array([0, 50]), np.array([9, 59]), np.array([True, True]), 39, 100)
+    assert len(far) == 2 and len(plan_strips(np.array([0, 50]), np.array([9, 59]), np.array([True, True]),
+                                             40, 100)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from email.parser import BytesParser
 from email.policy import HTTP
 
@@ -115,6 +116,20 @@ def test_access_log_counts_requests(served, tmp_path, sim_archive):
     with serve_archive(sim_archive.root, access_log=path) as srv2:
         requests.get(srv2.file_url(rel), headers={"Range": "bytes=0-9"})
     assert '"range": "bytes=0-9"' in path.read_text()
+
+
+def test_client_closing_early_is_logged_not_an_error(sim_archive):
+    rel = sim_archive.files[0]
+    with serve_archive(sim_archive.root, bandwidth=2e6) as srv:
+        r = requests.get(srv.file_url(rel), stream=True)
+        next(r.iter_content(1024))
+        r.close()
+        deadline = time.monotonic() + 5
+        while not srv.requests_for(rel) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (entry,) = srv.requests_for(rel)
+        assert entry["status"] == 200 and entry["client_closed"]
+        assert 0 < entry["bytes"] < (sim_archive.root / rel).stat().st_size
 
 
 def test_server_stops_and_frees_its_port(sim_archive):

@@ -207,7 +207,8 @@ def test_async_error_phase(demo):
         ("SELECT p.bogus FROM spherex.plane p", "no such column: p.bogus"),
         ("SELECT * FROM spherex.plane p WHERE CONTAINS(POINT('ICRS', 1, 2), POLYGON('ICRS', p.s_ra, 1, 2, 3, "
          "4, 5)) = 1", "numeric constants"),
-        ("SELECT * FROM spherex.plane p WHERE CONTAINS(POINT('ICRS', 1, 2), time_bounds_lower) = 1", "cannot read region"),
+        ("SELECT * FROM spherex.plane p WHERE CONTAINS(POINT('ICRS', 1, 2), time_bounds_lower) = 1",
+         "cannot read region"),
         ("SELECT nosuchfunc(1) FROM spherex.plane", "no such function"),
     ],
 )
@@ -234,6 +235,8 @@ def test_upload_join(demo):
     for name, (ra, dec) in zip(src["name"], pts, strict=True):
         want |= {(name, u_) for u_ in svc.search(CANONICAL.format(ra=ra, dec=dec)).to_table()["uri"]}
     assert got == want and got
+    job = svc.submit_job(q, uploads={"src": src}).run().wait(phases=["COMPLETED", "ERROR"], timeout=30)
+    assert {(n, uri) for n, uri in job.fetch_result().to_table().iterrows()} == want
 
 
 def test_maxrec_top_and_csv(demo):
@@ -294,6 +297,14 @@ def test_engine_geometry_edge_cases():
 
     assert ids(0.0, 0.0) == [1, 2] and ids(359.5, 0.5) == [1, 2] and ids(2.0, 0.0) == []
     assert ids(45.0, 89.9) == [3, 4] and ids(200.0, 88.5) == [3, 4] and ids(45.0, 87.0) == []
+    def overlapping(poly):
+        q = f"SELECT planeid FROM spherex.plane WHERE INTERSECTS(poly, POLYGON('ICRS', {poly})) = 1"
+        return sorted(eng.run(q).table["planeid"])
+
+    assert overlapping("0.9, 0.9, 3, 0.9, 3, 3") == [1, 2]  # corner overlap across RA 0 square
+    assert overlapping("357, -3, 3, -3, 3, 3, 357, 3") == [1, 2]  # encloses the square entirely
+    assert overlapping("359.8, -3, 0.2, -3, 0.2, 3, 359.8, 3") == [1, 2]  # a cross: edges meet, no vertex inside
+    assert overlapping("2, 2, 3, 2, 3, 3") == [] and overlapping("10, 89, 100, 89, 190, 89") == [3, 4]
     # AREA of the 2x2 deg square ~ 4 sq deg, DISTANCE across RA 0
     area = eng.run("SELECT AREA(poly) AS a FROM spherex.plane WHERE planeid = 1").table["a"][0]
     assert area == pytest.approx(4.0, rel=1e-3)

@@ -62,11 +62,11 @@ def test_cube_planes_normalised_and_contained():
         assert cube.shape == (121, 101, 101)
         assert np.allclose(cube.sum(axis=(1, 2)), 1.0, atol=1e-5)
         # Fraction of the model inside the cube's 10.1 x 10.1 px: > 99.9 %.
-        wide = np.linspace(-40, 40, 801)
+        wide = np.array([-40.0, 40.0])
         inside = np.linspace(-5.05, 5.05, 2)
         p = det.psf_params
         w, ins = (np.broadcast_to(a, (p.shape[0], a.size)) for a in (wide, inside))
-        total = psf.integrate(p, w, w).sum(axis=(1, 2))
+        total = psf.integrate(p, w, w)[:, 0, 0]
         core = psf.integrate(p, ins, ins)[:, 0, 0]
         assert np.allclose(total, 1.0, atol=1e-9)
         assert core.min() > 0.999
@@ -96,15 +96,19 @@ def test_psf_shape_realism():
 def test_rendered_sources_match_cube(sim_archive_noiseless):
     info = sim_archive_noiseless
     iso = _isolated(info)
+    groups = list(iso.groupby("relpath"))
+    variant = [g for g in groups if g[1].psf_variant.all()]
+    assert variant  # the file shipping the variant PSF is rendered with its own cube
     checked = 0
-    for rel, rows in list(iso.groupby("relpath"))[:4]:
+    for rel, rows in variant + groups[:3]:
         src_img, cube, omega = _source_only(info, rel)
         for _, r in rows.iterrows():
             ix, iy = round(r.x), round(r.y)
             ys, xs = np.mgrid[iy - 6 : iy + 7, ix - 6 : ix + 7]
             got = src_img[ys, xs] * MJY_PER_SR_TO_UJY_PER_ARCSEC2 * omega[ys, xs]
             want = r.flux_ujy * cube_pixel_fractions(cube[r.psf_zone - 1], r.x, r.y, xs, ys)
-            assert np.max(np.abs(got - want)) < 1e-4 * want.max()
+            # Equal up to the cube normalisation (the model keeps > 99.9% of its light inside the cube).
+            assert np.max(np.abs(got - want)) < 5e-4 * want.max()
             # The wrong zone (or the zone from swapped cards) would not fit as well.
             other = r.flux_ujy * cube_pixel_fractions(cube[(r.psf_zone + 40) % 121], r.x, r.y, xs, ys)
             assert np.max(np.abs(got - other)) > np.max(np.abs(got - want))
@@ -128,6 +132,36 @@ def test_zone_cards_and_erratum(sim_archive):
     assert seen == {"6.5.4", "6.5.4+psffix1", "6.5.6"}
 
 
+def _zone_lookup(hdr: fits.Header, x: np.ndarray, y: np.ndarray, agnostic: bool) -> np.ndarray:
+    """1-based plane of the nearest zone: naively from (XCTR_k, YCTR_k), or from sorted unique centres."""
+    xc = np.array([hdr[f"XCTR_{k}"] for k in range(1, 122)])
+    yc = np.array([hdr[f"YCTR_{k}"] for k in range(1, 122)])
+    if not agnostic:
+        d = (x[:, None] - xc[None, :]) ** 2 + (y[:, None] - yc[None, :]) ** 2
+        return np.argmin(d, axis=1) + 1
+    c = np.unique(np.round(xc, 6))
+    ix = np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
+    iy = np.argmin(np.abs(y[:, None] - c[None, :]), axis=1)
+    return iy * 11 + ix + 1
+
+
+def test_zone_cards_select_the_rendered_zone(sim_archive):
+    meas = pd.read_parquet(sim_archive.truth["measurements"])
+    naive_wrong = 0
+    for rel, rows in meas.groupby("relpath"):
+        with fits.open(sim_archive.root / rel) as hdul:
+            hdr = hdul["PSF"].header
+            erratum = hdul[0].header["VERSION"] == "6.5.4"
+        x, y = rows.x.to_numpy(), rows.y.to_numpy()
+        assert np.array_equal(_zone_lookup(hdr, x, y, agnostic=True), rows.psf_zone)
+        naive = _zone_lookup(hdr, x, y, agnostic=False)
+        if erratum:
+            naive_wrong += np.sum(naive != rows.psf_zone)
+        else:
+            assert np.array_equal(naive, rows.psf_zone)
+    assert naive_wrong > 0  # the erratum bites a naive lookup
+
+
 def test_average_psf_product_equals_file_cube(sim_archive):
     rel = sim_archive.files[0]
     with fits.open(sim_archive.root / rel) as hdul:
@@ -137,3 +171,21 @@ def test_average_psf_product_equals_file_cube(sim_archive):
     with fits.open(cal) as c:
         assert np.array_equal(c["PSF"].data, cube)
         assert c["PSF"].header["XCTR_2"] == pytest.approx(psf.zone_centres(sim_archive.npix)[1])
+
+
+def test_variant_psf_under_the_same_version(sim_archive):
+    """One detector ships two different cubes under one version: a PSF cache must key on content."""
+    files = pd.read_csv(sim_archive.truth["files"])
+    files = files[files.present]
+    var = files[files.psf_variant]
+    assert len(var) >= 1
+    v = var.iloc[0]
+    same = files[(files.detector == v.detector) & (files.version == v.version) & ~files.psf_variant]
+    assert len(same) >= 1
+    with fits.open(sim_archive.root / v.relpath) as a, fits.open(sim_archive.root / same.relpath.iloc[0]) as b:
+        assert a[0].header["VERSION"] == b[0].header["VERSION"]
+        assert not np.array_equal(a["PSF"].data, b["PSF"].data)
+        assert a["PSF"].header.tostring() == b["PSF"].header.tostring()
+        cal = sim_archive.root / calibration_relpath("average_psf", int(v.detector)).split("spherex/", 1)[1]
+        with fits.open(cal) as c:
+            assert np.array_equal(c["PSF"].data, b["PSF"].data)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from astropy.io import fits
 from test_sim_psf import _isolated, _source_only, cube_pixel_fractions
 
@@ -84,8 +85,15 @@ def test_superseded_version_and_missing_bands(sim_archive):
     obs_id, det = twice[0]
     versions = present[(present.obs_id == obs_id) & (present.detector == det)]
     assert set(versions.version) == {"l2b-v20-2025-253", "l2b-v21-2025-354"}
-    for rel in versions.relpath:
-        assert (sim_archive.root / rel).exists()
+    old = versions[versions.superseded].relpath.iloc[0]
+    new = versions[~versions.superseded].relpath.iloc[0]
+    with fits.open(sim_archive.root / old) as a, fits.open(sim_archive.root / new) as b:
+        assert a[0].header["VERSION"] == "6.5.4+psffix1" and b[0].header["VERSION"] == "6.5.6"
+        # The superseded version carries a 1% calibration error that the later one fixed.
+        img_a, img_b = a["IMAGE"].data.astype(float), b["IMAGE"].data.astype(float)
+        ok = np.isfinite(img_b) & (img_b != 0)
+        assert np.median(img_a[ok] / img_b[ok]) == pytest.approx(1.01, abs=1e-5)
+        assert np.array_equal(a["FLAGS"].data, b["FLAGS"].data)
     # An exposure where one detector of the pair exists and the other is missing.
     missing = files[~files.present]
     assert any(((present.obs_id == m.obs_id) & (present.detector != m.detector)).any() for m in missing.itertuples())
@@ -94,7 +102,7 @@ def test_superseded_version_and_missing_bands(sim_archive):
 def test_flags_match_planted_defects(sim_archive):
     """Every planted defect carries its bit, and every set bit other than the physical ones is planted."""
     defects = pd.read_parquet(sim_archive.truth["defects"])
-    physical = sum(1 << FLAG_BITS[n] for n in ("SOURCE", "NONLINEAR", "OVERFLOW", "DICHROIC"))
+    physical = sum(1 << FLAG_BITS[n] for n in ("SOURCE", "NONLINEAR", "OVERFLOW", "SUR_ERROR", "DICHROIC"))
     kinds_seen = set()
     for rel in sim_archive.files:
         d = defects[defects.relpath == rel]
@@ -116,7 +124,7 @@ def test_flags_match_planted_defects(sim_archive):
         lone = hot[[(flags[r.y, r.x] & ~(1 << FLAG_BITS["SOURCE"])) == 1 << FLAG_BITS["HOT"] for r in hot.itertuples()]]
         assert len(lone) > 0
         assert np.all(img[lone.y, lone.x] > np.nanmedian(img) + 1.0)
-    assert {"HOT", "COLD", "NONFUNC", "TRANSIENT", "PERSIST", "UNFLAGGED_COLD", "PHANTOM"} <= kinds_seen
+    assert {"HOT", "COLD", "NONFUNC", "TRANSIENT", "PERSIST", "UNFLAGGED_COLD", "PHANTOM", "MISSING_DATA"} <= kinds_seen
     meas = pd.read_parquet(sim_archive.truth["measurements"])
     assert meas.bad_pixel_near.any() and meas.unflagged_defect_near.any() and not meas.bad_pixel_near.all()
 
@@ -131,7 +139,7 @@ def test_dichroic_corners_in_bands_3_and_4(sim_archive):
 
 
 def test_noiseless_archive_has_no_artifacts(sim_archive_noiseless):
-    physical = sum(1 << FLAG_BITS[n] for n in ("SOURCE", "NONLINEAR", "OVERFLOW"))
+    physical = sum(1 << FLAG_BITS[n] for n in ("SOURCE", "NONLINEAR", "OVERFLOW", "SUR_ERROR"))
     for rel in sim_archive_noiseless.files[:4]:
         with fits.open(sim_archive_noiseless.root / rel) as hdul:
             assert not np.any(hdul["FLAGS"].data & ~physical)

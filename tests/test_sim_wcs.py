@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from spxbatch.sim import make_archive
+from spxbatch.sim import make_archive, optics
 from spxbatch.spherex import BANDS, calibration_relpath
 
 warnings.simplefilter("ignore", FITSFixedWarning)
@@ -135,3 +135,26 @@ def test_wrap_and_polar_fields(tmp_path, ra, dec):
     else:
         assert src.ra.max() - src.ra.min() > 90  # the polar field spans many hours of RA
     assert _check_sky(info) > 40
+
+
+@pytest.mark.parametrize("detector", [1, 6])
+def test_inverse_sip_inverts_forward_at_full_size(detector):
+    opt = optics.optics(detector, 2040)
+    w = optics.make_wcs(opt, 10.0, -30.0, 75.0)
+    pix = np.random.default_rng(0).uniform(-0.5, 2039.5, (2000, 2))
+    foc = w.sip_pix2foc(pix, 0)
+    assert np.max(np.abs(w.sip_foc2pix(foc, 0) - pix)) < 0.005
+    # The distortion itself is real: pixels at the corners move by more than a pixel.
+    lin = pix + 1 - opt.crpix
+    assert np.max(np.hypot(*(foc - lin).T)) > 1.0
+
+
+def test_airglow_stripe_in_d1(sim_archive_noiseless):
+    files = pd.read_csv(sim_archive_noiseless.truth["files"])
+    row = files[(files.detector == 1) & files.present].iloc[0]
+    cal = calibration_relpath("spectral_wcs", 1).split("spherex/", 1)[1]
+    with fits.open(sim_archive_noiseless.root / row.relpath) as h, fits.open(sim_archive_noiseless.root / cal) as c:
+        sky = np.median(h["IMAGE"].data - row.zodi_scale * h["ZODI"].data, axis=1)
+        lam = c["CWAVE"].data[:, sim_archive_noiseless.npix // 2]
+    near, far = sky[np.argmin(np.abs(lam - 1.083))], np.median(sky[np.abs(lam - 1.083) > 0.1])
+    assert near - far == pytest.approx(row.airglow_mjysr, rel=0.3)

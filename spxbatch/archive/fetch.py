@@ -1,7 +1,8 @@
 """Fetch entry point: the pixels one image's sources need, by the cheapest strategy, never raising.
 
-`fetch_image` takes a plan images row and the sources on it, decides (cost model) between row-strip range
-reads, IRSA cutouts and the whole file, or reads a local mirror in place, and returns a `FetchResult`: the
+`fetch_image` takes a plan images row and the sources on it, decides (cost model) between range reads
+(full-width row strips, or only the sources' boxes when the server takes multi-range requests), IRSA
+cutouts and the whole file, or reads a local mirror in place, and returns a `FetchResult`: the
 `ImageRegion`s with the source indices each serves, the bytes and requests it cost, and, on a persistent
 failure, the error (URL, status, attempts) instead of an exception, so one bad image never kills a batch.
 """
@@ -16,27 +17,32 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spxbatch.archive.fitsmap import FitsMap, FitsStructureError
-from spxbatch.archive.http import ArchiveIO, IOStats, ReadError, RetryPolicy
+from spxbatch.archive.http import ArchiveIO, IOStats, MultiRangeUnsupported, ReadError, RetryPolicy
 from spxbatch.archive.location import relative_to_root
 from spxbatch.archive.psfcache import FetchCache, process_cache
 from spxbatch.archive.strategies import (
     PLANES,
+    Box,
     Regions,
     Target,
     attach_calibration,
+    box_parts,
     check_level2,
+    fetch_boxes,
     fetch_cutouts,
-    fetch_strips,
     fetch_whole,
     fitsmap_for,
     group_on_sky,
     neighbourhoods,
+    plan_boxes,
     plan_strips,
 )
 from spxbatch.l2 import ImageRegion
 from spxbatch.photometry import sky_to_parent_pixel
 
 STRATEGIES = ("auto", "range", "cutout", "whole", "local")
+#: Bytes of multipart headers that come with each part of a multi-range response.
+PART_OVERHEAD_BYTES = 100
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,9 @@ class FetchOptions:
     psf_source: str = "calibration"
     #: Pack each call's byte ranges into multi-range HTTP requests (falls back by itself when unsupported).
     multirange: bool = True
+    #: With multi-range requests, let the range strategy read only the sources' boxes (one byte range per
+    #: row and plane) instead of full-width strips when the cost model says it is cheaper.
+    boxes: bool = True
     #: A local mirror root: when set, image relpaths are read in place below it (no server).
     file_root: str | None = None
 
@@ -175,27 +184,40 @@ def _run(target: Target, chosen: str, ra: np.ndarray, dec: np.ndarray, halfsize:
     check_level2(fmap)
     shape = fmap["IMAGE"].shape
     x, y = sky_to_parent_pixel(fmap["IMAGE"].header, ra, dec)
-    _, _, ylo, yhi, ok = neighbourhoods(x, y, halfsize, shape)
+    xlo, xhi, ylo, yhi, ok = neighbourhoods(x, y, halfsize, shape)
+    multi = chosen != "local" and target.io.uses_multirange(target.path)
     gap = options.merge_gap_rows
     if gap is None:  # a gap is worth reading when it costs less than the request it saves
-        one_per_range = chosen != "local" and not target.io.uses_multirange(target.path)
+        one_per_range = chosen != "local" and not multi
         gap = int(options.request_bytes() // (len(PLANES) * shape[1] * 4)) if one_per_range else 0
-    strips = plan_strips(ylo, yhi, ok, gap)
+    strips = plan_strips(ylo, yhi, ok, gap, shape[1])
+    boxes = plan_boxes(xlo, xhi, ylo, yhi, ok) if multi and options.boxes else None
+    if chosen == "auto" or boxes:
+        estimates.update(estimate_costs(fmap, strips, boxes, ra[ok], dec[ok], halfsize, target, options))
     if chosen == "auto":
-        estimates.update(estimate_costs(fmap, strips, ra[ok], dec[ok], halfsize, target, options))
         chosen = min(estimates, key=estimates.__getitem__)
-        if chosen != "range":
+        if chosen in ("whole", "cutout"):
             return _run(target, chosen, ra, dec, halfsize, options, {})
-    return fetch_strips(target, fmap, strips), np.flatnonzero(~ok), [], chosen
+        chosen = "range"
+    missing = np.flatnonzero(~ok)
+    if boxes and estimates["range-boxes"] < estimates["range"]:
+        try:
+            regions = fetch_boxes(target, fmap, boxes, fallback=False)
+            target.notes.append(f"range: {len(boxes)} boxes read as row segments")
+            return regions, missing, [], chosen
+        except MultiRangeUnsupported:
+            target.notes.append("the server refuses multi-range requests: full-width strips instead of boxes")
+    return fetch_boxes(target, fmap, strips), missing, [], chosen
 
 
-def estimate_costs(fmap: FitsMap, strips: list, ra: np.ndarray, dec: np.ndarray, halfsize: int,
-                   target: Target, options: FetchOptions) -> dict[str, float]:
+def estimate_costs(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra: np.ndarray, dec: np.ndarray,
+                   halfsize: int, target: Target, options: FetchOptions) -> dict[str, float]:
     """Estimated seconds of each strategy for the sources on this image (the header scan is already paid).
 
     time = ceil(requests / concurrency) x latency + bytes / bandwidth (+ the cutout service time per
-    round of concurrent cutouts). Range bytes are the strips' rows of four planes (plus the PSF cube when
-    this process has not cached it); a cutout carries its headers, the whole PSF cube and its pixels.
+    round of concurrent cutouts). Range bytes are the strips' rows of four planes, or the boxes' pixels plus
+    a multipart header per row segment ('range-boxes'), plus the PSF cube when this process has not cached
+    it; a cutout carries its headers, the whole PSF cube and its pixels.
     """
     nx = fmap["IMAGE"].shape[1]
     row = nx * 4
@@ -207,13 +229,18 @@ def estimate_costs(fmap: FitsMap, strips: list, ra: np.ndarray, dec: np.ndarray,
         rounds = math.ceil(nreq / conc)
         return rounds * (options.latency_s + service) + nbytes / options.bandwidth_bps
 
-    range_rows = sum(y1 - y0 for y0, y1, _ in strips)
-    range_bytes = range_rows * row * len(PLANES) + (0 if psf_cached else psf_bytes)
-    range_req = target.io.requests_for(target.path, len(PLANES) * len(strips)) + (0 if psf_cached else 1)
+    psf_cost = (0, 0) if psf_cached else (psf_bytes, 1)
+    range_rows = sum(y1 - y0 for _, _, y0, y1, _ in strips)
+    range_req = target.io.requests_for(target.path, box_parts(strips, nx))
     out = {
-        "range": seconds(range_bytes, range_req),
+        "range": seconds(range_rows * row * len(PLANES) + psf_cost[0], range_req + psf_cost[1]),
         "whole": seconds(fmap.size, 1),
     }
+    if boxes is not None:
+        parts = box_parts(boxes, nx)
+        pixels = sum((x1 - x0) * (y1 - y0) for x0, x1, y0, y1, _ in boxes)
+        out["range-boxes"] = seconds(pixels * 4 * len(PLANES) + parts * PART_OVERHEAD_BYTES + psf_cost[0],
+                                     target.io.requests_for(target.path, parts) + psf_cost[1])
     if target.io.protocol in ("http", "https") and ra.size:
         groups = group_on_sky(ra, dec, options.cutout_group_px)
         side = options.cutout_group_px / 2 + 2 * (halfsize + 1 + options.cutout_margin_px) + 1

@@ -1,10 +1,10 @@
 """The HDU offset table of a FITS file read with few range requests: headers parsed from 2880-byte blocks.
 
 `scan_fits` reads the file's head and tail, then, once the first image HDU's data size is known, guesses
-where the following headers lie (equal-sized planes follow each other in a Level-2 file) and reads windows
-at all those places in one concurrent round; it reads further only when a header is longer than its window
-(the ~43 kB PSF header). The result, a `FitsMap`, gives each HDU's header and the byte span of its data,
-and keeps the data of small HDUs (WCS-WAVE) that came along for free.
+where the following headers lie (equal-sized planes with similar headers follow each other in a Level-2
+file) and reads windows at all those places in one concurrent round; it reads further only when a guess
+missed or a header is longer than its window. The result, a `FitsMap`, gives each HDU's header and the
+byte span of its data, and keeps the data of small HDUs (WCS-WAVE) that came along for free.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from astropy.io import fits
 BLOCK = 2880
 CARD = 80
 _END_CARD = b"END" + b" " * 77
-#: Bytes read at the head (PRIMARY + IMAGE header), at the tail (WCS-WAVE), and per guessed header.
-HEAD_BYTES = 20 * BLOCK
+#: Bytes read at the head (PRIMARY + IMAGE header), at the tail (WCS-WAVE), at least per guessed header,
+#: and for the last guess (the PSF header).
+HEAD_BYTES = 16 * BLOCK
 TAIL_BYTES = 8 * BLOCK
 WINDOW_BYTES = 6 * BLOCK
+LAST_WINDOW_BYTES = 20 * BLOCK
 #: How many following headers to guess at once.
 SPECULATE = 4
 #: HDUs whose data is at most this big keep their bytes in the map when the scan read them.
@@ -225,19 +227,24 @@ def _read_header(read: RangeReader, chunks: _Chunks, pos: int, size: int, hdus: 
 def _guess_windows(at: int, pos: int, size: int, hdus: list[HDUEntry]) -> list[tuple[int, int]]:
     """Windows to read when block `at` of the header at `pos` is missing.
 
-    At the start of a header, also guess the next SPECULATE-1 headers, assuming they follow data the size
-    of the last HDU's (IMAGE, FLAGS, VARIANCE, ZODI are equal planes); window j is (j+1) windows long so it
-    still holds header j when the headers before it are longer than one block. Inside a long header, read
-    at least as much again as was read so far.
+    At the start of a header, also guess where the next SPECULATE-1 headers lie, assuming the HDUs ahead
+    have data like the last one read (IMAGE, FLAGS, VARIANCE, ZODI are equal planes): window j runs from
+    where header j would start were the headers before it one block each, to where it would end were they
+    as long as the last one (plus two blocks); the last guess reaches further (the ~43 kB PSF header). A
+    wrong guess only costs a further round. Inside a long header, read at least as much again as so far.
     """
     if at > pos:
         return [(at, min(size, at + max(WINDOW_BYTES, at - pos)))]
-    step = padded(hdus[-1].data_size) if hdus else 0
-    ranges = [(at, min(size, at + WINDOW_BYTES))]
-    if step:
-        for j in range(1, SPECULATE):
-            start = at + j * step
-            if start + BLOCK > size:
-                break
-            ranges.append((start, min(size, start + (j + 1) * WINDOW_BYTES)))
+    if not hdus:
+        return [(at, min(size, at + WINDOW_BYTES))]
+    last = hdus[-1]
+    step = padded(last.data_size)
+    hlen = last.data_offset - last.header_offset
+    ranges = [(at, min(size, at + max(WINDOW_BYTES, hlen + 2 * BLOCK)))]
+    for j in range(1, SPECULATE if step else 1):
+        start = at + j * (step + BLOCK)  # the headers before it are at least one block each
+        if start + BLOCK > size:
+            break
+        end = at + j * (step + hlen) + (hlen + 2 * BLOCK if j < SPECULATE - 1 else LAST_WINDOW_BYTES)
+        ranges.append((start, min(size, end)))
     return ranges

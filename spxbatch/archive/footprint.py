@@ -89,7 +89,8 @@ class Footprints:
         """All (polygon, point) index pairs with the point inside the polygon (widened by `margin_deg`).
 
         Candidates come from a k-d tree on unit vectors (points within each polygon's circumscribed circle
-        plus the margin); only those are tested exactly. Pairs are sorted by (polygon, point).
+        plus the margin); only those are tested exactly, a bounded number of candidates at a time.
+        Pairs are sorted by (polygon, point).
         """
         from scipy.spatial import cKDTree
 
@@ -99,16 +100,26 @@ class Footprints:
         xyz = radec_to_xyz(ra_deg, dec_deg)
         angle = np.minimum(self.radius + np.radians(margin_deg), np.pi)
         chord = 2.0 * np.sin(angle / 2.0) * (1 + 1e-9) + 1e-12
-        hits = cKDTree(xyz).query_ball_point(self.centre, chord)
-        counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
-        if counts.sum() == 0:
+        tree = cKDTree(xyz)
+        counts = np.asarray(tree.query_ball_point(self.centre, chord, return_length=True), dtype=np.int64)
+        cum = np.cumsum(counts)
+        polys, points = [], []
+        start = 0
+        while start < len(self):
+            done = cum[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(cum, done + 8 * _CHUNK, side="right")))
+            hits = tree.query_ball_point(self.centre[start:stop], chord[start:stop], return_sorted=True)
+            n = counts[start:stop]
+            if n.sum():
+                poly = np.repeat(np.arange(start, stop, dtype=np.int64), n)
+                point = np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])
+                keep = self.contains(poly, xyz[point], margin_deg)
+                polys.append(poly[keep])
+                points.append(point[keep])
+            start = stop
+        if not polys:
             return empty, empty
-        poly = np.repeat(np.arange(len(self), dtype=np.int64), counts)
-        point = np.concatenate([np.asarray(h, dtype=np.int64) for h in hits if h])
-        keep = self.contains(poly, xyz[point], margin_deg)
-        poly, point = poly[keep], point[keep]
-        order = np.lexsort((point, poly))
-        return poly[order], point[order]
+        return np.concatenate(polys), np.concatenate(points)
 
 
 def _clean(v: np.ndarray) -> np.ndarray:

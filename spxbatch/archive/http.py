@@ -1,10 +1,11 @@
 """Retrying byte access to the archive through fsspec: HTTP(S) (aiohttp), anonymous S3 (s3fs), local files.
 
-Every remote byte the fetch layer reads goes through `ArchiveIO.read_ranges` / `read_whole`: concurrent
-requests on fsspec's event loop, each retried with exponential backoff and jitter on 5xx/429, connection
-errors, timeouts and truncated bodies, honouring Retry-After, with a bounded number of attempts. A read
-that still fails raises `ReadError` (URL, status, attempts), which the fetch entry point turns into a
-recorded error; `IOStats` counts the requests made and the bytes received.
+Every remote byte the fetch layer reads goes through `ArchiveIO.read_ranges` / `read_whole` / `read_many`:
+concurrent requests on fsspec's event loop and aiohttp session (over HTTP, the ranges of one call packed
+into multi-range requests when the server takes them), each retried with exponential backoff and jitter on
+5xx/429, connection errors, timeouts, stalls and truncated bodies, honouring Retry-After, with a bounded
+number of attempts. A read that still fails raises `ReadError` (URL, status, attempts), which the fetch
+entry point turns into a recorded error; `IOStats` counts the requests made and the bytes received.
 """
 
 from __future__ import annotations
@@ -219,13 +220,18 @@ class ArchiveIO:
         return self.multirange and self.protocol in ("http", "https") and _host(path) not in _NO_MULTIRANGE
 
     def read_ranges(
-        self, path: str, ranges: Sequence[tuple[int, int]], stats: IOStats, size: int | None = None
+        self, path: str, ranges: Sequence[tuple[int, int]], stats: IOStats, size: int | None = None,
+        fallback: bool = True,
     ) -> list[bytes]:
-        """The bytes [start, end) of each range (clipped to `size` when known), fetched concurrently."""
+        """The bytes [start, end) of each range (clipped to `size` when known), fetched concurrently.
+
+        `fallback=False`: when the server refuses multi-range requests, raise MultiRangeUnsupported rather
+        than sending one request per range.
+        """
         ranges = [(s, min(e, size) if size is not None else e) for s, e in ranges]
         if not self.is_async:
             return [self._read_local(path, s, e, stats) for s, e in ranges]
-        return sync(self.fs.loop, self._gather, path, ranges, stats)
+        return sync(self.fs.loop, self._gather, path, ranges, stats, fallback)
 
     def read_whole(self, path: str, stats: IOStats, expected_size: int | None = None) -> bytes:
         """The whole object in one request (retried), checked against `expected_size` when known."""
@@ -283,7 +289,8 @@ class ArchiveIO:
 
         return await asyncio.gather(*(one(p) for p in paths))
 
-    async def _gather(self, path: str, ranges: list[tuple[int, int]], stats: IOStats) -> list[bytes]:
+    async def _gather(self, path: str, ranges: list[tuple[int, int]], stats: IOStats,
+                      fallback: bool = True) -> list[bytes]:
         """Fetch ranges concurrently: in multi-range batches when the server takes them, else one by one."""
         sem = asyncio.Semaphore(max(1, self.policy.concurrency))
         if self.uses_multirange(path) and len(ranges) > 1:
@@ -298,6 +305,8 @@ class ArchiveIO:
                 return [data for part in results for data in part]
             except MultiRangeUnsupported:
                 _NO_MULTIRANGE.add(_host(path))
+                if not fallback:
+                    raise
 
         async def one(start: int, end: int) -> bytes:
             async with sem:

@@ -50,6 +50,15 @@ CALIBRATION_DIRS = frozenset(folder for folder, _, _ in spherex.CALIBRATION_PROD
 #: Pixels per axis at which the spectral WCS is evaluated for the energy bounds.
 _WAVE_GRID = 9
 
+#: Columns of the cached table (the returned one drops `error`).
+COLUMNS = [
+    "relpath", "size_bytes", "mtime_ns", "error", "obs_id", "detector", "band", "release", "version",
+    "pipeline_version", "collection", "mjd_start", "mjd_end", "time_bounds_lower", "time_bounds_upper",
+    "energy_bounds_lower", "energy_bounds_upper", "ra", "dec",
+    *(f"{c}{i}" for i in range(1, 5) for c in ("ra", "dec")),
+    "nx", "ny", "is_cutout", "x0", "y0",
+]
+
 _VERSION_RE = re.compile(r"l2b-v\d+-\d{4}-\d{3}")
 _SIP_RE = re.compile(r"^(A|B|AP|BP)_(\d+_\d+|ORDER|DMAX)$")
 _RELEASE_RE = re.compile(r"^(qr\d*|dr\d+)$")
@@ -64,30 +73,33 @@ def index_directory(
 ) -> pd.DataFrame:
     """One row per Level-2 file below `root` (see the module doc), sorted by relpath."""
     root = Path(root)
-    files = _walk(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a directory: {root}")
     cache_path = _cache_path(root, cache_dir)
     cached = _read_cache(cache_path) if use_cache else None
-    keep, todo = [], []
-    lookup = {} if cached is None else {
+    known = {} if cached is None else {
         (r.relpath, r.size_bytes, r.mtime_ns): i for i, r in enumerate(cached.itertuples(index=False))
     }
-    for rel, size, mtime in files:
-        i = lookup.get((rel, size, mtime))
-        (keep if i is not None else todo).append(i if i is not None else (rel, size, mtime))
+    keep, todo = [], []
+    for key in _walk(root):
+        if key in known:
+            keep.append(known[key])
+        else:
+            todo.append(key)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         fresh = list(pool.map(lambda f: _row(root, *f), todo))
     parts = [cached.iloc[keep]] if keep else []
     if fresh:
         parts.append(pd.DataFrame(fresh))
-    table = pd.concat(parts, ignore_index=True) if parts else _empty()
-    table = table.sort_values("relpath", ignore_index=True)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    table = table.reindex(columns=COLUMNS).sort_values("relpath", ignore_index=True)
     if use_cache and (todo or (cached is not None and len(cached) != len(table))):
         _write_cache(table, cache_path)
-    failed = table[table["error"].notna() & (table["error"] != "")]
-    ok = table.drop(index=failed.index).drop(columns="error").reset_index(drop=True)
-    ok = ok.astype({"detector": np.int64, "nx": np.int64, "ny": np.int64, "x0": np.int64, "y0": np.int64,
-                    "is_cutout": bool})
-    ok.attrs["failed"] = list(zip(failed["relpath"], failed["error"], strict=True))
+    failed = table["error"].notna() & (table["error"] != "")
+    ok = table[~failed].drop(columns="error").reset_index(drop=True)
+    ok = ok.astype({"size_bytes": np.int64, "mtime_ns": np.int64, "detector": np.int64, "nx": np.int64,
+                    "ny": np.int64, "x0": np.int64, "y0": np.int64, "is_cutout": bool})
+    ok.attrs["failed"] = list(zip(table.loc[failed, "relpath"], table.loc[failed, "error"], strict=True))
     return ok
 
 
@@ -99,7 +111,10 @@ def _walk(root: Path) -> list[tuple[str, int, int]]:
         for name in sorted(filenames):
             if name.lower().endswith(FITS_SUFFIXES):
                 path = Path(dirpath) / name
-                st = path.stat()
+                try:
+                    st = path.stat()
+                except OSError:  # e.g. a dangling symlink
+                    continue
                 out.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
     return out
 
@@ -216,11 +231,3 @@ def _write_cache(table: pd.DataFrame, path: Path) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
-
-
-def _empty() -> pd.DataFrame:
-    cols = ["relpath", "size_bytes", "mtime_ns", "error", "obs_id", "detector", "band", "release", "version",
-            "pipeline_version", "collection", "mjd_start", "mjd_end", "time_bounds_lower",
-            "time_bounds_upper", "energy_bounds_lower", "energy_bounds_upper", "ra", "dec", "nx", "ny",
-            "is_cutout", "x0", "y0"] + [f"{c}{i}" for i in range(1, 5) for c in ("ra", "dec")]
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})

@@ -9,6 +9,7 @@ tables, `images` and `pairs`, saved in the run directory; a rerun with the same 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,6 +48,10 @@ MAX_TILE_RADIUS_DEG = 6.0
 QUERY_OVERHEAD = 1.0
 #: Padding of every query circle (deg): covers the decimal rounding of the ADQL text.
 CIRCLE_PAD_DEG = 1.0 / 3600.0
+#: The time window split in halves when one position overflows the row limit (MJD; the mission began at
+#: 60796) and the narrowest window tried (days).
+DEFAULT_WINDOW = (60000.0, 70000.0)
+MIN_WINDOW_DAYS = 1e-3
 
 PAIR_COLUMNS = ("source_index", "image_id")
 
@@ -62,6 +67,8 @@ class Tile:
     dec: float
     radius_deg: float
     count: int
+    #: (mjd_min, mjd_max) of this query when a deep field had to be split in time; None: the plan's filter.
+    window: tuple[float, float] | None = None
 
 
 @dataclass
@@ -221,19 +228,18 @@ def match(images: pd.DataFrame, ra: np.ndarray, dec: np.ndarray,
         out.insert(0, "image_id", pd.Series(dtype=np.int64))
         out["mjd"] = pd.Series(dtype=float)
         return out, pd.DataFrame({c: pd.Series(dtype=np.int64) for c in PAIR_COLUMNS})
+    # order first: image_id then follows the row order and the pairs come out sorted
+    images = images.sort_values(["mjd_start", "obs_id", "detector", "relpath"], kind="stable")
+    images = images.reset_index(drop=True)
     fp = Footprints.from_corners(images["poly_ra"].tolist(), images["poly_dec"].tolist())
     poly, point = fp.match(ra, dec, margin)
-    used = np.unique(poly)
-    df = images.iloc[used].copy()
-    df["mjd"] = 0.5 * (df["mjd_start"].to_numpy(float) + df["mjd_end"].to_numpy(float))
-    df["_old"] = used
-    df = df.sort_values(["mjd_start", "obs_id", "detector", "relpath"], kind="stable").reset_index(drop=True)
-    new_id = np.empty(len(images), dtype=np.int64)
-    new_id[df["_old"].to_numpy()] = np.arange(len(df))
-    df = df.drop(columns="_old")
+    used = poly[np.r_[True, poly[1:] != poly[:-1]]] if len(poly) else poly
+    new_id = np.full(len(images), -1, dtype=np.int64)
+    new_id[used] = np.arange(len(used))
+    df = images.iloc[used].reset_index(drop=True)
     df.insert(0, "image_id", np.arange(len(df), dtype=np.int64))
-    pairs = pd.DataFrame({"source_index": point.astype(np.int64), "image_id": new_id[poly]})
-    pairs = pairs.sort_values(["image_id", "source_index"], kind="stable").reset_index(drop=True)
+    df["mjd"] = 0.5 * (df["mjd_start"].to_numpy(float) + df["mjd_end"].to_numpy(float))
+    pairs = pd.DataFrame({"source_index": point, "image_id": new_id[poly]})
     return df, pairs
 
 
@@ -308,29 +314,25 @@ def _tiles(order, pix, centre, radius, count) -> list[Tile]:
 
 def query_tiles(client: TapClient, ra: np.ndarray, dec: np.ndarray, margin: float, filters: dict[str, Any],
                 *, max_concurrency: int = 4) -> tuple[pd.DataFrame, list[Tile]]:
-    """Candidate images of every tile (one query each; a tile that overflows the row limit is split into
-    its HEALPix children and queried again)."""
+    """Candidate images of every tile, one query each. A tile that overflows the service's row limit is
+    split into its HEALPix children and queried again; one that cannot be split further (one position, or
+    all its sources in one place) is queried in two halves of its time window instead (deep fields)."""
     todo = make_tiles(ra, dec)
     done: list[Tile] = []
     frames: list[pd.DataFrame] = []
     while todo:
         queries = [tile_query(t, margin, filters) for t in todo]
         results = client.query_many(queries, max_concurrency=max_concurrency)
-        split: list[Tile] = []
+        again: list[Tile] = []
         for tile, result in zip(todo, results, strict=True):
-            if isinstance(result, TapOverflow) and tile.order < 29 and tile.radius_deg > 0:
-                log.info("tile order %d pixel %d overflowed: splitting", tile.order, tile.pixel)
-                split.extend(_split(tile, ra, dec))
-            elif isinstance(result, TapOverflow):
-                raise TapOverflow(f"the TAP row limit was reached for the {tile.count} source(s) near "
-                                  f"RA {tile.ra:.4f}, Dec {tile.dec:.4f} even in the smallest region; "
-                                  "narrow the plan with a time range or fewer bands") from result
+            if isinstance(result, TapOverflow):
+                again.extend(_split(tile, ra, dec, filters, result))
             elif isinstance(result, Exception):
                 raise result
             else:
                 frames.append(result)
                 done.append(tile)
-        todo = split
+        todo = again
     frames = [f for f in frames if len(f)]
     images = pd.concat(frames, ignore_index=True) if frames else empty_images()
     return images, done
@@ -339,21 +341,36 @@ def query_tiles(client: TapClient, ra: np.ndarray, dec: np.ndarray, margin: floa
 def tile_query(tile: Tile, margin: float, filters: dict[str, Any]) -> str:
     """The ADQL of one tile: images intersecting its sources' circle widened by the margin."""
     return region_query(tile.ra, tile.dec, tile.radius_deg + margin + CIRCLE_PAD_DEG, bands=filters["bands"],
-                        time_range=filters["time_range"], releases=filters["releases"])
+                        time_range=tile.window or filters["time_range"], releases=filters["releases"])
 
 
-def _split(tile: Tile, ra: np.ndarray, dec: np.ndarray) -> list[Tile]:
-    """The tiles of the sources of `tile` one HEALPix order finer."""
+def _split(tile: Tile, ra: np.ndarray, dec: np.ndarray, filters: dict[str, Any],
+           cause: TapOverflow) -> list[Tile]:
+    """Smaller queries for an overflowing tile: its sources' HEALPix children at the first finer order
+    that separates them, else two halves of its time window."""
     import astropy.units as u
     from astropy_healpix import HEALPix
 
-    order = tile.order + 1
-    pix = np.asarray(HEALPix(nside=2**order, order="nested").lonlat_to_healpix(ra * u.deg, dec * u.deg),
-                     dtype=np.int64)
-    inside = np.flatnonzero((pix >> 2) == tile.pixel)
-    children, label = np.unique(pix[inside], return_inverse=True)
-    centre, radius, count = _circles(radec_to_xyz(ra[inside], dec[inside]), label, len(children))
-    return _tiles(order, children, centre, radius, count)
+    if tile.radius_deg > 0:
+        for order in range(tile.order + 1, 30):
+            pix = np.asarray(HEALPix(nside=2**order, order="nested").lonlat_to_healpix(ra * u.deg, dec * u.deg),
+                             dtype=np.int64)
+            inside = np.flatnonzero((pix >> (2 * (order - tile.order))) == tile.pixel)
+            children, label = np.unique(pix[inside], return_inverse=True)
+            if len(children) > 1:
+                centre, radius, count = _circles(radec_to_xyz(ra[inside], dec[inside]), label, len(children))
+                log.info("tile order %d pixel %d overflowed: %d tiles at order %d", tile.order, tile.pixel,
+                         len(children), order)
+                return [dataclasses.replace(t, window=tile.window)
+                        for t in _tiles(order, children, centre, radius, count)]
+    t0, t1 = tile.window or filters["time_range"] or DEFAULT_WINDOW
+    if t1 - t0 < MIN_WINDOW_DAYS:
+        raise TapOverflow(f"the TAP row limit was reached for the {tile.count} source(s) near RA {tile.ra:.4f}, "
+                          f"Dec {tile.dec:.4f} even for MJD {t0:.4f}..{t1:.4f}; raise the limit (maxrec) or "
+                          "narrow the plan with fewer bands") from cause
+    mid = 0.5 * (t0 + t1)
+    log.info("tile at RA %.4f Dec %.4f overflowed: splitting MJD %.3f..%.3f", tile.ra, tile.dec, t0, t1)
+    return [dataclasses.replace(tile, window=(t0, mid)), dataclasses.replace(tile, window=(mid, t1))]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ and sliced to each region; an absent or empty product is remembered (with the re
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,40 +61,51 @@ class CalibPlane:
 class FetchCache:
     """Everything the fetch layer keeps between images in one process (see `process_cache`).
 
-    `disk_dir` (e.g. the run directory) additionally persists offset tables across processes and runs.
+    Offset tables are kept for the `max_fitsmaps` most recently used files (each holds its headers, ~0.5 MB
+    as astropy objects); `disk_dir` (e.g. the run directory) also persists them, gzipped (~10 kB per file),
+    across processes and runs.
     """
 
     disk_dir: str | None = None
-    fitsmaps: dict[str, FitsMap] = field(default_factory=dict)
+    max_fitsmaps: int = 64
+    fitsmaps: OrderedDict[str, FitsMap] = field(default_factory=OrderedDict)
     psf_cubes: dict[str, np.ndarray] = field(default_factory=dict)
     psf_index: dict[tuple, str] = field(default_factory=dict)
-    #: (product, detector, release, hdu) -> CalibPlane, or a string saying why it is unavailable.
-    calib: dict[tuple, CalibPlane | str] = field(default_factory=dict)
+    #: (product, detector, release[, hdu]) -> FitsMap / CalibPlane, or a string saying why it is unavailable.
+    calib: dict[tuple, FitsMap | CalibPlane | str] = field(default_factory=dict)
     #: How many PSF cubes were read over the wire (for tests and the benchmark).
     psf_reads: int = 0
 
     def get_fitsmap(self, url: str) -> FitsMap | None:
         """The cached offset table of `url`, from memory or the disk cache."""
         fmap = self.fitsmaps.get(url)
-        if fmap is None and self.disk_dir:
+        if fmap is not None:
+            self.fitsmaps.move_to_end(url)
+        elif self.disk_dir:
             path = self._disk_path(url)
             if path.exists():
-                fmap = FitsMap.from_json(path.read_text())
-                self.fitsmaps[url] = fmap
+                fmap = FitsMap.from_json(gzip.decompress(path.read_bytes()).decode())
+                self._remember(fmap)
         return fmap
 
     def put_fitsmap(self, fmap: FitsMap) -> None:
         """Remember an offset table (and write it atomically to the disk cache when there is one)."""
-        self.fitsmaps[fmap.url] = fmap
+        self._remember(fmap)
         if self.disk_dir:
             path = self._disk_path(fmap.url)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(fmap.to_json())
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(gzip.compress(fmap.to_json().encode(), compresslevel=6))
             tmp.replace(path)
 
+    def _remember(self, fmap: FitsMap) -> None:
+        self.fitsmaps[fmap.url] = fmap
+        self.fitsmaps.move_to_end(fmap.url)
+        while len(self.fitsmaps) > self.max_fitsmaps:
+            self.fitsmaps.popitem(last=False)
+
     def _disk_path(self, url: str) -> Path:
-        return Path(self.disk_dir) / "fitsmaps" / f"{content_hash(url.encode())}.json"
+        return Path(self.disk_dir) / "fitsmaps" / f"{content_hash(url.encode())}.json.gz"
 
     def psf_cube(self, key: tuple, load: Callable[[], bytes], dtype: np.dtype,
                  shape: tuple[int, ...]) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""The fetch strategies: row-strip range reads, IRSA cutouts, the whole file, a local mirror read in place.
+"""The fetch strategies: range reads (full-width row strips, or the sources' boxes as row segments when the
+server takes multi-range requests), IRSA cutouts, the whole file, and a local mirror read in place.
 
 Each returns `(ImageRegion, source indices)` pairs holding exactly the pixels a local astropy read of the
-same file gives (native-endian), plus the indices of the sources it could not serve. The PSF comes from the
-process cache (`psfcache`), read once per detector/version/PSF header; the bytes a cutout or a whole file
-carries anyway fill that cache instead of a second read.
+same file gives (native-endian), plus the indices of the sources it could not serve. The PSF cube comes from
+the process cache (`psfcache`): the detector's average_psf product or the file's own PSF HDU, read once;
+the bytes a cutout or a whole file carries anyway fill that cache instead of a second read.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ CALIBRATION_PLANES = (
 SAFETY_PX = 1
 
 Regions = list[tuple[ImageRegion, np.ndarray]]
+#: A rectangle of the parent frame to read, (x0, x1, y0, y1) with exclusive ends, and the sources it serves.
+Box = tuple[int, int, int, int, np.ndarray]
 
 
 @dataclass
@@ -64,12 +67,12 @@ class Target:
         """A Target from a plan images row and the path/URL its bytes are read from."""
         short = relative_to_root(str(image["relpath"]))  # 'qr2/level2/PERIOD/VERSION/DET/file.fits'
         parts = short.split("/")
-        release = image.get("release") or parts[0]
-        version = image.get("version") or (parts[3] if len(parts) > 3 else "")
+        release = _text(image.get("release")) or parts[0]
+        version = _text(image.get("version")) or (parts[3] if len(parts) > 3 else "")
         base = path[: len(path) - len(short)] if path.endswith(short) else None
         size = _positive_int(image.get("size_bytes"))
         shape = (_first(image, ("ny", "naxis2", "s_xel2")), _first(image, ("nx", "naxis1", "s_xel1")))
-        return cls(path, io, stats, cache, int(image["detector"]), str(version), str(release), base, size, shape)
+        return cls(path, io, stats, cache, int(image["detector"]), version, release, base, size, shape)
 
     def calibration_path(self, product: str) -> str | None:
         """Where this detector's calibration product lies beside the image (same archive, same root)."""
@@ -85,9 +88,9 @@ class Target:
         return any(k[:3] == ("file", self.detector, self.version) for k in index)
 
     def read_ranges(self, ranges: list[tuple[int, int]], path: str | None = None,
-                    size: int | None = None) -> list[bytes]:
+                    size: int | None = None, fallback: bool = True) -> list[bytes]:
         return self.io.read_ranges(path or self.path, ranges, self.stats,
-                                   size if path else (size or self.size))
+                                   size if path else (size or self.size), fallback=fallback)
 
 
 def _positive_int(value) -> int | None:
@@ -97,6 +100,11 @@ def _positive_int(value) -> int | None:
     except (TypeError, ValueError):
         return None
     return int(v) if np.isfinite(v) and v > 0 else None
+
+
+def _text(value) -> str:
+    """A plan cell as text; '' for missing values (None, NaN, pd.NA)."""
+    return value if isinstance(value, str) else ""
 
 
 def _first(row: Mapping, keys: tuple[str, ...]) -> int:
@@ -151,10 +159,8 @@ def neighbourhoods(x: np.ndarray, y: np.ndarray, halfsize: int,
     return clip[0], clip[1], clip[2], clip[3], ok
 
 
-def plan_strips(
-    ylo: np.ndarray, yhi: np.ndarray, ok: np.ndarray, merge_gap_rows: int
-) -> list[tuple[int, int, np.ndarray]]:
-    """Row strips [y0, y1) covering every on-image source's rows; strips closer than the gap are merged."""
+def plan_strips(ylo: np.ndarray, yhi: np.ndarray, ok: np.ndarray, merge_gap_rows: int, nx: int) -> list[Box]:
+    """Full-width row strips covering every on-image source's rows; strips closer than the gap are merged."""
     idx = np.flatnonzero(ok)
     idx = idx[np.argsort(ylo[idx], kind="stable")]
     strips: list[tuple[int, int, list[int]]] = []
@@ -165,7 +171,36 @@ def plan_strips(
             strips[-1] = (y0, max(y1, hi), [*members, i])
         else:
             strips.append((lo, hi, [i]))
-    return [(y0, y1, np.sort(np.asarray(m, dtype=np.int64))) for y0, y1, m in strips]
+    return [(0, nx, y0, y1, np.sort(np.asarray(m, dtype=np.int64))) for y0, y1, m in strips]
+
+
+def plan_boxes(xlo: np.ndarray, xhi: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, ok: np.ndarray) -> list[Box]:
+    """One box per on-image source's neighbourhood; overlapping or touching boxes become their bounding box."""
+    idx = np.flatnonzero(ok)
+    b = np.column_stack([xlo[idx], xhi[idx] + 1, ylo[idx], yhi[idx] + 1]).astype(np.int64)
+    members = [[int(i)] for i in idx]
+    changed = True
+    while changed and len(b) > 1:
+        changed = False
+        keep = np.ones(len(b), dtype=bool)
+        for i in range(len(b)):
+            if not keep[i]:
+                continue
+            hit = keep & (b[:, 0] <= b[i, 1]) & (b[i, 0] <= b[:, 1]) & (b[:, 2] <= b[i, 3]) & (b[i, 2] <= b[:, 3])
+            hit[i] = False
+            if hit.any():
+                group = np.flatnonzero(hit)
+                b[i] = [min(b[i, 0], b[group, 0].min()), max(b[i, 1], b[group, 1].max()),
+                        min(b[i, 2], b[group, 2].min()), max(b[i, 3], b[group, 3].max())]
+                for j in group:
+                    members[i] += members[j]
+                keep[group] = False
+                changed = True
+        b = b[keep]
+        members = [m for m, k in zip(members, keep, strict=True) if k]
+    order = np.lexsort((b[:, 0], b[:, 2])) if len(b) else []
+    return [(int(b[k, 0]), int(b[k, 1]), int(b[k, 2]), int(b[k, 3]), np.sort(np.asarray(members[k], dtype=np.int64)))
+            for k in order]
 
 
 # ------------------------------------------------------------------------------------------------ PSF, wave
@@ -202,7 +237,7 @@ def psf_from_fitsmap(target: Target, fmap: FitsMap) -> PSFCube:
     """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no cube for it)."""
     entry = fmap["PSF"]
     span = [(entry.data_offset, entry.data_offset + entry.data_size)]
-    return image_psf(target, entry.header, entry.shape, entry.dtype,
+    return image_psf(target, entry.header.copy(), entry.shape, entry.dtype,
                      lambda: target.read_ranges(span, fmap.url, fmap.size)[0], free=False)
 
 
@@ -323,29 +358,44 @@ def _calib_plane(target: Target, product: str, extname: str) -> CalibPlane | str
 # ------------------------------------------------------------------------------------------------ strategies
 
 
-def fetch_strips(target: Target, fmap: FitsMap, strips: list[tuple[int, int, np.ndarray]]) -> Regions:
-    """Range reads: the four planes of each merged strip (full width, x0=0), one request per plane per strip."""
-    if not strips:
+def fetch_boxes(target: Target, fmap: FitsMap, boxes: list[Box], fallback: bool = True) -> Regions:
+    """Range reads of the four planes in each box: one range per plane for full-width boxes (strips), one
+    per row and plane otherwise (which needs multi-range requests: with `fallback=False` a server refusing
+    them raises MultiRangeUnsupported instead of being sent one request per row)."""
+    if not boxes:
         return []
     ny, nx = fmap["IMAGE"].shape
-    ranges = [fmap.row_range(name, y0, y1) for y0, y1, _ in strips for name in PLANES]
-    blobs = target.read_ranges(ranges, fmap.url, fmap.size)
+    ranges: list[tuple[int, int]] = []
+    for x0, x1, y0, y1, _ in boxes:
+        for name in PLANES:
+            start, end = fmap.row_range(name, y0, y1)
+            if x1 - x0 == nx:
+                ranges.append((start, end))
+            else:
+                row = nx * 4
+                ranges.extend((start + k * row + x0 * 4, start + k * row + x1 * 4) for k in range(y1 - y0))
+    blobs = iter(target.read_ranges(ranges, fmap.url, fmap.size, fallback=fallback))
     psf = psf_from_fitsmap(target, fmap)
     wave = wave_from_fitsmap(target, fmap)
     primary, image_h, flags_h = (fmap[n].header.copy() for n in ("PRIMARY", "IMAGE", "FLAGS"))
     regions: Regions = []
-    for k, (y0, y1, members) in enumerate(strips):
-        planes = {
-            name: native(np.frombuffer(blobs[4 * k + j], dtype=fmap[name].dtype).reshape(y1 - y0, nx))
-            for j, name in enumerate(PLANES)
-        }
+    for x0, x1, y0, y1, members in boxes:
+        planes = {}
+        for name in PLANES:
+            raw = next(blobs) if x1 - x0 == nx else b"".join(next(blobs) for _ in range(y1 - y0))
+            planes[name] = native(np.frombuffer(raw, dtype=fmap[name].dtype).reshape(y1 - y0, x1 - x0))
         region = ImageRegion(
             primary_header=primary, image_header=image_h, flags_header=flags_h,
             image=planes["IMAGE"], flags=planes["FLAGS"], variance=planes["VARIANCE"], zodi=planes["ZODI"],
-            x0=0, y0=y0, wave=wave, psf=psf, parent_shape=(ny, nx),
+            x0=x0, y0=y0, wave=wave, psf=psf, parent_shape=(ny, nx),
         )
         regions.append((region, members))
     return regions
+
+
+def box_parts(boxes: list[Box], nx: int) -> int:
+    """How many byte ranges `fetch_boxes` asks for."""
+    return sum(len(PLANES) * (1 if x1 - x0 == nx else y1 - y0) for x0, x1, y0, y1, _ in boxes)
 
 
 def open_level2(data: bytes, what: str) -> fits.HDUList:

@@ -9,6 +9,7 @@ excepted), so a cutout, a row strip and the whole frame give the same results.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections import OrderedDict
@@ -33,8 +34,9 @@ from spxbatch.photometry.background import (
 )
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.gather import Boxes, chunks
+from spxbatch.photometry.overlap import circle_pixel_overlap
 from spxbatch.photometry.positions import celestial_wcs, sky_to_parent_pixel
-from spxbatch.photometry.psf import PSFModel, zone_index
+from spxbatch.photometry.psf import PSFModel, phases, zone_index
 from spxbatch.photometry.quality import CONDITION_BITS, good_verdict
 from spxbatch.photometry.units import ujy_per_mjysr_pixel, wcs_pixel_solid_angle
 from spxbatch.photometry.wavelength import sample_map, wave_from_table
@@ -46,18 +48,20 @@ _CHUNK_ELEMENTS = 2_000_000
 #: Two catalog positions closer than this (px) are the same source (self-matching of `neighbours`).
 _SELF_TOL = 1e-3
 
-_MODELS: OrderedDict[int, tuple[np.ndarray, PSFModel]] = OrderedDict()
+_MODELS: OrderedDict[bytes, PSFModel] = OrderedDict()
 
 
 def psf_model_for(psf: PSFCube) -> PSFModel:
-    """The cached PSFModel of a cube (by object identity; the cube is held so its id stays unique)."""
-    key = id(psf.cube)
-    hit = _MODELS.get(key)
-    if hit is not None and hit[0] is psf.cube:
-        _MODELS.move_to_end(key)
-        return hit[1]
-    model = PSFModel.from_cube(psf)
-    _MODELS[key] = (psf.cube, model)
+    """The cached PSFModel of a cube, keyed by CONTENT (the same cube ships with every exposure of a
+    detector; one detector was seen shipping two cubes under one version), LRU of 8."""
+    cube = np.ascontiguousarray(psf.cube)
+    key = hashlib.blake2b(cube.view(np.uint8).reshape(-1), digest_size=16).digest()
+    key += str(psf.header.get("OVERSAMP", 10)).encode()
+    model = _MODELS.get(key)
+    if model is None:
+        model = PSFModel.from_cube(psf)
+        _MODELS[key] = model
+    _MODELS.move_to_end(key)
     while len(_MODELS) > 8:
         _MODELS.popitem(last=False)
     return model
@@ -179,18 +183,33 @@ def measure_region(
     bad |= ~np.isfinite(var)
     avoid = (flags & flag_mask(cfg.background_avoid_flags, bits)) != 0 if cfg.background_avoid_flags else None
 
-    # aperture footprint: flags OR, masked pixels, frame edge, repaired variance
+    # aperture footprint: exact pixel weights w -> area and sum(w^2 var) of the unmasked pixels, flags OR,
+    # masked pixels, repaired variance
     flags_or = np.zeros(m.size, dtype=np.int64)
     has_masked = np.zeros(m.size, dtype=bool)
-    at_edge = np.zeros(m.size, dtype=bool)
     var_fixed = np.zeros(m.size, dtype=bool)
+    area = np.zeros(m.size)
+    var_sum = np.zeros(m.size)
     ha = math.ceil(r_max + 1.0)
+    power = 2 if cfg.error_weights == "squared" else 1
     for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // (2 * ha + 1) ** 2)):
         b = Boxes.around(ix[sl], iy[sl], ha, (ny, nx))
-        pin = (b.nearest_distance(xlm[sl], ylm[sl]) < radius[sl, None]) & b.inside
+        dx = (ix[sl] - xlm[sl])[:, None] + b.ox[None, :]
+        dy = (iy[sl] - ylm[sl])[:, None] + b.oy[None, :]
+        r2 = radius[sl, None] ** 2
+        near2 = np.maximum(np.abs(dx) - 0.5, 0.0) ** 2 + np.maximum(np.abs(dy) - 0.5, 0.0) ** 2
+        far2 = (np.abs(dx) + 0.5) ** 2 + (np.abs(dy) + 0.5) ** 2
+        pin = (near2 < r2) & b.inside
+        w = pin.astype(float)
+        edge = pin & (far2 > r2)
+        w[edge] = circle_pixel_overlap(dx[edge], dy[edge], np.broadcast_to(radius[sl, None], dx.shape)[edge])
+        badb = b.take(bad)
         flags_or[sl] = np.bitwise_or.reduce(np.where(pin, b.take(flags), 0), axis=1)
-        has_masked[sl] = np.any(pin & b.take(bad), axis=1)
+        has_masked[sl] = np.any(pin & badb, axis=1)
         var_fixed[sl] = np.any(pin & b.take(repaired), axis=1)
+        wu = np.where(badb, 0.0, w)
+        area[sl] = wu.sum(axis=1)
+        var_sum[sl] = (wu**power * np.where(pin & ~badb, b.take(var), 0.0)).sum(axis=1)
     # frame edge: the aperture's bounding square crosses the parent frame's border
     at_edge = (
         (xm - radius < -0.5) | (xm + radius > nxp - 0.5) | (ym - radius < -0.5) | (ym + radius > nyp - 0.5)
@@ -198,6 +217,18 @@ def measure_region(
     cond[m[has_masked]] |= _bit("BAD_PIXEL")
     cond[m[at_edge]] |= _bit("EDGE")
     cond[m[var_fixed]] |= _bit("VARIANCE_REPAIRED")
+    partial = has_masked | at_edge | clipped
+
+    # PSF tiles: each star's light on the native pixels around it (aperture correction, masked pixels,
+    # and the star's own light in its background pixels)
+    tiles = phx = phy = None
+    if model is not None:
+        phx, phy = phases(xlm), phases(ylm)
+        mh = model.tile_half()
+        t = 2 * mh + 1
+        tiles = np.empty((m.size, t, t), dtype=np.float32)
+        for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // (t * t))):
+            tiles[sl] = model.tiles(zones[sl], phx[sl], phy[sl], mh)
 
     # zodi scale
     if cfg.zodi == "fit":
@@ -218,47 +249,43 @@ def measure_region(
         scale = np.full(m.size, 1.0 if cfg.zodi == "fixed" else 0.0)
 
     # aperture sums (masked pixels contribute nothing; sep exact overlap)
-    img0 = np.where(bad, 0.0, image)
-    var0 = np.where(bad, 0.0, var)
-    s_img, s_err, _ = sep.sum_circle(img0, xlm, ylm, radius, var=var0, subpix=0)
+    s_img, _, _ = sep.sum_circle(np.where(bad, 0.0, image), xlm, ylm, radius, subpix=0)
     s_zod = np.zeros(m.size)
     if cfg.zodi != "none":
         s_zod, _, _ = sep.sum_circle(np.where(bad, 0.0, zodi_plane.astype(float)), xlm, ylm, radius, subpix=0)
-    area = np.pi * radius**2
-    partial = has_masked | at_edge | clipped
-    if np.any(partial):
-        good_px = (~bad).astype(float)
-        area[partial], _, _ = sep.sum_circle(good_px, xlm[partial], ylm[partial], radius[partial], subpix=0)
 
-    # local background of I - s Z, per pixel
-    bkg, bkg_std, bkg_n, failed = _background(
+    # local background of I - s Z, per pixel (and the star's own PSF light per background pixel)
+    bkg, bkg_std, bkg_n, failed, psf_in_bkg = _background(
         cfg, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, r_max, model, x, y,
-        neighbours, ra, dec, wcs, cond, m,
+        neighbours, ra, dec, wcs, cond, m, tiles,
     )
     bkg_err = cfg.bkg_error_factor * bkg_std / np.sqrt(np.maximum(bkg_n, 1))
     if cfg.background in ("none", "global"):
         bkg_err = bkg_std
 
     f_sb = s_img - scale * s_zod - bkg * area
-    e_sb = np.sqrt(s_err**2 + (bkg_err * area) ** 2)
+    e_sb = np.sqrt(var_sum + (bkg_err * area) ** 2)
 
-    # aperture correction (and PSF correction of masked / clipped aperture pixels)
+    # aperture correction (and PSF correction of masked / clipped aperture pixels): the measured sum is
+    # F * (kept - area * psf_in_bkg), kept = the PSF fraction on usable aperture pixels
     frac = np.ones(m.size)
     if model is not None:
         full = np.empty(m.size)
         kept = np.empty(m.size)
-        mh = model.half_tile(r_max)
-        t = 2 * mh + 1
+        t = tiles.shape[1]
+        mh = (t - 1) // 2
         for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // (t * t))):
             missing = None
-            if cfg.masked_aperture == "psf":
+            if cfg.masked_aperture == "psf" and np.any(partial[sl]):
                 b = Boxes.around(ix[sl], iy[sl], mh, (ny, nx))
                 missing = (~b.inside | b.take(bad)).reshape(-1, t, t)
                 missing &= partial[sl, None, None]
-            full[sl], kept[sl] = model.aperture_fractions(zones[sl], xm[sl], ym[sl], radius[sl], missing)
-        ratio = kept / full
+            full[sl], kept[sl] = model.aperture_fractions(tiles[sl].astype(float), phx[sl], phy[sl], radius[sl],
+                                                          missing)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = kept / full
         cond[m[ratio < 1]] |= _bit("MASK_CORRECTED")
-        frac = kept if cfg.aperture_correction else ratio
+        frac = kept - area * psf_in_bkg if cfg.aperture_correction else ratio
 
     # units
     if region.solid_angle is not None:
@@ -267,11 +294,12 @@ def measure_region(
         omega = wcs_pixel_solid_angle(wcs, xm, ym)
     conv = ujy_per_mjysr_pixel(omega)
 
-    flux_ap = f_sb * conv
-    flux = flux_ap / frac
-    flux_err = e_sb * conv / frac
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # frac 0: every aperture pixel masked
+        flux_ap = f_sb * conv
+        flux = flux_ap / frac
+        flux_err = e_sb * conv / frac
         snr = flux / flux_err
+        apcorr = 1.0 / frac
 
     if region.cwave is not None and region.cband is not None:
         lam, dlam = sample_map(region.cwave, xlm, ylm), sample_map(region.cband, xlm, ylm)
@@ -288,7 +316,7 @@ def measure_region(
     out["flux"][m] = np.where(measured, flux, np.nan)
     out["flux_err"][m] = np.where(measured, flux_err, np.nan)
     out["flux_aperture"][m] = np.where(measured, flux_ap, np.nan)
-    out["aperture_correction"][m] = 1.0 / frac
+    out["aperture_correction"][m] = apcorr
     out["wavelength"][m] = lam
     out["bandwidth"][m] = dlam
     out["flags"][m] = flags_or.astype(np.int32)
@@ -379,12 +407,14 @@ def _neighbour_mask(
 
 def _background(
     cfg, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, r_max, model, x, y,
-    neighbours, ra, dec, wcs, cond, m,
+    neighbours, ra, dec, wcs, cond, m, tiles,
 ):
-    """(level, std, n, failed) of the local background of I - s Z per measured source."""
+    """(level, std, n, failed, psf) of the local background of I - s Z per measured source; psf is the
+    statistic of the star's own normalised PSF light over the same background pixels (from `tiles`)."""
     k = xlm.size
+    psf_in_bkg = np.zeros(k)
     if cfg.background == "none":
-        return np.zeros(k), np.zeros(k), np.zeros(k, dtype=np.int64), np.zeros(k, dtype=bool)
+        return np.zeros(k), np.zeros(k), np.zeros(k, dtype=np.int64), np.zeros(k, dtype=bool), psf_in_bkg
     if cfg.background == "global":
         data = image - (zodi_plane if cfg.zodi != "none" else 0.0)
         back, rms = global_background(data, bad, cfg.global_mesh)
@@ -392,7 +422,7 @@ def _background(
         if cfg.zodi != "none":
             level = level + (1.0 - scale) * sample_map(np.where(bad, 0.0, zodi_plane), xlm, ylm)
         err = sample_map(rms, xlm, ylm) / cfg.global_mesh
-        return level, err, np.ones(k, dtype=np.int64), ~np.isfinite(level)
+        return level, err, np.ones(k, dtype=np.int64), ~np.isfinite(level), psf_in_bkg
 
     # catalog neighbours: masked out of the background, and BLENDED when apertures overlap
     if neighbours is None:
@@ -478,12 +508,20 @@ def _background(
             vals[~sel] = np.nan
             level[j], std[j], npx[j] = clipped_stats(vals, cfg.clip_sigma, cfg.clip_iters,
                                                      cfg.background_statistic)
+            if tiles is not None:
+                th = (tiles.shape[1] - 1) // 2
+                on_tile = (np.abs(b.ox) <= th) & (np.abs(b.oy) <= th)
+                pv = np.zeros(vals.shape)
+                pv[:, on_tile] = tiles[j][:, b.oy[on_tile] + th, b.ox[on_tile] + th]
+                pv[~sel] = np.nan
+                # the mean: with noise, a median shifts by the mean of small added values
+                psf_in_bkg[j] = clipped_stats(pv, 0.0, 0, "mean")[0]
         todo = np.concatenate(retry) if retry else np.empty(0, dtype=np.int64)
     failed |= ~np.isfinite(level)
     cond[m[failed]] |= np.int64(1) << np.int64(CONDITION_BITS["BACKGROUND_FAILED"])
     cond[m[widened]] |= np.int64(1) << np.int64(CONDITION_BITS["BACKGROUND_WIDENED"])
     cond[m[relaxed]] |= np.int64(1) << np.int64(CONDITION_BITS["BACKGROUND_RELAXED"])
-    return level, std, npx, failed
+    return level, std, npx, failed, np.where(np.isfinite(psf_in_bkg), psf_in_bkg, 0.0)
 
 
 def _ring_size(r_hi: float) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import sep
@@ -74,17 +75,20 @@ def _nearest_sorted(centres: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.searchsorted(mids, v, side="left").astype(np.int64)
 
 
+@lru_cache(maxsize=4)
+def _radial_bins(n: int) -> np.ndarray:
+    """Fine-pixel radius bins (1-fine-pixel wide, about the plane centre) of an n x n plane."""
+    c = (n - 1) / 2.0
+    yy, xx = np.indices((n, n))
+    return np.floor(np.hypot(xx - c, yy - c) + 0.5).astype(int).ravel()
+
+
 def plane_fwhm(plane: np.ndarray, oversamp: int) -> float:
     """FWHM in native pixels: twice the half-maximum radius of the plane's radial profile about its
     declared centre (1-fine-pixel bins, linear interpolation), divided by OVERSAMP (as SPXQuery)."""
-    n = plane.shape[0]
-    c = (n - 1) / 2.0
-    yy, xx = np.indices(plane.shape)
-    r = np.hypot(xx - c, yy - c)
-    rb = np.floor(r + 0.5).astype(int)
-    sums = np.bincount(rb.ravel(), weights=plane.ravel().astype(float))
-    counts = np.bincount(rb.ravel())
-    prof = sums / np.maximum(counts, 1)
+    rb = _radial_bins(plane.shape[0])
+    sums = np.bincount(rb, weights=np.asarray(plane, dtype=float).ravel())
+    prof = sums / np.maximum(np.bincount(rb), 1)
     half = prof.max() / 2.0
     ipk = int(np.argmax(prof))
     below = np.flatnonzero(prof[ipk:] < half)
@@ -103,7 +107,8 @@ class PSFModel:
     Binning a plane over native pixels at an arbitrary sub-pixel phase: with plane = sum_k s_k u_k v_k^T,
     each native pixel's integral is sum_k s_k dU_k dV_k, dU and dV from the cumulative sums of u_k and
     v_k (exact at fine-cell edges) interpolated by a cubic at the pixel edges (a linear interpolation,
-    i.e. light spread evenly inside a 0.1-px cell, errs by ~3e-3 of a pixel for a 2-px FWHM). Everything is a function of the cube only: one model serves every image sharing it.
+    i.e. light spread evenly inside a 0.1-px cell, errs by ~3e-3 of a pixel for a 2-px FWHM).
+    Everything is a function of the cube only: one model serves every image sharing it.
     """
 
     psf: PSFCube
@@ -136,9 +141,10 @@ class PSFModel:
         """Largest FWHM over all zones (bounds the neighbourhood of FWHM-based apertures)."""
         return float(np.nanmax(self.fwhm(np.arange(self.nzones))))
 
-    def half_tile(self, radius: float) -> int:
-        """Half-size (native px) of a binned tile: covers a circle of `radius` around the star."""
-        return int(np.ceil(radius)) + 1
+    def tile_half(self) -> int:
+        """Half-size (native px) of a binned tile: holds the whole plane (+-5.05 px) at any phase."""
+        n = self.psf.cube.shape[1]
+        return int(np.ceil((n / 2) / self.oversamp + 0.5))
 
     def _separable(self, zone: int) -> tuple[np.ndarray, np.ndarray]:
         """Cumulative sums (K, n+1) of s_k u_k (rows, y) and v_k (columns, x) of a normalised plane."""
@@ -152,13 +158,12 @@ class PSFModel:
             self._svd[zone] = (cu, cv)
         return self._svd[zone]
 
-    def _edge_integrals(self, cum: np.ndarray, pos: np.ndarray, mh: int) -> np.ndarray:
-        """Integrals (N, K, 2mh+1) over native pixels m = -mh..mh of the cumulative profiles `cum`
-        (K, n+1), for stars at positions `pos` (the pixel grid is the image's: centres at integers)."""
+    def _edge_integrals(self, cum: np.ndarray, phase: np.ndarray, mh: int) -> np.ndarray:
+        """Integrals (N, K, 2mh+1) over native pixels m = -mh..mh (centred at integers) of the cumulative
+        profiles `cum` (K, n+1), for stars at sub-pixel `phase` from pixel 0's centre."""
         n = cum.shape[1] - 1
         c = (n - 1) / 2.0
         o = self.oversamp
-        phase = pos - np.floor(pos + 0.5)
         m = np.arange(-mh, mh + 2) - 0.5
         u = np.clip((m[None, :] - phase[:, None]) * o + c + 0.5, 0.0, float(n))  # fine-cell units
         i0 = np.minimum(np.floor(u).astype(np.int64), n - 1)
@@ -169,7 +174,7 @@ class PSFModel:
         val = sum(cum[:, np.clip(i0 + j - 1, 0, n)] * w[j] for j in range(4))  # (K, N, 2mh+2)
         return np.diff(val, axis=2).transpose(1, 0, 2)
 
-    def tiles(self, zones: np.ndarray, x: np.ndarray, y: np.ndarray, mh: int) -> np.ndarray:
+    def tiles(self, zones: np.ndarray, phase_x: np.ndarray, phase_y: np.ndarray, mh: int) -> np.ndarray:
         """Each star's light binned onto native pixels around its nearest pixel: (N, 2mh+1, 2mh+1), the
         star at tile position (mh + phase_x, mh + phase_y), normalised to a total of 1 over the plane."""
         zones = np.asarray(zones, dtype=int)
@@ -178,33 +183,34 @@ class PSFModel:
         for z in np.unique(zones):
             sel = np.flatnonzero(zones == z)
             cu, cv = self._separable(int(z))
-            gy = self._edge_integrals(cu, np.asarray(y)[sel], mh)
-            gx = self._edge_integrals(cv, np.asarray(x)[sel], mh)
+            gy = self._edge_integrals(cu, np.asarray(phase_y)[sel], mh)
+            gx = self._edge_integrals(cv, np.asarray(phase_x)[sel], mh)
             # explicit sum over k (not einsum/BLAS): the same bits whatever the batch size
             out[sel] = (gy[:, :, :, None] * gx[:, :, None, :]).sum(axis=1)
         return out
 
     def aperture_fractions(
-        self, zones: np.ndarray, x: np.ndarray, y: np.ndarray, radius: np.ndarray,
+        self, tiles: np.ndarray, phase_x: np.ndarray, phase_y: np.ndarray, radius: np.ndarray,
         missing: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(enclosed, kept): the fraction of each star's total light that an exact-overlap circle of
-        `radius` at (x, y) collects, and the part of it on pixels not `missing` ((N, t, t) booleans
-        aligned with `tiles(..., mh=half_tile(max radius))`, or None)."""
-        radius = np.broadcast_to(np.asarray(radius, dtype=float), np.shape(zones))
-        mh = self.half_tile(float(np.max(radius))) if radius.size else 1
-        t = 2 * mh + 1
-        # phases on a 2^-30 px grid: exact at any mosaic offset, so a star's numbers do not depend on
-        # its place in the batch
-        px = np.round((np.asarray(x) - np.floor(np.asarray(x) + 0.5)) * 2.0**30) / 2.0**30
-        py = np.round((np.asarray(y) - np.floor(np.asarray(y) + 0.5)) * 2.0**30) / 2.0**30
-        tl = self.tiles(zones, px, py, mh)
-        k = tl.shape[0]
-        cx = mh + px
-        cy = np.arange(k) * t + mh + py
-        full, _, _ = sep.sum_circle(np.ascontiguousarray(tl.reshape(k * t, t)), cx, cy, radius, subpix=0)
+        `radius` collects from its `tiles` (N, t, t) (from `tiles`, same phases), and the part of it on
+        pixels not `missing` ((N, t, t) booleans, or None: kept = enclosed)."""
+        k, t, _ = tiles.shape
+        mh = (t - 1) // 2
+        radius = np.broadcast_to(np.asarray(radius, dtype=float), (k,))
+        cx = mh + np.asarray(phase_x)
+        cy = np.arange(k) * t + mh + np.asarray(phase_y)
+        full, _, _ = sep.sum_circle(np.ascontiguousarray(tiles.reshape(k * t, t)), cx, cy, radius, subpix=0)
         if missing is None:
             return full, full
-        kept, _, _ = sep.sum_circle(np.ascontiguousarray((tl * ~missing).reshape(k * t, t)), cx, cy, radius,
+        kept, _, _ = sep.sum_circle(np.ascontiguousarray((tiles * ~missing).reshape(k * t, t)), cx, cy, radius,
                                     subpix=0)
         return full, kept
+
+
+def phases(v: np.ndarray) -> np.ndarray:
+    """Sub-pixel phase v - round(v) in [-0.5, 0.5], on a 2^-30 px grid: exact at any mosaic offset, so a
+    star's numbers do not depend on its place in a batch."""
+    v = np.asarray(v, dtype=float)
+    return np.round((v - np.floor(v + 0.5)) * 2.0**30) / 2.0**30

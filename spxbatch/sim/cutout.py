@@ -31,8 +31,16 @@ TRIMMED = ("IMAGE", "FLAGS", "VARIANCE", "ZODI")
 _CENTER_RE = re.compile(r"^\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*([a-z]*)\s*$")
 _SIZE_RE = re.compile(r"^\s*([\d.]+(?:[eE][-+]?\d+)?)\s*(?:,\s*([\d.]+(?:[eE][-+]?\d+)?))?\s*([a-z]*)\s*$")
 _PIXEL_UNITS = ("px", "pix", "pixel", "pixels")
-_DEG_PER_UNIT = {"": 1.0, "d": 1.0, "deg": 1.0, "degree": 1.0, "degrees": 1.0, "rad": 180 / math.pi,
-                 "arcmin": 1 / 60, "arcsec": 1 / 3600}
+_DEG_PER_UNIT = {
+    "": 1.0,
+    "d": 1.0,
+    "deg": 1.0,
+    "degree": 1.0,
+    "degrees": 1.0,
+    "rad": 180 / math.pi,
+    "arcmin": 1 / 60,
+    "arcsec": 1 / 3600,
+}
 
 
 class CutoutError(ValueError):

@@ -58,6 +58,16 @@ class Detector:
         return psf.cube(self.number, self.npix)
 
     @cached_property
+    def psf_params_variant(self) -> np.ndarray:
+        """Zone model parameters of the variant PSF shipped by some files."""
+        return psf.zone_params(self.number, self.npix, variant=True)
+
+    @cached_property
+    def psf_cube_variant(self) -> np.ndarray:
+        """The variant PSF's cube."""
+        return psf.cube(self.number, self.npix, variant=True)
+
+    @cached_property
     def psf_fwhm_arcsec(self) -> float:
         """Core FWHM at the detector centre (arcsec), the header's PSF_FWHM."""
         c = (self.npix - 1) / 2

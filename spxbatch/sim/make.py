@@ -13,19 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import maximum_filter
 
-from spxbatch.sim import calib, lvf, mef, optics, psf, scene, sky, survey
+from spxbatch.sim import calib, mef, optics, psf, render, sky, survey
 from spxbatch.sim.instrument import Detector
 from spxbatch.sim.paths import processing_date, strip_ibe
 from spxbatch.sim.rng import rng_for
 from spxbatch.spherex import (
-    DEFAULT_BAD_FLAGS,
     EXPOSURE_S,
     FLAG_BITS,
-    MJY_PER_SR_TO_UJY_PER_ARCSEC2,
-    PIXEL_SCALE_ARCSEC,
-    flag_mask,
     level2_relpath,
 )
 
@@ -39,7 +34,8 @@ FIELD_RADIUS = 0.40
 #: Default exposures of the field: wide and deep.
 VISITS_WIDE = 12
 VISITS_DEEP = 30
-_BAD_MASK = flag_mask(DEFAULT_BAD_FLAGS, FLAG_BITS)
+#: Calibration error of a superseded processing version (IMAGE x this; fixed by the later version).
+SUPERSEDED_GAIN = 1.01
 
 
 @dataclass
@@ -63,45 +59,8 @@ class ArchiveInfo:
 
 
 def _iso(mjd: float) -> str:
+    """ISO-8601 UTC string (ms) of an MJD, for the DATE-* cards."""
     return survey.mjd_to_datetime(mjd).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-
-
-def _on_detector(det: Detector, ra0: float, dec0: float, sources: pd.DataFrame, pa: float):
-    """WCS of a detector pointed at (ra0, dec0) and the 0-based pixel positions of sources near it."""
-    wcs = optics.make_wcs(det.optics, ra0, dec0, pa)
-    ra, dec = sources["ra"].to_numpy(), sources["dec"].to_numpy()
-    # Angular pre-selection (TAN is meaningless far away), then the exact SIP inverse.
-    cosd = np.sin(np.radians(dec)) * np.sin(np.radians(dec0)) + np.cos(np.radians(dec)) * np.cos(
-        np.radians(dec0)
-    ) * np.cos(np.radians(ra - ra0))
-    reach = np.radians((det.npix * 0.75 + 20) * PIXEL_SCALE_ARCSEC / 3600.0)
-    near = np.flatnonzero(cosd > np.cos(reach))
-    x = np.full(len(sources), np.nan)
-    y = np.full(len(sources), np.nan)
-    if near.size:
-        px = wcs.all_world2pix(np.column_stack([ra[near], dec[near]]), 0, tolerance=1e-9, maxiter=100)
-        x[near], y[near] = px[:, 0], px[:, 1]
-    margin = psf.STAMP_HALF + 1
-    near = np.flatnonzero((x > -margin) & (x < det.npix - 1 + margin) & (y > -margin) & (y < det.npix - 1 + margin))
-    return wcs, near, x, y
-
-
-def _render_sources(det: Detector, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> np.ndarray:
-    """Source surface brightness (MJy/sr) of sources with total fluxes `flux` (uJy) at (x, y)."""
-    n = det.npix
-    if x.size == 0:
-        return np.zeros((n, n))
-    zones = psf.zone_index(y, n) * 11 + psf.zone_index(x, n)
-    st, x0, y0 = psf.stamps(det.psf_params[zones], x, y)
-    size = st.shape[1]
-    pad = 2 * psf.STAMP_HALF + 3
-    k = np.arange(size)
-    rows = y0[:, None, None] + k[None, :, None] + pad
-    cols = x0[:, None, None] + k[None, None, :] + pad
-    m = n + 2 * pad
-    canvas = np.bincount((rows * m + cols).ravel(), weights=(st * flux[:, None, None]).ravel(), minlength=m * m)
-    img = canvas.reshape(m, m)[pad : pad + n, pad : pad + n]
-    return img / (MJY_PER_SR_TO_UJY_PER_ARCSEC2 * det.solid_angle)
 
 
 def field_centre(field: str = "demo", ra: float | None = None, dec: float | None = None) -> tuple[float, float]:
@@ -128,13 +87,13 @@ def field_sources(
 
 @dataclass
 class _FileJob:
+    """One planned detector image: its exposure, detector, sources, and the versions it is written in."""
+
     exposure: survey.Exposure
     detector: int
-    crval: tuple[float, float]
-    near: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
+    where: render.Placement
     versions: list[tuple[str, str]]
+    psf_variant: bool = False
 
 
 def make_archive(
@@ -168,35 +127,50 @@ def make_archive(
     sources = field_sources(npix=npix, seed=seed, field=field, ra=ra, dec=dec, n_sources=n_sources)
     dets = {d: Detector(d, npix) for d in range(1, 7)}
 
-    jobs = _plan_files(exposures, sources, dets, ra0, dec0, seed, field)
+    jobs = _plan_files(exposures, sources, dets, ra0, dec0, seed, field, npix)
     truth_rows: list[pd.DataFrame] = []
     defect_rows: list[dict] = []
     file_rows: list[dict] = []
     written: list[str] = []
     total_bytes = 0
-    persistence: dict[int, list[tuple[float, float, float]]] = {}
+    persistence: render.Persistence = {}
     for job in jobs:
         if not job.versions:
             file_rows.append(_file_row(job, None, None, npix))
             continue
-        # Every fourth image gets an unflagged cold pixel next to a target.
-        plant = artifacts and len(written) % 4 == 1
-        rendered = _render_file(job, sources, dets[job.detector], seed, noise, artifacts, persistence, plant)
+        # Every fourth image gets an unflagged cold pixel next to a target, every fifth a lost packet.
+        rendered = render.render(
+            job.exposure,
+            dets[job.detector],
+            job.where,
+            sources,
+            seed=seed,
+            noise=noise,
+            artifacts=artifacts,
+            persistence=persistence,
+            unflagged_cold=artifacts and len(written) % 4 == 1,
+            lost_packet=artifacts and len(written) % 5 == 2,
+            psf_variant=job.psf_variant,
+        )
         for vi, (vdir, version) in enumerate(job.versions):
             rel = strip_ibe(level2_relpath(job.exposure.obs_id, job.detector, vdir))
-            total_bytes += _write_file(root / rel, job, dets[job.detector], rendered, vdir, version, seed)
+            superseded = vi < len(job.versions) - 1
+            gain = SUPERSEDED_GAIN if superseded else 1.0
+            total_bytes += _write_file(root / rel, job, dets[job.detector], rendered, vdir, version, seed, gain)
             written.append(rel)
             row = _file_row(job, rel, (vdir, version), npix)
-            row["superseded"] = vi < len(job.versions) - 1
-            row["n_sources_on"] = len(rendered["truth"])
+            row["superseded"] = superseded
+            row["n_sources_on"] = len(rendered.truth)
+            row["gain_error"] = gain
+            row.update(rendered.sky)
             file_rows.append(row)
-            t = rendered["truth"].copy()
+            t = rendered.truth.copy()
             t["relpath"] = rel
             t["version"] = vdir
             t["pipeline_version"] = version
             t["superseded"] = row["superseded"]
             truth_rows.append(t)
-            defect_rows += [dict(d, relpath=rel) for d in rendered["defects"]]
+            defect_rows += [dict(d, relpath=rel) for d in rendered.defects]
 
     cal_files = calib.write_all(root, dets) if calibration else []
     truth = _write_truth(root, sources, truth_rows, defect_rows, file_rows)
@@ -218,38 +192,45 @@ def make_archive(
     )
 
 
-def _plan_files(exposures, sources, dets, ra0, dec0, seed, field) -> list[_FileJob]:
+def _plan_files(exposures, sources, dets, ra0, dec0, seed, field, npix) -> list[_FileJob]:
     """Which detector images exist: the centred pair always, the side pairs when they hold a source.
 
-    Two centred-pair images are dropped (bands missing from an exposure) and the first centred short-wave
-    image also exists in a later, superseding processing version.
+    Two centred-pair images are dropped (bands missing from an exposure), the first centred short-wave
+    image also exists in a later, superseding processing version, and the centred long-wave images of the
+    first large slew's small slews 2-4 carry the variant PSF (same detector and version, another cube).
     """
     rng = rng_for(seed, "archive-quirks", field)
+    first = exposures[0]
+
+    def variant(exp: survey.Exposure) -> bool:
+        return (exp.period, exp.large) == (first.period, first.large) and exp.small >= 2
+
     jobs: list[_FileJob] = []
     missing: set[tuple[int, int]] = set()
     if len(exposures) >= 3:
         for ei in rng.choice(np.arange(1, len(exposures)), size=2, replace=False):
             q = exposures[ei].centred_pair
-            missing.add((int(ei), int(q if rng.uniform() < 0.5 else q + 3)))
+            long_wave = rng.uniform() < 0.5 and not variant(exposures[ei])
+            missing.add((int(ei), int(q + 3 if long_wave else q)))
     for ei, exp in enumerate(exposures):
         for q in (1, 2, 3):
             cra, cdec = sky.offsets_to_sky(ra0, dec0, *exp.pair_offsets[q - 1])
             for d in (q, q + 3):
-                _, near, x, y = _on_detector(dets[d], float(cra), float(cdec), sources, exp.pa_deg)
-                n = dets[d].npix
-                on = (x[near] >= -0.5) & (x[near] < n - 0.5) & (y[near] >= -0.5) & (y[near] < n - 0.5)
-                if q != exp.centred_pair and not on.any():
+                where = render.place(dets[d], (float(cra), float(cdec)), exp.pa_deg, sources)
+                centred = q == exp.centred_pair
+                if not centred and not where.on_image(npix).any():
                     continue
                 versions = [(exp.version_dir, exp.version)]
-                if ei == 0 and d == q == exp.centred_pair:
+                if ei == 0 and d == q and centred:
                     versions.append(survey.SUPERSEDING)
                 if (ei, d) in missing:
                     versions = []
-                jobs.append(_FileJob(exp, d, (float(cra), float(cdec)), near, x[near], y[near], versions))
+                jobs.append(_FileJob(exp, d, where, versions, centred and d > 3 and variant(exp)))
     return jobs
 
 
 def _file_row(job: _FileJob, rel: str | None, version: tuple[str, str] | None, npix: int) -> dict:
+    """The truth/files.csv row of a planned image (rel None: the image is missing from the archive)."""
     exp = job.exposure
     return {
         "relpath": rel or "",
@@ -263,133 +244,19 @@ def _file_row(job: _FileJob, rel: str | None, version: tuple[str, str] | None, n
         "present": rel is not None,
         "superseded": False,
         "erratum": (version[1] if version else exp.version) == "6.5.4",
-        "crval1": job.crval[0],
-        "crval2": job.crval[1],
+        "crval1": job.where.crval[0],
+        "crval2": job.where.crval[1],
         "pa_deg": exp.pa_deg,
         "npix": npix,
         "n_sources_on": 0,
+        "psf_variant": job.psf_variant,
     }
 
 
-def _render_file(
-    job: _FileJob,
-    sources,
-    det: Detector,
-    seed: int,
-    noise: bool,
-    artifacts: bool,
-    persistence: dict,
-    plant_unflagged: bool,
-) -> dict:
-    """Pixels, flags and truth of one detector image."""
-    exp, d, n = job.exposure, job.detector, det.npix
-    key = f"{exp.obs_id}/D{d}"
-    rng = rng_for(seed, "file", key)
-    cwave, _ = det.wave_images
-    src = sources.iloc[job.near]
-    lam = lvf.wavelength_um(d, job.x, job.y, n)
-    flux = sky.flux_ujy(src, lam, exp.mjd_avg)
-    src_img = _render_sources(det, job.x, job.y, flux)
-    true_sky, zodi, sky_par = scene.sky(d, n, seed, exp.obs_id, cwave)
-    true = true_sky + src_img
-    flags = np.zeros((n, n), np.int32)
-    flags[src_img > scene.SOURCE_LEVEL] |= scene.bit("SOURCE")
-    flags[true > scene.NONLINEAR_LEVEL] |= scene.bit("NONLINEAR")
-    flags[true > scene.OVERFLOW_LEVEL] |= scene.bit("OVERFLOW")
-    defects: list[dict] = []
-    unflagged = np.zeros((n, n), bool)
-    if artifacts:
-        if det.dichroic is not None:
-            true = np.where(det.dichroic, true * 0.3, true)
-            flags[det.dichroic] |= scene.bit("DICHROIC")
-        for px, py, amp in persistence.get(d, []):
-            ang = rng.uniform(0, np.pi)
-            steps = np.arange(int(rng.integers(6, 25)))
-            tx = np.rint(px + steps * np.cos(ang)).astype(int)
-            ty = np.rint(py + steps * np.sin(ang)).astype(int)
-            ok = (tx >= 0) & (tx < n) & (ty >= 0) & (ty < n)
-            true[ty[ok], tx[ok]] += amp
-            flags[ty[ok], tx[ok]] |= scene.bit("PERSIST")
-            defects += [{"x": int(a), "y": int(b), "kind": "PERSIST"} for a, b in zip(tx[ok], ty[ok], strict=True)]
-    obs, _ = scene.noisy(true, rng if noise else None)
-    nan_var = np.zeros((n, n), bool)
-    if artifacts:
-        for xs, ys, dep, name in scene.cosmic_rays(n, rng):
-            obs[ys, xs] += dep
-            flags[ys, xs] |= scene.bit(name)
-            defects += [{"x": int(a), "y": int(b), "kind": name} for a, b in zip(xs, ys, strict=True)]
-        for px, py, kind, nv, nimg in det.defects:
-            if kind == "HOT":
-                obs[py, px] += 2.0 + 40.0 * ((px * 7919 + py * 104729) % 1000) / 1000.0
-            elif kind == "COLD":
-                obs[py, px] *= 0.05
-            else:
-                obs[py, px] = np.nan if nimg else 0.0
-            flags[py, px] |= scene.bit(kind)
-            nan_var[py, px] = nv
-            defects.append({"x": px, "y": py, "kind": kind})
-        phantom = rng.integers(0, n, (max(1, n * n // 2000), 2))
-        flags[phantom[:, 1], phantom[:, 0]] |= scene.bit("PHANTOM")
-        defects += [{"x": int(a), "y": int(b), "kind": "PHANTOM"} for a, b in phantom]
-    on = (job.x >= -0.5) & (job.x < n - 0.5) & (job.y >= -0.5) & (job.y < n - 0.5)
-    if plant_unflagged:
-        inner = np.flatnonzero(on & (job.x > 8) & (job.x < n - 9) & (job.y > 8) & (job.y < n - 9))
-        for i in rng.permutation(inner):
-            ux, uy = int(np.rint(job.x[i])) + 1, int(np.rint(job.y[i]))
-            if flags[uy, ux] & ~scene.bit("SOURCE") == 0:
-                obs[uy, ux] *= 0.1
-                unflagged[uy, ux] = True
-                defects.append({"x": ux, "y": uy, "kind": "UNFLAGGED_COLD"})
-                break
-    var = scene.READ_VAR + scene.PHOTON_GAIN * np.clip(np.nan_to_num(obs), 0, None)
-    var[nan_var] = np.nan
-    bad = ((flags & _BAD_MASK) != 0) | unflagged | ~np.isfinite(obs) | ~np.isfinite(var)
-    bad_near = maximum_filter(bad, size=9, mode="constant")
-    unflagged_near = maximum_filter(unflagged, size=9, mode="constant")
-    flags_near = maximum_filter(flags, size=7, mode="constant")
-    # Persistence for the next exposure of this detector: bright stars seen now.
-    peak = flux / (MJY_PER_SR_TO_UJY_PER_ARCSEC2 * det.omega_median) * 0.2
-    bright = on & (peak > scene.NONLINEAR_LEVEL)
-    persistence[d] = [
-        (float(a), float(b), float(p) * 0.003)
-        for a, b, p in zip(job.x[bright], job.y[bright], peak[bright], strict=True)
-    ]
-    ix, iy = np.rint(job.x[on]).astype(int), np.rint(job.y[on]).astype(int)
-    truth = pd.DataFrame(
-        {
-            "name": src["name"].to_numpy()[on],
-            "obs_id": exp.obs_id,
-            "detector": d,
-            "x": job.x[on],
-            "y": job.y[on],
-            "wavelength_um": lam[on],
-            "bandwidth_um": lvf.bandwidth_um(d, lam[on]),
-            "mjd": exp.mjd_avg,
-            "flux_ujy": flux[on],
-            "psf_zone": psf.zone_index(job.y[on], n) * 11 + psf.zone_index(job.x[on], n) + 1,
-            "collection": exp.collection,
-            "bad_pixel_near": bad_near[iy, ix],
-            "unflagged_defect_near": unflagged_near[iy, ix],
-            "flags_near": flags_near[iy, ix],
-        }
-    )
-    for i, dd in enumerate(defects):
-        dd["bits"] = int(flags[dd["y"], dd["x"]])
-        dd["nan_variance"] = bool(nan_var[dd["y"], dd["x"]])
-        dd["nan_image"] = bool(~np.isfinite(obs[dd["y"], dd["x"]]))
-        defects[i] = dd
-    return {
-        "image": obs,
-        "flags": flags,
-        "variance": var,
-        "zodi": zodi,
-        "truth": truth,
-        "defects": defects,
-        "sky": sky_par,
-    }
-
-
-def _write_file(path: Path, job: _FileJob, det: Detector, r: dict, vdir: str, version: str, seed: int) -> int:
+def _write_file(
+    path: Path, job: _FileJob, det: Detector, r: render.Rendered, vdir: str, version: str, seed: int, gain: float
+) -> int:
+    """Write one Level-2 file of a rendered image with its headers; IMAGE and VARIANCE scaled by `gain`."""
     exp, d = job.exposure, job.detector
     date = processing_date(vdir)
     primary = [
@@ -405,7 +272,7 @@ def _write_file(path: Path, job: _FileJob, det: Detector, r: dict, vdir: str, ve
         ("SIMSEED", seed, "Simulator seed"),
     ]
     counts = [
-        (f"L2 N_{name}", int(np.count_nonzero(r["flags"] & (1 << b))), f"Pixels flagged {name}")
+        (f"L2 N_{name}", int(np.count_nonzero(r.flags & (1 << b))), f"Pixels flagged {name}")
         for name, b in FLAG_BITS.items()
     ]
     image_cards = [
@@ -425,7 +292,7 @@ def _write_file(path: Path, job: _FileJob, det: Detector, r: dict, vdir: str, ve
         ("XPOSURE", EXPOSURE_S, "[s] Exposure time"),
         ("PSF_FWHM", round(det.psf_fwhm_arcsec, 3), "[arcsec] PSF core FWHM at the array centre"),
         ("OMEGA_MEDIAN", round(det.omega_median, 4), "[arcsec2] Median pixel solid angle"),
-        *optics.celestial_cards(det.optics, job.crval[0], job.crval[1], exp.pa_deg),
+        *optics.celestial_cards(det.optics, job.where.crval[0], job.where.crval[1], exp.pa_deg),
         *optics.pixel_cards(),
         *mef.spectral_cards(),
         *counts,
@@ -434,17 +301,18 @@ def _write_file(path: Path, job: _FileJob, det: Detector, r: dict, vdir: str, ve
         path,
         primary=primary,
         image_cards=image_cards,
-        image=r["image"],
-        flags=r["flags"],
-        variance=r["variance"],
-        zodi=r["zodi"],
-        psf_cube=det.psf_cube,
+        image=r.image * gain,
+        flags=r.flags,
+        variance=r.variance * gain**2,
+        zodi=r.zodi,
+        psf_cube=det.psf_cube_variant if job.psf_variant else det.psf_cube,
         psf_cards=psf.header_cards(det.npix, swapped=version == "6.5.4"),
         wave=det.wave_table,
     )
 
 
 def _write_truth(root: Path, sources: pd.DataFrame, truth_rows, defect_rows, file_rows) -> dict[str, Path]:
+    """Write root/truth/ (sources, catalog, measurements, defects, files); returns their paths by name."""
     tdir = root / "truth"
     tdir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -459,7 +327,6 @@ def _write_truth(root: Path, sources: pd.DataFrame, truth_rows, defect_rows, fil
     }
     sources.to_csv(paths["sources"], index=False)
     sources[["name", "ra", "dec"]].to_csv(paths["catalog"], index=False)
-    meas = pd.concat(truth_rows, ignore_index=True) if truth_rows else pd.DataFrame()
     cols = [
         "name",
         "obs_id",
@@ -479,8 +346,10 @@ def _write_truth(root: Path, sources: pd.DataFrame, truth_rows, defect_rows, fil
         "bad_pixel_near",
         "unflagged_defect_near",
         "flags_near",
+        "psf_variant",
     ]
-    meas[cols].to_parquet(paths["measurements"], index=False)
+    meas = pd.concat(truth_rows, ignore_index=True)[cols] if truth_rows else pd.DataFrame(columns=cols)
+    meas.to_parquet(paths["measurements"], index=False)
     defects = pd.DataFrame(defect_rows, columns=["relpath", "x", "y", "kind", "bits", "nan_variance", "nan_image"])
     defects.to_parquet(paths["defects"], index=False)
     pd.DataFrame(file_rows).to_csv(paths["files"], index=False)

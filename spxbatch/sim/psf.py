@@ -20,6 +20,8 @@ STAMP_HALF = 7
 #: Wing weight and width relative to the core.
 _WING_WEIGHT = 0.15
 _WING_SCALE = 1.4
+#: Wing weight of the variant PSF.
+_VARIANT_WING_WEIGHT = 0.22
 
 
 def fwhm_px(wavelength_um) -> np.ndarray:
@@ -43,10 +45,12 @@ def zone_index(x, npix: int) -> np.ndarray:
     return np.clip(i, 0, PSF_ZONES - 1)
 
 
-def zone_params(detector: int, npix: int) -> np.ndarray:
+def zone_params(detector: int, npix: int, variant: bool = False) -> np.ndarray:
     """Model parameters of every zone, shape (121, 2, 5): per component (weight, mux, muy, sigx, sigy).
 
     Zone k = iy * 11 + ix (the cube's plane order). Offsets are in native pixels from the declared centre.
+    `variant` gives the second PSF some files ship under the same detector and version (stronger,
+    further displaced wing): real archives were seen doing that, so a PSF must be cached by content.
     """
     c = zone_centres(npix)
     ix, iy = np.meshgrid(np.arange(PSF_ZONES), np.arange(PSF_ZONES))
@@ -69,6 +73,9 @@ def zone_params(detector: int, npix: int) -> np.ndarray:
     out[:, 1, 2] = -0.08 + 0.2 * v
     out[:, 1, 3] = _WING_SCALE * sig
     out[:, 1, 4] = _WING_SCALE * sig * (1 + 0.05 * detector / 6)
+    if variant:
+        out[:, 0, 0], out[:, 1, 0] = 1.0 - _VARIANT_WING_WEIGHT, _VARIANT_WING_WEIGHT
+        out[:, 1, 1] += 0.08
     return out
 
 
@@ -96,13 +103,13 @@ def integrate(params: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray) -> n
     return out
 
 
-def cube(detector: int, npix: int) -> np.ndarray:
+def cube(detector: int, npix: int, variant: bool = False) -> np.ndarray:
     """The (121, 101, 101) PSF cube of a detector: each plane the zone model over 0.1-px cells, sum 1.
 
     Cell (j, i) of a plane covers offsets ((i - 50.5)/10 .. (i - 49.5)/10) in x (likewise j in y) native
     pixels from the declared centre, which is the centre of cell (50, 50).
     """
-    params = zone_params(detector, npix)
+    params = zone_params(detector, npix, variant)
     half = PSF_SIZE // 2
     edges = (np.arange(PSF_SIZE + 1) - half - 0.5) / PSF_OVERSAMP
     e = np.broadcast_to(edges, (params.shape[0], edges.size))

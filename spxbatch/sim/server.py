@@ -77,7 +77,9 @@ class ArchiveServer:
     def requests_for(self, relpath: str, method: str | None = "GET") -> list[dict]:
         """Access-log entries of one file (cutouts included), optionally of one method."""
         path = f"/{spherex.IBE_ROOT}/{relpath.lstrip('/')}"
-        return [e for e in self.access_log if e["path"] == path and (method is None or e["method"] == method)]
+        with self._log_lock:
+            entries = list(self.access_log)
+        return [e for e in entries if e["path"] == path and (method is None or e["method"] == method)]
 
     def clear_log(self) -> None:
         with self._log_lock:
@@ -139,7 +141,7 @@ def _uploads(params: dict[str, str], files: dict[str, bytes]) -> dict[str, bytes
         name, _, ref = item.partition(",")
         if not ref.startswith("param:"):
             raise tap.TapError(f"only inline uploads (name,param:part) are supported, got {item!r}")
-        part = ref[len("param:"):]
+        part = ref[len("param:") :]
         if part not in files:
             raise tap.TapError(f"upload {name!r} refers to a missing part {part!r}")
         out[name.strip()] = files[part]
@@ -148,6 +150,7 @@ def _uploads(params: dict[str, str], files: dict[str, bytes]) -> dict[str, bytes
 
 # ------------------------------------------------------------------------------------------------------------
 # Body sending: bandwidth, drop/truncate faults, byte accounting
+
 
 async def _send(request: web.Request, status: int, headers: dict, pieces: list, content_type: str):
     """Stream `pieces` (bytes, or (path, start, length) of a file) as the response body."""
@@ -169,7 +172,11 @@ async def _send(request: web.Request, status: int, headers: dict, pieces: list, 
         if not chunk:
             break
         await srv.bandwidth.consume(len(chunk))
-        await resp.write(chunk)
+        try:
+            await resp.write(chunk)
+        except ConnectionError:  # the client went away: log what was sent, no traceback
+            entry["client_closed"] = True
+            return resp
         sent += len(chunk)
         entry["bytes"] = sent
     if sent < total:
@@ -188,7 +195,7 @@ def _chunks(pieces: list) -> Iterator[bytes]:
     for piece in pieces:
         if isinstance(piece, bytes):
             for i in range(0, len(piece), CHUNK):
-                yield piece[i:i + CHUNK]
+                yield piece[i : i + CHUNK]
             continue
         path, start, length = piece
         with open(path, "rb") as fh:
@@ -213,6 +220,7 @@ async def _realism(request: web.Request, handler):
         "range": request.headers.get("Range"),
         "status": None,
         "bytes": 0,
+        "client_closed": False,
     }
     request[LOG] = entry
     try:
@@ -245,6 +253,7 @@ async def _realism(request: web.Request, handler):
 # ------------------------------------------------------------------------------------------------------------
 # TAP
 
+
 async def _params(request: web.Request) -> tuple[dict[str, str], dict[str, bytes]]:
     """TAP parameters (names upper-cased; query string and form merged) and uploaded parts by field name."""
     params = {k.upper(): v for k, v in request.query.items()}
@@ -270,6 +279,8 @@ async def tap_sync(request: web.Request) -> web.StreamResponse:
         body, ctype = await asyncio.get_running_loop().run_in_executor(None, srv.run_query, params, files)
     except tap.TapError as exc:
         return _tap_error(str(exc))
+    except Exception as exc:  # a bug here, not the client's fault: still a TAP error document
+        return _tap_error(f"internal error: {type(exc).__name__}: {exc}", status=500)
     return await _send(request, 200, {}, [body], ctype)
 
 
@@ -351,20 +362,9 @@ async def tap_job_error(request: web.Request) -> web.Response:
     return _tap_error(job.error or "unknown error", status=200)
 
 
-async def tap_job_param(request: web.Request) -> web.Response:
-    job = _job(request)
-    name = request.match_info["name"]
-    if name == "parameters":
-        text = "\n".join(f"{k}={v}" for k, v in job.parameters.items())
-    elif name in ("executionduration", "destruction", "quote", "owner"):
-        text = ""
-    else:
-        raise web.HTTPNotFound()
-    return web.Response(text=text)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Files and cutouts
+
 
 def resolve_path(root: Path, relpath: str) -> Path:
     """The file under `root` named by a URL path tail; 403 for anything that would leave the root."""
@@ -435,8 +435,9 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     pieces: list = []
     for start, end in ranges:
         pieces.append(
-            (f"\r\n--{boundary}\r\nContent-Type: {FITS_TYPE}\r\n"
-             f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n").encode()
+            (
+                f"\r\n--{boundary}\r\nContent-Type: {FITS_TYPE}\r\nContent-Range: bytes {start}-{end}/{size}\r\n\r\n"
+            ).encode()
         )
         pieces.append((path, start, end - start + 1))
     pieces.append(f"\r\n--{boundary}--\r\n".encode())
@@ -461,6 +462,7 @@ def _http_date(t: float) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # App and lifecycle
 
+
 def make_app(srv: ArchiveServer) -> web.Application:
     """The aiohttp application for one archive."""
     app = web.Application(middlewares=[_realism], client_max_size=256 * 1024**2)
@@ -472,18 +474,8 @@ def make_app(srv: ArchiveServer) -> web.Application:
     app.router.add_route("*", "/TAP/async/{job_id}/phase", tap_job_phase)
     app.router.add_get("/TAP/async/{job_id}/results/result", tap_job_result)
     app.router.add_get("/TAP/async/{job_id}/error", tap_job_error)
-    app.router.add_get("/TAP/async/{job_id}/{name}", tap_job_param)
     app.router.add_get(f"/{spherex.IBE_ROOT}/{{tail:.+}}", serve_file)
     return app
-
-
-def _build(root, index, kwargs) -> ArchiveServer:
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"archive root {root} is not a directory")
-    if index is None:
-        index = index_directory(root)
-    return ArchiveServer(root, index, **kwargs)
 
 
 @contextlib.contextmanager
@@ -504,8 +496,15 @@ def serve_archive(
     `port=0` picks a free port; `srv.url` is 'http://HOST:PORT'. `index` defaults to
     `index_directory(root)` (cached in the directory). The server stops and frees the port on exit.
     """
-    srv = _build(root, index, dict(latency=latency, bandwidth=bandwidth, faults=faults, seed=seed,
-                                   access_log=access_log))
+    srv = ArchiveServer(
+        root,
+        index_directory(root) if index is None else index,
+        latency=latency,
+        bandwidth=bandwidth,
+        faults=faults,
+        seed=seed,
+        access_log=access_log,
+    )
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     state: dict = {}
@@ -558,8 +557,16 @@ def run_server(
     access_log: str | os.PathLike | None = None,
 ) -> None:
     """Serve `root` in the foreground until interrupted (`spxbatch sim serve DIR`)."""
-    with serve_archive(root, host=host, port=port, latency=latency, bandwidth=bandwidth, faults=faults,
-                       seed=seed, access_log=access_log) as srv:
+    with serve_archive(
+        root,
+        host=host,
+        port=port,
+        latency=latency,
+        bandwidth=bandwidth,
+        faults=faults,
+        seed=seed,
+        access_log=access_log,
+    ) as srv:
         print(f"spxbatch simulated archive: {len(srv.index)} images from {srv.root}")
         print(f"  TAP:   {srv.tap_url}")
         print(f"  files: {srv.url}/{spherex.IBE_ROOT}/<relpath>")

@@ -65,7 +65,7 @@ def make_sources(ra: float, dec: float, radius_px: float, n: int, seed: int, fie
     kinds = rng.choice(list(KINDS), total, p=list(KINDS.values()))
     kinds[n_main : n_main + n_bright] = "star"
     # Log-uniform fluxes for SNR ~3 to >1000 per measurement; bright stars saturate.
-    f0 = 10 ** rng.uniform(np.log10(60), np.log10(6e4), total)
+    f0 = 10 ** rng.uniform(np.log10(60), np.log10(1.5e5), total)
     f0[n_main : n_main + n_bright] = 10 ** rng.uniform(np.log10(7e5), np.log10(6e6), n_bright)
     alpha = rng.uniform(-1.5, 1.0, total)
     alpha[kinds == "star"] = -2.0 + rng.normal(0, 0.1, (kinds == "star").sum())

@@ -197,11 +197,7 @@ def intersects(a, b) -> bool:
         a, b = b, a
     if isinstance(b, Circle):
         return a.contains_vec(b.v) or any(_arc_distance(b.v, s, e) <= b.radius for s, e in a.edges())
-    return (
-        any(b.contains_vec(v) for v in a.verts)
-        or any(a.contains_vec(v) for v in b.verts)
-        or _edges_cross(a, b)
-    )
+    return any(b.contains_vec(v) for v in a.verts) or any(a.contains_vec(v) for v in b.verts) or _edges_cross(a, b)
 
 
 def area_sq_deg(g) -> float:
@@ -353,10 +349,23 @@ SQL_FUNCTIONS = {
 
 #: Units of result columns by name (VOTable FIELD unit).
 COLUMN_UNITS = {
-    "time_bounds_lower": "d", "time_bounds_upper": "d", "t_min": "d", "t_max": "d",
-    "energy_bounds_lower": "m", "energy_bounds_upper": "m", "em_min": "m", "em_max": "m",
-    "s_ra": "deg", "s_dec": "deg", "poly": "deg", "pt": "deg", "s_pixel_scale": "arcsec",
-    "t_exptime": "s", "size": "byte", "contentlength": "byte", "access_estsize": "kbyte",
+    "time_bounds_lower": "d",
+    "time_bounds_upper": "d",
+    "t_min": "d",
+    "t_max": "d",
+    "energy_bounds_lower": "m",
+    "energy_bounds_upper": "m",
+    "em_min": "m",
+    "em_max": "m",
+    "s_ra": "deg",
+    "s_dec": "deg",
+    "poly": "deg",
+    "pt": "deg",
+    "s_pixel_scale": "arcsec",
+    "t_exptime": "s",
+    "size": "byte",
+    "contentlength": "byte",
+    "access_estsize": "kbyte",
 }
 
 
@@ -374,66 +383,76 @@ def build_tables(index: pd.DataFrame, base_url: str = spherex.IRSA_BASE_URL) -> 
     obsid_of = {o: i + 1 for i, o in enumerate(obs_keys)}
     ra_c = df[[f"ra{i}" for i in range(1, 5)]].to_numpy(float)
     dec_c = df[[f"dec{i}" for i in range(1, 5)]].to_numpy(float)
-    did = [spherex.make_did(o, int(d), c) for o, d, c in zip(df["obs_id"], df["detector"], df["collection"],
-                                                            strict=True)]
+    did = [
+        spherex.make_did(o, int(d), c) for o, d, c in zip(df["obs_id"], df["detector"], df["collection"], strict=True)
+    ]
     uri = [f"{spherex.IBE_ROOT}/{p}" for p in df["relpath"]]
-    plane = pd.DataFrame({
-        "planeid": planeid,
-        "obsid": [obsid_of[o] for o in df["obs_id"]],
-        "obs_publisher_did": did,
-        "time_bounds_lower": df["time_bounds_lower"].to_numpy(float),
-        "time_bounds_upper": df["time_bounds_upper"].to_numpy(float),
-        "energy_bandpassname": df["band"],
-        "energy_bounds_lower": df["energy_bounds_lower"].to_numpy(float),
-        "energy_bounds_upper": df["energy_bounds_upper"].to_numpy(float),
-        "poly": [polygon_text(r, d) for r, d in zip(ra_c, dec_c, strict=True)],
-        "pt": [point_text(float(r), float(d)) for r, d in zip(df["ra"], df["dec"], strict=True)],
-        "dataproducttype": "image",
-        "calibrationlevel": 2,
-        "provenance_version": df["pipeline_version"],
-        "quality_flag": 0,
-    })
-    artifact = pd.DataFrame({
-        "artifactid": planeid,
-        "planeid": planeid,
-        "uri": uri,
-        "producttype": "science",
-        "contenttype": "image/fits",
-        "contentlength": df["size_bytes"].to_numpy(np.int64),
-        "size": df["size_bytes"].to_numpy(np.int64),
-    })
-    observation = pd.DataFrame({
-        "obsid": [obsid_of[o] for o in obs_keys],
-        "observationid": obs_keys,
-        "collection": [df.loc[df["obs_id"] == o, "collection"].iloc[0] for o in obs_keys],
-    })
-    obscore = pd.DataFrame({
-        "obs_id": df["obs_id"],
-        "obs_publisher_did": did,
-        "obs_collection": df["collection"],
-        "dataproduct_type": "image",
-        "calib_level": 2,
-        "s_region": [stcs_polygon(r, d) for r, d in zip(ra_c, dec_c, strict=True)],
-        "s_ra": df["ra"].to_numpy(float),
-        "s_dec": df["dec"].to_numpy(float),
-        "s_xel1": df["nx"].to_numpy(np.int64),
-        "s_xel2": df["ny"].to_numpy(np.int64),
-        "s_pixel_scale": spherex.PIXEL_SCALE_ARCSEC,
-        "t_min": df["time_bounds_lower"].to_numpy(float),
-        "t_max": df["time_bounds_upper"].to_numpy(float),
-        "t_exptime": spherex.EXPOSURE_S,
-        "em_min": df["energy_bounds_lower"].to_numpy(float),
-        "em_max": df["energy_bounds_upper"].to_numpy(float),
-        "energy_bandpassname": df["band"],
-        "access_url": [f"{base_url.rstrip('/')}/{u}" for u in uri],
-        "access_format": "image/fits",
-        "access_estsize": (df["size_bytes"].to_numpy(np.int64) + 1023) // 1024,
-    })
+    plane = pd.DataFrame(
+        {
+            "planeid": planeid,
+            "obsid": [obsid_of[o] for o in df["obs_id"]],
+            "obs_publisher_did": did,
+            "time_bounds_lower": df["time_bounds_lower"].to_numpy(float),
+            "time_bounds_upper": df["time_bounds_upper"].to_numpy(float),
+            "energy_bandpassname": df["band"],
+            "energy_bounds_lower": df["energy_bounds_lower"].to_numpy(float),
+            "energy_bounds_upper": df["energy_bounds_upper"].to_numpy(float),
+            "poly": [polygon_text(r, d) for r, d in zip(ra_c, dec_c, strict=True)],
+            "pt": [point_text(float(r), float(d)) for r, d in zip(df["ra"], df["dec"], strict=True)],
+            "dataproducttype": "image",
+            "calibrationlevel": 2,
+            "provenance_version": df["pipeline_version"],
+            "quality_flag": 0,
+        }
+    )
+    artifact = pd.DataFrame(
+        {
+            "artifactid": planeid,
+            "planeid": planeid,
+            "uri": uri,
+            "producttype": "science",
+            "contenttype": "image/fits",
+            "contentlength": df["size_bytes"].to_numpy(np.int64),
+            "size": df["size_bytes"].to_numpy(np.int64),
+        }
+    )
+    observation = pd.DataFrame(
+        {
+            "obsid": [obsid_of[o] for o in obs_keys],
+            "observationid": obs_keys,
+            "collection": [df.loc[df["obs_id"] == o, "collection"].iloc[0] for o in obs_keys],
+        }
+    )
+    obscore = pd.DataFrame(
+        {
+            "obs_id": df["obs_id"],
+            "obs_publisher_did": did,
+            "obs_collection": df["collection"],
+            "dataproduct_type": "image",
+            "calib_level": 2,
+            "s_region": [stcs_polygon(r, d) for r, d in zip(ra_c, dec_c, strict=True)],
+            "s_ra": df["ra"].to_numpy(float),
+            "s_dec": df["dec"].to_numpy(float),
+            "s_xel1": df["nx"].to_numpy(np.int64),
+            "s_xel2": df["ny"].to_numpy(np.int64),
+            "s_pixel_scale": spherex.PIXEL_SCALE_ARCSEC,
+            "t_min": df["time_bounds_lower"].to_numpy(float),
+            "t_max": df["time_bounds_upper"].to_numpy(float),
+            "t_exptime": spherex.EXPOSURE_S,
+            "em_min": df["energy_bounds_lower"].to_numpy(float),
+            "em_max": df["energy_bounds_upper"].to_numpy(float),
+            "energy_bandpassname": df["band"],
+            "access_url": [f"{base_url.rstrip('/')}/{u}" for u in uri],
+            "access_format": "image/fits",
+            "access_estsize": (df["size_bytes"].to_numpy(np.int64) + 1023) // 1024,
+        }
+    )
     return {"plane": plane, "artifact": artifact, "observation": observation, "obscore": obscore}
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The engine
+
 
 @dataclass
 class QueryResult:
@@ -572,11 +591,9 @@ def _to_table(names: list[str], rows: list[tuple]) -> Table:
 
 
 def _is_geometry(text: str) -> bool:
-    t = text.lstrip()
-    return t[:1] in "({<" and t[:1] != "" and _try_geometry(t)
-
-
-def _try_geometry(text: str) -> bool:
+    """Whether a string value is pgSphere geometry text (STC-S strings stay strings)."""
+    if text.lstrip()[:1] not in ("(", "{", "<"):
+        return False
     try:
         parse_geometry(text)
     except TapError:
@@ -595,6 +612,7 @@ def _dali(g) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------
 # Wire formats
+
 
 def votable_bytes(result: QueryResult) -> bytes:
     """A TAP result VOTable: QUERY_STATUS OK, plus OVERFLOW when MAXREC cut the rows."""

@@ -179,7 +179,7 @@ def job_xml(job: Job, job_url: str) -> str:
 def job_list_xml(jobs: list[Job], base_url: str) -> str:
     """The UWS job list (short descriptions)."""
     items = "".join(
-        f'  <uws:jobref id={quoteattr(j.job_id)} xlink:href={quoteattr(f"{base_url}/{j.job_id}")}>'
+        f"  <uws:jobref id={quoteattr(j.job_id)} xlink:href={quoteattr(f'{base_url}/{j.job_id}')}>"
         f"<uws:phase>{j.phase}</uws:phase></uws:jobref>\n"
         for j in jobs
     )
