@@ -16,12 +16,10 @@ from typing import Any
 
 from . import __version__
 
-SUBCOMMANDS = ("demo", "status", "plot", "export", "sim")
-
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STAGE, EXIT_ARCHIVE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
-def _photometry_option(text: str) -> tuple[str, Any]:
+def key_value_option(text: str) -> tuple[str, Any]:
     """'key=value' with value parsed as JSON when it can be (numbers, true/false, lists)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--phot takes KEY=VALUE, not {text!r}")
@@ -57,7 +55,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--release", action="append", dest="releases", help="e.g. qr2; repeatable (default all)")
     g.add_argument("--name-col"), g.add_argument("--ra-col"), g.add_argument("--dec-col")
     g = p.add_argument_group("photometry")
-    g.add_argument("--phot", action="append", type=_photometry_option, default=[], metavar="KEY=VALUE",
+    g.add_argument("--phot", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
                    help="a photometry option, e.g. --phot aperture=fixed or --phot preset=spxquery "
                    "(`spxbatch --help-photometry` lists them all with their defaults)")
     g = p.add_argument_group("execution")
@@ -162,7 +160,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return EXIT_OK
     from .sim.server import run_server
 
-    faults = dict(_photometry_option(f) for f in args.faults) if args.faults else None
+    faults = dict(key_value_option(f) for f in args.faults) if args.faults else None
     run_server(args.dir, host=args.host, port=args.port, latency=args.latency, bandwidth=args.bandwidth,
                faults=faults, seed=args.seed, access_log=args.access_log)
     return EXIT_OK
@@ -170,7 +168,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def build_parser() -> dict[str, argparse.ArgumentParser]:
     """The main parser and one parser per subcommand."""
-    epilog = ("subcommands: spxbatch demo | status RUN_DIR | plot CUBE | export CUBE | sim make DIR | "
+    epilog = ("subcommands: spxbatch demo | status RUN_DIR | plot CUBE | export CUBE | qc CUBE | sim make DIR | "
               "sim serve DIR  (each has --help)\n" + (__doc__ or "").split("\n\n", 1)[1])
     main = argparse.ArgumentParser(
         prog="spxbatch", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
@@ -241,7 +239,12 @@ def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
 
         return export_main(argv)
 
-    return {"plot": plot, "export": export}
+    def qc(argv: list[str]) -> int:
+        from .qc import qc_main
+
+        return qc_main(argv)
+
+    return {"plot": plot, "export": export, "qc": qc}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(photometry_help())
         return EXIT_OK
     try:
-        if argv and argv[0] in ("plot", "export"):
+        if argv and argv[0] in ("plot", "export", "qc"):
             return _extra_commands()[argv[0]](argv[1:])
         if argv and argv[0] in handlers:
             args = parsers[argv[0]].parse_args(argv[1:])

@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from . import __version__
+from .qc import add_variability
 from .spherex import channel_centers_um, channel_index
 
 N_CHANNELS = 102
@@ -179,7 +180,7 @@ def assemble_cube(
         "Conventions": "CF-1.10",
     })
     ds.attrs.update(attrs or {})
-    return ds
+    return add_variability(ds)
 
 
 def write_cube(ds: xr.Dataset, path: str | Path, obs_chunk: int = 1_000_000,

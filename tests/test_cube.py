@@ -73,3 +73,49 @@ def test_zarr_round_trip_and_accessor(tmp_path):
     assert list(df["mjd"]) == sorted(df["mjd"])
     with pytest.raises(KeyError, match="no source named"):
         back.spx.source("zzz")
+
+
+def test_variability_statistics_separate_variable_from_constant_sources():
+    from spxbatch.qc import variability_statistics
+
+    rng = np.random.default_rng(5)
+    n = 400
+    sidx = np.repeat([0, 1], n // 2)
+    wav = rng.uniform(1.12, 1.6, n)  # band 2, several channels
+    band = np.full(n, 2)
+    spectrum = 100.0 * (wav / 1.3) ** -2  # a steep spectrum: a flat per-band model would call it variable
+    mjd = rng.uniform(0, 100, n)
+    true = spectrum * np.where(sidx == 1, 1 + 0.2 * np.sin(mjd / 5), 1.0)
+    err = np.full(n, 1.0)
+    flux = true + rng.normal(0, 1, n)
+    good = np.ones(n, dtype=bool)
+    spec, _, _ = combine_spectrum(sidx, wav, band, flux, err, good, 2)
+    st = variability_statistics(sidx, band, wav, flux, err, good, spec)
+    assert 0.7 < st["var_chi2_red"][0, 1] < 1.4  # constant source: chi2_red ~ 1 despite the slope
+    assert st["var_chi2_red"][1, 1] > 20  # 20% variable
+    assert st["var_amplitude"][0, 1] < 0.5
+    assert 8 < st["var_amplitude"][1, 1] < 20  # ~ 0.2 * 100 / sqrt(2) in RMS
+    assert st["var_ngood"][0, 1] == n // 2 and st["var_ngood"][0, 0] == 0
+    assert np.isnan(st["var_mean_flux"][0, 0])
+
+
+def test_requalify_changes_good_spectrum_and_keeps_measurements(tmp_path):
+    from spxbatch.qc import requalify
+
+    m = _measurements()
+    m["snr"] = m["flux"] / m["flux_err"]
+    m["condition"] = np.zeros(len(m), dtype=np.int64)
+    m.loc[0, "flags"] = 1 << 10  # HOT
+    m["good"] = True
+    ds = assemble_cube(np.array(["a", "b", "c"]), np.zeros(3), np.zeros(3), m)
+    path = write_cube(ds, tmp_path / "c.zarr")
+    new = requalify(path, {"snr_threshold": 15.0})
+    back = open_cube(path).load()
+    assert back["good"].values.tolist() == new["good"].values.tolist()
+    # snr: 20, 20, 10, 12 for the first four rows after ordering; the HOT one is bad by default
+    flux_by_good = dict(zip(back["flux"].values.tolist(), back["good"].values.tolist(), strict=True))
+    assert flux_by_good[10.0] is False  # HOT pixel
+    assert flux_by_good[12.0] is False  # snr 12 < 15
+    assert flux_by_good[2.0] is True and flux_by_good[4.0] is True  # snr 20
+    np.testing.assert_array_equal(back["flux"].values, ds["flux"].values)
+    assert int(back["spectrum_nobs"].values.sum()) == int(back["good"].values.sum())

@@ -1,0 +1,134 @@
+"""Quality control on a cube: per-source, per-band variability statistics, and the `good` verdict
+recomputed with other rules (SNR threshold, bad flags, disqualifying conditions) without measuring again."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .spherex import BANDS, channel_centers_um, channel_index
+
+N_BANDS = len(BANDS)
+
+
+def spectrum_model(spectrum_flux: np.ndarray, source: np.ndarray, channel: np.ndarray,
+                   wavelength: np.ndarray) -> np.ndarray:
+    """The source's channel-mean spectrum interpolated linearly in wavelength to each measurement, using the
+    neighbouring channel of the same band on the measurement's side (flat where that channel is empty)."""
+    centers, bands = channel_centers_um()
+    side = np.where(wavelength >= centers[channel], 1, -1)
+    other = np.clip(channel + side, 0, len(centers) - 1)
+    here = spectrum_flux[source, channel]
+    there = spectrum_flux[source, other]
+    usable = (bands[other] == bands[channel]) & (other != channel) & np.isfinite(there)
+    slope = np.where(usable, (there - here) / (centers[other] - centers[channel]), 0.0)
+    return here + slope * (wavelength - centers[channel])
+
+
+def variability_statistics(
+    source_index: np.ndarray, band: np.ndarray, wavelength: np.ndarray, flux: np.ndarray, flux_err: np.ndarray,
+    good: np.ndarray, spectrum_flux: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Per (source, band), over good measurements: weighted mean flux and its error, the reduced chi-square
+    of a constant, and a robust amplitude.
+
+    The constant-in-time model is the source's channel-mean spectrum interpolated to each measurement's
+    wavelength, not one flux per band: a band spans a factor ~1.5 in wavelength, so a flat model would
+    call every sloped spectrum variable. The chi-square sums over
+    the band's channels; its degrees of freedom are the good points minus the channels they fill.
+    The amplitude is the excess RMS of the residuals from that model over the errors (uJy): an estimate
+    of the intrinsic scatter, zero for a constant source.
+    """
+    n_sources = spectrum_flux.shape[0]
+    chan = channel_index(wavelength, band)
+    use = good & (chan >= 0) & np.isfinite(flux) & np.isfinite(flux_err) & (flux_err > 0)
+    s, b, c = source_index[use], band[use].astype(np.int64) - 1, chan[use]
+    f, e = flux[use], flux_err[use]
+    cell = s * N_BANDS + b
+    size = n_sources * N_BANDS
+    w = 1.0 / e**2
+    sw = np.bincount(cell, weights=w, minlength=size)
+    swf = np.bincount(cell, weights=w * f, minlength=size)
+    n = np.bincount(cell, minlength=size)
+    resid = f - spectrum_model(spectrum_flux, s, c, wavelength[use])
+    chi2 = np.bincount(cell, weights=(resid / e) ** 2, minlength=size)
+    # channels filled per (source, band): unique (source, channel) pairs counted into their band cell
+    pairs = np.unique(s * 1000 + c)
+    n_chan = np.bincount((pairs // 1000) * N_BANDS + (pairs % 1000) // 17, minlength=size)
+    dof = n - n_chan
+    mean_r2 = np.bincount(cell, weights=resid**2, minlength=size)
+    mean_e2 = np.bincount(cell, weights=e**2, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amplitude = np.where(dof > 0, np.sqrt(np.maximum(mean_r2 - mean_e2, 0.0) / np.maximum(n, 1)), np.nan)
+        out = {
+            "var_mean_flux": np.where(sw > 0, swf / sw, np.nan),
+            "var_mean_err": np.where(sw > 0, 1 / np.sqrt(sw), np.nan),
+            "var_chi2_red": np.where(dof > 0, chi2 / dof, np.nan),
+            "var_amplitude": amplitude,
+            "var_ngood": n.astype(np.int32),
+        }
+    return {k: v.reshape(n_sources, N_BANDS) for k, v in out.items()}
+
+
+VARIABILITY_ATTRS: dict[str, tuple[str, str]] = {
+    "var_mean_flux": ("uJy", "inverse-variance mean of the good measurements in the band"),
+    "var_mean_err": ("uJy", "1-sigma uncertainty of var_mean_flux"),
+    "var_chi2_red": ("1", "reduced chi-square of a constant-in-time flux per channel, over the band"),
+    "var_amplitude": ("uJy", "excess RMS of residuals from the channel-mean spectrum over the errors"),
+    "var_ngood": ("1", "good measurements in the band"),
+}
+
+
+def add_variability(ds: xr.Dataset) -> xr.Dataset:
+    """The cube with the (source, band_id) variability statistics (re)computed from its good points."""
+    stats = variability_statistics(
+        ds["source_index"].values, ds["band"].values, ds["wavelength"].values, ds["flux"].values,
+        ds["flux_err"].values, ds["good"].values.astype(bool), ds["spectrum_flux"].values)
+    for name, values in stats.items():
+        units, long_name = VARIABILITY_ATTRS[name]
+        ds[name] = (("source", "band_id"), values, {"units": units, "long_name": long_name})
+    ds = ds.assign_coords(band_id=("band_id", np.arange(1, N_BANDS + 1, dtype=np.int8),
+                                   {"units": "1", "long_name": "SPHEREx band"}))
+    return ds
+
+
+def requalify(cube: str | Path, photometry: dict[str, Any], output: str | Path | None = None) -> xr.Dataset:
+    """Recompute `good` (then the spectrum and variability) with other quality rules; writes `output`
+    (default: the cube itself, replaced atomically)."""
+    from .cube import combine_spectrum, open_cube, write_cube
+    from .photometry.quality import good_verdict
+    from .pipeline import photometry_config
+
+    config = photometry_config(photometry)
+    ds = open_cube(cube).load()
+    table = {"flags": ds["flags"].values, "condition": ds["condition"].values, "snr": ds["snr"].values,
+             "measured": np.ones(ds.sizes["obs"], dtype=bool)}
+    ds["good"] = ("obs", good_verdict(table, config), ds["good"].attrs)
+    flux, err, nobs = combine_spectrum(
+        ds["source_index"].values, ds["wavelength"].values, ds["band"].values, ds["flux"].values,
+        ds["flux_err"].values, ds["good"].values, ds.sizes["source"])
+    for name, values in (("spectrum_flux", flux), ("spectrum_err", err), ("spectrum_nobs", nobs)):
+        ds[name] = (("source", "channel"), values, ds[name].attrs)
+    ds = add_variability(ds)
+    ds.attrs["quality_rules"] = str(config.to_dict())
+    write_cube(ds, output or cube)
+    return ds
+
+
+def qc_main(argv: list[str]) -> int:
+    """`spxbatch qc CUBE [--phot KEY=VALUE ...] [-o OUT]`: recompute the good verdict without measuring."""
+    from .cli import key_value_option
+
+    p = argparse.ArgumentParser(prog="spxbatch qc", description=qc_main.__doc__)
+    p.add_argument("cube")
+    p.add_argument("--phot", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
+                   help="quality rules, e.g. snr_threshold=3 or bad_flags='[\"HOT\",\"COLD\"]'")
+    p.add_argument("-o", "--output", help="write a new cube instead of replacing CUBE")
+    args = p.parse_args(argv)
+    ds = requalify(args.cube, dict(args.phot), args.output)
+    print(f"{int(ds['good'].sum())} of {ds.sizes['obs']} measurements good; written to {args.output or args.cube}")
+    return 0
