@@ -1,0 +1,118 @@
+"""Whole-pipeline scaling: 100, 1,000 and 10,000 catalog sources on a simulated 2040x2040 field served with
+added latency and a bandwidth cap. Reports wall time, measurements per second, bytes read per measurement
+and peak memory (client + workers), for the cost model's choice ('auto') against the whole-file baseline
+('whole') in the same run.
+
+    python benchmarks/pipeline_scaling.py [--sizes 100,1000,10000] [--visits 3] [--latency 0.02]
+        [--bandwidth 50e6] [--workers 2] [--dir /tmp/spx-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from spxbatch.config import ClusterConfig, RunConfig
+from spxbatch.pipeline import Pipeline
+from spxbatch.sim import make_archive
+from spxbatch.sim.server import serve_archive
+
+
+class PeakMemory:
+    """Samples the summed RSS of this process and its children (the Dask workers) every 0.1 s."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def catalog_of(n: int, truth_catalog: Path, ra0: float, dec0: float, radius_deg: float, seed: int,
+               path: Path) -> Path:
+    """The rendered sources first, then random positions in the field to reach `n` rows."""
+    base = pd.read_csv(truth_catalog).head(n)
+    rng = np.random.default_rng(seed)
+    extra = n - len(base)
+    r = radius_deg * np.sqrt(rng.uniform(0, 1, extra))
+    theta = rng.uniform(0, 2 * np.pi, extra)
+    dec = dec0 + r * np.sin(theta)
+    ra = (ra0 + r * np.cos(theta) / np.cos(np.radians(dec))) % 360
+    more = pd.DataFrame({"name": [f"rand{i:06d}" for i in range(extra)], "ra": ra, "dec": dec})
+    pd.concat([base[["name", "ra", "dec"]], more]).to_csv(path, index=False)
+    return path
+
+
+def run_once(catalog: Path, out: Path, url: str, fetch: str, workers: int) -> dict:
+    cfg = RunConfig(catalog=str(catalog), output=str(out), archive=url, fetch=fetch, progress=False,
+                    cluster=ClusterConfig(workers=workers))
+    pipe = Pipeline(cfg)
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        ds = pipe.run()
+        wall = time.perf_counter() - t0
+    totals = pipe.rundir.read_state()["stages"]["measure"]
+    n = int(ds.sizes["obs"])
+    return {"fetch": fetch, "sources": int(ds.sizes["source"]), "measurements": n, "wall_s": wall,
+            "meas_per_s": n / wall, "bytes_per_meas": totals["bytes"] / max(n, 1),
+            "requests": totals["requests"], "MB_read": totals["bytes"] / 1e6, "peak_mem_GB": mem.peak / 1e9}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100,1000,10000")
+    p.add_argument("--visits", type=int, default=3)
+    p.add_argument("--latency", type=float, default=0.02)
+    p.add_argument("--bandwidth", type=float, default=50e6)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dir", default="/tmp/spx-bench")
+    args = p.parse_args()
+    base = Path(args.dir)
+    archive = base / "archive"
+    t0 = time.perf_counter()
+    info = make_archive(archive, npix=2040, seed=11, n_visits=args.visits)
+    print(f"archive: {len(info.files)} files of 2040x2040 in {time.perf_counter() - t0:.0f} s")
+    rows = []
+    with serve_archive(archive, latency=args.latency, bandwidth=args.bandwidth) as srv:
+        for n in (int(s) for s in args.sizes.split(",")):
+            cat = catalog_of(n, info.catalog, info.ra, info.dec, 1.2, n, base / f"cat{n}.csv")
+            for fetch in ("auto", "whole"):
+                out = base / f"cube_{n}_{fetch}.zarr"
+                for old in (out, out.with_suffix(".run")):
+                    shutil.rmtree(old, ignore_errors=True)
+                rows.append(run_once(cat, out, srv.url, fetch, args.workers))
+                print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    print(f"\nlatency {args.latency} s/request, bandwidth cap {args.bandwidth / 1e6:.0f} MB/s, "
+          f"{args.workers} worker processes")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:,.3g}"))
+
+
+if __name__ == "__main__":
+    main()
