@@ -90,13 +90,17 @@ def combine_spectrum(
 
 def source_status(n_sources: int, source_index: np.ndarray, failures: pd.DataFrame,
                   planned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per source: 'ok' (measured at least once), 'failed' (planned, never measured, failures recorded)
-    or 'no_coverage' (no image holds it); with a one-line detail."""
+    """Per source: 'ok' (measured at least once), 'failed' (planned, never measured, and some image failed)
+    or 'no_coverage' (no image holds it measurably); with a one-line detail.
+
+    Only rows whose reason starts with 'failed' count as failures; the others (off the image, at the edge)
+    are recorded in the cube but are not faults."""
     measured = np.bincount(source_index, minlength=n_sources)
     status = np.where(measured > 0, "ok", "no_coverage").astype(object)
     detail = np.where(measured > 0, "", "no SPHEREx image covers this position").astype(object)
     planned_only = (measured == 0) & planned
     detail[planned_only] = "planned images hold no measurable aperture (edge or off-image)"
+    failures = failures[failures["reason"].astype(str).str.startswith("failed")]
     if len(failures):
         fail_idx = failures["source_index"].to_numpy()
         n_fail = np.bincount(fail_idx, minlength=n_sources)

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .archive.fetch import fetch_image
+from .archive.fetch import FetchOptions, fetch_image
+from .archive.location import resolve_archive
+from .archive.psfcache import FetchCache, process_cache
 from .photometry import PhotometryConfig, neighbourhood_halfsize
 from .photometry.measure import measure_region
 from .rundir import RunDir
@@ -41,42 +43,54 @@ def _unmeasured_rows(image: dict[str, Any], source_index: np.ndarray, reason: st
     })
 
 
-def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fetch and measure one image; never raises for a bad file or a network failure (they become rows)."""
+def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
+                  options: FetchOptions | None = None, cache: FetchCache | None = None,
+                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Fetch and measure one image; never raises for a bad file or a network failure (they become rows).
+
+    Sources the fetch could not serve are recorded: 'failed: <error>' when the fetch failed (a rerun
+    retries the image), 'off_image' when the source simply is not on it.
+    """
     t0 = time.perf_counter()
     image = job.image
-    halfsize = neighbourhood_halfsize(phot)
-    result = fetch_image(image, job.ra, job.dec, strategy=fetch, halfsize=halfsize)
+    result = fetch_image(image, job.ra, job.dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
+                         cache=cache, options=options)
     meta: dict[str, Any] = {"image_id": int(image["image_id"]), "strategy": result.strategy,
                             "bytes": int(result.bytes_read), "requests": int(result.requests),
-                            "error": result.error}
-    if result.error:
-        table = _unmeasured_rows(image, job.source_index, f"failed: {result.error}")
-    else:
-        tables = []
-        served = np.zeros(len(job.source_index), dtype=bool)
-        for region, pos in result.regions:
-            pos = np.asarray(pos, dtype=np.int64)
-            served[pos] = True
-            out = measure_region(region, job.ra[pos], job.dec[pos], phot, source_index=job.source_index[pos],
-                                 neighbours=(job.ra, job.dec))
-            tables.append(pd.DataFrame(out))
-        if not served.all():
-            tables.append(_unmeasured_rows(image, job.source_index[~served], "failed: pixels not fetched"))
-        table = pd.concat(tables, ignore_index=True) if tables else _unmeasured_rows(image, job.source_index[:0], "")
+                            "retries": int(result.retries), "error": result.error}
+    tables = []
+    for region, pos in result.regions:
+        pos = np.asarray(pos, dtype=np.int64)
+        out = measure_region(region, job.ra[pos], job.dec[pos], phot, source_index=job.source_index[pos],
+                             neighbours=(job.ra, job.dec))
+        tables.append(pd.DataFrame(out))
+    missing = np.asarray(result.missing, dtype=np.int64)
+    if missing.size:
+        reason = f"failed: {result.error}" if result.error else "off_image"
+        tables.append(_unmeasured_rows(image, job.source_index[missing], reason))
+    table = pd.concat(tables, ignore_index=True) if tables else _unmeasured_rows(image, job.source_index[:0], "")
     table["image_id"] = np.int64(image["image_id"])
-    meta["measured"] = int(table["measured"].sum()) if "measured" in table else 0
+    meta["measured"] = int(table["measured"].sum())
     meta["seconds"] = time.perf_counter() - t0
     return table, meta
 
 
-def measure_batch(jobs: list[ImageJob], run_dir: str, fetch: str, phot: dict[str, Any]) -> list[dict[str, Any]]:
+def fetch_options(archive: str) -> FetchOptions:
+    """Fetch options for an archive spec: a local mirror is read in place below its root."""
+    location = resolve_archive(archive)
+    return FetchOptions(file_root=location.file_root if location.kind == "local" else None)
+
+
+def measure_batch(jobs: list[ImageJob], run_dir: str, fetch: str, phot: dict[str, Any],
+                  archive: str) -> list[dict[str, Any]]:
     """Dask task: measure a few images, write one part per image, return their small summaries."""
     rundir = RunDir(run_dir)
     config = PhotometryConfig.from_dict(phot)
+    options = fetch_options(archive)
+    cache = process_cache(disk_dir=str(rundir.path / "cache"))
     summaries = []
     for job in jobs:
-        table, meta = measure_image(job, fetch, config)
+        table, meta = measure_image(job, fetch, config, options, cache)
         rundir.write_part(int(job.image["image_id"]), table, meta)
         summaries.append(meta)
     return summaries

@@ -27,6 +27,7 @@ from .cube import assemble_cube, write_cube
 from .measure import ImageJob, measure_batch
 from .photometry import PhotometryConfig
 from .progress import RunProgress
+from .reachability import check_archive_reachable
 from .rundir import STAGES, RunDir
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class Pipeline:
     def _run_jobs(self, client: Client, jobs: list[ImageJob], plan: Plan) -> dict[str, Any]:
         """Submit the batches in waves (bounded in-flight tasks) and follow them to the end."""
         c = self.config
+        if jobs:  # one worker first checks that it can reach the archive (compute nodes often cannot)
+            check_archive_reachable(client, c.archive, str(jobs[0].image["url"]))
         phot = self.photometry_config.to_dict()
         batches = iter(self._batches(jobs))
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
@@ -159,7 +162,7 @@ class Pipeline:
 
         def submit(batch: list[ImageJob]):
             key = f"measure-{int(batch[0].image['image_id'])}-{len(batch)}"
-            fut = client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, key=key,
+            fut = client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, c.archive, key=key,
                                 retries=c.task_retries, pure=False)
             pending[fut.key] = batch
             return fut

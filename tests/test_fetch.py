@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -230,7 +231,7 @@ def test_calibration_absent_is_noted(tmp_path):
     ra, dec = WCS(header).all_pix2world([20.0, 100.0], [30.0, 90.0], 0)
     with serve_archive(tmp_path) as srv:
         result = fetch_image(plan_row(srv, relpath), ra, dec, strategy="range", halfsize=HALF,
-                             cache=FetchCache(), options=OPTS)
+                             cache=FetchCache(), options=replace(OPTS, psf_source="calibration"))
     check_same_as_local(result, tmp_path / relpath, 2)
     assert all(r.solid_angle is None and r.cwave is None for r, _ in result.regions)
     assert any("solid_angle_pixel_map: absent" in n for n in result.notes)

@@ -65,9 +65,10 @@ class FetchOptions:
     merge_gap_rows: int | None = None
     #: Attach the solid-angle and CWAVE/CBAND calibration pixels when the archive has them.
     calibration: bool = True
-    #: Where PSF cubes come from: 'calibration' (the detector's average_psf product, once per detector;
-    #: the file's own PSF when absent) or 'file' (each file's PSF HDU, once per detector/version/header).
-    psf_source: str = "calibration"
+    #: Where PSF cubes come from: 'file' (default: each file's PSF HDU, read once per detector, version and
+    #: PSF header, whose DATASUM changes with the cube, so a second cube under one version is caught) or
+    #: 'calibration' (the detector's average_psf product, once per detector; the file's own when absent).
+    psf_source: str = "file"
     #: Pack each call's byte ranges into multi-range HTTP requests (falls back by itself when unsupported).
     multirange: bool = True
     #: With multi-range requests, let the range strategy read only the sources' boxes (one byte range per

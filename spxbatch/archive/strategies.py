@@ -58,7 +58,7 @@ class Target:
     #: The parent frame's (ny, nx) before any header is read (plan columns naxis2/naxis1, else 2040).
     parent_shape: tuple[int, int] = (spherex.DETECTOR_NPIX, spherex.DETECTOR_NPIX)
     #: 'calibration' (the detector's average_psf cube, falling back to the file's) or 'file'.
-    psf_source: str = "calibration"
+    psf_source: str = "file"
     notes: list[str] = field(default_factory=list)
 
     @classmethod

@@ -109,5 +109,7 @@ def write_l2(
             wave_table_hdu(*wave),
         ]
     )
-    hdul.writeto(path, overwrite=True)
+    # CHECKSUM/DATASUM as FITS pipelines write them: a PSF cube that differs under the same version then
+    # differs in its header too, so readers can cache PSFs by content without reading every cube.
+    hdul.writeto(path, overwrite=True, checksum=True)
     return path.stat().st_size
