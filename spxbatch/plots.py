@@ -42,24 +42,40 @@ def point_classes(src: xr.Dataset, snr_threshold: float = 5.0) -> dict[str, np.n
     return {"good": good, "upper": upper, "rejected": ~good & ~upper}
 
 
-def source_figure(ds: xr.Dataset, name: str, magnitude: bool = False, snr_threshold: float = 5.0) -> Figure:
-    """The combined figure of one source: spectrum (coloured by time) above light curve (by wavelength)."""
+def new_source_figure() -> Figure:
+    """An empty two-panel figure with fixed axes (spectrum, its colour bar, light curve, its colour bar).
+
+    Fixed axes rather than constrained layout: layout solving dominates the cost of a figure, and batch
+    plotting redraws one figure per source."""
+    fig = plt.figure(figsize=(10, 8))
+    fig.add_axes((0.08, 0.55, 0.78, 0.37))
+    fig.add_axes((0.88, 0.55, 0.02, 0.37))
+    fig.add_axes((0.08, 0.07, 0.78, 0.37))
+    fig.add_axes((0.88, 0.07, 0.02, 0.37))
+    return fig
+
+
+def draw_source(fig: Figure, ds: xr.Dataset, name: str, magnitude: bool = False,
+                snr_threshold: float = 5.0) -> Figure:
+    """Draw one source onto a figure from `new_source_figure` (cleared first): the spectrum coloured by
+    time above the light curve coloured by wavelength."""
+    ax_s, cax_s, ax_t, cax_t = fig.axes
+    for ax in fig.axes:
+        ax.clear()
     src = ds.spx.source(name)
     flux, err = src["flux"].values, src["flux_err"].values
     wav, bw, mjd = src["wavelength"].values, src["bandwidth"].values, src["mjd"].values
     kinds = point_classes(src, snr_threshold)
-    fig, (ax_s, ax_t) = plt.subplots(2, 1, figsize=(10, 8), layout="constrained")
     unit = "AB mag" if magnitude else "uJy"
     y, yerr = ab_magnitude(flux, err) if magnitude else (flux, err)
     upper_y = ab_magnitude(np.abs(flux) + 3 * err, err)[0] if magnitude else np.maximum(flux, 0) + 3 * err
     days = mjd - mjd.min() if mjd.size else mjd
+    g, rej, up = kinds["good"], kinds["rejected"], kinds["upper"]
 
-    g = kinds["good"]
     sc = ax_s.scatter(wav[g], y[g], c=days[g], cmap="viridis", s=18, zorder=3, label="good")
     ax_s.errorbar(wav[g], y[g], xerr=bw[g] / 2, yerr=yerr[g], fmt="none", ecolor="0.6", lw=0.8, zorder=2)
-    ax_s.scatter(wav[kinds["rejected"]], y[kinds["rejected"]], marker="x", color="0.6", s=18, label="rejected")
-    ax_s.scatter(wav[kinds["upper"]], upper_y[kinds["upper"]], marker="v", color="tab:red", s=22,
-                 label="3σ upper limit")
+    ax_s.scatter(wav[rej], y[rej], marker="x", color="0.6", s=18, label="rejected")
+    ax_s.scatter(wav[up], upper_y[up], marker="v", color="tab:red", s=22, label="3σ upper limit")
     spec = src["spectrum_flux"].values
     have = np.isfinite(spec)
     if have.any():
@@ -68,26 +84,32 @@ def source_figure(ds: xr.Dataset, name: str, magnitude: bool = False, snr_thresh
                    else (spec[have], src["spectrum_err"].values[have]))
         ax_s.errorbar(cw, sy, yerr=sye, fmt="s", mfc="none", color="k", ms=5, lw=1, label="channel mean",
                       zorder=4)
-    if g.any():
-        fig.colorbar(sc, ax=ax_s, label="days since first observation")
     ax_s.set_xlabel("wavelength (um)")
     ax_s.set_ylabel(f"flux ({unit})")
     ax_s.legend(loc="best", fontsize="small")
 
     lc = ax_t.scatter(mjd[g], y[g], c=wav[g], cmap="plasma", s=18, zorder=3)
     ax_t.errorbar(mjd[g], y[g], yerr=yerr[g], fmt="none", ecolor="0.6", lw=0.8, zorder=2)
-    ax_t.scatter(mjd[kinds["rejected"]], y[kinds["rejected"]], marker="x", color="0.6", s=18)
-    ax_t.scatter(mjd[kinds["upper"]], upper_y[kinds["upper"]], marker="v", color="tab:red", s=22)
-    if g.any():
-        fig.colorbar(lc, ax=ax_t, label="wavelength (um)")
+    ax_t.scatter(mjd[rej], y[rej], marker="x", color="0.6", s=18)
+    ax_t.scatter(mjd[up], upper_y[up], marker="v", color="tab:red", s=22)
     ax_t.set_xlabel("MJD")
     ax_t.set_ylabel(f"flux ({unit})")
+    for cax, mappable, label in ((cax_s, sc, "days since first observation"), (cax_t, lc, "wavelength (um)")):
+        if g.any():
+            fig.colorbar(mappable, cax=cax, label=label)
+        else:
+            cax.set_axis_off()
     if magnitude:
         ax_s.invert_yaxis()
         ax_t.invert_yaxis()
     ra, dec = float(src["ra"]), float(src["dec"])
     fig.suptitle(f"{name}  (RA {ra:.5f}, Dec {dec:+.5f})  {int(g.sum())} good of {flux.size} measurements")
     return fig
+
+
+def source_figure(ds: xr.Dataset, name: str, magnitude: bool = False, snr_threshold: float = 5.0) -> Figure:
+    """The combined figure of one source on a new figure (the caller saves or shows it)."""
+    return draw_source(new_source_figure(), ds, name, magnitude, snr_threshold)
 
 
 def summary_figure(ds: xr.Dataset) -> Figure:
@@ -140,10 +162,11 @@ def _draw_sources(cube: str, names: list[str], outdir: str, magnitude: bool) -> 
     from .cube import open_cube
 
     ds = open_cube(cube).load()
+    fig = new_source_figure()
     for name in names:
-        fig = source_figure(ds, name, magnitude)
-        fig.savefig(Path(outdir) / f"{safe_filename(name)}.png", dpi=110)
-        plt.close(fig)
+        draw_source(fig, ds, name, magnitude)
+        fig.savefig(Path(outdir) / f"{safe_filename(name)}.png", dpi=100, pil_kwargs={"compress_level": 1})
+    plt.close(fig)
     return len(names)
 
 

@@ -50,7 +50,7 @@ def test_source_figure_matches_cube(cube):
     ds = open_cube(cube).load()
     src = ds.spx.source("beta")
     fig = source_figure(ds, "beta")
-    ax_s, ax_t = fig.axes[:2]  # the colour bars come after the two panels
+    ax_s, _, ax_t, _ = fig.axes  # spectrum, its colour bar, light curve, its colour bar
     pts = _points(ax_s)
     good = src["good"].values
     assert len(pts["good"]) == good.sum()
