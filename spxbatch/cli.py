@@ -70,6 +70,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cores", type=int, help="cores per job")
     g.add_argument("--memory", help="memory per job, e.g. 8GB")
     g.add_argument("--images-per-task", type=int, dest="images_per_task")
+    g.add_argument("--fetch-attempts", type=int, dest="fetch_attempts",
+                   help="attempts per read before an image is recorded as failed (default 5)")
     g.add_argument("--no-progress", action="store_false", dest="progress", default=None)
 
 
@@ -83,7 +85,8 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
         "archive": args.archive, "fetch": args.fetch, "bands": args.bands,
         "time_range": args.time_range, "collections": args.collections, "releases": args.releases,
         "name_col": args.name_col, "ra_col": args.ra_col, "dec_col": args.dec_col,
-        "images_per_task": args.images_per_task, "progress": args.progress,
+        "images_per_task": args.images_per_task, "fetch_attempts": args.fetch_attempts,
+        "progress": args.progress,
         "photometry": dict(args.phot) or None, "cluster": cluster,
     }
 

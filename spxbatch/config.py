@@ -70,6 +70,9 @@ class RunConfig:
     dec_col: str | None = None
     #: Images per Dask task.
     images_per_task: int = 4
+    #: Attempts per HTTP/S3 read before an image is recorded as failed, and the first backoff (s; doubles).
+    fetch_attempts: int = 5
+    fetch_backoff_s: float = 0.5
     #: Dask retries of a failed task (fetch errors are retried inside the task first).
     task_retries: int = 2
     #: Photometry options, by the names of `PhotometryConfig`.

@@ -129,6 +129,9 @@ def assemble_cube(
     n = len(names)
     failures = failures if failures is not None else pd.DataFrame(
         {c: [] for c in ("source_index", "obs_id", "band", "url", "reason")})
+    if measurements.empty:  # nothing measured (e.g. the archive was down): the schema's columns, no rows
+        measurements = pd.DataFrame({c: np.array([], dtype=object if d == "str" else d)
+                                     for c, (d, _, _) in OBS_VARIABLES.items()})
     m = measurements.sort_values(["source_index", "mjd", "band", "obs_id"], kind="stable")
     m = m.reset_index(drop=True)
     sidx = m["source_index"].to_numpy(dtype=np.int64)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .archive.fetch import FetchOptions, fetch_image
+from .archive.http import RetryPolicy
 from .archive.location import resolve_archive
 from .archive.psfcache import FetchCache, process_cache
 from .photometry import PhotometryConfig, neighbourhood_halfsize
@@ -75,18 +76,19 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     return table, meta
 
 
-def fetch_options(archive: str) -> FetchOptions:
-    """Fetch options for an archive spec: a local mirror is read in place below its root."""
+def fetch_options(archive: str, attempts: int = 5, backoff_s: float = 0.5) -> FetchOptions:
+    """Fetch options for an archive spec (a local mirror is read in place below its root) and retry policy."""
     location = resolve_archive(archive)
-    return FetchOptions(file_root=location.file_root if location.kind == "local" else None)
+    return FetchOptions(file_root=location.file_root if location.kind == "local" else None,
+                        retry=RetryPolicy(max_attempts=attempts, backoff_s=backoff_s))
 
 
 def measure_batch(jobs: list[ImageJob], run_dir: str, fetch: str, phot: dict[str, Any],
-                  archive: str) -> list[dict[str, Any]]:
+                  archive: str, attempts: int = 5, backoff_s: float = 0.5) -> list[dict[str, Any]]:
     """Dask task: measure a few images, write one part per image, return their small summaries."""
     rundir = RunDir(run_dir)
     config = PhotometryConfig.from_dict(phot)
-    options = fetch_options(archive)
+    options = fetch_options(archive, attempts, backoff_s)
     cache = process_cache(disk_dir=str(rundir.path / "cache"))
     summaries = []
     for job in jobs:

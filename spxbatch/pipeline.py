@@ -162,8 +162,8 @@ class Pipeline:
 
         def submit(batch: list[ImageJob]):
             key = f"measure-{int(batch[0].image['image_id'])}-{len(batch)}"
-            fut = client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, c.archive, key=key,
-                                retries=c.task_retries, pure=False)
+            fut = client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, c.archive,
+                                c.fetch_attempts, c.fetch_backoff_s, key=key, retries=c.task_retries, pure=False)
             pending[fut.key] = batch
             return fut
 

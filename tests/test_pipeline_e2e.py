@@ -161,3 +161,32 @@ def test_sigkill_then_resume_equals_uninterrupted(http_run, sim_archive, tmp_pat
     refetched = {e["path"] for e in second if any(e["path"].endswith(p) for p in done_paths)}
     assert not refetched, f"finished images fetched again: {sorted(refetched)[:3]}"
     assert_cubes_equal(open_cube(http_run[0]).load(), open_cube(out).load())
+
+
+def test_transient_faults_are_retried_and_change_nothing(http_run, sim_archive, tmp_path):
+    faults = {"http503": 0.15, "http500": 0.1, "truncate": 0.1, "drop": 0.05, "retry_after": 0}
+    with serve_archive(sim_archive.root, faults=faults, seed=3) as srv:
+        run(sim_archive.catalog, tmp_path / "faulty.zarr", archive=srv.url, progress=False, fetch_attempts=8,
+            fetch_backoff_s=0.01, cluster=ClusterConfig(workers=1))
+        n_faults = sum(e["status"] >= 500 or e.get("client_closed", False) for e in srv.access_log)
+    assert n_faults > 0
+    assert_cubes_equal(open_cube(http_run[0]).load(), open_cube(tmp_path / "faulty.zarr").load())
+
+
+def test_persistent_failure_is_recorded_not_lost(sim_archive, tmp_path):
+    from spxbatch.cli import EXIT_FAILURES, main
+
+    with serve_archive(sim_archive.root, faults={"http500": 1.0}) as srv:
+        code = main([str(sim_archive.catalog), "-o", str(tmp_path / "down.zarr"), "--archive", srv.url,
+                     "--workers", "1", "--fetch-attempts", "2", "--no-progress"])
+    assert code == EXIT_FAILURES
+    ds = open_cube(tmp_path / "down.zarr").load()
+    assert ds.sizes["obs"] == 0
+    planned = ds["status"].values != "no_coverage"
+    assert planned.sum() > 0 and set(ds["status"].values[planned]) == {"failed"}
+    assert all("500" in r for r in ds["failure_reason"].values)
+    assert "500" in ds["status_detail"].values[planned][0]
+    # every planned (source, image) pair is in the failure table
+    from spxbatch.archive.plan import Plan
+
+    assert ds.sizes["failure"] == len(Plan.load(tmp_path / "down.run").pairs)
