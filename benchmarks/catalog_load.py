@@ -1,9 +1,11 @@
-"""Time and peak memory to load and validate a 10^6-row catalog (CSV and Parquet), and a plan's matching.
+"""Time and peak memory to load and validate a 10^6-row catalog (CSV and Parquet); tiles and matching.
 
 Run: python benchmarks/catalog_load.py [--rows 1000000] [--runs 3]. Each measurement runs in a fresh
 subprocess so its peak RSS (ru_maxrss) is its own; the baseline line is the interpreter with spxbatch and
 its readers imported, i.e. the memory that is not the catalog's. For comparison it also times astropy's
-own CSV reader on the same file (the reason CSV goes through pyarrow).
+own CSV reader on the same file (the reason CSV goes through pyarrow), the query tiles of the all-sky
+catalog, and the footprint matching of as many sources packed in a 10x10 deg field against 100 detector
+footprints (3.49 deg squares), about 10^7 (source, image) pairs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ elif mode == "tiles":
     cat = read_catalog(path)
     t0 = time.perf_counter()
     n = len(make_tiles(cat.ra, cat.dec))
+elif mode == "match":
+    from spxbatch.archive.footprint import Footprints
+    rng = np.random.default_rng(1)
+    rows = len(read_catalog(path))
+    ra, dec = rng.uniform(150, 160, rows), rng.uniform(-5, 5, rows)
+    cra, cdec = rng.uniform(150, 160, 100), rng.uniform(-5, 5, 100)
+    h = 1.745 / np.cos(np.radians(cdec))
+    fp = Footprints.from_corners([[c - w, c + w, c + w, c - w] for c, w in zip(cra, h)],
+                                 [[d - 1.745, d - 1.745, d + 1.745, d + 1.745] for d in cdec])
+    t0 = time.perf_counter()
+    n = len(fp.match(ra, dec, 2 * 6.15 / 3600)[0])
 else:
     n = 0
 dt = time.perf_counter() - t0
@@ -75,13 +88,14 @@ def main() -> None:
                  ("read_catalog CSV", paths["csv"], "spxbatch"),
                  ("read_catalog Parquet", paths["parquet"], "spxbatch"),
                  ("astropy ascii.csv (reference)", paths["csv"], "astropy"),
-                 ("make_tiles (all-sky)", paths["parquet"], "tiles")]
+                 ("make_tiles (all-sky)", paths["parquet"], "tiles"),
+                 ("Footprints.match (dense field)", paths["parquet"], "match")]
         for label, path, mode in cases:
             res = [run(path, mode) for _ in range(args.runs)]
             secs = statistics.median(r["seconds"] for r in res)
             peak = max(r["peak_mb"] for r in res)
             size = path.stat().st_size / 1e6
-            extra = f" -> {res[0]['n']} tiles" if mode == "tiles" else ""
+            extra = {"tiles": f" -> {res[0]['n']} tiles", "match": f" -> {res[0]['n']} pairs"}.get(mode, "")
             print(f"{label:32s} {args.rows} rows ({size:.0f} MB file): {secs:6.2f} s median of {args.runs}, "
                   f"peak RSS {peak:6.0f} MB{extra}")
 

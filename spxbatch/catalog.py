@@ -196,15 +196,16 @@ def _read_table(path: Path, fmt: str) -> tuple[dict[str, np.ndarray], dict]:
     from astropy.table import Table
     from astropy.units import UnitsWarning
 
-    astropy_format = {"ecsv": "ascii.ecsv", "fits": "fits", "votable": "votable", "parquet": "parquet",
-                      "ascii": None}.get(fmt, fmt)
+    astropy_format = {"ecsv": "ascii.ecsv", "fits": "fits", "votable": "votable", "parquet": "parquet"}.get(
+        fmt, fmt)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnitsWarning)
             warnings.filterwarnings("ignore", message=".*table::len.*")
-            table = Table.read(path, format=astropy_format) if astropy_format else Table.read(path)
+            table = Table.read(path, format=astropy_format)
     except Exception as exc:
-        raise CatalogError(f"Catalog {path} cannot be read as {fmt} ({type(exc).__name__}: {exc}); "
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CatalogError(f"Catalog {path} cannot be read as {fmt} ({type(exc).__name__}: {reason}); "
                            "give the format explicitly or convert it to CSV, ECSV, FITS, VOTable or "
                            "Parquet.") from exc
     out, units = {}, {}
@@ -358,7 +359,7 @@ def _build(columns: dict[str, np.ndarray], units: dict, *, path: str | None, nam
             seps = [w for d, w in (*_DELIMITERS.items(), (" ", "space")) if d in only.strip()]
             if seps:
                 hint = (f" (the whole header {only!r} was read as one column: the file looks "
-                        f"{seps[0]}-separated; save it comma-separated or as .csv)")
+                        f"{seps[0]}-separated; save it comma-separated or read it with format='ascii')")
         raise CatalogError(f"Catalog {path}: no {missing} column found among {_list(columns)}{hint}; "
                            "rename the columns (e.g. 'ra', 'dec' in degrees) or name them with the "
                            "ra_col/dec_col options.")

@@ -108,8 +108,7 @@ class Pipeline:
         plan = make_plan(cat, resolve_archive(c.archive), bands=c.bands or None,
                          time_range=tuple(c.time_range) if c.time_range else None,
                          collections=c.collections or None, releases=c.releases or None,
-                         run_dir=self.rundir.path)
-        plan.save(self.rundir.path)
+                         run_dir=self.rundir.path)  # make_plan saves the plan in the run directory
         self.rundir.mark_stage("plan", images=len(plan.images), pairs=len(plan.pairs),
                                sources_planned=int(plan.pairs["source_index"].nunique()))
         return plan

@@ -73,6 +73,18 @@ def test_one_column_file_says_which_delimiter(tmp_path):
     path.write_text("name ra dec\na 1 2\n")
     with pytest.raises(CatalogError, match=r"read as one column: the file looks space-separated"):
         read_catalog(path)
+    assert read_catalog(path, format="ascii").ra.tolist() == [1.0]
+    txt = tmp_path / "spaces.txt"  # unknown suffix: astropy's ASCII reader guesses the layout
+    txt.write_text("# comment\nname ra dec\na 10.0 -5\nb 20 5\n")
+    assert read_catalog(txt).dec.tolist() == [-5.0, 5.0]
+
+
+def test_unreadable_file_message_is_short(tmp_path):
+    path = tmp_path / "bad.fits"
+    path.write_bytes(b"not a fits file\n\x00\x01")
+    with pytest.raises(CatalogError, match=r"cannot be read as fits .*convert it to CSV") as err:
+        read_catalog(path)
+    assert len(str(err.value)) < 500
 
 
 def test_sexagesimal_is_accepted(tmp_path):

@@ -45,14 +45,16 @@ def test_noiseless_flux_is_exact_with_aperture_correction():
     region, ra, dec = make_region(NPIX, x, y, flux, sky=0.25)
     out = measure_region(region, ra, dec, PhotometryConfig())
     np.testing.assert_allclose(out["x"], x, atol=1e-8)
-    np.testing.assert_allclose(out["flux"] / conv(out), flux, rtol=2e-5)
+    # 1e-4: the star's own light in the annulus is removed with its mean over the annulus pixels (right
+    # for noisy data); the median of noiseless pixels differs from it by ~3e-5 of the flux
+    np.testing.assert_allclose(out["flux"] / conv(out), flux, rtol=1e-4)
     off = measure_region(region, ra, dec, PhotometryConfig(aperture_correction=False))
     np.testing.assert_allclose(off["flux"], off["flux_aperture"])
     np.testing.assert_array_equal(off["flux_aperture"], out["flux_aperture"])
     # the on/off ratio is the enclosed fraction: the fraction of the true flux the aperture collected
     frac = off["flux"] / conv(off) / flux
-    np.testing.assert_allclose(off["flux"] / out["flux"], frac, rtol=2e-5)
-    np.testing.assert_allclose(1.0 / out["aperture_correction"], frac, rtol=2e-5)
+    np.testing.assert_allclose(off["flux"] / out["flux"], 1.0 / out["aperture_correction"], rtol=1e-12)
+    np.testing.assert_allclose(1.0 / out["aperture_correction"], frac, rtol=1e-4)
     assert np.all(frac < 0.99) and np.all(frac > 0.9)
     assert np.all(out["good"]) and np.all(out["condition"] == 0)
     assert set(out["status"]) == {"ok"}
@@ -181,7 +183,8 @@ def test_zodi_options():
     fixed = measure_region(region, ra, dec, base.with_(zodi="fixed"))
     # sky == zodi exactly: fixed scale 1 recovers the star; no subtraction adds zodi x area
     area = np.pi * fixed["aperture_radius"][0] ** 2
-    np.testing.assert_allclose(fixed["flux"] / conv(fixed), 5.0 * (1 / fit["aperture_correction"]) * 0 + fixed["flux"] / conv(fixed))
+    exact = measure_region(region, ra, dec, base.with_(zodi="fixed", aperture_correction=True))
+    np.testing.assert_allclose(exact["flux"] / conv(exact), 5.0, rtol=1e-5)
     zsum = (none["flux"] - fixed["flux"])[0] / conv(none)[0]
     np.testing.assert_allclose(zsum, 0.25 * area, rtol=0.02)
     assert fixed["zodi_scale"][0] == 1.0 and none["zodi_scale"][0] == 0.0
@@ -336,3 +339,34 @@ def test_solid_angle_and_wavelength_maps_are_used():
     assert out["pixel_solid_angle"][0] == 2 * 37.8
     np.testing.assert_allclose(out["flux"][0] / ref["flux"][0], 2 * 37.8 / ref["pixel_solid_angle"][0])
     assert out["wavelength"][0] == 2.0 and out["bandwidth"][0] == 0.05
+
+
+def test_crops_give_the_same_numbers_as_the_whole_region(monkeypatch):
+    import spxbatch.photometry.measure as measure
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(20, 1004, 12)
+    y = rng.uniform(20, 1004, 12)
+    region, ra, dec = make_region(1024, x, y, rng.uniform(1, 30, 12), noise=True, seed=2)
+    region.flags[int(y[0]) + 1, int(x[0])] |= 1 << FLAG_BITS["HOT"]
+    cropped = measure_region(region, ra, dec, PhotometryConfig())
+    monkeypatch.setattr(measure, "_CROP_COST_S", 1e9)  # crops now cost more than the whole region
+    whole = measure_region(region, ra, dec, PhotometryConfig())
+    _same(whole, cropped)
+    assert cropped["condition"][0] & bit("BAD_PIXEL")
+
+
+def test_zodi_scale_gather_and_summed_area_paths_agree():
+    from spxbatch.photometry.zodi import zodi_scale
+
+    rng = np.random.default_rng(8)
+    image = rng.normal(1.0, 0.1, (200, 200))
+    zodi = 0.8 + rng.normal(0, 0.01, (200, 200))
+    weight = 1 / rng.uniform(0.5, 2, (200, 200))
+    qualifies = rng.random((200, 200)) > 0.3
+    ix = rng.integers(0, 200, 5)
+    iy = rng.integers(0, 200, 5)
+    args = (image, zodi, weight, qualifies)
+    sparse = zodi_scale(*args, ix, iy, 10, np.full(5, 441), 0.5, 0.0, 10.0)
+    dense = zodi_scale(*args, np.repeat(ix, 100), np.repeat(iy, 100), 10, np.full(500, 441), 0.5, 0.0, 10.0)
+    np.testing.assert_array_equal(np.repeat(sparse[0], 100), dense[0])

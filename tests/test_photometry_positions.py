@@ -73,7 +73,7 @@ def test_cutout_header_gives_parent_pixels():
 
 
 def test_nan_input_stays_nan_and_empty_is_empty():
-    x, y = sky_to_parent_pixel(sip_header(), np.array([150.0, np.nan]), np.array([2.0, 2.0]))
+    x, _ = sky_to_parent_pixel(sip_header(), np.array([150.0, np.nan]), np.array([2.0, 2.0]))
     assert np.isfinite(x[0]) and np.isnan(x[1])
-    x, y = sky_to_parent_pixel(sip_header(), np.array([]), np.array([]))
+    x, _ = sky_to_parent_pixel(sip_header(), np.array([]), np.array([]))
     assert x.size == 0

@@ -17,7 +17,7 @@ from spxbatch.archive.plan import (
     match,
     tile_query,
 )
-from spxbatch.archive.tap import check_adql, parse_polygon, point_query, region_query, version_key
+from spxbatch.archive.tap import check_adql, parse_polygon, point_query, version_key
 
 
 def _angle_deg(ra1, dec1, ra2, dec2):
@@ -52,18 +52,13 @@ def test_far_apart_sources_are_not_merged_and_one_source_has_radius_zero():
     assert make_tiles(np.array([]), np.array([])) == []
 
 
-@pytest.mark.parametrize("filters", [
-    dict(bands=None, time_range=None, releases=None),
-    dict(bands=[1, 3], time_range=[60800.5, 60900.25], releases=["qr2", "qr3"]),
-])
-def test_every_query_passes_the_adql_grammar(filters):
-    check_adql(region_query(359.99, -89.5, 0.25, **filters))
-    check_adql(point_query(0.0, 90.0, **filters))
-    ra = np.array([359.9, 0.1, 180.0])
-    dec = np.array([-89.9, -89.8, 10.0])
-    for tile in make_tiles(ra, dec):
-        check_adql(tile_query(tile, 1e-3, _filters(filters["bands"], filters["time_range"], None,
-                                                  filters["releases"])))
+def test_every_query_form_passes_the_adql_grammar():
+    """Each form the plan sends (the ANTLR parser costs ~1 s per query, so one of each form)."""
+    filters = _filters([1, "D3"], (60800.5, 60900.25), None, ["qr2", "qr3"])
+    tile = make_tiles(np.array([359.9, 0.1]), np.array([-89.9, -89.8]))[0]
+    check_adql(tile_query(tile, 1e-3, filters))  # every filter, RA wrap, south pole
+    check_adql(tile_query(tile, 0.0, _filters(None, None, None, None)))  # no filter
+    check_adql(point_query(0.0, 90.0, bands=[6], releases=["qr2"]))  # SPXQuery's per-source form
     with pytest.raises(ValueError, match="not valid ADQL"):
         check_adql("SELECT FROM WHERE")
 
@@ -170,3 +165,29 @@ def test_resolve_archive(tmp_path):
     assert local.file_url(uri) == f"{tmp_path.resolve()}/{uri}"
     with pytest.raises(ValueError, match="not 'irsa'"):
         resolve_archive(str(tmp_path / "missing"))
+
+
+def test_normalise_tap_rows():
+    from astropy.table import MaskedColumn, Table
+
+    from spxbatch.archive.tap import normalise_tap
+    from spxbatch.spherex import level2_relpath
+
+    uri = level2_relpath("2025W25_1B_0062_1", 3, "l2b-v20-2025-253")
+    poly = np.empty(2, dtype=object)
+    poly[0] = np.array([10.0, 1, 11, 1, 11, 2, 10, 2])
+    poly[1] = np.array([-0.5, 1, 0.5, 1, 0.5, 2, -0.5, 2])
+    t = Table({"uri": ["/" + uri, "https://irsa.ipac.caltech.edu/" + uri.replace("qr2", "qr3")],
+               "contentlength": MaskedColumn([71_000_000, 0], mask=[False, True]),
+               "obs_publisher_did": ["ivo://irsa.ipac/spherex_qr2_deep?2025W25_1B_0062_1/D3", "unparseable"],
+               "time_bounds_lower": [1.0, 2.0], "time_bounds_upper": [1.5, 2.5],
+               "energy_bandpassname": ["SPHEREx-D3", "SPHEREx-D3"],
+               "energy_bounds_lower": [1.63e-6, 1.63e-6], "energy_bounds_upper": [2.43e-6, 2.43e-6], "poly": poly})
+    df = normalise_tap(t)
+    assert df["relpath"].tolist() == [uri, uri.replace("qr2", "qr3")]
+    assert df["obs_id"].tolist() == ["2025W25_1B_0062_1"] * 2 and df["detector"].tolist() == [3, 3]
+    assert df["collection"].tolist() == ["spherex_qr2_deep", ""] and df["release"].tolist() == ["qr2", "qr3"]
+    assert df["version"].tolist() == ["l2b-v20-2025-253"] * 2 and df["band_name"].tolist() == ["D3", "D3"]
+    assert df["size_bytes"].iloc[0] == 71_000_000 and pd.isna(df["size_bytes"].iloc[1])
+    assert df["poly_ra"].iloc[1] == [359.5, 0.5, 0.5, 359.5]
+    assert df["energy_lo_um"].tolist() == pytest.approx([1.63, 1.63])

@@ -161,14 +161,52 @@ def test_async_mode_and_tap_faults_are_retried(sim_archive):
         assert any("503" in f for f in client.failures)
 
 
-def test_row_limit_that_cannot_be_split_says_what_to_do(sim_archive):
+def test_row_limit_splits_in_time_or_says_what_to_do(sim_archive):
     cat = read_catalog(sim_archive.catalog)
     one = make_catalog(cat.ra[:1], cat.dec[:1], name=cat.name[:1])
-    with serve_archive(sim_archive.root) as srv, pytest.raises(TapOverflow, match="narrow the plan"):
-        make_plan(one, srv.url, maxrec=1)
+    span = (60798.0, 60812.0)  # the survey of the test archive (11 rows at this position, 5 distinct times)
+    with serve_archive(sim_archive.root) as srv:
+        full = make_plan(one, srv.url, time_range=span)
+        n = tap_requests(srv)
+        split = make_plan(one, srv.url, time_range=span, maxrec=7)
+        assert tap_requests(srv) - n > 3  # the window was halved until every query fitted
+        pd.testing.assert_frame_equal(split.images.drop(columns="url"), full.images.drop(columns="url"))
+        pd.testing.assert_frame_equal(split.pairs, full.pairs)
+        # two images of one exposure pair share their times: a limit of 1 cannot be met
+        with pytest.raises(TapOverflow, match="narrow the plan"):
+            make_plan(one, srv.url, time_range=(60798.415, 60798.4151), maxrec=1)
+
+
+def test_wide_catalog_is_several_concurrent_queries(sim_archive):
+    cat = read_catalog(sim_archive.catalog)
+    rng = np.random.default_rng(5)
+    far_ra = (cat.ra.mean() + rng.uniform(-40, 40, 6)) % 360
+    far_dec = np.clip(cat.dec.mean() + rng.uniform(-20, 20, 6), -89, 89)
+    wide = make_catalog(np.r_[cat.ra, far_ra], np.r_[cat.dec, far_dec],
+                        name=np.r_[cat.name, [f"far{i}" for i in range(6)]])
+    local = make_plan(wide, str(sim_archive.root), margin_px=0)
+    with serve_archive(sim_archive.root) as srv:
+        tap = make_plan(wide, srv.url, margin_px=0, max_concurrency=4)
+        assert tap.meta["queries"] == tap_requests(srv) > 3
+    pd.testing.assert_frame_equal(tap.pairs, local.pairs)
+    assert triples(tap, wide.name) == truth_triples(sim_archive)
 
 
 def test_no_source_covered_gives_empty_plan(sim_archive):
     far = make_catalog([20.0], [-30.0], name=["far"])
     plan = make_plan(far, resolve_archive(str(sim_archive.root)))
     assert plan.images.empty and plan.pairs.empty and "url" in plan.images.columns
+
+
+def test_service_without_the_size_column_is_asked_again(sim_archive, monkeypatch):
+    from spxbatch.archive import tap
+
+    cat = read_catalog(sim_archive.catalog)
+    expected = make_plan(cat, str(sim_archive.root))
+    monkeypatch.setattr(tap, "SELECT", tuple(c.replace("a.contentlength", "a.nosuchsize") for c in tap.SELECT))
+    monkeypatch.setattr(tap, "OPTIONAL", ("a.nosuchsize",))
+    with serve_archive(sim_archive.root) as srv:
+        plan = make_plan(cat, srv.url)
+        assert tap_requests(srv) == 2  # rejected once, then answered
+    assert plan.images["size_bytes"].isna().all()
+    pd.testing.assert_frame_equal(plan.pairs, expected.pairs)

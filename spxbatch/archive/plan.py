@@ -30,6 +30,7 @@ from spxbatch.archive.tap import (
     TapClient,
     TapOverflow,
     empty_images,
+    read_images,
     region_query,
     version_key,
 )
@@ -96,10 +97,7 @@ class Plan:
     def load(cls, run_dir: str | Path) -> Plan:
         """The plan saved by `save` in `run_dir`."""
         folder = Path(run_dir) / "plan"
-        images = pd.read_parquet(folder / "images.parquet")
-        images["poly_ra"] = images["poly_ra"].map(list)
-        images["poly_dec"] = images["poly_dec"].map(list)
-        return cls(images, pd.read_parquet(folder / "pairs.parquet"),
+        return cls(read_images(folder / "images.parquet"), pd.read_parquet(folder / "pairs.parquet"),
                    json.loads((folder / "plan.json").read_text()))
 
     def sources_by_image(self) -> dict[int, np.ndarray]:

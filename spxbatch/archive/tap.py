@@ -12,9 +12,10 @@ import hashlib
 import logging
 import random
 import re
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,10 +37,16 @@ IMAGE_COLUMNS = ("relpath", "obs_id", "detector", "band_name", "version", "relea
 #: What the query selects (IRSA names; `contentlength` is CAOM's artifact size).
 SELECT = ("a.uri", "a.contentlength", "p.obs_publisher_did", "p.time_bounds_lower", "p.time_bounds_upper",
           "p.energy_bandpassname", "p.energy_bounds_lower", "p.energy_bounds_upper", "p.poly")
+#: Selected columns the plan can do without: a service that rejects one (IRSA's artifact column names are
+#: not documented) is asked again without it, and the value is left empty (the fetch layer then asks
+#: the file server for the size).
+OPTIONAL = ("a.contentlength",)
 FROM = "spherex.artifact AS a JOIN spherex.plane AS p ON a.planeid = p.planeid"
 
 _VERSION_RE = re.compile(r"/(l2b-v\d+-\d{4}-\d{3})/")
 _COLLECTION_RE = re.compile(r"/([^/?]+)\?")
+#: The exposure in a Level-2 file name: level2_<period>_<large>_<small>D<detector>_spx_...
+_FILE_RE = re.compile(r"level2_(\d{4}W\d{2}_\d[A-Z]_\d{4})_(\d)D(\d)_")
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -136,17 +143,28 @@ def path_parts(relpath: str) -> tuple[str, str]:
     return rel.split("/", 1)[0], (m[1] if m else "")
 
 
+def _exposure(did: str, relpath: str) -> tuple[str, int]:
+    """(obs_id, detector) from the publisher DID, else from the file name (the DID format is uncertain)."""
+    try:
+        return spherex.parse_did(did)
+    except ValueError:
+        m = _FILE_RE.search(relpath)
+        if m is None:
+            raise ValueError(f"neither the DID {did!r} nor the path {relpath!r} names a SPHEREx exposure") from None
+        return f"{m[1]}_{m[2]}", int(m[3])
+
+
 def normalise_tap(table) -> pd.DataFrame:
     """The plan's image columns from a TAP result (astropy Table of the `SELECT` columns)."""
     df = {name: table[name] for name in table.colnames}
     uri = [(u.decode() if isinstance(u, bytes) else str(u)) for u in df["uri"]]
     relpath = [f"{spherex.IBE_ROOT}/{relative_to_root(u)}" for u in uri]
     did = [(d.decode() if isinstance(d, bytes) else str(d)) for d in df["obs_publisher_did"]]
-    parsed = [spherex.parse_did(d) for d in did]
+    parsed = [_exposure(d, r) for d, r in zip(did, relpath, strict=True)]
     polys = [parse_polygon(v) for v in df["poly"]]
     parts = [path_parts(r) for r in relpath]
     band = [str(b.decode() if isinstance(b, bytes) else b).split("-")[-1] for b in df["energy_bandpassname"]]
-    size = _floats(df["contentlength"])
+    size = _floats(df["contentlength"]) if "contentlength" in df else np.full(len(uri), np.nan)
     out = pd.DataFrame({
         "relpath": relpath,
         "obs_id": [p[0] for p in parsed],
@@ -171,6 +189,14 @@ def _floats(column) -> np.ndarray:
     values = np.asarray(getattr(column, "data", column), dtype=float)
     mask = np.ma.getmaskarray(column) if np.ma.isMaskedArray(column) else np.zeros(len(values), bool)
     return np.where(mask, np.nan, values)
+
+
+def read_images(path: str | Path) -> pd.DataFrame:
+    """An image table saved as Parquet, with the footprint corners as lists again."""
+    df = pd.read_parquet(path)
+    for col in ("poly_ra", "poly_dec"):
+        df[col] = [list(v) for v in df[col]]
+    return df
 
 
 def empty_images() -> pd.DataFrame:
@@ -211,6 +237,7 @@ class TapClient:
         #: Queries actually sent (cache hits excluded) and attempts that failed, for the record.
         self.sent = 0
         self.failures: list[str] = []
+        self._lock = threading.Lock()
 
     def cache_path(self, query: str) -> Path | None:
         """Where the result of `query` is cached (None without a cache directory)."""
@@ -223,7 +250,7 @@ class TapClient:
         """The normalised image rows of one query, from the cache or the service."""
         path = self.cache_path(query)
         if path is not None and path.exists():
-            return pd.read_parquet(path)
+            return read_images(path)
         df = normalise_tap(self._run(query))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,17 +259,21 @@ class TapClient:
             tmp.replace(path)
         return df
 
-    def query_many(self, queries: Sequence[str], *, max_concurrency: int = 4,
-                   on_done: Callable[[int], None] | None = None) -> list[pd.DataFrame | Exception]:
+    def query_many(self, queries: Sequence[str], *, max_concurrency: int = 4) -> list[pd.DataFrame | Exception]:
         """Run queries concurrently; each slot holds the DataFrame or the exception that query ended with."""
+        done = [0]
+        step = max(10, len(queries) // 10)
+
         def one(i: int) -> pd.DataFrame | Exception:
             try:
                 return self.query(queries[i])
             except Exception as exc:  # returned, so the caller can split overflowing regions
                 return exc
             finally:
-                if on_done is not None:
-                    on_done(i)
+                with self._lock:
+                    done[0] += 1
+                    if done[0] % step == 0:
+                        log.info("TAP queries: %d of %d done", done[0], len(queries))
 
         if len(queries) <= 1 or max_concurrency <= 1:
             return [one(i) for i in range(len(queries))]
@@ -257,7 +288,8 @@ class TapClient:
             attempt += 1
             wait = None
             try:
-                self.sent += 1
+                with self._lock:
+                    self.sent += 1
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DALOverflowWarning)
                     if self.mode == "async":
@@ -270,6 +302,12 @@ class TapClient:
             except DALQueryError as exc:  # the service understood the request and refused the query
                 if "overflow" in str(exc).lower():
                     raise TapOverflow(str(exc)) from exc
+                dropped = [c for c in OPTIONAL if c in query and c.split(".")[-1] in str(exc).lower()]
+                if dropped:
+                    log.warning("the TAP service rejected %s (%s): querying without it", dropped[0], exc)
+                    query = query.replace(f"{dropped[0]}, ", "")
+                    attempt -= 1
+                    continue
                 reason, retry = f"query error: {exc}", self.mode == "async"
             except DALServiceError as exc:
                 code = exc.code or 0

@@ -2,6 +2,7 @@
 
 from spxbatch.photometry.aperture import neighbourhood_halfsize
 from spxbatch.photometry.config import PhotometryConfig
+from spxbatch.photometry.measure import measure_region
 from spxbatch.photometry.positions import sky_to_parent_pixel
 from spxbatch.photometry.quality import CONDITION_BITS, good_verdict
 
@@ -9,6 +10,7 @@ __all__ = [
     "CONDITION_BITS",
     "PhotometryConfig",
     "good_verdict",
+    "measure_region",
     "neighbourhood_halfsize",
     "sky_to_parent_pixel",
 ]

@@ -82,8 +82,11 @@ class Boxes:
         return np.take(image.reshape(-1), self.flat)
 
     def centre_distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Distance from each source's exact position to its pixels' centres."""
-        return np.hypot((self.ix - x)[:, None] + self.ox[None, :], (self.iy - y)[:, None] + self.oy[None, :])
+        """Distance (float32: radii are compared, to ~1e-6 px) from each source's exact position to its
+        pixels' centres."""
+        dx = (self.ix - x).astype(np.float32)[:, None] + self.ox.astype(np.float32)[None, :]
+        dy = (self.iy - y).astype(np.float32)[:, None] + self.oy.astype(np.float32)[None, :]
+        return np.hypot(dx, dy)
 
     def nearest_distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Distance from each source's position to the nearest point of each pixel (0 inside it)."""

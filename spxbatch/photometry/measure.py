@@ -13,6 +13,7 @@ import hashlib
 import math
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sep
@@ -43,20 +44,29 @@ from spxbatch.photometry.wavelength import sample_map, wave_from_table
 from spxbatch.photometry.zodi import zodi_scale
 from spxbatch.spherex import FLAG_BITS, flag_bits_from_header, flag_mask
 
-#: Elements per gathered (sources x box pixels) array: bounds memory at ~100 MB per array.
-_CHUNK_ELEMENTS = 2_000_000
+#: Elements per gathered (sources x pixels) array: bounds memory at ~32 MB per float64 array.
+_CHUNK_ELEMENTS = 4_000_000
 #: Two catalog positions closer than this (px) are the same source (self-matching of `neighbours`).
 _SELF_TOL = 1e-3
 
 _MODELS: OrderedDict[bytes, PSFModel] = OrderedDict()
+#: id(cube array) -> (the array, its content key): held so the id cannot be reused while cached.
+_KEYS: OrderedDict[int, tuple[np.ndarray, bytes]] = OrderedDict()
 
 
 def psf_model_for(psf: PSFCube) -> PSFModel:
     """The cached PSFModel of a cube, keyed by CONTENT (the same cube ships with every exposure of a
     detector; one detector was seen shipping two cubes under one version), LRU of 8."""
-    cube = np.ascontiguousarray(psf.cube)
-    key = hashlib.blake2b(cube.view(np.uint8).reshape(-1), digest_size=16).digest()
-    key += str(psf.header.get("OVERSAMP", 10)).encode()
+    seen = _KEYS.get(id(psf.cube))
+    if seen is not None and seen[0] is psf.cube:  # the same array object again: skip hashing 5 MB
+        key = seen[1]
+    else:
+        cube = np.ascontiguousarray(psf.cube)
+        key = hashlib.blake2b(cube.view(np.uint8).reshape(-1), digest_size=16).digest()
+        key += str(psf.header.get("OVERSAMP", 10)).encode()
+        _KEYS[id(psf.cube)] = (psf.cube, key)
+        while len(_KEYS) > 64:
+            _KEYS.popitem(last=False)
     model = _MODELS.get(key)
     if model is None:
         model = PSFModel.from_cube(psf)
@@ -97,6 +107,22 @@ def _repair_variance(variance: np.ndarray, bad: np.ndarray, half: int) -> tuple[
     return var, todo
 
 
+@dataclass
+class _Context:
+    """What every crop of one measure_region call shares."""
+
+    cfg: PhotometryConfig
+    model: PSFModel | None
+    hdr: object
+    wcs: object
+    bits: dict[str, int]
+    r_max: float
+    halfsize: int
+    nbx: np.ndarray
+    nby: np.ndarray
+    r_mask: float
+
+
 def measure_region(
     region: ImageRegion,
     ra: np.ndarray,
@@ -112,6 +138,9 @@ def measure_region(
     they are masked out of each background region and decide BLENDED. `psf_model` overrides the cached
     model of region.psf. Fluxes are uJy; background and background_err are MJy/sr per pixel (after
     zodi subtraction). See quality.CONDITION_BITS for the condition word.
+
+    Sparse sources are measured on crops of the region around them (same numbers: a measurement reads
+    only its neighbourhood), so the cost follows the sources, not the region's size.
     """
     cfg = config or PhotometryConfig()
     ra = np.atleast_1d(np.asarray(ra, dtype=float))
@@ -121,6 +150,7 @@ def measure_region(
     hdr = parent_image_header(region.image_header)
     wcs = celestial_wcs(region.image_header)
     x, y = sky_to_parent_pixel(region.image_header, ra, dec, wcs=wcs)
+    bits = _flag_bits(region)
 
     out = _empty_table(n, sidx, x, y, region)
     nyp, nxp = region.parent_shape
@@ -139,27 +169,109 @@ def measure_region(
     m = np.flatnonzero(status == "ok")
     cond = out["condition"]
     cond[status != "ok"] |= _bit("NOT_MEASURED")
-    if m.size == 0:
-        out["good"] = good_verdict(out, cfg, _flag_bits(region))
-        return out
+    if m.size:
+        # PSF zone, FWHM, radius
+        model = psf_model if psf_model is not None else (
+            psf_model_for(region.psf) if region.psf is not None else None)
+        if model is not None:
+            version = str(region.primary_header.get("VERSION", "")) or None
+            zones = zone_index(model.psf.header, x[m], y[m], version=version, method=cfg.psf_zone_lookup)
+            fwhm = model.fwhm(zones)
+        else:
+            zones = np.zeros(m.size, dtype=np.int64)
+            fwhm = None
+            cond[m] |= _bit("NO_PSF")
+        radius = np.broadcast_to(aperture_radius(cfg, fwhm), m.shape).astype(float)
+        r_max = max_radius(cfg, model)
 
-    xm, ym, xlm, ylm = x[m], y[m], xl[m], yl[m]
+        # catalog neighbours: BLENDED when apertures overlap; masked out of background regions
+        if neighbours is None:
+            nbx, nby = x, y
+        else:
+            nbx, nby = sky_to_parent_pixel(region.image_header, neighbours[0], neighbours[1], wcs=wcs)
+        okn = np.isfinite(nbx) & np.isfinite(nby)
+        nbx, nby = nbx[okn], nby[okn]
+        self_count = np.zeros(m.size, dtype=np.int64)
+        if nbx.size:
+            tree = cKDTree(np.column_stack([nbx, nby]))
+            pts = np.column_stack([x[m], y[m]])
+            self_count = tree.query_ball_point(pts, _SELF_TOL, return_length=True)
+            close = tree.query_ball_point(pts, 2.0 * radius, return_length=True) - self_count
+            cond[m[close > 0]] |= _bit("BLENDED")
+        r_mask = cfg.neighbour_mask_radius if cfg.neighbour_mask_radius is not None else r_max + cfg.annulus_gap
+        ctx = _Context(cfg, model, hdr, wcs, bits, r_max, neighbourhood_halfsize(cfg, model), nbx, nby, r_mask)
+        for rows, crop in _crops(region, xl[m], yl[m], ctx.halfsize, cfg.background == "global"):
+            _measure_rows(ctx, crop, out, m[rows], zones[rows], None if fwhm is None else fwhm[rows],
+                          radius[rows], self_count[rows])
+    with np.errstate(invalid="ignore"):
+        out["detected"] = out["measured"] & (out["snr"] >= cfg.snr_threshold)
+    out["good"] = good_verdict(out, cfg, bits)
+    return out
+
+
+#: Cost model of a crop: fixed seconds per crop and seconds per pixel of the region-wide passes.
+_CROP_COST_S = 3e-3
+_PIXEL_COST_S = 3e-8
+
+
+def _crops(region: ImageRegion, xl: np.ndarray, yl: np.ndarray, halfsize: int, whole: bool):
+    """(rows, crop) pairs: the sources grouped by square tiles of the region, each with the tile grown by
+    `halfsize` (clipped to the region). The tile side minimises an estimate of the cost; the whole region
+    is one crop when that is cheapest (dense sources) or when `whole` (a global background)."""
+    ny, nx = region.shape
+    ix = np.floor(xl + 0.5).astype(np.int64)
+    iy = np.floor(yl + 0.5).astype(np.int64)
+    best_side, best_cost = 0, _CROP_COST_S + _PIXEL_COST_S * nx * ny
+    if not whole:
+        for side in (32, 64, 128, 256, 512, 1024):
+            if side >= max(nx, ny):
+                break
+            keys = np.unique((iy // side) * (nx // side + 1) + ix // side)
+            cost = keys.size * (_CROP_COST_S + _PIXEL_COST_S * (side + 2 * halfsize) ** 2)
+            if cost < best_cost:
+                best_side, best_cost = side, cost
+    if best_side == 0:
+        yield np.arange(xl.size), region
+        return
+    key = (iy // best_side) * (nx // best_side + 1) + ix // best_side
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    for rows in np.split(order, bounds):
+        tx, ty = ix[rows[0]] // best_side, iy[rows[0]] // best_side
+        x0 = max(tx * best_side - halfsize, 0)
+        y0 = max(ty * best_side - halfsize, 0)
+        x1 = min((tx + 1) * best_side + halfsize, nx)
+        y1 = min((ty + 1) * best_side + halfsize, ny)
+        yield rows, _crop(region, x0, y0, x1, y1)
+
+
+def _crop(region: ImageRegion, x0: int, y0: int, x1: int, y1: int) -> ImageRegion:
+    """The rectangle [x0, x1) x [y0, y1) of a region (region-local), as a region of the same parent."""
+
+    def cut(a):
+        return None if a is None else np.ascontiguousarray(a[y0:y1, x0:x1])
+
+    return replace(
+        region, image=cut(region.image), flags=cut(region.flags), variance=cut(region.variance),
+        zodi=cut(region.zodi), x0=region.x0 + x0, y0=region.y0 + y0, solid_angle=cut(region.solid_angle),
+        cwave=cut(region.cwave), cband=cut(region.cband),
+    )
+
+
+def _measure_rows(
+    ctx: _Context, region: ImageRegion, out: dict, m: np.ndarray, zones: np.ndarray,
+    fwhm: np.ndarray | None, radius: np.ndarray, self_count: np.ndarray,
+) -> None:
+    """Measure rows `m` of `out` (all inside `region`) and write their columns."""
+    cfg, model, r_max, halfsize, bits = ctx.cfg, ctx.model, ctx.r_max, ctx.halfsize, ctx.bits
+    cond = out["condition"]
+    status = out["status"]
+    nyp, nxp = region.parent_shape
+    ny, nx = region.shape
+    xm, ym = out["x"][m], out["y"][m]
+    xlm, ylm = xm - region.x0, ym - region.y0
     ix = np.floor(xlm + 0.5).astype(np.int64)
     iy = np.floor(ylm + 0.5).astype(np.int64)
-
-    # PSF zone, FWHM, radius
-    model = psf_model if psf_model is not None else (psf_model_for(region.psf) if region.psf is not None else None)
-    if model is not None:
-        version = str(region.primary_header.get("VERSION", "")) or None
-        zones = zone_index(model.psf.header, xm, ym, version=version, method=cfg.psf_zone_lookup)
-        fwhm = model.fwhm(zones)
-    else:
-        zones = np.zeros(m.size, dtype=np.int64)
-        fwhm = None
-        cond[m] |= _bit("NO_PSF")
-    radius = np.broadcast_to(aperture_radius(cfg, fwhm), m.shape).astype(float)
-    r_max = max_radius(cfg, model)
-    halfsize = neighbourhood_halfsize(cfg, model)
 
     # the neighbourhood must lie inside the region wherever it lies inside the frame
     lo_x = np.maximum(ix - halfsize, -region.x0)
@@ -172,7 +284,6 @@ def measure_region(
     cond[m[clipped]] |= _bit("REGION_CLIPPED")
 
     # masks and variance
-    bits = _flag_bits(region)
     flags = np.ascontiguousarray(region.flags)
     image = np.ascontiguousarray(region.image)
     zodi_plane = np.ascontiguousarray(region.zodi)
@@ -190,10 +301,10 @@ def measure_region(
     var_fixed = np.zeros(m.size, dtype=bool)
     area = np.zeros(m.size)
     var_sum = np.zeros(m.size)
-    ha = math.ceil(r_max + 1.0)
     power = 2 if cfg.error_weights == "squared" else 1
-    for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // (2 * ha + 1) ** 2)):
-        b = Boxes.around(ix[sl], iy[sl], ha, (ny, nx))
+    for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // _ring_size(r_max + 1.0))):
+        # every pixel that can touch a circle of r_max centred anywhere in pixel (ix, iy)
+        b = Boxes.ring(ix[sl], iy[sl], 0.0, r_max + 0.71, (ny, nx))
         dx = (ix[sl] - xlm[sl])[:, None] + b.ox[None, :]
         dy = (iy[sl] - ylm[sl])[:, None] + b.oy[None, :]
         r2 = radius[sl, None] ** 2
@@ -256,8 +367,7 @@ def measure_region(
 
     # local background of I - s Z, per pixel (and the star's own PSF light per background pixel)
     bkg, bkg_std, bkg_n, failed, psf_in_bkg = _background(
-        cfg, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, r_max, model, x, y,
-        neighbours, ra, dec, wcs, cond, m, tiles,
+        ctx, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, self_count, cond, m, tiles,
     )
     bkg_err = cfg.bkg_error_factor * bkg_std / np.sqrt(np.maximum(bkg_n, 1))
     if cfg.background in ("none", "global"):
@@ -291,7 +401,7 @@ def measure_region(
     if region.solid_angle is not None:
         omega = sample_map(region.solid_angle, xlm, ylm)
     else:
-        omega = wcs_pixel_solid_angle(wcs, xm, ym)
+        omega = wcs_pixel_solid_angle(ctx.wcs, xm, ym)
     conv = ujy_per_mjysr_pixel(omega)
 
     with np.errstate(invalid="ignore", divide="ignore"):  # frac 0: every aperture pixel masked
@@ -304,7 +414,7 @@ def measure_region(
     if region.cwave is not None and region.cband is not None:
         lam, dlam = sample_map(region.cwave, xlm, ylm), sample_map(region.cband, xlm, ylm)
     else:
-        lam, dlam = wave_from_table(region.wave, hdr, xm, ym)
+        lam, dlam = wave_from_table(region.wave, ctx.hdr, xm, ym)
 
     measured = ~failed & np.isfinite(flux) & np.isfinite(flux_err)
     st = status[m]
@@ -330,11 +440,6 @@ def measure_region(
     out["psf_zone"][m] = zones if model is not None else -1
     out["fwhm"][m] = fwhm if fwhm is not None else cfg.fallback_fwhm
     out["pixel_solid_angle"][m] = omega
-    with np.errstate(invalid="ignore"):
-        out["detected"] = out["measured"] & (out["snr"] >= cfg.snr_threshold)
-    out["good"] = good_verdict(out, cfg, bits)
-    return out
-
 
 def _flag_bits(region: ImageRegion) -> dict[str, int]:
     """Flag name -> bit from the FLAGS header's MP_* cards (spherex.FLAG_BITS if it has none)."""
@@ -385,8 +490,7 @@ def _empty_table(n: int, sidx: np.ndarray, x: np.ndarray, y: np.ndarray, region:
 
 
 def _neighbour_mask(
-    cfg: PhotometryConfig, shape: tuple[int, int], region: ImageRegion, nx_: np.ndarray, ny_: np.ndarray,
-    radius_mask: float,
+    shape: tuple[int, int], region: ImageRegion, nx_: np.ndarray, ny_: np.ndarray, radius_mask: float,
 ) -> np.ndarray:
     """Count image: how many catalog sources (parent positions nx_, ny_) lie within radius_mask of each
     region pixel centre."""
@@ -398,19 +502,19 @@ def _neighbour_mask(
     xl, yl = xl[near], yl[near]
     count = np.zeros(ny * nx, dtype=np.int32)
     for sl in chunks(xl.size, max(1, _CHUNK_ELEMENTS // (2 * h + 1) ** 2)):
-        b = Boxes.around(np.floor(xl[sl] + 0.5).astype(np.int64), np.floor(yl[sl] + 0.5).astype(np.int64),
-                         h, shape)
+        b = Boxes.ring(np.floor(xl[sl] + 0.5).astype(np.int64), np.floor(yl[sl] + 0.5).astype(np.int64),
+                       0.0, radius_mask, shape)
         sel = b.inside & (b.centre_distance(xl[sl], yl[sl]) < radius_mask)
         count += np.bincount(b.flat[sel], minlength=ny * nx).astype(np.int32)
     return count.reshape(shape)
 
 
 def _background(
-    cfg, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, r_max, model, x, y,
-    neighbours, ra, dec, wcs, cond, m, tiles,
+    ctx, region, image, zodi_plane, bad, avoid, scale, xlm, ylm, ix, iy, radius, self_count, cond, m, tiles,
 ):
     """(level, std, n, failed, psf) of the local background of I - s Z per measured source; psf is the
-    statistic of the star's own normalised PSF light over the same background pixels (from `tiles`)."""
+    mean of the star's own normalised PSF light over the same background pixels (from `tiles`)."""
+    cfg, r_max, r_mask = ctx.cfg, ctx.r_max, ctx.r_mask
     k = xlm.size
     psf_in_bkg = np.zeros(k)
     if cfg.background == "none":
@@ -424,19 +528,7 @@ def _background(
         err = sample_map(rms, xlm, ylm) / cfg.global_mesh
         return level, err, np.ones(k, dtype=np.int64), ~np.isfinite(level), psf_in_bkg
 
-    # catalog neighbours: masked out of the background, and BLENDED when apertures overlap
-    if neighbours is None:
-        nbx, nby = x, y
-    else:
-        nbx, nby = sky_to_parent_pixel(region.image_header, neighbours[0], neighbours[1], wcs=wcs)
-    r_mask = cfg.neighbour_mask_radius if cfg.neighbour_mask_radius is not None else r_max + cfg.annulus_gap
-    okn = np.isfinite(nbx) & np.isfinite(nby)
-    tree = cKDTree(np.column_stack([nbx[okn], nby[okn]]))
-    pts = np.column_stack([xlm + region.x0, ylm + region.y0])
-    self_count = tree.query_ball_point(pts, _SELF_TOL, return_length=True)
-    close = tree.query_ball_point(pts, 2.0 * radius, return_length=True) - self_count
-    cond[m[close > 0]] |= np.int64(1) << np.int64(CONDITION_BITS["BLENDED"])
-    count = _neighbour_mask(cfg, image.shape, region, nbx[okn], nby[okn], r_mask)
+    count = _neighbour_mask(image.shape, region, ctx.nbx, ctx.nby, r_mask)
     # pixel code: 2 = usable, 1 = usable unless another source's disk (count 1: maybe our own), 0 = not
     code = np.where(bad | (count > 1), 0, np.where(count == 1, 1, 2)).astype(np.int8)
     if avoid is not None:

@@ -37,10 +37,26 @@ def psf_labels_swapped(version: str | None) -> bool:
 
 def zone_centres(header, swapped: bool) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) centres (0-based parent pixels) of each plane, labels corrected for the erratum."""
-    n = int(header.get("NAXIS3", 0)) or sum(1 for k in header if k.startswith("XCTR_"))
-    xc = np.array([float(header[f"XCTR_{k}"]) for k in range(1, n + 1)])
-    yc = np.array([float(header[f"YCTR_{k}"]) for k in range(1, n + 1)])
+    xc, yc = _header_centres(header)
     return (yc, xc) if swapped else (xc, yc)
+
+
+_CENTRES: dict[int, tuple[object, np.ndarray, np.ndarray]] = {}
+
+
+def _header_centres(header) -> tuple[np.ndarray, np.ndarray]:
+    """The XCTR_k and YCTR_k values as labelled (cached per header object: reading 242 cards is slow)."""
+    hit = _CENTRES.get(id(header))
+    if hit is not None and hit[0] is header:
+        return hit[1], hit[2]
+    cards = {k: v for k, v in header.items() if k.startswith(("XCTR_", "YCTR_"))}
+    n = int(header.get("NAXIS3", 0)) or sum(1 for k in cards if k.startswith("XCTR_"))
+    xc = np.array([float(cards[f"XCTR_{k}"]) for k in range(1, n + 1)])
+    yc = np.array([float(cards[f"YCTR_{k}"]) for k in range(1, n + 1)])
+    if len(_CENTRES) > 64:
+        _CENTRES.clear()
+    _CENTRES[id(header)] = (header, xc, yc)
+    return xc, yc
 
 
 def zone_index(
@@ -73,6 +89,24 @@ def _nearest_sorted(centres: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.zeros(v.shape, dtype=np.int64)
     mids = 0.5 * (centres[1:] + centres[:-1])
     return np.searchsorted(mids, v, side="left").astype(np.int64)
+
+
+def _low_rank(plane: np.ndarray, rtol: float, rank: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SVD of a nearly low-rank plane by a randomized range finder (two power iterations; ~1 ms where
+    LAPACK's full SVD takes 3-90 ms depending on thread contention); the full SVD when the plane's
+    residual after `rank` terms exceeds rtol."""
+    omega = np.random.default_rng(0).standard_normal((plane.shape[1], rank))
+    y = plane @ omega
+    for _ in range(2):
+        y = plane @ (plane.T @ y)
+    q, _ = np.linalg.qr(y)
+    ub, sv, vt = np.linalg.svd(q.T @ plane, full_matrices=False)
+    u = q @ ub
+    keep = sv > rtol * sv[0]
+    resid = plane - (u[:, keep] * sv[keep]) @ vt[keep]
+    if np.abs(resid).max() > rtol * np.abs(plane).max():
+        return np.linalg.svd(plane)
+    return u, sv, vt
 
 
 @lru_cache(maxsize=4)
@@ -116,7 +150,7 @@ class PSFModel:
     #: singular values below this fraction of the largest are dropped (plane error ~ this).
     svd_rtol: float = 1e-7
     _fwhm: dict[int, float] = field(default_factory=dict)
-    _svd: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _svd: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def from_cube(cls, psf: PSFCube) -> PSFModel:
@@ -146,48 +180,55 @@ class PSFModel:
         n = self.psf.cube.shape[1]
         return int(np.ceil((n / 2) / self.oversamp + 0.5))
 
-    def _separable(self, zone: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cumulative sums (K, n+1) of s_k u_k (rows, y) and v_k (columns, x) of a normalised plane."""
-        if zone not in self._svd:
-            plane = np.asarray(self.psf.cube[zone], dtype=float)
-            plane = plane / plane.sum()
-            u, sv, vt = np.linalg.svd(plane)
-            k = max(1, int(np.sum(sv > self.svd_rtol * sv[0])))
-            cu = np.concatenate([np.zeros((k, 1)), np.cumsum((u[:, :k] * sv[:k]).T, axis=1)], axis=1)
-            cv = np.concatenate([np.zeros((k, 1)), np.cumsum(vt[:k], axis=1)], axis=1)
-            self._svd[zone] = (cu, cv)
-        return self._svd[zone]
+    def _separable(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cumulative sums (Z, K, n+1) of s_k u_k (rows, y) and v_k (columns, x) of every normalised
+        plane, K the largest rank kept over the zones (zero-padded): computed once per cube."""
+        if "all" not in self._svd:
+            cus, cvs = [], []
+            for zone in range(self.nzones):
+                plane = np.asarray(self.psf.cube[zone], dtype=float)
+                plane = plane / plane.sum()
+                u, sv, vt = _low_rank(plane, self.svd_rtol)
+                k = max(1, int(np.sum(sv > self.svd_rtol * sv[0])))
+                cus.append(np.cumsum((u[:, :k] * sv[:k]).T, axis=1))
+                cvs.append(np.cumsum(vt[:k], axis=1))
+            kmax = max(c.shape[0] for c in cus)
+            n = self.psf.cube.shape[1]
+            cu = np.zeros((self.nzones, kmax, n + 1))
+            cv = np.zeros((self.nzones, kmax, n + 1))
+            for z, (a, b) in enumerate(zip(cus, cvs, strict=True)):
+                cu[z, : a.shape[0], 1:] = a
+                cv[z, : b.shape[0], 1:] = b
+            self._svd["all"] = (cu, cv)
+        return self._svd["all"]
 
-    def _edge_integrals(self, cum: np.ndarray, phase: np.ndarray, mh: int) -> np.ndarray:
+    def _edge_integrals(self, cum: np.ndarray, zones: np.ndarray, phase: np.ndarray, mh: int) -> np.ndarray:
         """Integrals (N, K, 2mh+1) over native pixels m = -mh..mh (centred at integers) of the cumulative
-        profiles `cum` (K, n+1), for stars at sub-pixel `phase` from pixel 0's centre."""
-        n = cum.shape[1] - 1
+        profiles cum[zone] (Z, K, n+1), for stars at sub-pixel `phase` from pixel 0's centre."""
+        n = cum.shape[2] - 1
         c = (n - 1) / 2.0
         o = self.oversamp
         m = np.arange(-mh, mh + 2) - 0.5
         u = np.clip((m[None, :] - phase[:, None]) * o + c + 0.5, 0.0, float(n))  # fine-cell units
         i0 = np.minimum(np.floor(u).astype(np.int64), n - 1)
-        t = u - i0
+        t = (u - i0)[:, None, :]
         # cubic (4-point Lagrange) interpolation of the cumulative, exact at cell edges
         w = (-t * (t - 1) * (t - 2) / 6, (t + 1) * (t - 1) * (t - 2) / 2,
              -(t + 1) * t * (t - 2) / 2, (t + 1) * t * (t - 1) / 6)
-        val = sum(cum[:, np.clip(i0 + j - 1, 0, n)] * w[j] for j in range(4))  # (K, N, 2mh+2)
-        return np.diff(val, axis=2).transpose(1, 0, 2)
+        zz = zones[:, None, None]
+        kk = np.arange(cum.shape[1])[None, :, None]
+        val = sum(cum[zz, kk, np.clip(i0 + j - 1, 0, n)[:, None, :]] * w[j] for j in range(4))  # (N, K, E)
+        return np.diff(val, axis=2)
 
     def tiles(self, zones: np.ndarray, phase_x: np.ndarray, phase_y: np.ndarray, mh: int) -> np.ndarray:
         """Each star's light binned onto native pixels around its nearest pixel: (N, 2mh+1, 2mh+1), the
         star at tile position (mh + phase_x, mh + phase_y), normalised to a total of 1 over the plane."""
-        zones = np.asarray(zones, dtype=int)
-        t = 2 * mh + 1
-        out = np.empty((zones.size, t, t))
-        for z in np.unique(zones):
-            sel = np.flatnonzero(zones == z)
-            cu, cv = self._separable(int(z))
-            gy = self._edge_integrals(cu, np.asarray(phase_y)[sel], mh)
-            gx = self._edge_integrals(cv, np.asarray(phase_x)[sel], mh)
-            # explicit sum over k (not einsum/BLAS): the same bits whatever the batch size
-            out[sel] = (gy[:, :, :, None] * gx[:, :, None, :]).sum(axis=1)
-        return out
+        zones = np.asarray(zones, dtype=np.int64)
+        cu, cv = self._separable()
+        gy = self._edge_integrals(cu, zones, np.asarray(phase_y, dtype=float), mh)
+        gx = self._edge_integrals(cv, zones, np.asarray(phase_x, dtype=float), mh)
+        # explicit sum over k (not einsum/BLAS): the same bits whatever the batch size
+        return (gy[:, :, :, None] * gx[:, :, None, :]).sum(axis=1)
 
     def aperture_fractions(
         self, tiles: np.ndarray, phase_x: np.ndarray, phase_y: np.ndarray, radius: np.ndarray,

@@ -1,15 +1,16 @@
 """Per-source zodi scale: s = sum(w I Z) / sum(w Z^2), w = 1/var, over the qualifying pixels of a FIXED
 box around the source (SPXQuery fits whatever array it was given, so its s depends on the cutout).
 
-The per-pixel products are quantised to integers (2^-24 steps) and summed through an exact int64
-summed-area table: O(1) per source, and the same sums bit for bit whatever region holds the box.
+The per-pixel products are quantised to integers (2^-24 steps) and summed exactly (int64): through a
+summed-area table for dense sources (O(1) per source) or over gathered boxes for sparse ones. Integer
+sums are exact, so both give the same bits, whatever region holds the box.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from spxbatch.photometry.gather import exact_box_sums
+from spxbatch.photometry.gather import Boxes, chunks, exact_box_sums
 
 _Q = 2.0**24
 _QMAX = 2.0**38
@@ -39,11 +40,25 @@ def zodi_scale(
     `n_in_frame` is the number of box pixels inside the parent frame: the fraction of qualifying pixels
     is counted against it, so a region edge that is not the frame's edge does not look like bad data.
     """
-    w = np.where(qualifies, weight, 0.0)
-    z = np.where(qualifies, zodi.astype(float), 0.0)
-    num = exact_box_sums(_quantised(w * image * z), ix, iy, half) / _Q
-    den = exact_box_sums(_quantised(w * z * z), ix, iy, half) / _Q
-    nq = exact_box_sums(qualifies.astype(np.int64), ix, iy, half)
+    side = 2 * half + 1
+    if ix.size * side * side < image.size:  # sparse sources: sum the gathered boxes (same integers)
+        num = np.empty(ix.size)
+        den = np.empty(ix.size)
+        nq = np.empty(ix.size, dtype=np.int64)
+        for sl in chunks(ix.size, max(1, 4_000_000 // (side * side))):
+            b = Boxes.around(ix[sl], iy[sl], half, image.shape)
+            q = b.inside & b.take(qualifies)
+            w = np.where(q, b.take(weight), 0.0)
+            z = np.where(q, b.take(zodi).astype(float), 0.0)
+            num[sl] = _quantised(w * b.take(image) * z).sum(axis=1) / _Q
+            den[sl] = _quantised(w * z * z).sum(axis=1) / _Q
+            nq[sl] = q.sum(axis=1)
+    else:
+        w = np.where(qualifies, weight, 0.0)
+        z = np.where(qualifies, zodi.astype(float), 0.0)
+        num = exact_box_sums(_quantised(w * image * z), ix, iy, half) / _Q
+        den = exact_box_sums(_quantised(w * z * z), ix, iy, half) / _Q
+        nq = exact_box_sums(qualifies.astype(np.int64), ix, iy, half)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = num / den
     ok = (nq >= min_fraction * np.maximum(n_in_frame, 1)) & np.isfinite(s) & (s > min_scale) & (s <= max_scale)

@@ -1,0 +1,84 @@
+"""Photometry throughput: measurements per second per core of measure_region on a 2040 x 2040 image.
+
+For 10, 1000 and 100000 sources and each background method, the median of a few repeats, next to two
+baselines on the same image and positions: plain sep.sum_circle (exact overlap, no extras) and
+sep.sum_circle with its (mean) annulus. One process, one thread: SEP holds the GIL, the pipeline scales
+with processes.
+
+    /work/venv/bin/python benchmarks/photometry_speed.py [--repeats 3] [--sizes 10,1000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import sep  # noqa: E402
+
+from spxbatch.photometry import PhotometryConfig, measure_region  # noqa: E402
+from spxbatch.photometry.positions import celestial_wcs  # noqa: E402
+from spxbatch.photometry.synthetic import make_region  # noqa: E402
+
+NPIX = 2040
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", default="10,1000,100000")
+    ap.add_argument("--methods", default="annulus,window,global,none")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    methods = args.methods.split(",")
+
+    rng = np.random.default_rng(0)
+    n_max = max(sizes)
+    x = rng.uniform(3, NPIX - 4, n_max)
+    y = rng.uniform(3, NPIX - 4, n_max)
+    n_stars = min(n_max, 20000)
+    t0 = time.perf_counter()
+    region, _, _ = make_region(NPIX, x[:n_stars], y[:n_stars], 10 ** rng.uniform(-1, 2, n_stars), noise=True,
+                               sky=0.3, zodi=0.25)
+    ra, dec = celestial_wcs(region.image_header).all_pix2world(x, y, 0)
+    print(f"synthetic {NPIX}x{NPIX} image with {n_stars} stars built in {time.perf_counter() - t0:.1f} s")
+    img = region.image
+    var = region.variance
+
+    rows = []
+    for n in sizes:
+        reps = args.repeats if n <= 1000 else max(1, args.repeats)
+        t = timed(lambda n=n: sep.sum_circle(img, x[:n], y[:n], 2.5, var=var, subpix=0), reps)
+        rows.append((n, "sep.sum_circle (baseline)", t))
+        t = timed(lambda n=n: sep.sum_circle(img, x[:n], y[:n], 2.5, var=var, bkgann=(3.9, 5.9), subpix=0), reps)
+        rows.append((n, "sep.sum_circle + bkgann", t))
+        for method in methods:
+            cfg = PhotometryConfig(background=method)
+            t = timed(lambda n=n, cfg=cfg: measure_region(region, ra[:n], dec[:n], cfg), reps)
+            rows.append((n, f"measure_region {method}", t))
+        for n_, name, t in rows[-(2 + len(methods)):]:
+            print(f"{n_:>8d}  {name:<28s} {t:9.4f} s  {n_ / t:12,.0f} meas/s")
+    print()
+    print("| sources | method | s (median) | measurements/s/core |")
+    print("|---:|---|---:|---:|")
+    for n, name, t in rows:
+        print(f"| {n} | {name} | {t:.4f} | {n / t:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
