@@ -110,6 +110,9 @@ def write_l2(
         ]
     )
     # CHECKSUM/DATASUM as FITS pipelines write them: a PSF cube that differs under the same version then
-    # differs in its header too, so readers can cache PSFs by content without reading every cube.
-    hdul.writeto(path, overwrite=True, checksum=True)
+    # differs in its header too, so readers can cache PSFs by content without reading every cube. A fixed
+    # comment instead of astropy's timestamp keeps the bytes a function of the seed alone.
+    for hdu in hdul:
+        hdu.add_checksum(when="data unit checksum")
+    hdul.writeto(path, overwrite=True)
     return path.stat().st_size
