@@ -134,4 +134,17 @@ def dask_client(cfg: ClusterConfig) -> Iterator[Client]:
             client.close()
     finally:
         if cluster is not None:
-            cluster.close()
+            _close(cluster, batch=bool(cfg.kind) and not cfg.scheduler)
+
+
+def _close(cluster, batch: bool) -> None:
+    """Close the cluster; batch jobs are cancelled with Ctrl-C held off meanwhile (a second, impatient
+    Ctrl-C would otherwise abort the cancelling and leave the jobs queued until their walltime)."""
+    if not batch or threading.current_thread() is not threading.main_thread():
+        cluster.close()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cluster.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -40,9 +40,11 @@ def slurm(tmp_path_factory):
         pytest.skip(reason)
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=2)
     with pytest.MonkeyPatch.context() as mp, cluster:
+        daemons = list(cluster.procs.values())
+        assert len(daemons) == 3  # munged, slurmctld, slurmd
         mp.setenv("SLURM_CONF", str(cluster.conf))
         yield cluster
-    assert all(p.poll() is not None for p in cluster.procs.values())
+    assert all(p.poll() is not None for p in daemons)  # stopped at teardown
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +127,16 @@ def test_two_worker_jobs_cube_equals_local(slurm, sim_archive, server, local_cub
     assert len(logs) == 2 and all("Start worker at" in p.read_text() for p in logs)
 
 
+def test_adaptive_run_from_zero_jobs_cube_equals_local(slurm, sim_archive, server, local_cube, tmp_path):
+    """`--jobs 0:2`: no job until there is work (the reachability probe asks for the first), none after."""
+    out = tmp_path / "adaptive.zarr"
+    with QueueWatcher(slurm) as watch:
+        run(sim_archive.catalog, out, archive=server.url, progress=False, cluster=slurm_config(tmp_path, "0:2"))
+    assert watch.max_running >= 1, watch.history
+    assert wait_until(lambda: slurm.jobs() == [], 20), slurm.jobs()
+    assert_cubes_equal(local_cube, open_cube(out).load())
+
+
 def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "spxbatch.cli", *args], cwd=cwd, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -162,21 +174,27 @@ def test_adaptive_jobs_grow_while_work_is_queued_then_shrink(slurm, tmp_path):
     assert wait_until(lambda: slurm.jobs() == [], 20), slurm.jobs()
 
 
-def test_ctrl_c_cancels_worker_jobs(slurm, sim_archive, tmp_path):
-    """SIGINT to the CLI's process group (what Ctrl-C does) mid-run: exit 130 and an empty queue."""
-    config = tmp_path / "run.toml"
+@pytest.mark.parametrize("interrupts", [1, 3])
+def test_ctrl_c_cancels_worker_jobs(slurm, sim_archive, tmp_path, interrupts):
+    """SIGINT to the CLI's process group (what Ctrl-C does) mid-run: exit 130 and an empty queue; an impatient
+    user's repeated Ctrl-C (50 ms apart, landing while the jobs are being cancelled) leaves no job either."""
+    config = tmp_path / "run.toml"  # the cluster options from a config file this time
     config.write_text('[cluster]\nkind = "slurm"\njobs = "1:2"\n'
                       + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in JOB_OPTIONS.items()))
     parts = tmp_path / "int.run" / "parts"
-    with serve_archive(sim_archive.root, latency=0.5) as srv:
+    with serve_archive(sim_archive.root, latency=0.25) as srv:
         proc = _cli([str(sim_archive.catalog), "-o", str(tmp_path / "int.zarr"), "--archive", srv.url,
                      "--config", str(config), "--no-progress", "--images-per-task", "1"], cwd=tmp_path)
         started = wait_until(lambda: slurm.running_jobs() and any(parts.glob("img_*.parquet")), 120)
         assert started and proc.poll() is None, proc.communicate()[0] if proc.poll() is not None else ""
-        os.killpg(proc.pid, signal.SIGINT)
+        for _ in range(interrupts):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                time.sleep(0.05)
         text, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, text
     assert "interrupted" in text
+    if interrupts == 1:
+        assert proc.returncode == 130, text
     assert wait_until(lambda: slurm.jobs() == [], 20), slurm.jobs()
 
 
