@@ -370,3 +370,14 @@ def test_zodi_scale_gather_and_summed_area_paths_agree():
     sparse = zodi_scale(*args, ix, iy, 10, np.full(5, 441), 0.5, 0.0, 10.0)
     dense = zodi_scale(*args, np.repeat(ix, 100), np.repeat(iy, 100), 10, np.full(500, 441), 0.5, 0.0, 10.0)
     np.testing.assert_array_equal(np.repeat(sparse[0], 100), dense[0])
+
+
+def test_empty_inputs_and_all_nan_variance():
+    region, ra, dec = make_region(64, np.array([30.2]), np.array([31.7]), np.array([5.0]), noise=True)
+    out = measure_region(region, np.array([]), np.array([]), PhotometryConfig())
+    assert all(len(v) == 0 for v in out.values())
+    out = measure_region(region, ra, dec, PhotometryConfig(), neighbours=(np.array([]), np.array([])))
+    assert out["measured"][0]
+    region.variance[:] = np.nan  # no usable variance at all: masked everywhere, nothing measured, no crash
+    out = measure_region(region, ra, dec, PhotometryConfig())
+    assert not out["measured"][0] and out["condition"][0] & bit("BAD_PIXEL")

@@ -67,16 +67,6 @@ class Boxes:
         keep = (d >= r_lo - _MAX_PHASE) & (d <= r_hi + _MAX_PHASE)
         return cls.from_offsets(ix, iy, ox[keep], oy[keep], shape)
 
-    @property
-    def px(self) -> np.ndarray:
-        """Region-local x of every pixel (N, M) (may be outside the region)."""
-        return self.ix[:, None] + self.ox[None, :]
-
-    @property
-    def py(self) -> np.ndarray:
-        """Region-local y of every pixel (N, M)."""
-        return self.iy[:, None] + self.oy[None, :]
-
     def take(self, image: np.ndarray) -> np.ndarray:
         """Values of `image` at the pixels (garbage where not inside: combine with `inside`)."""
         return np.take(image.reshape(-1), self.flat)
@@ -87,19 +77,6 @@ class Boxes:
         dx = (self.ix - x).astype(np.float32)[:, None] + self.ox.astype(np.float32)[None, :]
         dy = (self.iy - y).astype(np.float32)[:, None] + self.oy.astype(np.float32)[None, :]
         return np.hypot(dx, dy)
-
-    def nearest_distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Distance from each source's position to the nearest point of each pixel (0 inside it)."""
-        dx = np.maximum(np.abs((self.ix - x)[:, None] + self.ox[None, :]) - 0.5, 0.0)
-        dy = np.maximum(np.abs((self.iy - y)[:, None] + self.oy[None, :]) - 0.5, 0.0)
-        return np.hypot(dx, dy)
-
-    def outside_frame(self, x0: int, y0: int, parent_shape: tuple[int, int]) -> np.ndarray:
-        """(N, M) True where the pixel lies outside the parent frame (region origin x0, y0)."""
-        nyp, nxp = parent_shape
-        px = self.px + x0
-        py = self.py + y0
-        return (px < 0) | (px >= nxp) | (py < 0) | (py >= nyp)
 
 
 def chunks(n: int, size: int):
@@ -115,7 +92,8 @@ def exact_box_sums(values: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int
     ny, nx = values.shape
     sat = np.zeros((ny + 1, nx + 1), dtype=np.int64)
     with np.errstate(over="ignore"):
-        np.cumsum(np.cumsum(values.astype(np.int64), axis=0), axis=1, out=sat[1:, 1:])
+        # column sums first, then rows through the transpose (cumsum along a contiguous axis is slow)
+        np.cumsum(np.cumsum(values.astype(np.int64), axis=0).T, axis=0, out=sat.T[1:, 1:])
         x0 = np.clip(ix - half, 0, nx)
         x1 = np.clip(ix + half + 1, 0, nx)
         y0 = np.clip(iy - half, 0, ny)

@@ -99,11 +99,12 @@ def _repair_variance(variance: np.ndarray, bad: np.ndarray, half: int) -> tuple[
     if not np.any(todo):
         return var, todo
     iy, ix = np.nonzero(todo)
-    boxes = Boxes.around(ix, iy, half, var.shape)
-    vals = np.where(boxes.inside & boxes.take(ok), boxes.take(var), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN box: NaN, the pixel gets masked
-        var[iy, ix] = np.nanmedian(vals, axis=1)
+    for sl in chunks(ix.size, max(1, _CHUNK_ELEMENTS // (2 * half + 1) ** 2)):
+        boxes = Boxes.around(ix[sl], iy[sl], half, var.shape)
+        vals = np.where(boxes.inside & boxes.take(ok), boxes.take(var), np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN box: NaN, the pixel gets masked
+            var[iy[sl], ix[sl]] = np.nanmedian(vals, axis=1)
     return var, todo
 
 
@@ -287,12 +288,12 @@ def _measure_rows(
     flags = np.ascontiguousarray(region.flags)
     image = np.ascontiguousarray(region.image)
     zodi_plane = np.ascontiguousarray(region.zodi)
-    bad = ((flags & flag_mask(cfg.bad_flags, bits)) != 0) | ~np.isfinite(image)
+    bad = ((flags & _known_mask(cfg.bad_flags, bits)) != 0) | ~np.isfinite(image)
     if cfg.zodi != "none":
         bad |= ~np.isfinite(zodi_plane)
     var, repaired = _repair_variance(region.variance, bad, cfg.variance_repair_halfsize)
     bad |= ~np.isfinite(var)
-    avoid = (flags & flag_mask(cfg.background_avoid_flags, bits)) != 0 if cfg.background_avoid_flags else None
+    avoid = (flags & _known_mask(cfg.background_avoid_flags, bits)) != 0 if cfg.background_avoid_flags else None
 
     # aperture footprint: exact pixel weights w -> area and sum(w^2 var) of the unmasked pixels, flags OR,
     # masked pixels, repaired variance
@@ -305,15 +306,20 @@ def _measure_rows(
     for sl in chunks(m.size, max(1, _CHUNK_ELEMENTS // _ring_size(r_max + 1.0))):
         # every pixel that can touch a circle of r_max centred anywhere in pixel (ix, iy)
         b = Boxes.ring(ix[sl], iy[sl], 0.0, r_max + 0.71, (ny, nx))
-        dx = (ix[sl] - xlm[sl])[:, None] + b.ox[None, :]
-        dy = (iy[sl] - ylm[sl])[:, None] + b.oy[None, :]
-        r2 = radius[sl, None] ** 2
-        near2 = np.maximum(np.abs(dx) - 0.5, 0.0) ** 2 + np.maximum(np.abs(dy) - 0.5, 0.0) ** 2
-        far2 = (np.abs(dx) + 0.5) ** 2 + (np.abs(dy) + 0.5) ** 2
+        # classify in float32 (touching / wholly inside), exact overlaps in float64 for the edge pixels
+        cx = (ix[sl] - xlm[sl]).astype(np.float32)
+        cy = (iy[sl] - ylm[sl]).astype(np.float32)
+        adx = np.abs(cx[:, None] + b.ox.astype(np.float32)[None, :])
+        ady = np.abs(cy[:, None] + b.oy.astype(np.float32)[None, :])
+        r2 = (radius[sl, None] ** 2).astype(np.float32)
+        near2 = np.maximum(adx - 0.5, 0) ** 2 + np.maximum(ady - 0.5, 0) ** 2
         pin = (near2 < r2) & b.inside
         w = pin.astype(float)
-        edge = pin & (far2 > r2)
-        w[edge] = circle_pixel_overlap(dx[edge], dy[edge], np.broadcast_to(radius[sl, None], dx.shape)[edge])
+        edge = pin & ((adx + 0.5) ** 2 + (ady + 0.5) ** 2 > r2)
+        er, ec = np.nonzero(edge)
+        rows = er + sl.start
+        w[edge] = circle_pixel_overlap((ix[rows] - xlm[rows]) + b.ox[ec], (iy[rows] - ylm[rows]) + b.oy[ec],
+                                       radius[rows])
         badb = b.take(bad)
         flags_or[sl] = np.bitwise_or.reduce(np.where(pin, b.take(flags), 0), axis=1)
         has_masked[sl] = np.any(pin & badb, axis=1)
@@ -441,6 +447,11 @@ def _measure_rows(
     out["fwhm"][m] = fwhm if fwhm is not None else cfg.fallback_fwhm
     out["pixel_solid_angle"][m] = omega
 
+def _known_mask(names: tuple[str, ...], bits: dict[str, int]) -> int:
+    """Mask of the flag names this file defines (a file without a name's MP_ card cannot set it)."""
+    return flag_mask([n for n in names if n in bits], bits)
+
+
 def _flag_bits(region: ImageRegion) -> dict[str, int]:
     """Flag name -> bit from the FLAGS header's MP_* cards (spherex.FLAG_BITS if it has none)."""
     bits = flag_bits_from_header(region.flags_header)
@@ -485,7 +496,7 @@ def _empty_table(n: int, sidx: np.ndarray, x: np.ndarray, y: np.ndarray, region:
         "psf_zone": np.full(n, -1, dtype=np.int16),
         "fwhm": nan.copy(),
         "pixel_solid_angle": nan.copy(),
-        "status": np.full(n, "ok", dtype=object),
+        "status": np.full(n, "ok", dtype="<U14"),
     }
 
 

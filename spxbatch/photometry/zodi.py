@@ -17,9 +17,12 @@ _QMAX = 2.0**38
 
 
 def _quantised(v: np.ndarray) -> np.ndarray:
-    """Fixed-point int64 image of v (non-finite -> 0, clipped to +-2^38)."""
-    v = np.where(np.isfinite(v), v, 0.0)
-    return np.rint(np.clip(v, -_QMAX, _QMAX) * _Q).astype(np.int64)
+    """Fixed-point int64 image of v (non-finite -> 0, clipped to +-2^38); v is overwritten."""
+    np.nan_to_num(v, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.clip(v, -_QMAX, _QMAX, out=v)
+    v *= _Q
+    np.rint(v, out=v)
+    return v.astype(np.int64)
 
 
 def zodi_scale(
