@@ -48,10 +48,10 @@ def new_source_figure() -> Figure:
     Fixed axes rather than constrained layout: layout solving dominates the cost of a figure, and batch
     plotting redraws one figure per source."""
     fig = plt.figure(figsize=(10, 8))
-    fig.add_axes((0.08, 0.55, 0.78, 0.37))
-    fig.add_axes((0.88, 0.55, 0.02, 0.37))
-    fig.add_axes((0.08, 0.07, 0.78, 0.37))
-    fig.add_axes((0.88, 0.07, 0.02, 0.37))
+    fig.add_axes((0.11, 0.55, 0.74, 0.37))
+    fig.add_axes((0.87, 0.55, 0.02, 0.37))
+    fig.add_axes((0.11, 0.07, 0.74, 0.37))
+    fig.add_axes((0.87, 0.07, 0.02, 0.37))
     return fig
 
 
@@ -102,6 +102,9 @@ def draw_source(fig: Figure, ds: xr.Dataset, name: str, magnitude: bool = False,
     if magnitude:
         ax_s.invert_yaxis()
         ax_t.invert_yaxis()
+    elif g.any() and y[g].min() > 0 and y[g].max() > 10 * y[g].min():
+        ax_s.set_yscale("log")  # a spectrum over 0.75-5 um spans decades: a linear axis flattens it
+        ax_t.set_yscale("log")
     ra, dec = float(src["ra"]), float(src["dec"])
     fig.suptitle(f"{name}  (RA {ra:.5f}, Dec {dec:+.5f})  {int(g.sum())} good of {flux.size} measurements")
     return fig
