@@ -1,4 +1,4 @@
-"""`spxbatch CATALOG [options]` and the subcommands demo, status, plot, export and sim.
+"""`spxbatch CATALOG [options]` and the subcommands demo, stage, status, plot, export and sim.
 
 Exit codes: 0 success; 1 the run finished but some images failed (recorded in the cube); 2 bad input
 (catalog, options, config file); 3 a stage asked for before the stages it needs; 4 the archive cannot be
@@ -60,7 +60,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "(`spxbatch --help-photometry` lists them all with their defaults)")
     g = p.add_argument_group("execution")
     g.add_argument("--config", help="a TOML or YAML file of options (flags override it)")
-    g.add_argument("--stages", help="comma-separated subset of plan,measure,assemble (default all)")
+    g.add_argument("--stages", help="comma-separated subset of plan,stage,measure,assemble (default "
+                   "plan,measure,assemble; 'stage' copies the data into --mirror; once staged, measure reads "
+                   "the mirror with no network)")
     g.add_argument("--workers", type=int, help="local worker processes (default one per core)")
     g.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
     g.add_argument("--cluster", choices=["slurm", "pbs"], help="start workers as batch jobs (dask-jobqueue)")
@@ -105,9 +107,26 @@ def _make_config(args: argparse.Namespace):
 
 
 def _stages(args: argparse.Namespace) -> tuple[str, ...]:
-    from .rundir import STAGES
+    from .rundir import DEFAULT_STAGES
 
-    return tuple(s.strip() for s in args.stages.split(",")) if args.stages else STAGES
+    return tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else DEFAULT_STAGES
+
+
+def _staged_report(pipeline, cfg) -> int:
+    """After the 'stage' stage: where the mirror is, what failed, and how to measure from it offline."""
+    import shlex
+
+    record = pipeline.rundir.read_json("stage.json") or {}
+    failures = record.get("failures", [])
+    print(f"Mirror: {record.get('mirror')} ({'complete' if not failures else f'{len(failures)} failed'})")
+    for reason in failures[:5]:
+        print(f"  failed: {reason}")
+    if failures:
+        print("Rerun the same command to fetch what is missing.")
+        return EXIT_FAILURES
+    print("Measure from it (no network needed; the run directory remembers the mirror):")
+    print("  " + shlex.join(["spxbatch", str(cfg.catalog), "-o", str(cfg.output), "--stages", "measure,assemble"]))
+    return EXIT_OK
 
 
 def _report(ds, cfg) -> int:
@@ -129,11 +148,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
     cfg = _make_config(args)
-    ds = Pipeline(cfg).run(_stages(args))
+    pipeline = Pipeline(cfg)
+    ds = pipeline.run(_stages(args), mirror=args.mirror)
+    code = _staged_report(pipeline, cfg) if "stage" in _stages(args) else EXIT_OK
     if ds is None:
         print(f"Stages {','.join(_stages(args))} done; run directory: {cfg.run_dir}")
-        return EXIT_OK
-    return _report(ds, cfg)
+        return code
+    return max(code, _report(ds, cfg))
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Plan, then write exactly the data the plan needs into MIRROR_DIR (IRSA's layout, a manifest)."""
+    from .pipeline import Pipeline
+
+    mirror = args.output
+    args.output = args.cube  # the run directory is the one the later measuring run uses
+    cfg = _make_config(args)
+    pipeline = Pipeline(cfg)
+    pipeline.run(("plan", "stage"), mirror=mirror)
+    return _staged_report(pipeline, cfg)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -171,7 +204,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def build_parser() -> dict[str, argparse.ArgumentParser]:
     """The main parser and one parser per subcommand."""
-    epilog = ("subcommands: spxbatch demo | status RUN_DIR | plot CUBE | export CUBE | qc CUBE | sim make DIR | "
+    epilog = ("subcommands: spxbatch demo | stage CATALOG -o MIRROR_DIR | status RUN_DIR | plot CUBE | "
+              "export CUBE | qc CUBE | sim make DIR | "
               "sim serve DIR  (each has --help)\n" + (__doc__ or "").split("\n\n", 1)[1])
     main = argparse.ArgumentParser(
         prog="spxbatch", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
@@ -179,7 +213,19 @@ def build_parser() -> dict[str, argparse.ArgumentParser]:
     main.add_argument("catalog", help="CSV, ECSV, FITS, VOTable or Parquet catalog with name/ra/dec columns")
     main.add_argument("-o", "--output", help="the Zarr store to write (default CATALOG_STEM.zarr)")
     main.add_argument("--version", action="version", version=f"spxbatch {__version__}")
+    main.add_argument("--mirror", help="where the 'stage' stage writes the data (default RUN_DIR/mirror)")
     add_run_options(main)
+
+    stage = argparse.ArgumentParser(prog="spxbatch stage", description=(
+        "Plan, then write exactly the data the plan needs (whole files, or with --fetch cutout one cutout per "
+        "group of sources) into MIRROR_DIR in IRSA's layout, with a manifest; resumable. Then measure with "
+        "no network: `spxbatch CATALOG --stages measure,assemble` (same -o as --cube here) or "
+        "`spxbatch CATALOG --archive MIRROR_DIR`."))
+    stage.add_argument("catalog", help="the catalog, as for the main command")
+    stage.add_argument("-o", "--output", required=True, metavar="MIRROR_DIR", help="the mirror directory")
+    stage.add_argument("--cube", help="the cube the later measuring run writes (default CATALOG_STEM.zarr): "
+                       "its run directory records the mirror")
+    add_run_options(stage)
 
     demo = argparse.ArgumentParser(prog="spxbatch demo", description=(
         "Build the embedded simulated archive (once), serve it on 127.0.0.1 and measure the demo catalog."))
@@ -212,7 +258,7 @@ def build_parser() -> dict[str, argparse.ArgumentParser]:
                        help="inject faults, e.g. --faults 503=0.1 --faults truncate=0.05")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--access-log")
-    return {"main": main, "demo": demo, "status": status, "sim": sim}
+    return {"main": main, "demo": demo, "stage": stage, "status": status, "sim": sim}
 
 
 def photometry_help() -> str:
@@ -254,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parsers = build_parser()
-    handlers = {"demo": cmd_demo, "status": cmd_status, "sim": cmd_sim}
+    handlers = {"demo": cmd_demo, "stage": cmd_stage, "status": cmd_status, "sim": cmd_sim}
     if argv[:1] == ["--help-photometry"]:
         print(photometry_help())
         return EXIT_OK

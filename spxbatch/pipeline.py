@@ -1,4 +1,7 @@
-"""The run: plan -> measure (one Dask task per few images, in waves) -> assemble the cube; resumable.
+"""The run: plan -> [stage] -> measure (one Dask task per few images, in waves) -> assemble the cube; resumable.
+
+The optional 'stage' stage copies exactly the data the plan needs into a local mirror (`spxbatch.stage`);
+once it is done, measuring reads that mirror and needs no network.
 
 Each stage is a function of the run directory; the Dask graph only distributes `measure_batch` over
 images. Workers fetch their own bytes and write their own parts; the client sees only small summaries.
@@ -8,17 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 
 from . import __version__
-from .archive.location import resolve_archive
+from .archive.location import relative_to_root, resolve_archive
 from .archive.plan import Plan, make_plan
 from .catalog import Catalog, read_catalog
 from .cluster import dask_client
@@ -28,7 +31,7 @@ from .measure import ImageJob, measure_batch
 from .photometry import PhotometryConfig
 from .progress import RunProgress
 from .reachability import check_archive_reachable
-from .rundir import STAGES, RunDir
+from .rundir import DEFAULT_STAGES, NEEDS, STAGES, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +94,10 @@ class Pipeline:
         self.rundir.write_config(self.config.to_dict())
 
     def _require(self, stage: str) -> None:
-        for needed in STAGES[: STAGES.index(stage)]:
+        for needed in NEEDS[stage]:
             if not self.rundir.stage_done(needed):
                 raise StageError(f"stage '{stage}' needs stage '{needed}' first (run it, or use --stages "
-                                 f"{','.join(STAGES[: STAGES.index(stage) + 1])})")
+                                 f"{','.join((*NEEDS[stage], stage))})")
 
     # --- stages -----------------------------------------------------------------------------------------
     def plan(self) -> Plan:
@@ -132,6 +135,7 @@ class Pipeline:
         self._start()
         plan = Plan.load(self.rundir.path)
         jobs = self._jobs(plan, self.rundir.finished_images())
+        self._use_mirror(jobs)
         if client is None:
             with dask_client(self.config.cluster) as own:
                 totals = self._run_jobs(own, jobs, plan)
@@ -147,44 +151,55 @@ class Pipeline:
         for i in range(0, len(jobs), n):
             yield jobs[i: i + n]
 
+    def read_archive(self) -> str:
+        """Where measuring reads pixels: the staged mirror once 'stage' is done, else the run's archive."""
+        if self.rundir.stage_done("stage"):
+            return str(self.rundir.read_state()["stages"]["stage"]["mirror"])
+        return self.config.archive
+
+    def _use_mirror(self, jobs: list[ImageJob]) -> None:
+        """Point the jobs of images staged as cutouts at their cutout files and parent frame size."""
+        if not self.rundir.stage_done("stage"):
+            return
+        from .stage import read_manifest, staged_cutouts
+
+        cutouts = staged_cutouts(read_manifest(self.read_archive()))
+        for job in jobs:
+            rec = cutouts.get(relative_to_root(str(job.image["relpath"])))
+            if rec is not None:
+                job.image.update(rec)
+
     def _run_jobs(self, client: Client, jobs: list[ImageJob], plan: Plan) -> dict[str, Any]:
         """Submit the batches in waves (bounded in-flight tasks) and follow them to the end."""
         c = self.config
+        archive = self.read_archive()
         if jobs:  # one worker first checks that it can reach the archive (compute nodes often cannot)
-            check_archive_reachable(client, c.archive, str(jobs[0].image["url"]))
+            local = resolve_archive(archive).kind == "local"  # a mirror's cutouts are not at the image's path
+            check_archive_reachable(client, archive, None if local else str(jobs[0].image["url"]))
         phot = self.photometry_config.to_dict()
-        batches = iter(self._batches(jobs))
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
-        in_flight = 4 * n_workers
         totals = {"images": 0, "measured": 0, "bytes": 0, "requests": 0, "failed_images": 0}
         progress = RunProgress(total_images=len(jobs), dashboard=client.dashboard_link, enabled=c.progress)
 
-        def submit(batch: list[ImageJob]):
+        def submit(batch: list[ImageJob]) -> Future:
             key = f"measure-{int(batch[0].image['image_id'])}-{len(batch)}"
-            fut = client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, c.archive,
-                                c.fetch_attempts, c.fetch_backoff_s, key=key, retries=c.task_retries, pure=False)
-            pending[fut.key] = batch
-            return fut
+            return client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, archive,
+                                 c.fetch_attempts, c.fetch_backoff_s, key=key, retries=c.task_retries, pure=False)
 
-        pending: dict[str, list[ImageJob]] = {}
-        seq = as_completed([submit(b) for _, b in zip(range(in_flight), batches, strict=False)])
+        def done(batch: list[ImageJob], fut: Future) -> None:
+            try:
+                summaries = fut.result()
+            except Exception as exc:  # a task that kept failing (e.g. its workers died): record, go on
+                summaries = [self._record_task_failure(job, exc) for job in batch]
+            for s in summaries:
+                totals["images"] += 1
+                totals["measured"] += s.get("measured", 0)
+                totals["bytes"] += s.get("bytes", 0)
+                totals["requests"] += s.get("requests", 0)
+                totals["failed_images"] += bool(s.get("error"))
+                progress.update(s)
+
         with progress:
-            for fut in seq:
-                batch = pending.pop(fut.key)
-                try:
-                    summaries = fut.result()
-                except Exception as exc:  # a task that kept failing (e.g. its workers died): record, go on
-                    summaries = [self._record_task_failure(job, exc) for job in batch]
-                for s in summaries:
-                    totals["images"] += 1
-                    totals["measured"] += s.get("measured", 0)
-                    totals["bytes"] += s.get("bytes", 0)
-                    totals["requests"] += s.get("requests", 0)
-                    totals["failed_images"] += bool(s.get("error"))
-                    progress.update(s)
-                nxt = next(batches, None)
-                if nxt is not None:
-                    seq.add(submit(nxt))
+            run_in_waves(client, self._batches(jobs), submit, done)
         return totals
 
     def _record_task_failure(self, job: ImageJob, exc: BaseException) -> dict[str, Any]:
@@ -211,18 +226,69 @@ class Pipeline:
                                failures=int(ds.sizes["failure"]))
         return ds
 
-    def run(self, stages: tuple[str, ...] = STAGES, client: Client | None = None) -> xr.Dataset | None:
-        """Run the given stages in order (each skips what is already done)."""
+    def stage(self, mirror: str | Path | None = None, client: Client | None = None) -> dict[str, Any]:
+        """Write the data the plan needs into the local mirror `mirror` (default: the one this run directory
+        staged into before, else RUN_DIR/mirror); resumable. Returns the counts of this call."""
+        from .stage import stage_plan
+
+        self._require("stage")
+        self._start()
+        record = self.rundir.read_json("stage.json") or {}
+        saved = record.get("mirror")
+        target = str(Path(mirror).expanduser().resolve()) if mirror else saved or str(self.rundir.path / "mirror")
+        if saved and target != saved and self.rundir.stage_done("stage"):
+            raise ConfigError(f"run directory {self.rundir.path} already staged its data into {saved}; "
+                              f"it cannot now use the mirror {target} (drop the mirror option, or use a new run "
+                              "directory)")
+        self.rundir.write_json("stage.json", {**record, "mirror": target})
+        if self.rundir.stage_done("stage"):
+            return {"files": 0, "fetched": 0, "bytes": 0, "failed": 0}
+        if client is None:
+            with dask_client(self.config.cluster) as own:
+                totals = stage_plan(self, Path(target), own)
+        else:
+            totals = stage_plan(self, Path(target), client)
+        failures = totals.pop("failures")
+        self.rundir.write_json("stage.json", {"mirror": target, "failures": failures})
+        if not failures:
+            self.rundir.mark_stage("stage", mirror=target, **totals)
+        return {**totals, "failed": len(failures)}
+
+    def run(self, stages: tuple[str, ...] = DEFAULT_STAGES, client: Client | None = None,
+            mirror: str | Path | None = None) -> xr.Dataset | None:
+        """Run the given stages in order (each skips what is already done); `mirror` is where 'stage' writes."""
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
         steps: dict[str, Callable[[], Any]] = {
-            "plan": self.plan, "measure": lambda: self.measure(client), "assemble": self.assemble}
+            "plan": self.plan, "stage": lambda: self.stage(mirror, client), "measure": lambda: self.measure(client),
+            "assemble": self.assemble}
         result = None
         for stage in STAGES:
             if stage in stages:
                 result = steps[stage]()
         return result if isinstance(result, xr.Dataset) else None
+
+
+def run_in_waves(client: Client, batches: Iterable[list[Any]], submit: Callable[[list[Any]], Future],
+                 done: Callable[[list[Any], Future], None], per_worker: int = 4) -> None:
+    """Submit batches a few per worker at a time (bounded in-flight tasks: the scheduler never holds the
+    whole run), hand each finished future to `done` with its batch, and submit the next in its place."""
+    batches = iter(batches)
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
+    pending: dict[str, list[Any]] = {}
+
+    def go(batch: list[Any]) -> Future:
+        fut = submit(batch)
+        pending[fut.key] = batch
+        return fut
+
+    seq = as_completed([go(b) for _, b in zip(range(per_worker * n_workers), batches, strict=False)])
+    for fut in seq:
+        done(pending.pop(fut.key), fut)
+        nxt = next(batches, None)
+        if nxt is not None:
+            seq.add(go(nxt))
 
 
 def photometry_config(options: dict[str, Any]) -> PhotometryConfig:
@@ -272,12 +338,17 @@ def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConf
 
 
 def run(catalog: str | Path, output: str | Path | None = None, *, config: RunConfig | None = None,
-        stages: tuple[str, ...] = STAGES, client: Client | None = None, **options: Any) -> xr.Dataset | None:
+        stages: tuple[str, ...] | str = DEFAULT_STAGES, client: Client | None = None,
+        mirror: str | Path | None = None, **options: Any) -> xr.Dataset | None:
     """Measure every SPHEREx observation of every source in `catalog`; returns the cube's Dataset.
 
     `options` are RunConfig fields (archive='http://...', fetch='range', bands=[1, 2], photometry={...}).
+    `stages`: e.g. ('plan', 'stage') or 'plan,stage' to stage the data into `mirror` and stop; a later
+    run with stages ('measure', 'assemble') on the same output then reads the mirror, with no network.
     """
     cfg = dataclasses.replace(config or RunConfig(), catalog=str(catalog), **options)
     if output is not None:
         cfg.output = str(output)
-    return Pipeline(cfg).run(stages, client=client)
+    if isinstance(stages, str):
+        stages = tuple(s.strip() for s in stages.split(",") if s.strip())
+    return Pipeline(cfg).run(stages, client=client, mirror=mirror)

@@ -4,6 +4,7 @@ Layout::
 
     RUN_DIR/config.json        the effective RunConfig
     RUN_DIR/state.json         stages done, counts, timestamps
+    RUN_DIR/stage.json         where the 'stage' stage writes its mirror, and what last failed to stage
     RUN_DIR/plan/              the plan tables (images, pairs) and the query cache
     RUN_DIR/parts/img_0000042.parquet   measurements (and unmeasured rows) of image 42
 
@@ -25,7 +26,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-STAGES = ("plan", "measure", "assemble")
+#: Every stage, in running order; 'stage' (copy the data the plan needs into a local mirror) is optional.
+STAGES = ("plan", "stage", "measure", "assemble")
+#: What a run does unless told otherwise.
+DEFAULT_STAGES = ("plan", "measure", "assemble")
+#: The stages each stage needs done first.
+NEEDS: dict[str, tuple[str, ...]] = {"plan": (), "stage": ("plan",), "measure": ("plan",),
+                                     "assemble": ("plan", "measure")}
+
+
+def dependents(stage: str) -> tuple[str, ...]:
+    """`stage` and every stage that needs it, directly or not (in running order)."""
+    out = {stage}
+    for s in STAGES:
+        if any(n in out for n in NEEDS[s]):
+            out.add(s)
+    return tuple(s for s in STAGES if s in out)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -87,15 +103,24 @@ class RunDir:
         atomic_write_bytes(self.path / "state.json", json.dumps(state, indent=2, sort_keys=True).encode())
 
     def clear_stage(self, stage: str) -> None:
-        """Forget that `stage` (and the stages after it) finished."""
+        """Forget that `stage` (and the stages that need it) finished."""
         state = self.read_state()
-        for s in STAGES[STAGES.index(stage):]:
+        for s in dependents(stage):
             state["stages"].pop(s, None)
         atomic_write_bytes(self.path / "state.json", json.dumps(state, indent=2, sort_keys=True).encode())
 
     def stage_done(self, stage: str) -> bool:
         """True when `stage` finished in this run directory."""
         return stage in self.read_state()["stages"]
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        """A small JSON record of the run directory (e.g. 'stage.json'), or None when absent."""
+        p = self.path / name
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def write_json(self, name: str, record: dict[str, Any]) -> None:
+        """Save a small JSON record atomically."""
+        atomic_write_bytes(self.path / name, json.dumps(record, indent=2, sort_keys=True).encode())
 
     # --- parts ------------------------------------------------------------------------------------------
     def part_path(self, image_id: int) -> Path:

@@ -2,9 +2,10 @@
 
 `fetch_image` takes a plan images row and the sources on it, decides (cost model) between range reads
 (full-width row strips, or only the sources' boxes when the server takes multi-range requests), IRSA
-cutouts and the whole file, or reads a local mirror in place, and returns a `FetchResult`: the
-`ImageRegion`s with the source indices each serves, the bytes and requests it cost, and, on a persistent
-failure, the error (URL, status, attempts) instead of an exception, so one bad image never kills a batch.
+cutouts and the whole file, or reads a local mirror in place (whole files, or the cutouts `spxbatch stage`
+wrote), and returns a `FetchResult`: the `ImageRegion`s with the source indices each serves, the bytes and
+requests it cost, and, on a persistent failure, the error (URL, status, attempts) instead of an exception,
+so one bad image never kills a batch.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from spxbatch.archive.strategies import (
     neighbourhoods,
     plan_boxes,
     plan_strips,
+    read_local_cutouts,
 )
 from spxbatch.l2 import ImageRegion
 from spxbatch.photometry import sky_to_parent_pixel
@@ -53,6 +55,9 @@ class FetchOptions:
     #: Round-trip latency (s) and bandwidth (bytes/s) the cost model assumes.
     latency_s: float = 0.05
     bandwidth_bps: float = 25e6
+    #: Fixed CPU cost of measuring one region (WCS, headers, set-up: ~20 ms measured), charged per region, so
+    #: that many small boxes do not win over a few strips or the whole file on dense fields.
+    region_overhead_s: float = 0.02
     #: Server time per cutout (IRSA: 1-2 s each), charged by the cost model.
     cutout_service_s: float = 1.5
     #: Sources within this many pixels share one cutout; extra pixels around each cutout.
@@ -98,6 +103,15 @@ class FetchResult:
     estimates: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+
+
+def mirror_cutouts(image: Mapping, options: FetchOptions) -> list[str]:
+    """The local paths of the cutout files a staged mirror holds for this image (plan column `cutouts`;
+    empty for a whole file or when not reading a mirror)."""
+    relpaths = image.get("cutouts")
+    if not options.file_root or not isinstance(relpaths, list | tuple | np.ndarray) or not len(relpaths):
+        return []
+    return [f"{options.file_root.rstrip('/')}/{relative_to_root(str(r))}" for r in relpaths]
 
 
 def image_location(image: Mapping, options: FetchOptions) -> tuple[str, str]:
@@ -149,8 +163,12 @@ def fetch_image(
     estimates: dict[str, float] = {}
     if ra.size == 0:
         return FetchResult([], chosen, 0, 0)
+    cutouts = mirror_cutouts(image, options)
     try:
-        regions, missing, errors, chosen = _run(target, chosen, ra, dec, halfsize, options, estimates)
+        if cutouts:
+            regions, missing, errors = _run_mirror_cutouts(target, cutouts, ra, dec, halfsize)
+        else:
+            regions, missing, errors, chosen = _run(target, chosen, ra, dec, halfsize, options, estimates)
         if options.calibration and regions:
             attach_calibration(target, regions)
         error = "; ".join(errors) or None
@@ -211,14 +229,29 @@ def _run(target: Target, chosen: str, ra: np.ndarray, dec: np.ndarray, halfsize:
     return fetch_boxes(target, fmap, strips), missing, [], chosen
 
 
+def _run_mirror_cutouts(target: Target, paths: list[str], ra: np.ndarray, dec: np.ndarray,
+                        halfsize: int) -> tuple[Regions, np.ndarray, list[str]]:
+    """Read a staged mirror's cutouts of one image; a source on the frame that no cutout holds is an error
+    (the mirror was staged for other sources), not 'off_image'."""
+    regions, missing, errors = read_local_cutouts(target, paths, ra, dec, halfsize, target.parent_shape)
+    if missing.size and regions:
+        x, y = sky_to_parent_pixel(regions[0][0].image_header, ra[missing], dec[missing])
+        *_, on_frame = neighbourhoods(x, y, halfsize, target.parent_shape)
+        if on_frame.any():
+            errors.append(f"{int(on_frame.sum())} source(s) on the image are in none of its staged cutouts "
+                          "(stage the mirror for this catalog)")
+    return regions, missing, errors
+
+
 def estimate_costs(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra: np.ndarray, dec: np.ndarray,
                    halfsize: int, target: Target, options: FetchOptions) -> dict[str, float]:
     """Estimated seconds of each strategy for the sources on this image (the header scan is already paid).
 
     time = ceil(requests / concurrency) x latency + bytes / bandwidth (+ the cutout service time per
-    round of concurrent cutouts). Range bytes are the strips' rows of four planes, or the boxes' pixels plus
-    a multipart header per row segment ('range-boxes'), plus the PSF cube when this process has not cached
-    it; a cutout carries its headers, the whole PSF cube and its pixels.
+    round of concurrent cutouts) + regions x the fixed cost of measuring a region. Range bytes are the
+    strips' rows of four planes, or the boxes' pixels plus a multipart header per row segment
+    ('range-boxes'), plus the PSF cube when this process has not cached it; a cutout carries its headers,
+    the whole PSF cube and its pixels.
     """
     nx = fmap["IMAGE"].shape[1]
     row = nx * 4
@@ -226,26 +259,27 @@ def estimate_costs(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra
     psf_bytes = fmap["PSF"].data_size
     psf_cached = target.psf_cached()
 
-    def seconds(nbytes: float, nreq: int, service: float = 0.0) -> float:
+    def seconds(nbytes: float, nreq: int, regions: int, service: float = 0.0) -> float:
         rounds = math.ceil(nreq / conc)
-        return rounds * (options.latency_s + service) + nbytes / options.bandwidth_bps
+        return (rounds * (options.latency_s + service) + nbytes / options.bandwidth_bps
+                + regions * options.region_overhead_s)
 
     psf_cost = (0, 0) if psf_cached else (psf_bytes, 1)
     range_rows = sum(y1 - y0 for _, _, y0, y1, _ in strips)
     range_req = target.io.requests_for(target.path, box_parts(strips, nx))
     out = {
-        "range": seconds(range_rows * row * len(PLANES) + psf_cost[0], range_req + psf_cost[1]),
-        "whole": seconds(fmap.size, 1),
+        "range": seconds(range_rows * row * len(PLANES) + psf_cost[0], range_req + psf_cost[1], len(strips)),
+        "whole": seconds(fmap.size, 1, 1),
     }
     if boxes is not None:
         parts = box_parts(boxes, nx)
         pixels = sum((x1 - x0) * (y1 - y0) for x0, x1, y0, y1, _ in boxes)
         out["range-boxes"] = seconds(pixels * 4 * len(PLANES) + parts * PART_OVERHEAD_BYTES + psf_cost[0],
-                                     target.io.requests_for(target.path, parts) + psf_cost[1])
+                                     target.io.requests_for(target.path, parts) + psf_cost[1], len(boxes))
     if target.io.protocol in ("http", "https") and ra.size:
         groups = group_on_sky(ra, dec, options.cutout_group_px)
         side = options.cutout_group_px / 2 + 2 * (halfsize + 1 + options.cutout_margin_px) + 1
         headers = sum(h.data_offset - h.header_offset for h in fmap.hdus)
         per_cut = headers + psf_bytes + fmap["WCS-WAVE"].data_size + len(PLANES) * 4 * side * side
-        out["cutout"] = seconds(len(groups) * per_cut, len(groups), options.cutout_service_s)
+        out["cutout"] = seconds(len(groups) * per_cut, len(groups), len(groups), options.cutout_service_s)
     return out

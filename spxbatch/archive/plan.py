@@ -24,7 +24,7 @@ import pandas as pd
 
 from spxbatch import spherex
 from spxbatch.archive.footprint import Footprints, margin_deg, radec_to_xyz, xyz_to_radec
-from spxbatch.archive.location import ArchiveLocation, resolve_archive
+from spxbatch.archive.location import ArchiveLocation, relative_to_root, resolve_archive
 from spxbatch.archive.tap import (
     IMAGE_COLUMNS,
     TapClient,
@@ -378,9 +378,56 @@ def _split(tile: Tile, ra: np.ndarray, dec: np.ndarray, filters: dict[str, Any],
 def local_images(root: str) -> pd.DataFrame:
     """The plan's image columns for every Level-2 file below a local mirror root, from their headers."""
     from spxbatch.archive.index import index_directory
+    from spxbatch.stage import read_manifest
 
     index = index_directory(root)
+    known = read_manifest(root)["files"]
+    if not index.empty:  # a cutout at the parent's corner has CRPIXnA = 1: only the manifest tells
+        staged = [known.get(r, {}).get("kind") == "cutout" for r in index["relpath"]]
+        index = index.assign(is_cutout=index["is_cutout"].to_numpy(bool) | np.asarray(staged, dtype=bool))
+    if not index.empty and index["is_cutout"].any():
+        return _with_cutout_parents(index, root, known)
     return normalise_index(index)
+
+
+def _with_cutout_parents(index: pd.DataFrame, root: str, known: dict[str, dict]) -> pd.DataFrame:
+    """The image rows of a mirror holding cutouts: whole files as usual, and one row per parent image for
+    its cutout files (column `cutouts`), with the parent's footprint and frame size (`nx`, `ny`) so that
+    sources are matched and measured exactly as on the parent. The parent's path and size come from the
+    mirror's manifest (`known`, written by `spxbatch stage`), else from IRSA's layout and the full detector."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from spxbatch.l2 import parent_image_header
+
+    whole = normalise_index(index[~index["is_cutout"]])
+    whole["nx"], whole["ny"] = index.loc[~index["is_cutout"], ["nx", "ny"]].to_numpy(np.int64).T
+    whole["cutouts"] = [[] for _ in range(len(whole))]
+    cuts = index[index["is_cutout"]].copy()
+    parents, shapes = [], []
+    for r in cuts.itertuples(index=False):
+        entry = known.get(r.relpath, {})
+        parents.append(entry.get("parent") or spherex.level2_relpath(r.obs_id, r.detector, r.version,
+                                                                      r.release or "qr2"))
+        shapes.append(tuple(entry.get("parent_shape") or (spherex.DETECTOR_NPIX, spherex.DETECTOR_NPIX)))
+    cuts["parent"], cuts["parent_shape"] = parents, shapes
+    have_whole = {relative_to_root(r) for r in whole["relpath"]}
+    rows = []
+    for parent, grp in cuts.groupby("parent", sort=True):
+        if parent in have_whole:  # the whole file is in the mirror too: it serves every source
+            continue
+        first = grp.iloc[0]
+        ny, nx = first["parent_shape"]
+        with fits.open(Path(root) / first["relpath"], lazy_load_hdus=True) as hdul:
+            wcs = WCS(parent_image_header(hdul["IMAGE"].header), fix=False)
+        ra, dec = wcs.all_pix2world([-0.5, nx - 0.5, nx - 0.5, -0.5], [-0.5, -0.5, ny - 0.5, ny - 0.5], 0)
+        row = normalise_index(grp.iloc[:1]).iloc[0].to_dict()
+        row.update(relpath=f"{spherex.IBE_ROOT}/{parent}", poly_ra=(ra % 360.0).tolist(), poly_dec=dec.tolist(),
+                   size_bytes=pd.NA, nx=int(nx), ny=int(ny),
+                   cutouts=[f"{spherex.IBE_ROOT}/{c}" for c in sorted(grp["relpath"])])
+        rows.append(row)
+    out = pd.concat([whole, pd.DataFrame(rows, columns=whole.columns)], ignore_index=True)
+    return out.astype({"size_bytes": "Int64", "nx": np.int64, "ny": np.int64})
 
 
 def normalise_index(index: pd.DataFrame) -> pd.DataFrame:

@@ -425,7 +425,8 @@ def cutout_url(url: str, ra: float, dec: float, size_px: int, gzip: bool) -> str
 
 
 def group_on_sky(ra: np.ndarray, dec: np.ndarray, max_span_px: float) -> list[np.ndarray]:
-    """Greedy groups of sources whose tangent-plane box is at most `max_span_px` native pixels wide."""
+    """Groups of sources whose tangent-plane box is at most `max_span_px` native pixels wide: the occupied
+    cells of a grid of that pitch (vectorised; a greedy merge was quadratic in the number of sources)."""
     if ra.size == 0:
         return []
     ra0, dec0 = np.deg2rad(np.mean(ra)), np.deg2rad(np.mean(dec))
@@ -434,19 +435,49 @@ def group_on_sky(ra: np.ndarray, dec: np.ndarray, max_span_px: float) -> list[np
     scale = np.rad2deg(1.0) * 3600.0 / spherex.PIXEL_SCALE_ARCSEC
     u = np.cos(d) * np.sin(r - ra0) / cosc * scale
     v = (np.cos(dec0) * np.sin(d) - np.sin(dec0) * np.cos(d) * np.cos(r - ra0)) / cosc * scale
-    groups: list[list[int]] = []
-    boxes: list[list[float]] = []
-    for i in np.argsort(v, kind="stable"):
-        for g, box in zip(groups, boxes, strict=True):
-            nb = [min(box[0], u[i]), max(box[1], u[i]), min(box[2], v[i]), max(box[3], v[i])]
-            if nb[1] - nb[0] <= max_span_px and nb[3] - nb[2] <= max_span_px:
-                g.append(int(i))
-                box[:] = nb
-                break
-        else:
-            groups.append([int(i)])
-            boxes.append([u[i], u[i], v[i], v[i]])
-    return [np.sort(np.asarray(g, dtype=np.int64)) for g in groups]
+    pitch = max(float(max_span_px), 1e-9)
+    cells = np.stack([np.floor((u - u.min()) / pitch), np.floor((v - v.min()) / pitch)], axis=1)
+    _, cell_of = np.unique(cells, axis=0, return_inverse=True)
+    order = np.argsort(cell_of.ravel(), kind="stable")
+    bounds = np.flatnonzero(np.diff(cell_of.ravel()[order])) + 1
+    return [np.sort(g).astype(np.int64) for g in np.split(order, bounds)]
+
+
+def cutout_requests(path: str, ra: np.ndarray, dec: np.ndarray, halfsize: int, group_px: int, margin_px: int,
+                    gzip: bool) -> tuple[list[np.ndarray], list[str], list[int]]:
+    """The tight groups of sources (indices into ra/dec) that share one cutout, each group's cutout URL and
+    side (px), sized so that every member's `halfsize` neighbourhood fits (for fetching and `spxbatch stage`)."""
+    groups = group_on_sky(ra, dec, group_px)
+    urls, sizes = [], []
+    for g in groups:
+        size_px = int(np.ceil(_sky_span_px(ra[g], dec[g]))) + 2 * (halfsize + SAFETY_PX + margin_px) + 1
+        c_ra, c_dec = _sky_centre(ra[g], dec[g])
+        urls.append(cutout_url(path, c_ra, c_dec, size_px, gzip))
+        sizes.append(size_px)
+    return groups, urls, sizes
+
+
+def cutout_bytes(fmap: FitsMap, size_px: int) -> int:
+    """About how many bytes one square cutout of side `size_px` of a scanned file is (IRSA's cutouts carry
+    every header, the whole PSF cube and the WCS-WAVE table with the four trimmed planes)."""
+    headers = sum(h.data_offset - h.header_offset for h in fmap.hdus)
+    return headers + fmap["PSF"].data_size + fmap["WCS-WAVE"].data_size + len(PLANES) * 4 * size_px * size_px
+
+
+def cutout_region(target: Target, data: bytes, what: str, parent_shape: tuple[int, int]) -> ImageRegion:
+    """The region of one cutout file's bytes, placed in the parent frame by its CRPIXnA cards."""
+    with open_level2(data, what) as hdul:
+        region = region_from_hdul(hdul, parent_shape=parent_shape, with_psf=False)
+        region.psf = psf_from_hdu(target, hdul["PSF"])
+    return region
+
+
+def inside_region(region: ImageRegion, ra: np.ndarray, dec: np.ndarray, halfsize: int) -> np.ndarray:
+    """Mask of the sources whose whole neighbourhood lies inside the region (so it can measure them)."""
+    x, y = sky_to_parent_pixel(region.image_header, ra, dec)
+    xlo, xhi, ylo, yhi, ok = neighbourhoods(x, y, halfsize, region.parent_shape)
+    ny, nx = region.shape
+    return ok & (xlo >= region.x0) & (xhi < region.x0 + nx) & (ylo >= region.y0) & (yhi < region.y0 + ny)
 
 
 def fetch_cutouts(target: Target, ra: np.ndarray, dec: np.ndarray, halfsize: int, parent_shape: tuple[int, int],
@@ -455,14 +486,7 @@ def fetch_cutouts(target: Target, ra: np.ndarray, dec: np.ndarray, halfsize: int
 
     Returns the regions, the sources no cutout covered, and the errors of failed cutouts.
     """
-    groups = group_on_sky(ra, dec, group_px)
-    urls, sizes = [], []
-    for g in groups:
-        span = _sky_span_px(ra[g], dec[g])
-        size_px = int(np.ceil(span)) + 2 * (halfsize + SAFETY_PX + margin_px) + 1
-        c_ra, c_dec = _sky_centre(ra[g], dec[g])
-        urls.append(cutout_url(target.path, c_ra, c_dec, size_px, gzip))
-        sizes.append(size_px)
+    groups, urls, _ = cutout_requests(target.path, ra, dec, halfsize, group_px, margin_px, gzip)
     results = target.io.read_many(urls, target.stats)
     regions: Regions = []
     missing: list[np.ndarray] = []
@@ -474,22 +498,42 @@ def fetch_cutouts(target: Target, ra: np.ndarray, dec: np.ndarray, halfsize: int
                 errors.append(str(res))
             continue
         try:
-            with open_level2(res, url) as hdul:
-                region = region_from_hdul(hdul, parent_shape=parent_shape, with_psf=False)
-                region.psf = psf_from_hdu(target, hdul["PSF"])
+            region = cutout_region(target, res, url, parent_shape)
         except (FitsStructureError, OSError, ValueError) as exc:
             missing.append(g)
             errors.append(f"{url}: {exc}")
             continue
-        x, y = sky_to_parent_pixel(region.image_header, ra[g], dec[g])
-        xlo, xhi, ylo, yhi, ok = neighbourhoods(x, y, halfsize, parent_shape)
-        ny, nx = region.shape
-        inside = ok & (xlo >= region.x0) & (xhi < region.x0 + nx) & (ylo >= region.y0) & (yhi < region.y0 + ny)
+        inside = inside_region(region, ra[g], dec[g], halfsize)
         if inside.any():
             regions.append((region, g[inside]))
         missing.append(g[~inside])
     left = np.sort(np.concatenate(missing)) if missing else np.empty(0, dtype=np.int64)
     return regions, left, errors
+
+
+def read_local_cutouts(target: Target, paths: list[str], ra: np.ndarray, dec: np.ndarray, halfsize: int,
+                       parent_shape: tuple[int, int]) -> tuple[Regions, np.ndarray, list[str]]:
+    """The cutout files of one image in a local mirror (`spxbatch stage --fetch cutout`): each source is
+    measured on the first cutout that holds its whole neighbourhood. Returns regions, unserved sources and
+    the errors of unreadable files."""
+    todo = np.arange(ra.size)
+    regions: Regions = []
+    errors: list[str] = []
+    for path, res in zip(paths, target.io.read_many(paths, target.stats), strict=True):
+        if not todo.size:
+            break
+        try:
+            if isinstance(res, ReadError):
+                raise res
+            region = cutout_region(target, res, path, parent_shape)
+        except (FitsStructureError, OSError, ValueError) as exc:
+            errors.append(f"{path}: {exc}")
+            continue
+        inside = inside_region(region, ra[todo], dec[todo], halfsize)
+        if inside.any():
+            regions.append((region, todo[inside]))
+            todo = todo[~inside]
+    return regions, todo, errors
 
 
 def _sky_span_px(ra: np.ndarray, dec: np.ndarray) -> float:
