@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,6 +73,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--walltime", help="per job, e.g. 01:00:00")
     g.add_argument("--cores", type=int, help="cores per job")
     g.add_argument("--memory", help="memory per job, e.g. 8GB")
+    g.add_argument("--log-directory", dest="log_directory", help="batch job logs (default RUN_DIR/logs)")
+    g.add_argument("--python", help="the Python on the compute nodes (default: this interpreter)")
     g.add_argument("--images-per-task", type=int, dest="images_per_task")
     g.add_argument("--fetch-attempts", type=int, dest="fetch_attempts",
                    help="attempts per read before an image is recorded as failed (default 5)")
@@ -80,7 +84,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """RunConfig field values from parsed flags (None where not given)."""
     cluster = {k: getattr(args, k) for k in ("workers", "scheduler", "jobs", "queue", "account", "walltime",
-                                              "cores", "memory")}
+                                              "cores", "memory", "log_directory", "python")}
     cluster["kind"] = args.cluster
     return {
         "catalog": getattr(args, "catalog", None), "output": getattr(args, "output", None),
@@ -299,6 +303,19 @@ def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    # A batch system or `kill` ends a run with SIGTERM: treat it like Ctrl-C so that worker jobs are
+    # cancelled and the run directory is left resumable; the caller's handler is put back afterwards.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
+    """Dispatch to the main command or a subcommand; known errors become one sentence and an exit code."""
     parsers = build_parser()
     handlers = {"demo": cmd_demo, "stage": cmd_stage, "status": cmd_status, "sim": cmd_sim}
     if argv[:1] == ["--help-photometry"]:
@@ -317,6 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         return _fail(exc)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: raise KeyboardInterrupt in the main thread."""
+    raise KeyboardInterrupt
 
 
 def _fail(exc: Exception) -> int:

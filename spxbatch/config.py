@@ -88,6 +88,8 @@ class RunConfig:
             cfg.output = str(Path(Path(cfg.catalog).stem + ".zarr").absolute())
         if not cfg.run_dir:
             cfg.run_dir = str(Path(cfg.output).with_suffix(".run"))
+        if cfg.cluster.kind and not cfg.cluster.log_directory:
+            cfg.cluster.log_directory = str(Path(cfg.run_dir) / "logs")  # not slurm-*.out in the cwd
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

@@ -273,22 +273,28 @@ class Pipeline:
 def run_in_waves(client: Client, batches: Iterable[list[Any]], submit: Callable[[list[Any]], Future],
                  done: Callable[[list[Any], Future], None], per_worker: int = 4) -> None:
     """Submit batches a few per worker at a time (bounded in-flight tasks: the scheduler never holds the
-    whole run), hand each finished future to `done` with its batch, and submit the next in its place."""
+    whole run), hand each finished future to `done` with its batch, and top up the window.
+
+    The window follows the workers connected now, so an allocation that grows (batch jobs starting,
+    adaptive scaling) gets more work in flight, and a shrinking one less."""
     batches = iter(batches)
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
     pending: dict[str, list[Any]] = {}
+    seq = as_completed()
 
-    def go(batch: list[Any]) -> Future:
-        fut = submit(batch)
-        pending[fut.key] = batch
-        return fut
+    def fill() -> None:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        while len(pending) < per_worker * n_workers:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            fut = submit(batch)
+            pending[fut.key] = batch
+            seq.add(fut)
 
-    seq = as_completed([go(b) for _, b in zip(range(per_worker * n_workers), batches, strict=False)])
+    fill()
     for fut in seq:
         done(pending.pop(fut.key), fut)
-        nxt = next(batches, None)
-        if nxt is not None:
-            seq.add(go(nxt))
+        fill()
 
 
 def photometry_config(options: dict[str, Any]) -> PhotometryConfig:

@@ -11,8 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class RunProgress:
     """Context manager around a rich Progress; `update(summary)` after each finished image."""
 
-    def __init__(self, total_images: int, dashboard: str | None = None, enabled: bool = True):
+    def __init__(self, total_images: int, dashboard: str | None = None, enabled: bool = True,
+                 counted: str = "measurements", count_key: str = "measured"):
         self.enabled = enabled
+        #: What is counted from each summary: measurements (key 'measured'), or files fetched when staging.
+        self.counted, self.count_key = counted, count_key
         self.total = total_images
         self.dashboard = dashboard
         self.measured = self.bytes = self.failed = 0
@@ -32,11 +35,11 @@ class RunProgress:
         return self
 
     def _stats(self) -> str:
-        return f"{self.measured} measurements, {self.bytes / 1e6:.1f} MB read, {self.failed} failed images"
+        return f"{self.measured} {self.counted}, {self.bytes / 1e6:.1f} MB read, {self.failed} failed images"
 
     def update(self, summary: dict[str, Any]) -> None:
         """Count one finished image."""
-        self.measured += int(summary.get("measured", 0))
+        self.measured += int(summary.get(self.count_key, 0))
         self.bytes += int(summary.get("bytes", 0))
         self.failed += bool(summary.get("error"))
         if self._progress is not None:

@@ -310,7 +310,8 @@ def stage_plan(pipeline, mirror: Path, client) -> dict[str, Any]:
             saved[0] = time.monotonic()
 
     saved = [time.monotonic()]
-    progress = RunProgress(total_images=len(jobs), dashboard=client.dashboard_link, enabled=c.progress)
+    progress = RunProgress(total_images=len(jobs), dashboard=client.dashboard_link, enabled=c.progress,
+                           counted="files fetched", count_key="fetched")
     n = max(1, c.images_per_task)
     with progress:
         run_in_waves(client, (jobs[i: i + n] for i in range(0, len(jobs), n)), submit, done)

@@ -73,3 +73,25 @@ def test_demo_then_status_plot_export(demo_dir, tmp_path):
     import pandas as pd
 
     assert len(pd.read_parquet(tmp_path / "m.parquet")) == ds.sizes["obs"]
+
+
+def test_sigterm_is_an_interrupt_with_a_resumable_run_dir(sim_archive, tmp_path):
+    import signal
+    import time
+
+    from spxbatch.cli import EXIT_INTERRUPTED
+    from spxbatch.sim.server import serve_archive
+
+    with serve_archive(sim_archive.root, latency=0.3) as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spxbatch.cli", str(sim_archive.catalog), "-o", str(tmp_path / "t.zarr"),
+             "--archive", srv.url, "--workers", "1", "--images-per-task", "1", "--no-progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "t.run" / "parts").glob("img_*.parquet")):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted; rerun the same command to resume" in err
+    assert (tmp_path / "t.run" / "config.json").exists() and not (tmp_path / "t.zarr").exists()

@@ -29,11 +29,12 @@ from spxbatch.archive.strategies import (
     attach_calibration,
     box_parts,
     check_level2,
+    cutout_bytes,
+    cutout_requests,
     fetch_boxes,
     fetch_cutouts,
     fetch_whole,
     fitsmap_for,
-    group_on_sky,
     neighbourhoods,
     plan_boxes,
     plan_strips,
@@ -277,9 +278,8 @@ def estimate_costs(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra
         out["range-boxes"] = seconds(pixels * 4 * len(PLANES) + parts * PART_OVERHEAD_BYTES + psf_cost[0],
                                      target.io.requests_for(target.path, parts) + psf_cost[1], len(boxes))
     if target.io.protocol in ("http", "https") and ra.size:
-        groups = group_on_sky(ra, dec, options.cutout_group_px)
-        side = options.cutout_group_px / 2 + 2 * (halfsize + 1 + options.cutout_margin_px) + 1
-        headers = sum(h.data_offset - h.header_offset for h in fmap.hdus)
-        per_cut = headers + psf_bytes + fmap["WCS-WAVE"].data_size + len(PLANES) * 4 * side * side
-        out["cutout"] = seconds(len(groups) * per_cut, len(groups), len(groups), options.cutout_service_s)
+        _, _, sizes = cutout_requests(target.path, ra, dec, halfsize, options.cutout_group_px,
+                                      options.cutout_margin_px, options.cutout_gzip)
+        out["cutout"] = seconds(sum(cutout_bytes(fmap, side) for side in sizes), len(sizes), len(sizes),
+                                options.cutout_service_s)
     return out
