@@ -48,6 +48,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("archive and data")
     g.add_argument("--archive", help="irsa (default), a base URL laid out like IRSA's "
                    "(http://127.0.0.1:8000), s3://bucket, or a local mirror directory")
+    g.add_argument("--tap-url", dest="tap_url", help="plan with this TAP service instead of the archive's "
+                   "own (e.g. an s3:// mirror planned by IRSA's TAP, the default for s3)")
     g.add_argument("--fetch", choices=["auto", "range", "cutout", "whole"],
                    help="how pixels are read (default auto: a cost model picks per image)")
     g.add_argument("--bands", type=_bands, help="bands to measure, e.g. 1,2,3 or D4 (default all)")
@@ -88,7 +90,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     cluster["kind"] = args.cluster
     return {
         "catalog": getattr(args, "catalog", None), "output": getattr(args, "output", None),
-        "archive": args.archive, "fetch": args.fetch, "bands": args.bands,
+        "archive": args.archive, "tap_url": args.tap_url, "fetch": args.fetch, "bands": args.bands,
         "time_range": args.time_range, "collections": args.collections, "releases": args.releases,
         "name_col": args.name_col, "ra_col": args.ra_col, "dec_col": args.dec_col,
         "images_per_task": args.images_per_task, "fetch_attempts": args.fetch_attempts,

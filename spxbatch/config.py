@@ -54,6 +54,9 @@ class RunConfig:
     run_dir: str = ""
     #: 'irsa', a base URL laid out like IRSA's, 's3://bucket', or a local mirror directory.
     archive: str = "irsa"
+    #: Where planning queries go when not the archive's own TAP (e.g. an S3 mirror planned by IRSA's or a
+    #: private TAP service); None: the archive's.
+    tap_url: str | None = None
     #: 'auto', 'range', 'cutout' or 'whole'.
     fetch: str = "auto"
     #: Bands to measure (1..6); empty: all.

@@ -108,7 +108,7 @@ class Pipeline:
         if self.rundir.stage_done("plan"):
             return Plan.load(self.rundir.path)
         c = self.config
-        plan = make_plan(cat, resolve_archive(c.archive), bands=c.bands or None,
+        plan = make_plan(cat, resolve_archive(c.archive, tap_url=c.tap_url), bands=c.bands or None,
                          time_range=tuple(c.time_range) if c.time_range else None,
                          collections=c.collections or None, releases=c.releases or None,
                          run_dir=self.rundir.path)  # make_plan saves the plan in the run directory

@@ -190,3 +190,38 @@ def test_persistent_failure_is_recorded_not_lost(sim_archive, tmp_path):
     from spxbatch.archive.plan import Plan
 
     assert ds.sizes["failure"] == len(Plan.load(tmp_path / "down.run").pairs)
+
+
+def _isolated(truth: pd.DataFrame, min_px: float = 10.0) -> np.ndarray:
+    """True for truth rows with no other source within `min_px` on the same file."""
+    out = np.ones(len(truth), dtype=bool)
+    for _, g in truth.groupby("relpath"):
+        xy = g[["x", "y"]].to_numpy()
+        d = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
+        np.fill_diagonal(d, np.inf)
+        out[truth.index.get_indexer(g.index)] = d.min(axis=1) > min_px
+    return out
+
+
+def test_pipeline_pull_statistics_on_a_512px_archive(tmp_path):
+    """The issue's accuracy bar, through the whole pipeline (plan, HTTP fetch, photometry, cube): isolated good
+    measurements have pull median within +-0.05 and robust std 0.95-1.05, < 0.5% bias at SNR > 100,
+    wavelengths within 1 nm."""
+    from spxbatch.sim import make_archive
+
+    info = make_archive(tmp_path / "arch", npix=512, seed=5, n_visits=6)
+    with serve_archive(info.root) as srv:
+        ds = run(info.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False)
+    truth = pd.read_parquet(info.root / "truth" / "measurements.parquet")
+    truth = truth[~truth["superseded"]].reset_index(drop=True)
+    truth["isolated"] = _isolated(truth)
+    j = measurements_table(ds).merge(truth, left_on=["source", "obs_id", "band"],
+                                     right_on=["name", "obs_id", "detector"], suffixes=("", "_true"))
+    sel = j["good"].to_numpy(bool) & j["isolated"].to_numpy(bool)
+    assert sel.sum() > 500
+    pull = ((j["flux"] - j["flux_ujy"]) / j["flux_err"]).to_numpy()[sel]
+    assert abs(np.median(pull)) < 0.05
+    assert 0.95 < 1.4826 * np.median(np.abs(pull - np.median(pull))) < 1.05
+    bright = sel & (j["snr"].to_numpy() > 100)
+    assert abs(np.median(j["flux"].to_numpy()[bright] / j["flux_ujy"].to_numpy()[bright] - 1)) < 0.005
+    assert np.abs(j["wavelength"] - j["wavelength_um"]).max() < 1e-3

@@ -47,6 +47,8 @@ def resolve_archive(spec: str, *, tap_url: str | None = None) -> ArchiveLocation
     """An ArchiveLocation from 'irsa', 'http(s)://host[:port][/base]', 's3://bucket[/prefix]' or a directory.
 
     `tap_url` overrides where planning queries go (e.g. an S3 mirror planned by a private TAP service).
+    S3 is read anonymously; an S3 store other than AWS (MinIO, Ceph, a site cache) is reached by setting the
+    standard `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) in the environment, which botocore honours.
     A local directory is a mirror of the file tree below 'ibe/data/spherex/' (or of a tree containing
     'ibe/data/spherex/'); it is planned from its own file headers with no server.
     """
