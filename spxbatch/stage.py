@@ -146,11 +146,18 @@ def _image_entry(image: dict[str, Any]) -> dict[str, Any]:
     return {"obs_id": str(image["obs_id"]), "detector": int(image["detector"])}
 
 
+def _keep_if_intact(root: Path, relpath: str, known: dict, summary: dict) -> bool:
+    """True (and the manifest entry kept) when the file is already staged with its recorded size and sha256."""
+    if is_intact(root, relpath, known.get(relpath)):
+        summary["files"][relpath] = known[relpath]
+        return True
+    return False
+
+
 def _stage_whole(job: StageJob, root: Path, known: dict, options: FetchOptions, stats: IOStats,
                  summary: dict) -> None:
     relpath = relative_to_root(str(job.image["relpath"]))
-    if is_intact(root, relpath, known.get(relpath)):
-        summary["files"][relpath] = known[relpath]
+    if _keep_if_intact(root, relpath, known, summary):
         return
     protocol, path = image_location(job.image, options)
     size = job.image.get("size_bytes")
@@ -212,8 +219,7 @@ def _stage_cutouts(job: StageJob, root: Path, halfsize: int, known: dict, option
 def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOptions, stats: IOStats,
                        summary: dict) -> None:
     relpath = relative_to_root(str(job.image["relpath"]))
-    if is_intact(root, relpath, known.get(relpath)):
-        summary["files"][relpath] = known[relpath]
+    if _keep_if_intact(root, relpath, known, summary):
         return
     protocol, path = image_location(job.image, options)
     try:

@@ -121,6 +121,14 @@ def test_local_mirror_without_server(http_run, sim_archive, tmp_path):
     assert_cubes_equal(open_cube(http_run[0]).load(), open_cube(out).load())
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a still-running CLI and everything it started (its process group), as a crash would."""
+    assert proc.poll() is None, proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(1.0)  # let any request already on the wire land in the server's log
+
+
 def _cli(args: list[str], **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "spxbatch.cli", *args], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
@@ -141,10 +149,7 @@ def test_sigkill_then_resume_equals_uninterrupted(http_run, sim_archive, tmp_pat
             if n_images and len(list(parts.glob("img_*.parquet"))) >= n_images // 2:
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, proc.stdout.read()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        time.sleep(1.0)  # let any request already on the wire land in the log
+        kill_group(proc)
         done_first = {int(p.stem[4:]) for p in parts.glob("img_*.parquet")}
         assert 0 < len(done_first) < n_images
         assert not (out).exists()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from distributed import Client, LocalCluster
-from test_pipeline_e2e import assert_cubes_equal
+from test_pipeline_e2e import assert_cubes_equal, kill_group
 
 from spxbatch.archive.index import index_directory
 from spxbatch.archive.plan import Plan
@@ -136,10 +134,7 @@ def test_killed_staging_rerun_fetches_only_what_is_missing(sim_archive, tmp_path
                 if len(staged) >= n_images // 2:
                     break
             time.sleep(0.05)
-        assert proc.poll() is None, proc.stdout.read()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        time.sleep(1.0)  # let any request already on the wire land in the log
+        kill_group(proc)
         recorded = {k for k, e in read_manifest(mirror)["files"].items() if e["kind"] == "image"}
         assert 0 < len(recorded) < n_images
         first = len(srv.access_log)
