@@ -25,7 +25,8 @@ def spectrum_model(spectrum_flux: np.ndarray, source: np.ndarray, channel: np.nd
     here = spectrum_flux[source, channel]
     there = spectrum_flux[source, other]
     usable = (bands[other] == bands[channel]) & (other != channel) & np.isfinite(there)
-    slope = np.where(usable, (there - here) / (centers[other] - centers[channel]), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # unusable neighbours (same channel, NaN) give 0
+        slope = np.where(usable, (there - here) / (centers[other] - centers[channel]), 0.0)
     return here + slope * (wavelength - centers[channel])
 
 
