@@ -105,13 +105,9 @@ def source_status(n_sources: int, source_index: np.ndarray, failures: pd.DataFra
         fail_idx = failures["source_index"].to_numpy()
         n_fail = np.bincount(fail_idx, minlength=n_sources)
         first = failures.drop_duplicates("source_index")
-        failed = (measured == 0) & (n_fail > 0)
-        status[failed] = "failed"
+        status[(measured == 0) & (n_fail > 0)] = "failed"
         reasons = dict(zip(first["source_index"], first["reason"].astype(str), strict=True))
-        for i in np.flatnonzero(failed):
-            detail[i] = f"{n_fail[i]} image(s) failed; first: {reasons[i]}"
-        partial = (measured > 0) & (n_fail > 0)
-        for i in np.flatnonzero(partial):
+        for i in np.flatnonzero(n_fail > 0):  # failed sources, and measured ones that lost some images
             detail[i] = f"{n_fail[i]} image(s) failed; first: {reasons[i]}"
     return status, detail
 

@@ -32,7 +32,7 @@ class ImageJob:
     dec: np.ndarray
 
 
-def _unmeasured_rows(image: dict[str, Any], source_index: np.ndarray, reason: str) -> pd.DataFrame:
+def unmeasured_rows(image: dict[str, Any], source_index: np.ndarray, reason: str) -> pd.DataFrame:
     """Rows that record, for each source, that this image could not be measured and why."""
     n = len(source_index)
     return pd.DataFrame({
@@ -68,8 +68,8 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     missing = np.asarray(result.missing, dtype=np.int64)
     if missing.size:
         reason = f"failed: {result.error}" if result.error else "off_image"
-        tables.append(_unmeasured_rows(image, job.source_index[missing], reason))
-    table = pd.concat(tables, ignore_index=True) if tables else _unmeasured_rows(image, job.source_index[:0], "")
+        tables.append(unmeasured_rows(image, job.source_index[missing], reason))
+    table = pd.concat(tables, ignore_index=True) if tables else unmeasured_rows(image, job.source_index[:0], "")
     table["image_id"] = np.int64(image["image_id"])
     meta["measured"] = int(table["measured"].sum())
     meta["seconds"] = time.perf_counter() - t0

@@ -27,7 +27,7 @@ from .catalog import Catalog, read_catalog
 from .cluster import dask_client
 from .config import ConfigError, RunConfig, config_from_dict
 from .cube import assemble_cube, write_cube
-from .measure import ImageJob, measure_batch
+from .measure import ImageJob, measure_batch, unmeasured_rows
 from .photometry import PhotometryConfig
 from .progress import RunProgress
 from .reachability import check_archive_reachable
@@ -146,11 +146,6 @@ class Pipeline:
             self.rundir.mark_stage("measure", **totals)
         return totals
 
-    def _batches(self, jobs: list[ImageJob]) -> Iterator[list[ImageJob]]:
-        n = max(1, self.config.images_per_task)
-        for i in range(0, len(jobs), n):
-            yield jobs[i: i + n]
-
     def read_archive(self) -> str:
         """Where measuring reads pixels: the staged mirror once 'stage' is done, else the run's archive."""
         if self.rundir.stage_done("stage"):
@@ -199,15 +194,13 @@ class Pipeline:
                 progress.update(s)
 
         with progress:
-            run_in_waves(client, self._batches(jobs), submit, done)
+            run_in_waves(client, batched(jobs, c.images_per_task), submit, done)
         return totals
 
     def _record_task_failure(self, job: ImageJob, exc: BaseException) -> dict[str, Any]:
         """Write a part that records an image whose task failed for good, so nothing vanishes."""
-        from .measure import _unmeasured_rows
-
         reason = f"failed: task error {type(exc).__name__}: {exc}"
-        table = _unmeasured_rows(job.image, job.source_index, reason)
+        table = unmeasured_rows(job.image, job.source_index, reason)
         table["image_id"] = np.int64(job.image["image_id"])
         meta = {"image_id": int(job.image["image_id"]), "strategy": "", "bytes": 0, "requests": 0,
                 "error": reason, "measured": 0}
@@ -268,6 +261,13 @@ class Pipeline:
             if stage in stages:
                 result = steps[stage]()
         return result if isinstance(result, xr.Dataset) else None
+
+
+def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive slices of `items` of `size` (at least 1) each: the work of one Dask task."""
+    size = max(1, size)
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
 
 
 def run_in_waves(client: Client, batches: Iterable[list[Any]], submit: Callable[[list[Any]], Future],

@@ -178,12 +178,7 @@ def _stage_cutouts(job: StageJob, root: Path, halfsize: int, known: dict, option
     groups, urls, sizes = cutout_requests(path, job.ra, job.dec, halfsize, options.cutout_group_px,
                                           options.cutout_margin_px, gzip=False)
     names = [cutout_relpath(parent, k) for k in range(len(groups))]
-    todo = []
-    for k, name in enumerate(names):
-        if is_intact(root, name, known.get(name)):
-            summary["files"][name] = known[name]
-        else:
-            todo.append(k)
+    todo = [k for k, name in enumerate(names) if not _keep_if_intact(root, name, known, summary)]
     if not todo:
         return
     io = _io(protocol, options)
@@ -271,7 +266,7 @@ def stage_plan(pipeline, mirror: Path, client) -> dict[str, Any]:
     from .archive.location import resolve_archive
     from .archive.plan import Plan
     from .photometry import neighbourhood_halfsize
-    from .pipeline import run_in_waves
+    from .pipeline import batched, run_in_waves
     from .progress import RunProgress
 
     c = pipeline.config
@@ -318,9 +313,8 @@ def stage_plan(pipeline, mirror: Path, client) -> dict[str, Any]:
     saved = [time.monotonic()]
     progress = RunProgress(total_images=len(jobs), dashboard=client.dashboard_link, enabled=c.progress,
                            counted="files fetched", count_key="fetched")
-    n = max(1, c.images_per_task)
     with progress:
-        run_in_waves(client, (jobs[i: i + n] for i in range(0, len(jobs), n)), submit, done)
+        run_in_waves(client, batched(jobs, c.images_per_task), submit, done)
     totals["files"] = len(files)
     manifest["plans"][plan.meta.get("fingerprint", "")] = {
         "catalog": str(c.catalog), "archive": c.archive, "fetch": mode, "images": len(plan.images),
