@@ -285,7 +285,7 @@ def photometry_help() -> str:
 def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
     """Subcommands that live in their own modules (plots and exports)."""
     def plot(argv: list[str]) -> int:
-        from .plots import plot_main
+        from .plot_batch import plot_main
 
         return plot_main(argv)
 

@@ -209,11 +209,12 @@ def write_cube(ds: xr.Dataset, path: str | Path, obs_chunk: int = 1_000_000,
     return path
 
 
-def open_cube(path: str | Path) -> xr.Dataset:
-    """Open a cube written by spxbatch (lazily, through xarray's Zarr backend)."""
+def open_cube(path: str | Path, dask: bool = True) -> xr.Dataset:
+    """Open a cube written by spxbatch (lazily, through xarray's Zarr backend): as dask arrays, or with
+    `dask=False` as xarray's own lazy arrays (no dask start-up, for short-lived readers of a few rows)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds = xr.open_zarr(path, zarr_format=3, consolidated=True)
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=True, **({} if dask else {"chunks": None}))
     # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects.
     for name, var in ds.variables.items():
         if var.dtype.kind == "T":
@@ -228,7 +229,8 @@ class SpxAccessor:
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
 
-    def _index(self, name: str) -> int:
+    def index(self, name: str) -> int:
+        """Position of a source in the `source` dimension (KeyError naming it when absent)."""
         names = self._ds["source"].values
         hits = np.flatnonzero(names == name)
         if hits.size == 0:
@@ -237,7 +239,7 @@ class SpxAccessor:
 
     def source(self, name: str) -> xr.Dataset:
         """The `obs` rows of one source (time-ordered) plus its per-source and spectrum variables."""
-        i = self._index(name)
+        i = self.index(name)
         start = int(self._ds["obs_start"].values[i])
         size = int(self._ds["row_size"].values[i])
         obs_vars = [v for v in self._ds.data_vars if self._ds[v].dims == ("obs",)]

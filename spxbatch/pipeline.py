@@ -29,6 +29,7 @@ from .config import ConfigError, RunConfig, config_from_dict
 from .cube import assemble_cube, write_cube
 from .measure import ImageJob, measure_batch, unmeasured_rows
 from .photometry import PhotometryConfig
+from .photometry.config import photometry_config
 from .progress import RunProgress
 from .reachability import check_archive_reachable
 from .rundir import DEFAULT_STAGES, NEEDS, STAGES, RunDir
@@ -295,22 +296,6 @@ def run_in_waves(client: Client, batches: Iterable[list[Any]], submit: Callable[
     for fut in seq:
         done(pending.pop(fut.key), fut)
         fill()
-
-
-def photometry_config(options: dict[str, Any]) -> PhotometryConfig:
-    """The typed photometry config from run options; `preset='spxquery'` starts from SPXQuery's settings."""
-    options = dict(options)
-    preset = options.pop("preset", None)
-    try:
-        if preset == "spxquery":
-            return PhotometryConfig.from_dict({**PhotometryConfig.spxquery().to_dict(), **options})
-        if preset not in (None, "default"):
-            raise ConfigError(f"photometry preset {preset!r} is unknown; use 'spxquery' or 'default'")
-        return PhotometryConfig.from_dict(options)
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"photometry options: {exc}") from None
 
 
 def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,

@@ -4,6 +4,7 @@ recomputed with other rules (SNR threshold, bad flags, disqualifying conditions)
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,8 @@ def requalify(cube: str | Path, photometry: dict[str, Any], output: str | Path |
     """Recompute `good` (then the spectrum and variability) with other quality rules; writes `output`
     (default: the cube itself, replaced atomically)."""
     from .cube import combine_spectrum, open_cube, write_cube
+    from .photometry.config import photometry_config
     from .photometry.quality import good_verdict
-    from .pipeline import photometry_config
 
     config = photometry_config(photometry)
     ds = open_cube(cube).load()
@@ -115,7 +116,7 @@ def requalify(cube: str | Path, photometry: dict[str, Any], output: str | Path |
     for name, values in (("spectrum_flux", flux), ("spectrum_err", err), ("spectrum_nobs", nobs)):
         ds[name] = (("source", "channel"), values, ds[name].attrs)
     ds = add_variability(ds)
-    ds.attrs["quality_rules"] = str(config.to_dict())
+    ds.attrs["quality_rules"] = json.dumps(config.to_dict())
     write_cube(ds, output or cube)
     return ds
 

@@ -20,3 +20,14 @@ def sim_archive(tmp_path_factory) -> ArchiveInfo:
 def sim_archive_noiseless(tmp_path_factory) -> ArchiveInfo:
     """The same sky and survey as `sim_archive`, rendered without noise or pixel artifacts."""
     return make_archive(tmp_path_factory.mktemp("sim_archive_noiseless"), noise=False, **SIM_TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def sim_run(sim_archive, tmp_path_factory):
+    """A whole run on `sim_archive`, read as a local mirror by a LocalCluster: the cube's path."""
+    from spxbatch.config import ClusterConfig
+    from spxbatch.pipeline import run
+
+    out = tmp_path_factory.mktemp("sim_run") / "cube.zarr"
+    run(sim_archive.catalog, out, archive=str(sim_archive.root), progress=False, cluster=ClusterConfig(workers=2))
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from spxbatch.config import ConfigError
 from spxbatch.spherex import DEFAULT_BAD_FLAGS
 
 
@@ -170,3 +171,19 @@ class PhotometryConfig:
     def with_(self, **changes: Any) -> PhotometryConfig:
         """A copy with some options changed."""
         return replace(self, **changes)
+
+
+def photometry_config(options: dict[str, Any]) -> PhotometryConfig:
+    """The typed photometry config from run options; `preset='spxquery'` starts from SPXQuery's settings."""
+    options = dict(options)
+    preset = options.pop("preset", None)
+    try:
+        if preset == "spxquery":
+            return PhotometryConfig.from_dict({**PhotometryConfig.spxquery().to_dict(), **options})
+        if preset not in (None, "default"):
+            raise ConfigError(f"photometry preset {preset!r} is unknown; use 'spxquery' or 'default'")
+        return PhotometryConfig.from_dict(options)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"photometry options: {exc}") from None

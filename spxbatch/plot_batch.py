@@ -1,0 +1,117 @@
+"""`spxbatch plot CUBE [--source NAME ...|--all] [-o DIR]`: the run summary and one PNG per source.
+
+Sources are drawn in blocks of consecutive catalog rows by a pool of processes (spawned: the parent holds
+zarr and dask threads, which forking could deadlock). Each process reads only its blocks' rows of the cube
+and keeps one `SourceFigure` whose unchanging parts and texts are rasterised once (`rasterize.FrameWriter`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .cube import open_cube
+from .plots import CubePoints, SourceFigure, longest_time_span, safe_filename, source_rows, summary_figure
+from .rasterize import FrameWriter
+
+#: Sources per task: large enough that opening the cube is negligible, small enough to balance processes.
+BLOCK_SOURCES = 250
+
+#: Variables a source figure reads.
+FIGURE_VARS = ("ra", "dec", "obs_start", "row_size", *CubePoints.OBS_VARS, "flags", "condition", "snr",
+               "spectrum_flux", "spectrum_err", "channel_wavelength")
+
+_writers: dict[tuple[bool, float], tuple[SourceFigure, FrameWriter]] = {}
+
+
+def _writer(magnitude: bool, time_span: float) -> tuple[SourceFigure, FrameWriter]:
+    """This process's figure and frame writer (built on first use, then reused for every source)."""
+    key = (magnitude, time_span)
+    if key not in _writers:
+        figure = SourceFigure(magnitude=magnitude, time_span=time_span)
+        _writers[key] = (figure, FrameWriter(figure.fig, figure.dynamic_artists, figure.frame_keys))
+    return _writers[key]
+
+
+def draw_block(cube: str, first: int, stop: int, wanted: Sequence[str] | None, outdir: str,
+               magnitude: bool, time_span: float) -> int:
+    """Worker: one PNG per source among rows first..stop-1 (only those in `wanted`, if given); colours
+    of time run over `time_span` days, the run's longest."""
+    points = CubePoints(source_rows(open_cube(cube, dask=False), first, stop, FIGURE_VARS))
+    figure, writer = _writer(magnitude, time_span)
+    keep = set(wanted) if wanted is not None else None
+    n = 0
+    for i, name in enumerate(points.names):
+        if keep is None or name in keep:
+            figure.show(points.points(i))
+            writer.save(Path(outdir) / f"{safe_filename(name)}.png")
+            n += 1
+    return n
+
+
+def _blocks(rows: np.ndarray, block: int) -> list[tuple[int, int]]:
+    """Half-open row ranges of at most `block` wanted rows each, over the sorted wanted rows."""
+    return [(int(rows[i]), int(rows[min(i + block, rows.size) - 1]) + 1) for i in range(0, rows.size, block)]
+
+
+def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path, magnitude: bool = False,
+              workers: int | None = None) -> list[Path]:
+    """Write the summary figure and one figure per named source (all when None), in parallel processes.
+
+    Returns the paths written: the summary first, then the sources in the order asked."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    ds = open_cube(cube)
+    all_names = ds["source"].values.astype(str)
+    wanted = list(all_names) if names is None else list(names)
+    missing = sorted(set(wanted) - set(all_names))
+    if missing:
+        raise KeyError(f"no source named {missing[0]!r} in {cube}")
+    rows = np.flatnonzero(np.isin(all_names, wanted)) if names is not None else np.arange(all_names.size)
+    blocks = _blocks(rows, BLOCK_SOURCES)
+    subset = None if names is None else wanted
+    workers = workers or min(os.cpu_count() or 1, len(blocks))
+    written = [outdir / "summary.png"]
+    span = longest_time_span(ds[["obs_start", "row_size", "mjd"]].load())
+    args = [(str(cube), a, b, subset, str(outdir), magnitude, span) for a, b in blocks]
+    if workers <= 1:
+        for a in args:
+            draw_block(*a)
+        _save_summary(ds, written[0])
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(draw_block, *a) for a in args]
+            _save_summary(ds, written[0])  # while the workers start
+            for fut in futures:
+                fut.result()
+    return written + [outdir / f"{safe_filename(n)}.png" for n in wanted]
+
+
+def _save_summary(ds: xr.Dataset, path: Path) -> None:
+    """The run summary figure as a PNG."""
+    summary = ["ra", "dec", "row_size", "band", "good", "flux", "flux_err", "status"]
+    FrameWriter(summary_figure(ds[summary].load()), []).save(path)
+
+
+def plot_main(argv: list[str]) -> int:
+    """`spxbatch plot CUBE [--source NAME ...|--all] [-o DIR] [--mag]`."""
+    p = argparse.ArgumentParser(prog="spxbatch plot", description="Draw per-source and summary figures.")
+    p.add_argument("cube")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--source", action="append", help="a source name (repeatable)")
+    who.add_argument("--all", action="store_true", help="every source (the default without --source)")
+    p.add_argument("-o", "--outdir", help="where PNGs go (default CUBE_STEM_plots)")
+    p.add_argument("--mag", action="store_true", help="AB magnitudes instead of uJy")
+    p.add_argument("--workers", type=int, help="processes drawing figures (default: one per core)")
+    args = p.parse_args(argv)
+    outdir = args.outdir or str(Path(args.cube).with_suffix("")) + "_plots"
+    paths = plot_cube(args.cube, args.source, outdir, args.mag, args.workers)
+    print(f"{len(paths)} figures written to {outdir}")
+    return 0
