@@ -21,8 +21,9 @@ from .cube import open_cube
 from .plots import CubePoints, SourceFigure, longest_time_span, safe_filename, source_rows, summary_figure
 from .rasterize import FrameWriter
 
-#: Sources per task: large enough that opening the cube is negligible, small enough to balance processes.
-BLOCK_SOURCES = 250
+#: Sources per task, at most and at least: about four tasks per process balance the processes, and a task
+#: of 25 makes opening the cube (0.1 s) negligible.
+BLOCK_SOURCES = (25, 250)
 
 #: Variables a source figure reads.
 FIGURE_VARS = ("ra", "dec", "obs_start", "row_size", *CubePoints.OBS_VARS, "flags", "condition", "snr",
@@ -75,9 +76,10 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
     if missing:
         raise KeyError(f"no source named {missing[0]!r} in {cube}")
     rows = np.flatnonzero(np.isin(all_names, wanted)) if names is not None else np.arange(all_names.size)
-    blocks = _blocks(rows, BLOCK_SOURCES)
+    workers = workers or os.cpu_count() or 1
+    blocks = _blocks(rows, int(np.clip(-(-rows.size // (4 * workers)), *BLOCK_SOURCES)))
+    workers = min(workers, len(blocks))
     subset = None if names is None else wanted
-    workers = workers or min(os.cpu_count() or 1, len(blocks))
     written = [outdir / "summary.png"]
     span = longest_time_span(ds[["obs_start", "row_size", "mjd"]].load())
     args = [(str(cube), a, b, subset, str(outdir), magnitude, span) for a, b in blocks]
@@ -86,11 +88,14 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
             draw_block(*a)
         _save_summary(ds, written[0])
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
             futures = [pool.submit(draw_block, *a) for a in args]
             _save_summary(ds, written[0])  # while the workers start
             for fut in futures:
                 fut.result()
+        finally:  # every file is written: the processes' exit (a second or two) need not hold the caller
+            pool.shutdown(wait=False, cancel_futures=True)
     return written + [outdir / f"{safe_filename(n)}.png" for n in wanted]
 
 

@@ -67,11 +67,15 @@ def ink(rgba: np.ndarray) -> Bitmap:
     return np.ascontiguousarray(crop[::-1]), int(cols[0]), rgba.shape[0] - 1 - int(rows[-1])
 
 
-def composite(renderer: RendererAgg, bitmap: Bitmap, dx: int = 0, dy: int = 0) -> None:
-    """Blend a `Bitmap` over the renderer's canvas, shifted by (dx, dy) pixels (y up)."""
+def composite(renderer: RendererAgg, bitmap: Bitmap, dx: int = 0, dy: int = 0, clip_like=None) -> None:
+    """Blend a `Bitmap` over the renderer's canvas, shifted by (dx, dy) pixels (y up), clipped as the
+    graphics context `clip_like` is, if given (its alpha is already in the bitmap)."""
     if bitmap is not None:
         image, left, bottom = bitmap
         gc = renderer.new_gc()
+        if clip_like is not None:
+            gc.copy_properties(clip_like)
+            gc.set_alpha(None)
         renderer.draw_image(gc, left + dx, bottom + dy, image)
         gc.restore()
 
@@ -92,7 +96,7 @@ class TextCachingRenderer(RendererAgg):
         if key not in self._texts:
             self._texts.put((s, prop.copy(), *key[2:]), self._rasterise(gc, s, prop, angle, ismath, mtext))
         # Agg's text y runs down from the top of the canvas; a Bitmap's runs up from the bottom
-        composite(self, self._texts.get(key), round(x), self.height - round(y))
+        composite(self, self._texts.get(key), round(x), self.height - round(y), clip_like=gc)
 
     def _rasterise(self, gc, s, prop, angle, ismath, mtext) -> Bitmap:
         """The text drawn by Agg on a transparent scratch canvas around its anchor, as a Bitmap placed
@@ -107,7 +111,12 @@ class TextCachingRenderer(RendererAgg):
         # the rotated text box fits in every direction from the anchor (Agg's anchor is a corner of the box)
         half_w, half_h = math.ceil(width) + 4, math.ceil(height) + 4
         scratch = RendererAgg(2 * half_w, 2 * half_h, self.dpi)
-        RendererAgg.draw_text(scratch, gc, half_w, half_h, s, prop, angle, ismath, mtext)
+        unclipped = scratch.new_gc()  # the clip region is the main canvas's: it applies when compositing
+        unclipped.copy_properties(gc)
+        unclipped.set_clip_rectangle(None)
+        unclipped.set_clip_path(None)
+        RendererAgg.draw_text(scratch, unclipped, half_w, half_h, s, prop, angle, ismath, mtext)
+        unclipped.restore()
         bitmap = ink(np.asarray(scratch.buffer_rgba()))
         return None if bitmap is None else (bitmap[0], bitmap[1] - half_w, bitmap[2] - half_h)
 

@@ -46,6 +46,9 @@ def _text_figure(canvas_class):
     fig.text(0.2, 0.1, "rotated label", rotation=90)
     fig.text(0.6, 0.2, "tilted", rotation=30, fontsize=14)
     fig.text(0.5, 0.4, r"$10^{3}$ mathtext")
+    ax = fig.add_axes((0.55, 0.55, 0.3, 0.3))
+    ax.set_axis_off()
+    ax.text(0.6, 0.5, "clipped by its axes", clip_on=True, alpha=0.6)
     return fig, canvas
 
 
@@ -62,13 +65,15 @@ def test_cached_text_looks_like_agg_text():
     agg.draw()
     cached.draw()
     first = np.asarray(cached.buffer_rgba()).copy()
-    assert len(cached.get_renderer()._texts) == 5  # one bitmap per distinct (text, colour, angle, size)
+    assert len(cached.get_renderer()._texts) == 6  # one bitmap per distinct (text, colour, angle, size)
     cached.draw()
     np.testing.assert_array_equal(np.asarray(cached.buffer_rgba()), first)
     reference = np.asarray(agg.buffer_rgba())
     assert np.abs(_blocks(first) - _blocks(reference)).max() < 64
     red = (first[..., 0] > 150) & (first[..., 1] < 120)
     assert red[: first.shape[0] // 2].sum() > 50 and red[first.shape[0] // 2:].sum() == 0
+    inked = first[..., :3].min(axis=-1) < 200
+    assert inked[45:135, 342:].sum() == 0  # the clipped text stops at its axes' right edge (x = 0.85 * 400)
 
 
 def _line_figure(visible: bool):
