@@ -377,6 +377,7 @@ def summary_figure(ds: xr.Dataset, fig: Figure | None = None) -> Figure:
     ax = axes[1, 1]
     labels, counts = np.unique(ds["status"].values.astype(str), return_counts=True)
     ax.bar_label(ax.bar(labels, counts))
+    ax.margins(y=0.12)  # room for the counts above the bars
     ax.set_ylabel("sources")
     ax.set_title("status")
     fig.suptitle(f"spxbatch run: {ds.sizes['source']} sources, {ds.sizes['obs']} measurements")
