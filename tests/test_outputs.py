@@ -128,6 +128,28 @@ def test_source_figure_labels_and_layout(cube):
             assert not box.overlaps(other_box), (text, other)
 
 
+def test_figures_respect_the_users_matplotlibrc(cube):
+    """Styles come from the user's rc (only meaningful colours and markers are set), and importing the
+    plotting modules leaves the user's backend alone."""
+    import os
+    import subprocess
+    import sys
+
+    import matplotlib as mpl
+
+    name = str(cube["source"].values[_measured(cube)[0]])
+    with mpl.rc_context({"axes.labelsize": 17, "font.family": "DejaVu Serif", "axes.facecolor": "#eeeeee"}):
+        fig = source_figure(cube, name)
+    ax_spec = fig.axes[0]
+    assert ax_spec.xaxis.label.get_size() == 17
+    assert ax_spec.xaxis.label.get_fontfamily() == ["DejaVu Serif"]
+    assert mpl.colors.to_hex(ax_spec.get_facecolor()) == "#eeeeee"
+    code = "import spxbatch.plots, spxbatch.plot_batch, matplotlib; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": "svg"})
+    assert out.stdout.strip() == "svg"
+
+
 def test_magnitude_figure(cube, points):
     i = _measured(cube)[0]
     p = points.points(i)
