@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -120,8 +121,6 @@ def _stages(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _staged_report(pipeline, cfg) -> int:
     """After the 'stage' stage: where the mirror is, what failed, and how to measure from it offline."""
-    import shlex
-
     record = pipeline.rundir.read_json("stage.json") or {}
     failures = record.get("failures", [])
     print(f"Mirror: {record.get('mirror')} ({'complete' if not failures else f'{len(failures)} failed'})")
@@ -145,6 +144,7 @@ def _report(ds, cfg) -> int:
     print("Open it with:")
     print(f"  import spxbatch; ds = spxbatch.open_cube({cfg.output!r})")
     print(f"  # or: import xarray as xr; ds = xr.open_zarr({cfg.output!r})")
+    print("Figures of every source: " + shlex.join(["spxbatch", "plot", str(cfg.output)]))
     failed_images = any(str(r).startswith("failed") for r in ds["failure_reason"].values)
     return EXIT_FAILURES if failed_images else EXIT_OK
 

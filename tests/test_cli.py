@@ -51,7 +51,7 @@ def demo_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("demo")
     out = _spx("demo", "--npix", "128", "--dir", "demo", "--no-progress", cwd=d)
     assert out.returncode == EXIT_OK, out.stdout + out.stderr
-    assert "Cube written:" in out.stdout and "open_cube" in out.stdout
+    assert "Cube written:" in out.stdout and "open_cube" in out.stdout and "spxbatch plot" in out.stdout
     return d / "demo"
 
 
