@@ -18,16 +18,20 @@ import numpy as np
 import xarray as xr
 
 from .cube import open_cube
-from .plots import CubePoints, SourceFigure, longest_time_span, safe_filename, source_rows, summary_figure
+from .plots import (
+    SUMMARY_VARIABLES,
+    CubePoints,
+    SourceFigure,
+    longest_time_span,
+    safe_filename,
+    source_rows,
+    summary_figure,
+)
 from .rasterize import FrameWriter
 
-#: Sources per task, at most and at least: about four tasks per process balance the processes, and a task
-#: of 25 makes opening the cube (0.1 s) negligible.
+#: Sources per task, at least and at most: about four tasks per process balance the processes, and at least
+#: 25 keep opening the cube (0.1 s a task) small.
 BLOCK_SOURCES = (25, 250)
-
-#: Variables a source figure reads.
-FIGURE_VARS = ("ra", "dec", "obs_start", "row_size", *CubePoints.OBS_VARS, "flags", "condition", "snr",
-               "spectrum_flux", "spectrum_err", "channel_wavelength")
 
 _writers: dict[tuple[bool, float], tuple[SourceFigure, FrameWriter]] = {}
 
@@ -45,7 +49,7 @@ def draw_block(cube: str, first: int, stop: int, wanted: Sequence[str] | None, o
                magnitude: bool, time_span: float) -> int:
     """Worker: one PNG per source among rows first..stop-1 (only those in `wanted`, if given); colours
     of time run over `time_span` days, the run's longest."""
-    points = CubePoints(source_rows(open_cube(cube, dask=False), first, stop, FIGURE_VARS))
+    points = CubePoints(source_rows(open_cube(cube, dask=False), first, stop, CubePoints.VARIABLES))
     figure, writer = _writer(magnitude, time_span)
     keep = set(wanted) if wanted is not None else None
     n = 0
@@ -55,11 +59,6 @@ def draw_block(cube: str, first: int, stop: int, wanted: Sequence[str] | None, o
             writer.save(Path(outdir) / f"{safe_filename(name)}.png")
             n += 1
     return n
-
-
-def _blocks(rows: np.ndarray, block: int) -> list[tuple[int, int]]:
-    """Half-open row ranges of at most `block` wanted rows each, over the sorted wanted rows."""
-    return [(int(rows[i]), int(rows[min(i + block, rows.size) - 1]) + 1) for i in range(0, rows.size, block)]
 
 
 def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path, magnitude: bool = False,
@@ -77,12 +76,13 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
         raise KeyError(f"no source named {missing[0]!r} in {cube}")
     rows = np.flatnonzero(np.isin(all_names, wanted)) if names is not None else np.arange(all_names.size)
     workers = workers or os.cpu_count() or 1
-    blocks = _blocks(rows, int(np.clip(-(-rows.size // (4 * workers)), *BLOCK_SOURCES)))
+    size = int(np.clip(-(-rows.size // (4 * workers)), *BLOCK_SOURCES))
+    blocks = [rows[i:i + size] for i in range(0, rows.size, size)]  # wanted rows, in catalog order
     workers = min(workers, len(blocks))
-    subset = None if names is None else wanted
     written = [outdir / "summary.png"]
     span = longest_time_span(ds[["obs_start", "row_size", "mjd"]].load())
-    args = [(str(cube), a, b, subset, str(outdir), magnitude, span) for a, b in blocks]
+    args = [(str(cube), int(b[0]), int(b[-1]) + 1, None if names is None else list(all_names[b]), str(outdir),
+             magnitude, span) for b in blocks]
     if workers <= 1:
         for a in args:
             draw_block(*a)
@@ -101,8 +101,7 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
 
 def _save_summary(ds: xr.Dataset, path: Path) -> None:
     """The run summary figure as a PNG."""
-    summary = ["ra", "dec", "row_size", "band", "good", "flux", "flux_err", "status"]
-    FrameWriter(summary_figure(ds[summary].load()), []).save(path)
+    FrameWriter(summary_figure(ds[list(SUMMARY_VARIABLES)].load()), []).save(path)
 
 
 def plot_main(argv: list[str]) -> int:
@@ -113,7 +112,7 @@ def plot_main(argv: list[str]) -> int:
     who.add_argument("--source", action="append", help="a source name (repeatable)")
     who.add_argument("--all", action="store_true", help="every source (the default without --source)")
     p.add_argument("-o", "--outdir", help="where PNGs go (default CUBE_STEM_plots)")
-    p.add_argument("--mag", action="store_true", help="AB magnitudes instead of uJy")
+    p.add_argument("--mag", action="store_true", help="AB magnitudes instead of µJy")
     p.add_argument("--workers", type=int, help="processes drawing figures (default: one per core)")
     args = p.parse_args(argv)
     outdir = args.outdir or str(Path(args.cube).with_suffix("")) + "_plots"

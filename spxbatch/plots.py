@@ -110,6 +110,9 @@ class CubePoints:
     """The columns figures need, read from a cube once; `points(i)` slices out one source."""
 
     OBS_VARS = ("flux", "flux_err", "wavelength", "bandwidth", "mjd", "good")
+    #: Every variable it reads (the upper limits need the quality columns too).
+    VARIABLES = ("ra", "dec", "obs_start", "row_size", *OBS_VARS, "flags", "condition", "snr", "spectrum_flux",
+                 "spectrum_err", "channel_wavelength")
 
     def __init__(self, ds: xr.Dataset):
         self.names = ds["source"].values.astype(str)
@@ -343,6 +346,10 @@ def plot_source(ds: xr.Dataset, name: str, magnitude: bool = False) -> Figure:
     import matplotlib.pyplot as plt
 
     return source_figure(ds, name, magnitude, plt.figure(figsize=(10, 8)))
+
+
+#: The variables `summary_figure` reads.
+SUMMARY_VARIABLES = ("ra", "dec", "row_size", "band", "good", "flux", "flux_err", "status")
 
 
 def summary_figure(ds: xr.Dataset, fig: Figure | None = None) -> Figure:

@@ -285,3 +285,25 @@ def test_exports_round_trip(cube, tmp_path):
     assert str(vt["flux"].unit) == "uJy"
     np.testing.assert_array_equal(vt["flags"], cube["flags"].values.astype(np.int64) | cube["condition"].values)
     assert list(vt["obs_id"]) == list(cube["obs_id"].values)
+
+
+@pytest.mark.parametrize(("lo", "hi", "scale", "expected"), [
+    (3.2, 347.0, "linear", (0.0, 400.0)),
+    (-12.5, 95.0, "linear", (-15.0, 100.0)),
+    (-80.0, -3.0, "linear", (-80.0, 0.0)),
+    (1234.0, 5678.0, "linear", (0.0, 6000.0)),
+    (3.0, 470.0, "log", (1.0, 1000.0)),
+    (12.3, 14.1, "mag", (12.0, 14.5)),
+])
+def test_axis_limits_are_round_and_enclose_the_data(lo, hi, scale, expected):
+    from spxbatch.plots import nice_limits
+
+    assert nice_limits(lo, hi, scale) == pytest.approx(expected)
+
+
+def test_time_limits_enclose_the_observations():
+    from spxbatch.plots import time_limits
+
+    first, last = 60796.4, 60857.9
+    lo, hi = time_limits(first, last)
+    assert lo < first and hi > last and (lo, hi) == (60780.0, 60880.0)
