@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.table import Table
+from image_compare import block_means
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
@@ -191,10 +192,6 @@ def test_summary_figure_matches_cube(cube):
     assert "30 sources" in fig._suptitle.get_text()
 
 
-def _blocks(rgba: np.ndarray, k: int = 4) -> np.ndarray:
-    """k x k block means of the RGB channels: sub-pixel shifts of text average out, missing ink does not."""
-    h, w = rgba.shape[0] // k * k, rgba.shape[1] // k * k
-    return rgba[:h, :w, :3].astype(float).reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
 
 
 def test_batch_frames_match_a_full_matplotlib_draw(cube, points):
@@ -208,9 +205,9 @@ def test_batch_frames_match_a_full_matplotlib_draw(cube, points):
     for i in order:
         fast.show(points.points(i))
         full.show(points.points(i))
-        frame = _blocks(writer.frame())
+        frame = block_means(writer.frame())
         canvas.draw()
-        reference = _blocks(np.asarray(canvas.buffer_rgba()))
+        reference = block_means(np.asarray(canvas.buffer_rgba()))
         assert np.abs(frame - reference).max() < 64, points.names[i]
         if previous is not None and previous[0] != i:  # and the measure does tell sources apart
             assert np.abs(frame - previous[1]).max() > 100

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from image_compare import block_means
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
@@ -52,9 +53,6 @@ def _text_figure(canvas_class):
     return fig, canvas
 
 
-def _blocks(rgba, k=4):
-    h, w = rgba.shape[0] // k * k, rgba.shape[1] // k * k
-    return rgba[:h, :w, :3].astype(float).reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
 
 
 def test_cached_text_looks_like_agg_text():
@@ -69,7 +67,7 @@ def test_cached_text_looks_like_agg_text():
     cached.draw()
     np.testing.assert_array_equal(np.asarray(cached.buffer_rgba()), first)
     reference = np.asarray(agg.buffer_rgba())
-    assert np.abs(_blocks(first) - _blocks(reference)).max() < 64
+    assert np.abs(block_means(first) - block_means(reference)).max() < 64
     red = (first[..., 0] > 150) & (first[..., 1] < 120)
     assert red[: first.shape[0] // 2].sum() > 50 and red[first.shape[0] // 2:].sum() == 0
     inked = first[..., :3].min(axis=-1) < 200
@@ -98,7 +96,7 @@ def test_frame_writer_redraws_only_what_changes(visible, tmp_path):
         ref_ax.set_ylim(0, top)
         reference = FigureCanvasAgg(ref_fig)
         reference.draw()
-        assert np.abs(_blocks(frames[-1]) - _blocks(np.asarray(reference.buffer_rgba()))).max() < 64
+        assert np.abs(block_means(frames[-1]) - block_means(np.asarray(reference.buffer_rgba()))).max() < 64
     np.testing.assert_array_equal(frames[0], frames[2])  # the axis image comes back from the cache
-    assert np.abs(_blocks(frames[0]) - _blocks(frames[1])).max() > 100
+    assert np.abs(block_means(frames[0]) - block_means(frames[1])).max() > 100
     assert line.get_visible() == visible  # hidden for the background only
