@@ -255,8 +255,8 @@ class SourceFigure:
     @property
     def frame_keys(self) -> dict[Artist, Callable[[], Hashable]]:
         """Dynamic artists whose look depends only on a few values, with a function returning them: the
-        axes, by scale and limits (which `show` rounds to ticks so that they repeat; the two flux axes
-        are alike, so they share their images)."""
+        axes, by scale and limits (which `show` takes from a coarse grid of round values so that they
+        repeat; the two flux axes are alike, so they share their images)."""
 
         def limits(axis: Axis) -> Callable[[], Hashable]:
             return lambda: (axis.axis_name, axis.get_scale(), tuple(axis.get_view_interval()))
@@ -295,7 +295,7 @@ class SourceFigure:
         return bool(log), _padded(float(values.min()), float(values.max()), bool(log))
 
     def show(self, p: SourcePoints) -> None:
-        """Draw source `p`: replace points, error bars, channel means, axis ranges, colour scale and texts."""
+        """Draw source `p`: replace points, error bars, channel means, axis ranges and texts."""
         y, yerr, limit = self._values(p)
         kinds = p.kinds
         g = kinds["good"]
