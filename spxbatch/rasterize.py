@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from isal import isal_zlib
 from matplotlib.artist import Artist
+from matplotlib.backend_bases import GraphicsContextBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
 
@@ -67,7 +68,8 @@ def ink(rgba: np.ndarray) -> Bitmap:
     return np.ascontiguousarray(crop[::-1]), int(cols[0]), rgba.shape[0] - 1 - int(rows[-1])
 
 
-def composite(renderer: RendererAgg, bitmap: Bitmap, dx: int = 0, dy: int = 0, clip_like=None) -> None:
+def composite(renderer: RendererAgg, bitmap: Bitmap, dx: int = 0, dy: int = 0,
+              clip_like: GraphicsContextBase | None = None) -> None:
     """Blend a `Bitmap` over the renderer's canvas, shifted by (dx, dy) pixels (y up), clipped as the
     graphics context `clip_like` is, if given (its alpha is already in the bitmap)."""
     if bitmap is not None:
