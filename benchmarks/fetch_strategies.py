@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spxbatch import spherex
-from spxbatch.archive.fetch import FetchOptions, fetch_image
-from spxbatch.archive.psfcache import FetchCache
+from spxbatch.fetch.cache import FetchCache
+from spxbatch.fetch.fetch import FetchOptions, fetch_image
+from spxbatch.level2.constants import DETECTOR_NPIX
+from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
@@ -36,13 +37,13 @@ STRATEGIES = (("range", "range", {}), ("strips", "range", {"boxes": False}), ("c
 def build(root: Path) -> Path:
     """A one-exposure 2040-px archive (a few files) with ~1500 sources; reused when already there."""
     if not (root / "truth" / "measurements.parquet").exists():
-        make_archive(root, npix=spherex.DETECTOR_NPIX, n_visits=1, n_sources=1500, seed=11)
+        make_archive(root, npix=DETECTOR_NPIX, n_visits=1, n_sources=1500, seed=11)
     return root
 
 
 def plan_row(srv, relpath: str) -> dict:
     row = srv.index.set_index("relpath").loc[relpath]
-    return {"url": srv.file_url(relpath), "relpath": f"{spherex.IBE_ROOT}/{relpath}", "obs_id": row["obs_id"],
+    return {"url": srv.file_url(relpath), "relpath": f"{IBE_ROOT}/{relpath}", "obs_id": row["obs_id"],
             "detector": int(row["detector"]), "version": row["version"], "size_bytes": int(row["size_bytes"]),
             "nx": int(row["nx"]), "ny": int(row["ny"])}
 

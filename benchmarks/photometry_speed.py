@@ -20,9 +20,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import sep  # noqa: E402
 
+from spxbatch.level2.wcs import celestial_wcs  # noqa: E402
 from spxbatch.photometry import PhotometryConfig, measure_region  # noqa: E402
-from spxbatch.photometry.positions import celestial_wcs  # noqa: E402
-from spxbatch.photometry.synthetic import make_region  # noqa: E402
+from spxbatch.sim.regions import make_region  # noqa: E402
 
 NPIX = 2040
 

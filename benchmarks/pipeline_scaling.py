@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from spxbatch.config import ClusterConfig, RunConfig
-from spxbatch.pipeline import Pipeline
+from spxbatch.pipeline.config import ClusterConfig, RunConfig
+from spxbatch.pipeline.stages import Pipeline
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
 

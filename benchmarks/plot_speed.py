@@ -20,11 +20,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from spxbatch.config import ClusterConfig
-from spxbatch.cube import open_cube
-from spxbatch.pipeline import run
-from spxbatch.plot_batch import draw_block, plot_cube
-from spxbatch.plots import longest_time_span, source_figure
+from spxbatch.cube.store import open_cube
+from spxbatch.figures.batch import draw_block, plot_cube
+from spxbatch.figures.plots import longest_time_span, source_figure
+from spxbatch.pipeline.config import ClusterConfig
+from spxbatch.pipeline.stages import run
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
 

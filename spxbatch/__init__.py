@@ -10,8 +10,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"run": "pipeline", "Pipeline": "pipeline", "open_cube": "cube", "RunConfig": "config",
-         "plot_source": "plots", "read_catalog": "catalog"}
+_LAZY = {"run": "pipeline.stages", "Pipeline": "pipeline.stages", "open_cube": "cube.store",
+         "RunConfig": "pipeline.config", "plot_source": "figures.plots", "read_catalog": "plan.catalog"}
 
 
 def __getattr__(name: str) -> Any:

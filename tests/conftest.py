@@ -25,9 +25,19 @@ def sim_archive_noiseless(tmp_path_factory) -> ArchiveInfo:
 @pytest.fixture(scope="session")
 def sim_run(sim_archive, tmp_path_factory):
     """A whole run on `sim_archive`, read as a local mirror by a LocalCluster: the cube's path."""
-    from spxbatch.config import ClusterConfig
-    from spxbatch.pipeline import run
+    from spxbatch.pipeline.config import ClusterConfig
+    from spxbatch.pipeline.stages import run
 
     out = tmp_path_factory.mktemp("sim_run") / "cube.zarr"
     run(sim_archive.catalog, out, archive=str(sim_archive.root), progress=False, cluster=ClusterConfig(workers=2))
     return out
+
+
+@pytest.fixture(scope="session")
+def truth(sim_archive):
+    """The truth of `sim_archive`'s measurements, with each source's catalog position."""
+    import pandas as pd
+
+    m = pd.read_parquet(sim_archive.truth["measurements"])
+    cat = pd.read_csv(sim_archive.truth["catalog"]).set_index("name")
+    return m.join(cat[["ra", "dec"]], on="name")

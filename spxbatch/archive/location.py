@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spxbatch.spherex import IBE_ROOT, IRSA_BASE_URL
+from spxbatch.level2.naming import IBE_ROOT, IRSA_BASE_URL
 
 #: IRSA's TAP endpoint (planning for 'irsa' and, by default, for S3 mirrors).
 IRSA_TAP_URL = f"{IRSA_BASE_URL}/TAP"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {"neighbourhood_halfsize": "aperture", "PhotometryConfig": "config", "measure_region": "measure",
-         "sky_to_parent_pixel": "positions", "CONDITION_BITS": "quality", "good_verdict": "quality"}
+         "CONDITION_BITS": "quality", "good_verdict": "quality"}
 
 
 def __getattr__(name: str) -> Any:
@@ -26,5 +26,4 @@ __all__ = [
     "good_verdict",
     "measure_region",
     "neighbourhood_halfsize",
-    "sky_to_parent_pixel",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from spxbatch.config import ConfigError
-from spxbatch.spherex import DEFAULT_BAD_FLAGS
+from spxbatch.errors import ConfigError
+from spxbatch.level2.constants import DEFAULT_BAD_FLAGS
 
 
 @dataclass(frozen=True)

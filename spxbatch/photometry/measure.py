@@ -19,7 +19,10 @@ import numpy as np
 import sep
 from scipy.spatial import cKDTree
 
-from spxbatch.l2 import ImageRegion, PSFCube, parent_image_header
+from spxbatch.level2.constants import FLAG_BITS
+from spxbatch.level2.flags import flag_bits_from_header, flag_mask
+from spxbatch.level2.region import ImageRegion, PSFCube, parent_image_header
+from spxbatch.level2.wcs import celestial_wcs, sky_to_parent_pixel
 from spxbatch.photometry.aperture import (
     annulus_radii,
     aperture_radius,
@@ -27,22 +30,15 @@ from spxbatch.photometry.aperture import (
     max_radius,
     neighbourhood_halfsize,
 )
-from spxbatch.photometry.background import (
-    annulus_choice,
-    clipped_stats,
-    global_background,
-    window_selection,
-)
+from spxbatch.photometry.background import annulus_choice, clipped_stats, global_background, window_selection
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.gather import Boxes, chunks
 from spxbatch.photometry.overlap import circle_pixel_overlap
-from spxbatch.photometry.positions import celestial_wcs, sky_to_parent_pixel
 from spxbatch.photometry.psf import PSFModel, phases, zone_index
 from spxbatch.photometry.quality import CONDITION_BITS, good_verdict
 from spxbatch.photometry.units import ujy_per_mjysr_pixel, wcs_pixel_solid_angle
 from spxbatch.photometry.wavelength import sample_map, wave_from_table
 from spxbatch.photometry.zodi import zodi_scale
-from spxbatch.spherex import FLAG_BITS, flag_bits_from_header, flag_mask
 
 #: Elements per gathered (sources x pixels) array: bounds memory at ~32 MB per float64 array.
 _CHUNK_ELEMENTS = 4_000_000

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 import sep
 
-from spxbatch.l2 import PSFCube
+from spxbatch.level2.region import PSFCube
 
 
 def psf_labels_swapped(version: str | None) -> bool:

@@ -53,7 +53,7 @@ def good_verdict(
     `flag_bits` (name -> bit, from the file's MP_* cards) defaults to spherex.FLAG_BITS; names missing
     from it are ignored (a file without that flag cannot have it set).
     """
-    from spxbatch.spherex import FLAG_BITS
+    from spxbatch.level2.constants import FLAG_BITS
 
     bits = FLAG_BITS if flag_bits is None else flag_bits
     names = tuple(config.bad_flags) + tuple(config.extra_disqualifying_flags)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.wcs import WCS
 
-from spxbatch.spherex import MJY_PER_SR_TO_UJY_PER_ARCSEC2
+from spxbatch.level2.constants import MJY_PER_SR_TO_UJY_PER_ARCSEC2
 
 _ARCSEC2_PER_SR = (180.0 / np.pi * 3600.0) ** 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-from spxbatch.l2 import WaveTable
+from spxbatch.level2.region import WaveTable
 
 
 def _fractional_index(grid: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from spxbatch.level2.naming import CALIBRATION_PRODUCTS, calibration_relpath
 from spxbatch.sim import psf
 from spxbatch.sim.instrument import Detector
 from spxbatch.sim.paths import processing_date, strip_ibe
-from spxbatch.spherex import CALIBRATION_PRODUCTS, calibration_relpath
 
 
 def _primary(product: str, detector: int) -> fits.PrimaryHDU:

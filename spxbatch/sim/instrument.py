@@ -11,8 +11,8 @@ from functools import cached_property
 
 import numpy as np
 
+from spxbatch.level2.constants import PIXEL_SCALE_ARCSEC
 from spxbatch.sim import lvf, optics, psf, scene
-from spxbatch.spherex import PIXEL_SCALE_ARCSEC
 
 
 @dataclass

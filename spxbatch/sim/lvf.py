@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spxbatch.spherex import BANDS
+from spxbatch.level2.constants import BANDS
 
 #: +1 if wavelength increases with y on this detector, -1 if it decreases (D2: long wavelengths at low y).
 DIRECTION = {1: 1, 2: -1, 3: 1, 4: -1, 5: 1, 6: -1}

@@ -14,15 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spxbatch.level2.constants import EXPOSURE_S, FLAG_BITS
+from spxbatch.level2.naming import level2_relpath
 from spxbatch.sim import calib, mef, optics, psf, render, sky, survey
 from spxbatch.sim.instrument import Detector
 from spxbatch.sim.paths import processing_date, strip_ibe
 from spxbatch.sim.rng import rng_for
-from spxbatch.spherex import (
-    EXPOSURE_S,
-    FLAG_BITS,
-    level2_relpath,
-)
 
 #: Named fields: (ra, dec). 'demo' sits at moderate latitude (Lockman-hole-like); 'nep' is the deep field.
 FIELDS = {"demo": (161.0, 58.0), "nep": (270.0, 66.5607)}

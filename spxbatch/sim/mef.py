@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from spxbatch.spherex import FLAG_BITS
+from spxbatch.level2.constants import FLAG_BITS
 
 Card = tuple[str, object, str]
 

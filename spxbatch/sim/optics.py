@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.wcs import WCS
 
+from spxbatch.level2.constants import PIXEL_SCALE_ARCSEC
 from spxbatch.sim.rng import INSTRUMENT_SEED, rng_for
-from spxbatch.spherex import PIXEL_SCALE_ARCSEC
 
 #: Detectors whose images are mirrored on the sky.
 FLIPPED = frozenset({4, 5, 6})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from spxbatch.spherex import IBE_ROOT
+from spxbatch.level2.naming import IBE_ROOT
 
 
 def strip_ibe(relpath: str) -> str:

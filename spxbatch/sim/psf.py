@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
+from spxbatch.level2.constants import PSF_OVERSAMP, PSF_SIZE, PSF_ZONES
 from spxbatch.sim import lvf
-from spxbatch.spherex import PSF_OVERSAMP, PSF_SIZE, PSF_ZONES
 
 #: Stamp half-size (native pixels) used when rendering a source: beyond it the model holds < 1e-6.
 STAMP_HALF = 7

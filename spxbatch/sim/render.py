@@ -14,18 +14,18 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import maximum_filter
 
-from spxbatch.sim import lvf, optics, psf, scene, sky
-from spxbatch.sim.instrument import Detector
-from spxbatch.sim.rng import rng_for
-from spxbatch.sim.survey import Exposure
-from spxbatch.spherex import (
+from spxbatch.level2.constants import (
     DEFAULT_BAD_FLAGS,
     FLAG_BITS,
     MJY_PER_SR_TO_UJY_PER_ARCSEC2,
     PIXEL_SCALE_ARCSEC,
     PSF_ZONES,
-    flag_mask,
 )
+from spxbatch.level2.flags import flag_mask
+from spxbatch.sim import lvf, optics, psf, scene, sky
+from spxbatch.sim.instrument import Detector
+from spxbatch.sim.rng import rng_for
+from spxbatch.sim.survey import Exposure
 
 #: Persistence of a bright star's image lasts into exposures starting within this time (d).
 PERSIST_DAYS = 1.0 / 24.0

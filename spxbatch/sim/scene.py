@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from spxbatch.level2.constants import FLAG_BITS
 from spxbatch.sim import lvf
 from spxbatch.sim.rng import INSTRUMENT_SEED, rng_for
-from spxbatch.spherex import FLAG_BITS
 
 #: Zodi level (MJy/sr) per band at the reference ecliptic latitude.
 ZODI_LEVEL = {1: 0.35, 2: 0.30, 3: 0.22, 4: 0.12, 5: 0.25, 6: 0.55}

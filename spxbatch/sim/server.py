@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 from aiohttp import web
 
-from spxbatch import spherex
-from spxbatch.archive.index import index_directory
+from spxbatch.level2.naming import IBE_ROOT
+from spxbatch.plan.index import index_directory
 from spxbatch.sim import cutout, tap, uws
 from spxbatch.sim.faults import Bandwidth, FaultConfig, FaultInjector
 
@@ -72,11 +72,11 @@ class ArchiveServer:
 
     def file_url(self, relpath: str) -> str:
         """URL of a file given its path relative to the root."""
-        return f"{self.url}/{spherex.IBE_ROOT}/{relpath.lstrip('/')}"
+        return f"{self.url}/{IBE_ROOT}/{relpath.lstrip('/')}"
 
     def requests_for(self, relpath: str, method: str | None = "GET") -> list[dict]:
         """Access-log entries of one file (cutouts included), optionally of one method."""
-        path = f"/{spherex.IBE_ROOT}/{relpath.lstrip('/')}"
+        path = f"/{IBE_ROOT}/{relpath.lstrip('/')}"
         with self._log_lock:
             entries = list(self.access_log)
         return [e for e in entries if e["path"] == path and (method is None or e["method"] == method)]
@@ -226,7 +226,7 @@ async def _realism(request: web.Request, handler):
     try:
         if srv.latency:
             await asyncio.sleep(srv.latency)
-        is_file = request.path.startswith(f"/{spherex.IBE_ROOT}/")
+        is_file = request.path.startswith(f"/{IBE_ROOT}/")
         if is_file or (srv.faults.config.include_tap and request.path.startswith("/TAP")):
             identity = f"{request.method} {request.path_qs} {entry['range']}"
             request[FAULT] = srv.faults.draw(identity)
@@ -474,7 +474,7 @@ def make_app(srv: ArchiveServer) -> web.Application:
     app.router.add_route("*", "/TAP/async/{job_id}/phase", tap_job_phase)
     app.router.add_get("/TAP/async/{job_id}/results/result", tap_job_result)
     app.router.add_get("/TAP/async/{job_id}/error", tap_job_error)
-    app.router.add_get(f"/{spherex.IBE_ROOT}/{{tail:.+}}", serve_file)
+    app.router.add_get(f"/{IBE_ROOT}/{{tail:.+}}", serve_file)
     return app
 
 
@@ -569,6 +569,6 @@ def run_server(
     ) as srv:
         print(f"spxbatch simulated archive: {len(srv.index)} images from {srv.root}")
         print(f"  TAP:   {srv.tap_url}")
-        print(f"  files: {srv.url}/{spherex.IBE_ROOT}/<relpath>")
+        print(f"  files: {srv.url}/{IBE_ROOT}/<relpath>")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
+from spxbatch.level2.constants import PIXEL_SCALE_ARCSEC
 from spxbatch.sim.rng import rng_for
-from spxbatch.spherex import PIXEL_SCALE_ARCSEC
 
 #: Rest wavelengths (um) of lines an emission-line source may carry: H-alpha, Pa-beta, Pa-alpha, PAH 3.3.
 LINES_REST_UM = (0.6563, 1.2818, 1.8751, 3.29)

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from spxbatch.level2.constants import PIXEL_SCALE_ARCSEC, SMALL_SLEW_SPACING_S, TIME_BOUNDS_SPAN_S
 from spxbatch.sim.rng import rng_for
-from spxbatch.spherex import PIXEL_SCALE_ARCSEC, SMALL_SLEW_SPACING_S, TIME_BOUNDS_SPAN_S
 
 #: Science operations start, MJD (2025-05-01).
 START_MJD = 60796.0

@@ -8,8 +8,8 @@ are registered here as SQLite functions. Geometry values travel through SQL as p
 read too. Point-in-polygon is exact on the sphere (gnomonic projection about the polygon centre, where
 great-circle edges are straight lines), so RA wrap, poles and either winding order are handled.
 
-Tables live in an attached SQLite schema `spherex` (`spherex.plane`, `spherex.artifact`,
-`spherex.observation`, `spherex.obscore`); an upload named `name` becomes `TAP_UPLOAD.name`.
+Tables live in an attached SQLite schema `spherex` (`plane`, `artifact`,
+`observation`, `obscore`); an upload named `name` becomes `TAP_UPLOAD.name`.
 There is no TAP_SCHEMA.
 """
 
@@ -31,7 +31,8 @@ from astropy.table import MaskedColumn, Table
 from queryparser.adql import ADQLQueryTranslator
 from queryparser.exceptions import QueryError, QuerySyntaxError
 
-from spxbatch import spherex
+from spxbatch.level2.constants import EXPOSURE_S, PIXEL_SCALE_ARCSEC
+from spxbatch.level2.naming import IBE_ROOT, IRSA_BASE_URL, make_did
 
 #: Seconds a single query may run before it is interrupted (an error, not a hang).
 QUERY_TIME_LIMIT_S = 60.0
@@ -369,7 +370,7 @@ COLUMN_UNITS = {
 }
 
 
-def build_tables(index: pd.DataFrame, base_url: str = spherex.IRSA_BASE_URL) -> dict[str, pd.DataFrame]:
+def build_tables(index: pd.DataFrame, base_url: str = IRSA_BASE_URL) -> dict[str, pd.DataFrame]:
     """`plane`, `artifact`, `observation` and `obscore` tables (IRSA column names) from an index.
 
     `index` is `spxbatch.archive.index.index_directory(root)` with root = the IBE root
@@ -384,9 +385,9 @@ def build_tables(index: pd.DataFrame, base_url: str = spherex.IRSA_BASE_URL) -> 
     ra_c = df[[f"ra{i}" for i in range(1, 5)]].to_numpy(float)
     dec_c = df[[f"dec{i}" for i in range(1, 5)]].to_numpy(float)
     did = [
-        spherex.make_did(o, int(d), c) for o, d, c in zip(df["obs_id"], df["detector"], df["collection"], strict=True)
+        make_did(o, int(d), c) for o, d, c in zip(df["obs_id"], df["detector"], df["collection"], strict=True)
     ]
-    uri = [f"{spherex.IBE_ROOT}/{p}" for p in df["relpath"]]
+    uri = [f"{IBE_ROOT}/{p}" for p in df["relpath"]]
     plane = pd.DataFrame(
         {
             "planeid": planeid,
@@ -435,10 +436,10 @@ def build_tables(index: pd.DataFrame, base_url: str = spherex.IRSA_BASE_URL) -> 
             "s_dec": df["dec"].to_numpy(float),
             "s_xel1": df["nx"].to_numpy(np.int64),
             "s_xel2": df["ny"].to_numpy(np.int64),
-            "s_pixel_scale": spherex.PIXEL_SCALE_ARCSEC,
+            "s_pixel_scale": PIXEL_SCALE_ARCSEC,
             "t_min": df["time_bounds_lower"].to_numpy(float),
             "t_max": df["time_bounds_upper"].to_numpy(float),
-            "t_exptime": spherex.EXPOSURE_S,
+            "t_exptime": EXPOSURE_S,
             "em_min": df["energy_bounds_lower"].to_numpy(float),
             "em_max": df["energy_bounds_upper"].to_numpy(float),
             "energy_bandpassname": df["band"],

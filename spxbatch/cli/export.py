@@ -1,0 +1,25 @@
+"""`spxbatch export CUBE --format csv|parquet|votable -o PATH`."""
+
+from __future__ import annotations
+
+import argparse
+
+from spxbatch.cube.export import export_csv, export_parquet, export_votable
+
+
+def export_main(argv: list[str]) -> int:
+    """`spxbatch export CUBE --format csv|parquet|votable -o PATH`."""
+    from spxbatch.cube.store import open_cube
+
+    p = argparse.ArgumentParser(prog="spxbatch export", description="Export a cube's measurements.")
+    p.add_argument("cube")
+    p.add_argument("--format", required=True, choices=["csv", "parquet", "votable"])
+    p.add_argument("-o", "--output", required=True, help="a directory for csv, a file otherwise")
+    args = p.parse_args(argv)
+    ds = open_cube(args.cube).load()
+    writers = {"csv": export_csv, "parquet": export_parquet, "votable": export_votable}
+    out = writers[args.format](ds, args.output)
+    n = len(out) if isinstance(out, list) else 1
+    print(f"exported {ds.sizes['obs']} measurements to {args.output} ({n} file{'s' if n != 1 else ''})")
+    return 0
+

@@ -1,0 +1,122 @@
+"""The options of a measuring run, as flags (shared by the main command, `stage` and `demo`), and the
+run configuration built from them: defaults < config file < flags < a run directory's saved config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def key_value_option(text: str) -> tuple[str, Any]:
+    """'key=value' with value parsed as JSON when it can be (numbers, true/false, lists)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--phot takes KEY=VALUE, not {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def bands_option(text: str) -> list[int]:
+    """'1,2,D3' -> [1, 2, 3]."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().upper().removeprefix("SPHEREX-").removeprefix("D")
+        if not part.isdigit() or not 1 <= int(part) <= 6:
+            raise argparse.ArgumentTypeError(f"bands are 1..6 or D1..D6, not {text!r}")
+        out.append(int(part))
+    return sorted(set(out))
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a measuring run (shared by the main command and `demo`)."""
+    g = p.add_argument_group("archive and data")
+    g.add_argument("--archive", help="irsa (default), a base URL laid out like IRSA's "
+                   "(http://127.0.0.1:8000), s3://bucket, or a local mirror directory")
+    g.add_argument("--tap-url", dest="tap_url", help="plan with this TAP service instead of the archive's "
+                   "own (e.g. an s3:// mirror planned by IRSA's TAP, the default for s3)")
+    g.add_argument("--fetch", choices=["auto", "range", "cutout", "whole"],
+                   help="how pixels are read (default auto: a cost model picks per image)")
+    g.add_argument("--bands", type=bands_option, help="bands to measure, e.g. 1,2,3 or D4 (default all)")
+    g.add_argument("--time-range", nargs=2, type=float, metavar=("MJD_MIN", "MJD_MAX"), dest="time_range")
+    g.add_argument("--collection", action="append", dest="collections",
+                   help="spherex_qr2 (wide) or spherex_qr2_deep; repeatable (default all)")
+    g.add_argument("--release", action="append", dest="releases", help="e.g. qr2; repeatable (default all)")
+    g.add_argument("--name-col"), g.add_argument("--ra-col"), g.add_argument("--dec-col")
+    g = p.add_argument_group("photometry")
+    g.add_argument("--phot", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
+                   help="a photometry option, e.g. --phot aperture=fixed or --phot preset=spxquery "
+                   "(`spxbatch --help-photometry` lists them all with their defaults)")
+    g = p.add_argument_group("execution")
+    g.add_argument("--config", help="a TOML or YAML file of options (flags override it)")
+    g.add_argument("--stages", help="comma-separated subset of plan,stage,measure,assemble (default "
+                   "plan,measure,assemble; 'stage' copies the data into --mirror; once staged, measure reads "
+                   "the mirror with no network)")
+    g.add_argument("--workers", type=int, help="local worker processes (default one per core)")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
+    g.add_argument("--cluster", choices=["slurm", "pbs"], help="start workers as batch jobs (dask-jobqueue)")
+    g.add_argument("--jobs", help="batch jobs: a count (2) or an adaptive range (1:4)")
+    g.add_argument("--queue"), g.add_argument("--account")
+    g.add_argument("--walltime", help="per job, e.g. 01:00:00")
+    g.add_argument("--cores", type=int, help="cores per job")
+    g.add_argument("--memory", help="memory per job, e.g. 8GB")
+    g.add_argument("--log-directory", dest="log_directory", help="batch job logs (default RUN_DIR/logs)")
+    g.add_argument("--python", help="the Python on the compute nodes (default: this interpreter)")
+    g.add_argument("--images-per-task", type=int, dest="images_per_task")
+    g.add_argument("--fetch-attempts", type=int, dest="fetch_attempts",
+                   help="attempts per read before an image is recorded as failed (default 5)")
+    g.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig field values from parsed flags (None where not given)."""
+    cluster = {k: getattr(args, k) for k in ("workers", "scheduler", "jobs", "queue", "account", "walltime",
+                                              "cores", "memory", "log_directory", "python")}
+    cluster["kind"] = args.cluster
+    return {
+        "catalog": getattr(args, "catalog", None), "output": getattr(args, "output", None),
+        "archive": args.archive, "tap_url": args.tap_url, "fetch": args.fetch, "bands": args.bands,
+        "time_range": args.time_range, "collections": args.collections, "releases": args.releases,
+        "name_col": args.name_col, "ra_col": args.ra_col, "dec_col": args.dec_col,
+        "images_per_task": args.images_per_task, "fetch_attempts": args.fetch_attempts,
+        "progress": args.progress,
+        "photometry": dict(args.phot) or None, "cluster": cluster,
+    }
+
+
+def make_config(args: argparse.Namespace):
+    """Defaults < config file < flags; a rerun into an existing run directory starts from its saved config."""
+    from spxbatch.pipeline.config import build_config, config_from_dict, read_config_file
+    from spxbatch.pipeline.rundir import RunDir
+
+    file_values = read_config_file(args.config) if args.config else None
+    cfg = build_config(file_values, flag_values(args)).resolved()
+    saved = RunDir(cfg.run_dir).read_config()
+    if saved is None:
+        return cfg
+    return build_config(file_values, flag_values(args), base=config_from_dict(saved)).resolved()
+
+
+def stages_option(args: argparse.Namespace) -> tuple[str, ...]:
+    from spxbatch.pipeline.rundir import DEFAULT_STAGES
+
+    return tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else DEFAULT_STAGES
+
+
+def photometry_help() -> str:
+    """Every photometry option with its default (for --phot KEY=VALUE and the config file's [photometry])."""
+    import dataclasses
+
+    from spxbatch.photometry import PhotometryConfig
+
+    lines = ["Photometry options (--phot KEY=VALUE, or a [photometry] table in the config file);",
+             "--phot preset=spxquery starts from SPXQuery 0.4's settings.", ""]
+    for f in dataclasses.fields(PhotometryConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:28s} default {default!r}")
+    doc = (PhotometryConfig.__doc__ or "").strip()
+    return "\n".join([*lines, "", doc])
+

@@ -1,0 +1,23 @@
+"""`spxbatch qc CUBE`: recompute the good verdict without measuring."""
+
+from __future__ import annotations
+
+import argparse
+
+from spxbatch.cube.requalify import requalify
+
+
+def qc_main(argv: list[str]) -> int:
+    """`spxbatch qc CUBE [--phot KEY=VALUE ...] [-o OUT]`: recompute the good verdict without measuring."""
+    from spxbatch.cli.options import key_value_option
+
+    p = argparse.ArgumentParser(prog="spxbatch qc", description=qc_main.__doc__)
+    p.add_argument("cube")
+    p.add_argument("--phot", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
+                   help="quality rules, e.g. snr_threshold=3 or bad_flags='[\"HOT\",\"COLD\"]'")
+    p.add_argument("-o", "--output", help="write a new cube instead of replacing CUBE")
+    args = p.parse_args(argv)
+    ds = requalify(args.cube, dict(args.phot), args.output)
+    print(f"{int(ds['good'].sum())} of {ds.sizes['obs']} measurements good; written to {args.output or args.cube}")
+    return 0
+

@@ -1,0 +1,106 @@
+"""Exports of a cube: per-source light-curve CSVs (SPXQuery's columns), one Parquet table of every
+measurement, and a VOTable in the layout of the archive's spectrophotometry service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from astropy.table import Table
+
+AB_ZERO_POINT_UJY = 3631e6
+
+
+#: SPXQuery's lightcurve.csv columns, in order.
+SPXQUERY_COLUMNS = ("obs_id", "mjd", "flux", "flux_error", "mag_ab", "mag_ab_error", "wavelength", "bandwidth",
+                    "band", "flag", "flag_binary", "pix_x", "pix_y", "is_upper_limit", "snr", "good")
+
+
+def measurements_table(ds: xr.Dataset) -> pd.DataFrame:
+    """Every measurement as one row with its source's name, ra and dec (the cube's obs order)."""
+    obs_vars = [v for v in ds.data_vars if ds[v].dims == ("obs",)]
+    df = ds[obs_vars].to_dataframe().reset_index(drop=True)
+    sidx = df["source_index"].to_numpy()
+    df.insert(0, "source", ds["source"].values.astype(str)[sidx])
+    df.insert(1, "ra", ds["ra"].values[sidx])
+    df.insert(2, "dec", ds["dec"].values[sidx])
+    return df
+
+
+def spxquery_lightcurve(df: pd.DataFrame) -> pd.DataFrame:
+    """One source's rows in SPXQuery's lightcurve.csv layout, sorted by mjd."""
+    mag, mag_err = ab_magnitude(df["flux"].to_numpy(), df["flux_err"].to_numpy())
+    flags = df["flags"].to_numpy(np.int64)
+    out = pd.DataFrame({
+        "obs_id": df["obs_id"].astype(str), "mjd": df["mjd"], "flux": df["flux"], "flux_error": df["flux_err"],
+        "mag_ab": mag, "mag_ab_error": mag_err, "wavelength": df["wavelength"], "bandwidth": df["bandwidth"],
+        "band": [f"D{b}" for b in df["band"]], "flag": flags,
+        "flag_binary": [np.binary_repr(f, width=32) for f in flags], "pix_x": df["x"], "pix_y": df["y"],
+        "is_upper_limit": df["flux_err"] > df["flux"], "snr": df["flux"] / df["flux_err"], "good": df["good"],
+    })
+    return out.sort_values("mjd", kind="stable").reset_index(drop=True)
+
+
+def export_csv(ds: xr.Dataset, outdir: str | Path) -> list[Path]:
+    """One SPXQuery-style light-curve CSV per source with measurements, named after the source."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    df = measurements_table(ds)
+    paths = []
+    for name, rows in df.groupby("source", sort=False):
+        path = outdir / f"{safe_filename(str(name))}.csv"
+        spxquery_lightcurve(rows).to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def export_parquet(ds: xr.Dataset, path: str | Path) -> Path:
+    """Every measurement in one Parquet table (units in the column metadata of the cube)."""
+    path = Path(path)
+    measurements_table(ds).to_parquet(path, index=False)
+    return path
+
+
+def export_votable(ds: xr.Dataset, path: str | Path) -> Path:
+    """The archive spectrophotometry service's layout: lambda, lambda_width, flux, flux_err, flags, mjd, ..."""
+    df = measurements_table(ds)
+    t = Table()
+    t["source"] = df["source"].astype(str).to_numpy()
+    t["ra"], t["dec"] = df["ra"].to_numpy(), df["dec"].to_numpy()
+    t["obs_id"] = df["obs_id"].astype(str).to_numpy()
+    t["band"] = df["band"].to_numpy(np.int16)
+    t["lambda"] = df["wavelength"].to_numpy()
+    t["lambda_width"] = df["bandwidth"].to_numpy()
+    t["flux"] = df["flux"].to_numpy()
+    t["flux_err"] = df["flux_err"].to_numpy()
+    combined = df["flags"].to_numpy(np.int64)
+    if "condition" in df:
+        combined = combined | df["condition"].to_numpy(np.int64)
+    t["flags"] = combined
+    t["mjd"] = df["mjd"].to_numpy()
+    t["x"], t["y"] = df["x"].to_numpy(), df["y"].to_numpy()
+    t["good"] = df["good"].to_numpy(bool)
+    for col, unit in (("ra", "deg"), ("dec", "deg"), ("lambda", "um"), ("lambda_width", "um"), ("flux", "uJy"),
+                      ("flux_err", "uJy"), ("mjd", "d"), ("x", "pix"), ("y", "pix")):
+        t[col].unit = unit
+    t.meta["description"] = "spxbatch forced photometry; flags = FILE bits (0-31) | condition bits (32+)"
+    path = Path(path)
+    t.write(path, format="votable", overwrite=True)
+    return path
+
+
+def ab_magnitude(flux_ujy: np.ndarray, err_ujy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AB magnitude and its error; NaN where the flux is not positive."""
+    flux_ujy = np.asarray(flux_ujy, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mag = np.where(flux_ujy > 0, -2.5 * np.log10(flux_ujy / AB_ZERO_POINT_UJY), np.nan)
+        err = np.where(flux_ujy > 0, 1.0857 * np.asarray(err_ujy, float) / flux_ujy, np.nan)
+    return mag, err
+
+
+def safe_filename(name: str) -> str:
+    """A file name made of the source name, with anything unsafe replaced by an underscore."""
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)

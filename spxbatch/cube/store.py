@@ -1,0 +1,79 @@
+"""The cube on disk: written as a Zarr v3 store in whole chunks (atomically), opened with xarray, and the
+`ds.spx` accessor for one source's measurements.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from spxbatch.files import atomic_path
+
+
+def write_cube(ds: xr.Dataset, path: str | Path, obs_chunk: int = 1_000_000,
+               source_chunk: int = 100_000) -> Path:
+    """Write the Dataset as a Zarr v3 store in whole chunks, then consolidate; replaces `path` atomically."""
+    path = Path(path)
+    encoding = {}
+    for name, var in ds.variables.items():
+        dims = var.dims
+        chunks = tuple(
+            min(obs_chunk if d == "obs" else source_chunk if d == "source" else ds.sizes[d], max(ds.sizes[d], 1))
+            for d in dims)
+        encoding[name] = {"chunks": chunks}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        with atomic_path(path) as tmp:
+            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
+    return path
+
+
+def open_cube(path: str | Path, dask: bool = True) -> xr.Dataset:
+    """Open a cube written by spxbatch (lazily, through xarray's Zarr backend): as dask arrays, or with
+    `dask=False` as xarray's own lazy arrays (no dask start-up, for short-lived readers of a few rows)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=True, **({} if dask else {"chunks": None}))
+    # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects.
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "T":
+            ds[name] = var.astype(object)
+    return ds
+
+
+@xr.register_dataset_accessor("spx")
+class SpxAccessor:
+    """`ds.spx.source(name)`: one source's measurements; `ds.spx.dataframe(name)` as a DataFrame."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    def index(self, name: str) -> int:
+        """Position of a source in the `source` dimension (KeyError naming it when absent)."""
+        names = self._ds["source"].values
+        hits = np.flatnonzero(names == name)
+        if hits.size == 0:
+            raise KeyError(f"no source named {name!r} in this cube")
+        return int(hits[0])
+
+    def source(self, name: str) -> xr.Dataset:
+        """The `obs` rows of one source (time-ordered) plus its per-source and spectrum variables."""
+        i = self.index(name)
+        start = int(self._ds["obs_start"].values[i])
+        size = int(self._ds["row_size"].values[i])
+        obs_vars = [v for v in self._ds.data_vars if self._ds[v].dims == ("obs",)]
+        per_source = [v for v in self._ds.data_vars if self._ds[v].dims and self._ds[v].dims[0] == "source"]
+        out = self._ds[obs_vars].isel(obs=slice(start, start + size))
+        return out.merge(self._ds[per_source].isel(source=i)).merge(
+            self._ds[["channel_wavelength", "channel_band"]])
+
+    def dataframe(self, name: str) -> pd.DataFrame:
+        """One source's measurements as a pandas DataFrame, one row per observation."""
+        sub = self.source(name)
+        obs_vars = [v for v in sub.data_vars if sub[v].dims == ("obs",)]
+        return sub[obs_vars].to_dataframe().reset_index(drop=True)
+

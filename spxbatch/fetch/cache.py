@@ -1,0 +1,136 @@
+"""Per-process cache of what many images share: HDU offset tables, PSF cubes and calibration pixels.
+
+PSF cubes are stored by CONTENT (sha1 of the bytes): an index maps (detector, version, PSF-header digest)
+to a content hash, so the 4.9 MB cube is read once per detector and processing version (and once more only
+if a file's PSF header differs, e.g. a second cube shipped under the same version), and equal cubes share
+one array. Calibration products (solid angle map, spectral_wcs CWAVE/CBAND) are read lazily in row blocks
+and sliced to each region; an absent or empty product is remembered (with the reason) and not asked again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from spxbatch.files import atomic_write_bytes
+from spxbatch.level2.fitsmap import FitsMap
+
+#: Rows per calibration block read on demand (2040-px rows of float32: ~260 kB per block).
+CALIB_BLOCK_ROWS = 32
+
+
+def content_hash(data: bytes) -> str:
+    """The cache key of a byte string (sha1 hex)."""
+    return hashlib.sha1(data).hexdigest()
+
+
+def header_digest(header: fits.Header) -> str:
+    """A short digest of a header's text (tells two PSF cubes shipped under one version apart)."""
+    return hashlib.sha1(header.tostring().encode("ascii")).hexdigest()[:16]
+
+
+@dataclass
+class CalibPlane:
+    """One calibration image plane, filled lazily by row blocks: `read_rows(y0, y1)` returns the rows."""
+
+    url: str
+    shape: tuple[int, int]
+    read_blocks: Callable[[list[int]], list[np.ndarray]]
+    blocks: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows y0..y1-1 (native float), reading the blocks not yet held in one call."""
+        first, last = y0 // CALIB_BLOCK_ROWS, (y1 - 1) // CALIB_BLOCK_ROWS
+        want = [b for b in range(first, last + 1) if b not in self.blocks]
+        if want:
+            for b, arr in zip(want, self.read_blocks(want), strict=True):
+                self.blocks[b] = arr
+        stacked = np.concatenate([self.blocks[b] for b in range(first, last + 1)], axis=0)
+        off = first * CALIB_BLOCK_ROWS
+        return stacked[y0 - off:y1 - off]
+
+
+@dataclass
+class FetchCache:
+    """Everything the fetch layer keeps between images in one process (see `process_cache`).
+
+    Offset tables are kept for the `max_fitsmaps` most recently used files (each holds its headers, ~0.5 MB
+    as astropy objects); `disk_dir` (e.g. the run directory) also persists them, gzipped (~10 kB per file),
+    across processes and runs.
+    """
+
+    disk_dir: str | None = None
+    max_fitsmaps: int = 64
+    fitsmaps: OrderedDict[str, FitsMap] = field(default_factory=OrderedDict)
+    psf_cubes: dict[str, np.ndarray] = field(default_factory=dict)
+    psf_index: dict[tuple, str] = field(default_factory=dict)
+    #: (product, detector, release[, hdu]) -> FitsMap / CalibPlane, or a string saying why it is unavailable.
+    calib: dict[tuple, FitsMap | CalibPlane | str] = field(default_factory=dict)
+    #: How many PSF cubes were read over the wire (for tests and the benchmark).
+    psf_reads: int = 0
+
+    def get_fitsmap(self, url: str) -> FitsMap | None:
+        """The cached offset table of `url`, from memory or the disk cache."""
+        fmap = self.fitsmaps.get(url)
+        if fmap is not None:
+            self.fitsmaps.move_to_end(url)
+        elif self.disk_dir:
+            path = self._disk_path(url)
+            if path.exists():
+                fmap = FitsMap.from_json(gzip.decompress(path.read_bytes()).decode())
+                self._remember(fmap)
+        return fmap
+
+    def put_fitsmap(self, fmap: FitsMap) -> None:
+        """Remember an offset table (and write it atomically to the disk cache when there is one)."""
+        self._remember(fmap)
+        if self.disk_dir:
+            path = self._disk_path(fmap.url)
+            atomic_write_bytes(path, gzip.compress(fmap.to_json().encode(), compresslevel=6))
+
+    def _remember(self, fmap: FitsMap) -> None:
+        self.fitsmaps[fmap.url] = fmap
+        self.fitsmaps.move_to_end(fmap.url)
+        while len(self.fitsmaps) > self.max_fitsmaps:
+            self.fitsmaps.popitem(last=False)
+
+    def _disk_path(self, url: str) -> Path:
+        return Path(self.disk_dir) / "fitsmaps" / f"{content_hash(url.encode())}.json.gz"
+
+    def psf_cube(self, key: tuple, load: Callable[[], bytes], dtype: np.dtype,
+                 shape: tuple[int, ...]) -> np.ndarray:
+        """The PSF cube for `key`, loading its raw big-endian bytes with `load` only the first time."""
+        digest = self.psf_index.get(key)
+        if digest is None:
+            raw = load()
+            self.psf_reads += 1
+            digest = self.add_psf_bytes(raw, dtype, shape)
+            self.psf_index[key] = digest
+        return self.psf_cubes[digest]
+
+    def add_psf_bytes(self, raw: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> str:
+        """Store a cube by content (shared when already held) and return its hash."""
+        digest = content_hash(raw)
+        if digest not in self.psf_cubes:
+            cube = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+            cube.flags.writeable = False
+            self.psf_cubes[digest] = cube
+        return digest
+
+
+_PROCESS_CACHE: FetchCache | None = None
+
+
+def process_cache(disk_dir: str | None = None) -> FetchCache:
+    """The module-level cache of this process (Dask workers each get their own)."""
+    global _PROCESS_CACHE
+    if _PROCESS_CACHE is None or (disk_dir and _PROCESS_CACHE.disk_dir != disk_dir):
+        _PROCESS_CACHE = FetchCache(disk_dir=disk_dir)
+    return _PROCESS_CACHE

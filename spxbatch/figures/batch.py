@@ -1,0 +1,105 @@
+"""`spxbatch plot CUBE [--source NAME ...|--all] [-o DIR]`: the run summary and one PNG per source.
+
+Sources are drawn in blocks of consecutive catalog rows by a pool of processes (spawned: the parent holds
+zarr and dask threads, which forking could deadlock). Each process reads only its blocks' rows of the cube
+and keeps one `SourceFigure` whose unchanging parts and texts are rasterised once (`rasterize.FrameWriter`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from spxbatch.cube.export import safe_filename
+from spxbatch.cube.store import open_cube
+from spxbatch.figures.plots import (
+    SUMMARY_VARIABLES,
+    CubePoints,
+    SourceFigure,
+    longest_time_span,
+    source_rows,
+    summary_figure,
+)
+from spxbatch.figures.rasterize import FrameWriter
+
+#: Sources per task, at least and at most: about four tasks per process balance the processes, and at least
+#: 25 keep opening the cube (0.1 s a task) small.
+BLOCK_SOURCES = (25, 250)
+
+
+_writers: dict[tuple[bool, float], tuple[SourceFigure, FrameWriter]] = {}
+
+
+def _writer(magnitude: bool, time_span: float) -> tuple[SourceFigure, FrameWriter]:
+    """This process's figure and frame writer (built on first use, then reused for every source)."""
+    key = (magnitude, time_span)
+    if key not in _writers:
+        figure = SourceFigure(magnitude=magnitude, time_span=time_span)
+        _writers[key] = (figure, FrameWriter(figure.fig, figure.dynamic_artists, figure.frame_keys))
+    return _writers[key]
+
+
+def draw_block(cube: str, first: int, stop: int, wanted: Sequence[str] | None, outdir: str,
+               magnitude: bool, time_span: float) -> int:
+    """Worker: one PNG per source among rows first..stop-1 (only those in `wanted`, if given); colours
+    of time run over `time_span` days, the run's longest."""
+    points = CubePoints(source_rows(open_cube(cube, dask=False), first, stop, CubePoints.VARIABLES))
+    figure, writer = _writer(magnitude, time_span)
+    keep = set(wanted) if wanted is not None else None
+    n = 0
+    for i, name in enumerate(points.names):
+        if keep is None or name in keep:
+            figure.show(points.points(i))
+            writer.save(Path(outdir) / f"{safe_filename(name)}.png")
+            n += 1
+    return n
+
+
+def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path, magnitude: bool = False,
+              workers: int | None = None) -> list[Path]:
+    """Write the summary figure and one figure per named source (all when None), in parallel processes.
+
+    Returns the paths written: the summary first, then the sources in the order asked."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    ds = open_cube(cube)
+    all_names = ds["source"].values.astype(str)
+    wanted = list(all_names) if names is None else list(names)
+    missing = sorted(set(wanted) - set(all_names))
+    if missing:
+        raise KeyError(f"no source named {missing[0]!r} in {cube}")
+    rows = np.flatnonzero(np.isin(all_names, wanted)) if names is not None else np.arange(all_names.size)
+    workers = workers or os.cpu_count() or 1
+    size = int(np.clip(-(-rows.size // (4 * workers)), *BLOCK_SOURCES))
+    blocks = [rows[i:i + size] for i in range(0, rows.size, size)]  # wanted rows, in catalog order
+    workers = min(workers, len(blocks))
+    written = [outdir / "summary.png"]
+    span = longest_time_span(ds[["obs_start", "row_size", "mjd"]].load())
+    args = [(str(cube), int(b[0]), int(b[-1]) + 1, None if names is None else list(all_names[b]), str(outdir),
+             magnitude, span) for b in blocks]
+    if workers <= 1:
+        for a in args:
+            draw_block(*a)
+        _save_summary(ds, written[0])
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = [pool.submit(draw_block, *a) for a in args]
+            _save_summary(ds, written[0])  # while the workers start
+            for fut in futures:
+                fut.result()
+        finally:  # every file is written: the processes' exit (a second or two) need not hold the caller
+            pool.shutdown(wait=False, cancel_futures=True)
+    return written + [outdir / f"{safe_filename(n)}.png" for n in wanted]
+
+
+def _save_summary(ds: xr.Dataset, path: Path) -> None:
+    """The run summary figure as a PNG."""
+    FrameWriter(summary_figure(ds[list(SUMMARY_VARIABLES)].load()), []).save(path)
+

@@ -1,0 +1,27 @@
+"""FLAGS bit names: read from a file's header cards, combined into masks."""
+
+from __future__ import annotations
+
+
+def flag_mask(names: tuple[str, ...] | list[str], bits: dict[str, int]) -> int:
+    """OR of the bits of `names`, resolved through `bits` (from the file's MP_* cards)."""
+    unknown = [n for n in names if n not in bits]
+    if unknown:
+        raise KeyError(f"flag names not in this file's MP_* cards: {', '.join(unknown)}")
+    mask = 0
+    for name in names:
+        mask |= 1 << bits[name]
+    return mask
+
+
+def flag_bits_from_header(header) -> dict[str, int]:
+    """Flag name -> bit from a FLAGS header's `MP_<NAME>` cards (HIERARCH or plain)."""
+    out: dict[str, int] = {}
+    for key in header:
+        k = key.upper()
+        if k.startswith("HIERARCH "):
+            k = k[len("HIERARCH "):]
+        if k.startswith("MP_"):
+            out[k[3:]] = int(header[key])
+    return out
+

@@ -1,0 +1,93 @@
+"""The in-memory form of (part of) one Level-2 image: what every fetch strategy returns and photometry reads.
+
+A region is a rectangle of the parent 2040x2040 frame. A cutout, one row strip, and the whole file are all
+regions; `x0, y0` is the 0-based parent pixel of `image[0, 0]`. Headers are kept as the file had them (a
+cutout's CRPIX cards are shifted), and `parent_image_header` rebuilds the parent frame's header so that
+positions are computed identically whatever region was fetched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+
+@dataclass
+class PSFCube:
+    """The PSF HDU: the (121, 101, 101) cube and its header (zone cards XCTR_k..., OVERSAMP)."""
+
+    cube: np.ndarray
+    header: fits.Header
+
+
+@dataclass
+class WaveTable:
+    """The WCS-WAVE lookup table: control points X, Y (1-based parent pixels) and VALUES[iy, ix, 2]."""
+
+    x: np.ndarray
+    y: np.ndarray
+    values: np.ndarray
+    header: fits.Header
+
+
+@dataclass
+class ImageRegion:
+    """Pixels of one rectangular region of a Level-2 image plus everything photometry needs to use them.
+
+    Arrays are native-endian (float32 / int32) of equal shape; `x0, y0` place them in the parent frame,
+    whose (ny, nx) is `parent_shape` (the fetch layer knows it from the header or the plan).
+    """
+
+    primary_header: fits.Header
+    image_header: fits.Header
+    flags_header: fits.Header
+    image: np.ndarray
+    flags: np.ndarray
+    variance: np.ndarray
+    zodi: np.ndarray
+    x0: int
+    y0: int
+    wave: WaveTable
+    psf: PSFCube | None = None
+    parent_shape: tuple[int, int] = (2040, 2040)
+    #: Optional calibration pixels for the same region: solid angle (arcsec^2), CWAVE and CBAND (um).
+    solid_angle: np.ndarray | None = None
+    cwave: np.ndarray | None = None
+    cband: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx) of the region."""
+        return self.image.shape
+
+
+def parent_origin(image_header: fits.Header) -> tuple[int, int]:
+    """0-based parent pixel of a cutout's first pixel, from CRPIXnA (IRSA: x_orig = 1 + x_cut - CRPIX1A).
+
+    A full frame has CRPIX1A = CRPIX2A = 1, i.e. origin (0, 0).
+    """
+    x0 = 1.0 - float(image_header.get("CRPIX1A", 1.0))
+    y0 = 1.0 - float(image_header.get("CRPIX2A", 1.0))
+    return round(x0), round(y0)
+
+
+def parent_image_header(image_header: fits.Header) -> fits.Header:
+    """The IMAGE header of the parent frame: CRPIX, CRPIXnA and CRPIXnW shifted back by the cutout origin."""
+    x0, y0 = parent_origin(image_header)
+    hdr = image_header.copy()
+    if x0 == 0 and y0 == 0:
+        return hdr
+    for suffix in ("", "A", "W"):
+        for axis, shift in ((1, x0), (2, y0)):
+            key = f"CRPIX{axis}{suffix}"
+            if key in hdr:
+                hdr[key] = float(hdr[key]) + shift
+    return hdr
+
+
+def native(a: np.ndarray) -> np.ndarray:
+    """The array in native byte order (FITS data is big-endian; SEP refuses it)."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+

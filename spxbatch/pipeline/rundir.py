@@ -1,0 +1,151 @@
+"""The run directory: config, plan, one result part per finished image (written atomically) and a state file.
+
+Layout::
+
+    RUN_DIR/config.json        the effective RunConfig
+    RUN_DIR/state.json         stages done, counts, timestamps
+    RUN_DIR/stage.json         where the 'stage' stage writes its mirror, and what last failed to stage
+    RUN_DIR/plan/              the plan tables (images, pairs) and the query cache
+    RUN_DIR/parts/img_0000042.parquet   measurements (and unmeasured rows) of image 42
+
+A part is written to a temporary name and renamed, so a killed run leaves only whole parts; a rerun skips
+the images whose part exists (and, by default, retries those whose part records a fetch failure).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spxbatch.files import atomic_write_bytes
+
+#: Every stage, in running order; 'stage' (copy the data the plan needs into a local mirror) is optional.
+STAGES = ("plan", "stage", "measure", "assemble")
+#: What a run does unless told otherwise.
+DEFAULT_STAGES = ("plan", "measure", "assemble")
+#: The stages each stage needs done first.
+NEEDS: dict[str, tuple[str, ...]] = {"plan": (), "stage": ("plan",), "measure": ("plan",),
+                                     "assemble": ("plan", "measure")}
+
+
+def dependents(stage: str) -> tuple[str, ...]:
+    """`stage` and every stage that needs it, directly or not (in running order)."""
+    out = {stage}
+    for s in STAGES:
+        if any(n in out for n in NEEDS[s]):
+            out.add(s)
+    return tuple(s for s in STAGES if s in out)
+
+
+class RunDir:
+    """Accessors for one run directory; safe to use from Dask workers that share its filesystem."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def parts_dir(self) -> Path:
+        """Where the per-image result parts live."""
+        return self.path / "parts"
+
+    @property
+    def plan_dir(self) -> Path:
+        """Where the plan and the query cache live."""
+        return self.path / "plan"
+
+    def create(self) -> RunDir:
+        """Make the directory tree (idempotent)."""
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self.plan_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # --- config and state -------------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Save the effective configuration."""
+        atomic_write_bytes(self.path / "config.json", json.dumps(config, indent=2, sort_keys=True).encode())
+
+    def read_config(self) -> dict[str, Any] | None:
+        """The saved configuration, or None for a new run directory."""
+        p = self.path / "config.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def read_state(self) -> dict[str, Any]:
+        """The state file (stages done and their summaries); empty for a new run."""
+        p = self.path / "state.json"
+        return json.loads(p.read_text()) if p.exists() else {"stages": {}}
+
+    def mark_stage(self, stage: str, **summary: Any) -> None:
+        """Record that `stage` finished, with a summary (counts, timings)."""
+        state = self.read_state()
+        state["stages"][stage] = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **summary}
+        atomic_write_bytes(self.path / "state.json", json.dumps(state, indent=2, sort_keys=True).encode())
+
+    def clear_stage(self, stage: str) -> None:
+        """Forget that `stage` (and the stages that need it) finished."""
+        state = self.read_state()
+        for s in dependents(stage):
+            state["stages"].pop(s, None)
+        atomic_write_bytes(self.path / "state.json", json.dumps(state, indent=2, sort_keys=True).encode())
+
+    def stage_done(self, stage: str) -> bool:
+        """True when `stage` finished in this run directory."""
+        return stage in self.read_state()["stages"]
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        """A small JSON record of the run directory (e.g. 'stage.json'), or None when absent."""
+        p = self.path / name
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def write_json(self, name: str, record: dict[str, Any]) -> None:
+        """Save a small JSON record atomically."""
+        atomic_write_bytes(self.path / name, json.dumps(record, indent=2, sort_keys=True).encode())
+
+    # --- parts ------------------------------------------------------------------------------------------
+    def part_path(self, image_id: int) -> Path:
+        """The part file of one image."""
+        return self.parts_dir / f"img_{int(image_id):07d}.parquet"
+
+    def write_part(self, image_id: int, table: pd.DataFrame, meta: dict[str, Any]) -> Path:
+        """Write one image's rows atomically; `meta` (strategy, bytes, error...) goes in the file metadata."""
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        arrow = arrow.replace_schema_metadata(
+            {**(arrow.schema.metadata or {}), b"spxbatch": json.dumps(meta).encode()})
+        sink = pa.BufferOutputStream()
+        pq.write_table(arrow, sink)
+        path = self.part_path(image_id)
+        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        return path
+
+    def part_meta(self, image_id: int) -> dict[str, Any] | None:
+        """The metadata of a finished part, or None when the image has no part yet."""
+        path = self.part_path(image_id)
+        if not path.exists():
+            return None
+        md = pq.read_schema(path).metadata or {}
+        return json.loads(md.get(b"spxbatch", b"{}"))
+
+    def finished_images(self, retry_failed: bool = True) -> set[int]:
+        """Image ids whose part exists (minus those that recorded a fetch error, when `retry_failed`)."""
+        done = set()
+        for p in self.parts_dir.glob("img_*.parquet"):
+            image_id = int(p.stem[4:])
+            if retry_failed and (self.part_meta(image_id) or {}).get("error"):
+                continue
+            done.add(image_id)
+        return done
+
+    def read_parts(self, image_ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """All parts (or those of `image_ids`) concatenated into one DataFrame."""
+        paths = (sorted(self.parts_dir.glob("img_*.parquet")) if image_ids is None
+                 else [self.part_path(i) for i in sorted(image_ids)])
+        paths = [p for p in paths if p.exists()]
+        if not paths:
+            return pd.DataFrame()
+        return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default").to_pandas()

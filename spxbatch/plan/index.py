@@ -1,0 +1,233 @@
+"""The image table of a directory of Level-2 files, built from the files' own headers (no TAP needed).
+
+Used by the local-mirror mode of the pipeline and by the simulated archive (its TAP tables come from it).
+Any layout works (IRSA's tree, or a flat folder of downloads and cutouts); only headers and the small
+WCS-WAVE table are read. One row per file, columns:
+
+- `relpath` (posix, relative to root), `size_bytes`, `mtime_ns`;
+- `obs_id` (OBSID), `detector`, `band` ('SPHEREx-Dn'), `release` ('qr2' if the path has it, else ''),
+  `version` (processing tag 'l2b-v20-2025-253' from the path or file name, else the PROCTAG card, else ''),
+  `pipeline_version` (primary VERSION), `collection` (primary COLLECTN card, else 'spherex_qr2');
+- `mjd_start`, `mjd_end` (MJD-BEG, MJD-END); `time_bounds_lower` = MJD-BEG and `time_bounds_upper` =
+  MJD-BEG + 115.12 s, the span IRSA's TAP shows (MJD-END - MJD-BEG is the 113.58 s exposure);
+- `energy_bounds_lower/upper` (metres): min of lambda - dlambda/2 and max of lambda + dlambda/2 over a
+  grid of the file's own pixels through its WCS-WAVE; the band's TAP bounds if that cannot be evaluated;
+- `ra1..ra4`, `dec1..dec4`: footprint corners at pixels (-0.5,-0.5), (nx-0.5,-0.5), (nx-0.5,ny-0.5),
+  (-0.5,ny-0.5) through the full SIP WCS; `ra`, `dec` at the central pixel; `nx`, `ny`;
+- `is_cutout` (CRPIX1A/2A != 1) and `x0`, `y0`, the 0-based parent origin (0, 0 for full frames).
+
+Files that cannot be read are not rows: they are listed in `df.attrs["failed"]` as (relpath, message).
+The result is cached in `.spxbatch-index.parquet` in the directory (or in `cache_dir` when given or when the
+directory is read-only), keyed by (relpath, size, mtime): unchanged files are not opened again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy import units as u
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from spxbatch.files import atomic_path
+from spxbatch.level2.constants import BANDS, EXPOSURE_S, TIME_BOUNDS_SPAN_S
+from spxbatch.level2.naming import CALIBRATION_PRODUCTS
+from spxbatch.level2.region import parent_origin
+
+CACHE_NAME = ".spxbatch-index.parquet"
+#: Bump when the columns or their meaning change (old caches are then ignored).
+CACHE_VERSION = 1
+#: Primary-header card naming the collection (wide / deep).
+COLLECTION_CARD = "COLLECTN"
+DEFAULT_COLLECTION = "spherex_qr2"
+FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
+#: Folders of calibration products under an IRSA tree: not Level-2 images, not indexed.
+CALIBRATION_DIRS = frozenset(folder for folder, _, _ in CALIBRATION_PRODUCTS.values())
+#: Pixels per axis at which the spectral WCS is evaluated for the energy bounds.
+_WAVE_GRID = 9
+
+#: Columns of the cached table (the returned one drops `error`).
+COLUMNS = [
+    "relpath", "size_bytes", "mtime_ns", "error", "obs_id", "detector", "band", "release", "version",
+    "pipeline_version", "collection", "mjd_start", "mjd_end", "time_bounds_lower", "time_bounds_upper",
+    "energy_bounds_lower", "energy_bounds_upper", "ra", "dec",
+    *(f"{c}{i}" for i in range(1, 5) for c in ("ra", "dec")),
+    "nx", "ny", "is_cutout", "x0", "y0",
+]
+
+_VERSION_RE = re.compile(r"l2b-v\d+-\d{4}-\d{3}")
+_SIP_RE = re.compile(r"^(A|B|AP|BP)_(\d+_\d+|ORDER|DMAX)$")
+_RELEASE_RE = re.compile(r"^(qr\d*|dr\d+)$")
+
+
+def index_directory(
+    root: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    workers: int = 4,
+) -> pd.DataFrame:
+    """One row per Level-2 file below `root` (see the module doc), sorted by relpath."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a directory: {root}")
+    cache_path = _cache_path(root, cache_dir)
+    cached = _read_cache(cache_path) if use_cache else None
+    known = {} if cached is None else {
+        (r.relpath, r.size_bytes, r.mtime_ns): i for i, r in enumerate(cached.itertuples(index=False))
+    }
+    keep, todo = [], []
+    for key in _walk(root):
+        if key in known:
+            keep.append(known[key])
+        else:
+            todo.append(key)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        fresh = list(pool.map(lambda f: _row(root, *f), todo))
+    parts = [cached.iloc[keep]] if keep else []
+    if fresh:
+        parts.append(pd.DataFrame(fresh))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    table = table.reindex(columns=COLUMNS).sort_values("relpath", ignore_index=True)
+    if use_cache and (todo or (cached is not None and len(cached) != len(table))):
+        _write_cache(table, cache_path)
+    failed = table["error"].notna() & (table["error"] != "")
+    ok = table[~failed].drop(columns="error").reset_index(drop=True)
+    ok = ok.astype({"size_bytes": np.int64, "mtime_ns": np.int64, "detector": np.int64, "nx": np.int64,
+                    "ny": np.int64, "x0": np.int64, "y0": np.int64, "is_cutout": bool})
+    ok.attrs["failed"] = list(zip(table.loc[failed, "relpath"], table.loc[failed, "error"], strict=True))
+    return ok
+
+
+def _walk(root: Path) -> list[tuple[str, int, int]]:
+    """(relpath, size, mtime_ns) of every FITS file below root, calibration folders excepted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in CALIBRATION_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            if name.lower().endswith(FITS_SUFFIXES):
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except OSError:  # e.g. a dangling symlink
+                    continue
+                out.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _row(root: Path, relpath: str, size: int, mtime_ns: int) -> dict:
+    row: dict = {"relpath": relpath, "size_bytes": size, "mtime_ns": mtime_ns, "error": None}
+    try:
+        row.update(read_headers(root / relpath))
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    row.update(_path_tags(relpath, row.get("version") or ""))
+    return row
+
+
+def _path_tags(relpath: str, header_version: str) -> dict:
+    parts = relpath.split("/")
+    release = next((p for p in parts[:-1] if _RELEASE_RE.match(p)), "")
+    m = _VERSION_RE.search(relpath)
+    return {"release": release, "version": m.group(0) if m else header_version}
+
+
+def read_headers(path: str | os.PathLike) -> dict:
+    """The index columns that come from one file's headers (reads headers and the WCS-WAVE table only)."""
+    with fits.open(path, lazy_load_hdus=True, memmap=True) as hdul:
+        primary = hdul[0].header
+        hdr = hdul["IMAGE"].header
+        if "OBSID" not in hdr:
+            raise ValueError("no OBSID card in the IMAGE header: not a Level-2 image")
+        detector = int(hdr["DETECTOR"])
+        nx, ny = int(hdr["NAXIS1"]), int(hdr["NAXIS2"])
+        wcs = WCS(hdr, fix=False)
+        cx = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5, (nx - 1) / 2])
+        cy = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5, (ny - 1) / 2])
+        ra, dec = wcs.all_pix2world(cx, cy, 0)
+        lo, hi = _energy_bounds(hdul, hdr, nx, ny, detector)
+        x0, y0 = parent_origin(hdr)
+        mjd_beg = float(hdr["MJD-BEG"])
+    out = {
+        "obs_id": str(hdr["OBSID"]),
+        "detector": detector,
+        "band": BANDS[detector].name,
+        "pipeline_version": str(primary.get("VERSION", "")),
+        "version": str(primary.get("PROCTAG", "")),
+        "collection": str(primary.get(COLLECTION_CARD, DEFAULT_COLLECTION)),
+        "mjd_start": mjd_beg,
+        "mjd_end": float(hdr.get("MJD-END", mjd_beg + EXPOSURE_S / 86400)),
+        "time_bounds_lower": mjd_beg,
+        "time_bounds_upper": mjd_beg + TIME_BOUNDS_SPAN_S / 86400,
+        "energy_bounds_lower": lo,
+        "energy_bounds_upper": hi,
+        "ra": float(ra[4] % 360.0),
+        "dec": float(dec[4]),
+        "nx": nx,
+        "ny": ny,
+        "is_cutout": (x0, y0) != (0, 0),
+        "x0": x0,
+        "y0": y0,
+    }
+    for i in range(4):
+        out[f"ra{i + 1}"] = float(ra[i] % 360.0)
+        out[f"dec{i + 1}"] = float(dec[i])
+    return out
+
+
+def _energy_bounds(hdul: fits.HDUList, hdr: fits.Header, nx: int, ny: int, detector: int) -> tuple[float, float]:
+    """(min, max) wavelength in metres covered by the image (lambda -/+ bandwidth/2) from WCS 'W'."""
+    try:
+        wave = WCS(_without_sip(hdr), fobj=hdul, key="W", fix=False)
+        gx, gy = np.meshgrid(np.linspace(0, nx - 1, _WAVE_GRID), np.linspace(0, ny - 1, _WAVE_GRID))
+        lam, dlam = wave.all_pix2world(gx.ravel(), gy.ravel(), 0)
+        to_m = [u.Unit(c).to(u.m) for c in wave.wcs.cunit]
+        lo = np.nanmin(lam * to_m[0] - dlam * to_m[1] / 2)
+        hi = np.nanmax(lam * to_m[0] + dlam * to_m[1] / 2)
+        if np.isfinite(lo) and np.isfinite(hi) and hi > lo > 0:
+            return float(lo), float(hi)
+    except Exception:  # no or broken spectral WCS: fall back to the band's bounds
+        pass
+    band = BANDS[detector]
+    return band.lo_um * 1e-6, band.hi_um * 1e-6
+
+
+def _without_sip(hdr: fits.Header) -> fits.Header:
+    """A copy without SIP cards (astropy would attach the celestial SIP to the spectral WCS, and log it)."""
+    out = hdr.copy()
+    for key in [k for k in out if _SIP_RE.match(k)]:
+        del out[key]
+    return out
+
+
+def _cache_path(root: Path, cache_dir: str | os.PathLike | None) -> Path:
+    if cache_dir is None and os.access(root, os.W_OK):
+        return root / CACHE_NAME
+    base = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "spxbatch" / "index"
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return base / f"{key}{CACHE_NAME}"
+
+
+def _read_cache(path: Path) -> pd.DataFrame | None:
+    try:
+        table = pd.read_parquet(path)
+    except Exception:
+        return None
+    if "cache_version" not in table.columns or not (table["cache_version"] == CACHE_VERSION).all():
+        return None
+    return table.drop(columns="cache_version")
+
+
+def _write_cache(table: pd.DataFrame, path: Path) -> None:
+    """Atomic write (temp file + rename); a failure to cache is not an error."""
+    try:
+        with atomic_path(path) as tmp:
+            table.assign(cache_version=CACHE_VERSION).to_parquet(tmp, index=False)
+    except OSError:
+        pass

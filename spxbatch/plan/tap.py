@@ -1,0 +1,329 @@
+"""The TAP client of the plan: ADQL for a sky region, queries run concurrently with retries, results cached.
+
+Queries select the same IRSA columns SPXQuery reads (artifact joined to plane) plus the footprint polygon
+and the file size, for every image whose footprint INTERSECTS a circle. Each result is normalised into one
+DataFrame layout (`IMAGE_COLUMNS`) shared with the local-mirror index, and cached as Parquet under a key
+made from the TAP URL and the exact query text, so a rerun sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+from spxbatch.archive.errors import ArchiveUnreachable
+from spxbatch.archive.io import retry_after_seconds
+from spxbatch.archive.location import relative_to_root
+from spxbatch.files import atomic_path
+from spxbatch.level2.constants import BANDS
+from spxbatch.level2.naming import IBE_ROOT, parse_did
+
+log = logging.getLogger(__name__)
+
+#: The columns every image table of the plan has before matching (from TAP or the local index).
+IMAGE_COLUMNS = ("relpath", "obs_id", "detector", "band_name", "version", "release", "collection",
+                 "mjd_start", "mjd_end", "energy_lo_um", "energy_hi_um", "poly_ra", "poly_dec", "size_bytes")
+
+#: What the query selects (IRSA names; `contentlength` is CAOM's artifact size).
+SELECT = ("a.uri", "a.contentlength", "p.obs_publisher_did", "p.time_bounds_lower", "p.time_bounds_upper",
+          "p.energy_bandpassname", "p.energy_bounds_lower", "p.energy_bounds_upper", "p.poly")
+#: Selected columns the plan can do without: a service that rejects one (IRSA's artifact column names are
+#: not documented) is asked again without it, and the value is left empty (the fetch layer then asks
+#: the file server for the size).
+OPTIONAL = ("a.contentlength",)
+FROM = "artifact AS a JOIN plane AS p ON a.planeid = p.planeid"
+
+_VERSION_RE = re.compile(r"/(l2b-v\d+-\d{4}-\d{3})/")
+_COLLECTION_RE = re.compile(r"/([^/?]+)\?")
+#: The exposure in a Level-2 file name: level2_<period>_<large>_<small>D<detector>_spx_...
+_FILE_RE = re.compile(r"level2_(\d{4}W\d{2}_\d[A-Z]_\d{4})_(\d)D(\d)_")
+_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+class TapOverflow(RuntimeError):
+    """A query hit the service's row limit (MAXREC): the region must be split."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ADQL
+
+
+def _num(x: float) -> str:
+    return f"{float(x):.10g}"
+
+
+def _filters(bands: Sequence[int] | None, time_range: tuple[float, float] | None,
+             releases: Sequence[str] | None) -> list[str]:
+    where = []
+    if bands:
+        where.append("p.energy_bandpassname IN (" +
+                     ", ".join(f"'{BANDS[b].name}'" for b in sorted(set(bands))) + ")")
+    if time_range is not None:
+        where.append(f"p.time_bounds_lower <= {_num(time_range[1])}")
+        where.append(f"p.time_bounds_upper >= {_num(time_range[0])}")
+    if releases:
+        where.append("(" + " OR ".join(f"a.uri LIKE '%{IBE_ROOT}/{_quote(r)}/%'"
+                                       for r in sorted(set(releases))) + ")")
+    return where
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def region_query(ra: float, dec: float, radius_deg: float, *, bands: Sequence[int] | None = None,
+                 time_range: tuple[float, float] | None = None,
+                 releases: Sequence[str] | None = None) -> str:
+    """ADQL for every image whose footprint intersects the circle (ra, dec, radius) in degrees."""
+    where = [f"INTERSECTS(p.poly, CIRCLE('ICRS', {_num(ra)}, {_num(dec)}, {_num(min(radius_deg, 180.0))}))"
+             " = 1", *_filters(bands, time_range, releases)]
+    return f"SELECT {', '.join(SELECT)} FROM {FROM} WHERE " + " AND ".join(where)
+
+
+def point_query(ra: float, dec: float, *, bands: Sequence[int] | None = None,
+                time_range: tuple[float, float] | None = None, releases: Sequence[str] | None = None) -> str:
+    """ADQL for every image containing one position: SPXQuery's per-source form (used to cross-check)."""
+    where = [f"CONTAINS(POINT('ICRS', {_num(ra)}, {_num(dec)}), p.poly) = 1",
+             *_filters(bands, time_range, releases)]
+    return f"SELECT {', '.join(SELECT)} FROM {FROM} WHERE " + " AND ".join(where)
+
+
+def check_adql(query: str) -> None:
+    """Raise ValueError if `query` does not pass queryparser's ADQL 2.0 grammar.
+
+    Used by the tests on every query form the plan sends; not at run time, where the Python ANTLR parser
+    costs ~1 s per query.
+    """
+    from queryparser.adql import ADQLQueryTranslator
+
+    try:
+        ADQLQueryTranslator(query).to_postgresql()
+    except Exception as exc:
+        raise ValueError(f"not valid ADQL ({exc}): {query}") from exc
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Results -> the plan's image columns
+
+
+def parse_polygon(value) -> tuple[list[float], list[float]]:
+    """(ra list, dec list) in degrees from a DALI polygon array [ra1, dec1, ...] or polygon text
+    ('POLYGON ICRS ra dec ...', pgSphere '{(ra d, dec d), ...}' in degrees)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        nums = [float(x) for x in _NUMBER_RE.findall(value)]
+    else:
+        nums = np.ma.filled(np.ma.asarray(value, dtype=float), np.nan).ravel().tolist()
+    if len(nums) < 6 or len(nums) % 2 or not np.all(np.isfinite(nums)):
+        raise ValueError(f"cannot read a footprint polygon from {value!r}")
+    return [x % 360.0 for x in nums[0::2]], nums[1::2]
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """Sort key of a processing tag: 'l2b-v21-2025-354' -> (21, 2025, 354); unknown tags sort first."""
+    m = re.match(r"l2b-v(\d+)-(\d{4})-(\d{3})$", version or "")
+    return (int(m[1]), int(m[2]), int(m[3])) if m else (-1, -1, -1)
+
+
+def path_parts(relpath: str) -> tuple[str, str]:
+    """(release, version) from a relative path 'ibe/data/spherex/qr2/level2/<pp>/l2b-v20-.../...'."""
+    rel = relative_to_root(relpath)
+    m = _VERSION_RE.search("/" + rel)
+    return rel.split("/", 1)[0], (m[1] if m else "")
+
+
+def _exposure(did: str, relpath: str) -> tuple[str, int]:
+    """(obs_id, detector) from the publisher DID, else from the file name (the DID format is uncertain)."""
+    try:
+        return parse_did(did)
+    except ValueError:
+        m = _FILE_RE.search(relpath)
+        if m is None:
+            raise ValueError(f"neither the DID {did!r} nor the path {relpath!r} names a SPHEREx exposure") from None
+        return f"{m[1]}_{m[2]}", int(m[3])
+
+
+def normalise_tap(table) -> pd.DataFrame:
+    """The plan's image columns from a TAP result (astropy Table of the `SELECT` columns)."""
+    df = {name: table[name] for name in table.colnames}
+    uri = [(u.decode() if isinstance(u, bytes) else str(u)) for u in df["uri"]]
+    relpath = [f"{IBE_ROOT}/{relative_to_root(u)}" for u in uri]
+    did = [(d.decode() if isinstance(d, bytes) else str(d)) for d in df["obs_publisher_did"]]
+    parsed = [_exposure(d, r) for d, r in zip(did, relpath, strict=True)]
+    polys = [parse_polygon(v) for v in df["poly"]]
+    parts = [path_parts(r) for r in relpath]
+    band = [str(b.decode() if isinstance(b, bytes) else b).split("-")[-1] for b in df["energy_bandpassname"]]
+    size = _floats(df["contentlength"]) if "contentlength" in df else np.full(len(uri), np.nan)
+    out = pd.DataFrame({
+        "relpath": relpath,
+        "obs_id": [p[0] for p in parsed],
+        "detector": np.array([p[1] for p in parsed], dtype=np.int64),
+        "band_name": band,
+        "version": [p[1] for p in parts],
+        "release": [p[0] for p in parts],
+        "collection": [(m[1] if (m := _COLLECTION_RE.search(d)) else "") for d in did],
+        "mjd_start": _floats(df["time_bounds_lower"]),
+        "mjd_end": _floats(df["time_bounds_upper"]),
+        "energy_lo_um": _floats(df["energy_bounds_lower"]) * 1e6,
+        "energy_hi_um": _floats(df["energy_bounds_upper"]) * 1e6,
+        "poly_ra": [p[0] for p in polys],
+        "poly_dec": [p[1] for p in polys],
+        "size_bytes": pd.array(size, dtype="Int64"),
+    })
+    return out[list(IMAGE_COLUMNS)]
+
+
+def _floats(column) -> np.ndarray:
+    """Float64 values of a (possibly masked) table column, NaN where masked."""
+    values = np.asarray(getattr(column, "data", column), dtype=float)
+    mask = np.ma.getmaskarray(column) if np.ma.isMaskedArray(column) else np.zeros(len(values), bool)
+    return np.where(mask, np.nan, values)
+
+
+def read_images(path: str | Path) -> pd.DataFrame:
+    """An image table saved as Parquet, with the footprint corners as lists again."""
+    df = pd.read_parquet(path)
+    for col in ("poly_ra", "poly_dec"):
+        df[col] = [list(v) for v in df[col]]
+    return df
+
+
+def empty_images() -> pd.DataFrame:
+    """An image table with the plan's columns and no rows."""
+    return pd.DataFrame({c: pd.Series(dtype="Int64" if c == "size_bytes" else object) for c in IMAGE_COLUMNS})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running queries
+
+
+class _TimeoutSession(requests.Session):
+    """A requests session with a default timeout, so a stalled TAP service cannot hang the plan."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__()
+        self._timeout_s = timeout_s
+
+    def request(self, *args, **kwargs):
+        kwargs.setdefault("timeout", self._timeout_s)
+        return super().request(*args, **kwargs)
+
+
+class TapClient:
+    """Runs ADQL queries against one TAP service: sync or async (UWS), retried with backoff, cached."""
+
+    def __init__(self, url: str, *, cache_dir: str | Path | None = None, mode: str = "sync",
+                 max_attempts: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
+                 timeout_s: float = 600.0, maxrec: int | None = None):
+        import pyvo
+
+        if mode not in ("sync", "async"):
+            raise ValueError(f"TAP mode must be 'sync' or 'async', not {mode!r}")
+        self.url, self.mode, self.maxrec = url.rstrip("/"), mode, maxrec
+        self.max_attempts, self.backoff_s, self.max_backoff_s = max_attempts, backoff_s, max_backoff_s
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.service = pyvo.dal.TAPService(self.url, session=_TimeoutSession(timeout_s))
+        #: Queries actually sent (cache hits excluded) and attempts that failed, for the record.
+        self.sent = 0
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+
+    def cache_path(self, query: str) -> Path | None:
+        """Where the result of `query` is cached (None without a cache directory)."""
+        if self.cache_dir is None:
+            return None
+        key = hashlib.sha256(f"{self.url}\n{query}".encode()).hexdigest()[:24]
+        return self.cache_dir / f"{key}.parquet"
+
+    def query(self, query: str) -> pd.DataFrame:
+        """The normalised image rows of one query, from the cache or the service."""
+        path = self.cache_path(query)
+        if path is not None and path.exists():
+            return read_images(path)
+        df = normalise_tap(self._run(query))
+        if path is not None:
+            with atomic_path(path) as tmp:
+                df.to_parquet(tmp, index=False)
+        return df
+
+    def query_many(self, queries: Sequence[str], *, max_concurrency: int = 4) -> list[pd.DataFrame | Exception]:
+        """Run queries concurrently; each slot holds the DataFrame or the exception that query ended with."""
+        done = [0]
+        step = max(10, len(queries) // 10)
+
+        def one(i: int) -> pd.DataFrame | Exception:
+            try:
+                return self.query(queries[i])
+            except Exception as exc:  # returned, so the caller can split overflowing regions
+                return exc
+            finally:
+                with self._lock:
+                    done[0] += 1
+                    if done[0] % step == 0:
+                        log.info("TAP queries: %d of %d done", done[0], len(queries))
+
+        if len(queries) <= 1 or max_concurrency <= 1:
+            return [one(i) for i in range(len(queries))]
+        with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="tap") as pool:
+            return list(pool.map(one, range(len(queries))))
+
+    def _run(self, query: str):
+        from pyvo.dal.exceptions import DALFormatError, DALOverflowWarning, DALQueryError, DALServiceError
+
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = None
+            try:
+                with self._lock:
+                    self.sent += 1
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DALOverflowWarning)
+                    if self.mode == "async":
+                        result = self.service.run_async(query, maxrec=self.maxrec)
+                    else:
+                        result = self.service.run_sync(query, maxrec=self.maxrec)
+                if str(result.status[0]).lower() == "overflow":
+                    raise TapOverflow(f"{self.url}: the query returned the row limit ({len(result)} rows)")
+                return result.to_table()
+            except DALQueryError as exc:  # the service understood the request and refused the query
+                if "overflow" in str(exc).lower():
+                    raise TapOverflow(str(exc)) from exc
+                dropped = [c for c in OPTIONAL if c in query and c.split(".")[-1] in str(exc).lower()]
+                if dropped:
+                    log.warning("the TAP service rejected %s (%s): querying without it", dropped[0], exc)
+                    query = query.replace(f"{dropped[0]}, ", "")
+                    attempt -= 1
+                    continue
+                reason, retry = f"query error: {exc}", self.mode == "async"
+            except DALServiceError as exc:
+                code = exc.code or 0
+                retry = code == 0 or code >= 500 or code in (408, 425, 429)
+                reason = f"HTTP {code}: {exc}" if code else f"{exc}"
+                response = getattr(exc.cause, "response", None)
+                if response is not None:
+                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+            except (DALFormatError, requests.RequestException, OSError) as exc:
+                reason, retry = f"{type(exc).__name__}: {exc}", True
+            self.failures.append(reason)
+            if not retry or attempt == self.max_attempts:
+                raise ArchiveUnreachable(f"TAP query to {self.url} failed after {attempt} attempt(s): "
+                                         f"{reason}")
+            delay = wait if wait is not None else min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+            delay *= 1.0 if wait is not None else random.uniform(0.5, 1.0)
+            log.warning("TAP query failed (%s); retry %d/%d in %.1f s", reason, attempt,
+                        self.max_attempts - 1, delay)
+            time.sleep(delay)

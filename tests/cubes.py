@@ -1,0 +1,34 @@
+"""Test helpers for whole runs: cube equality, killing a CLI as a crash would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+
+#: Variables whose values legitimately differ between runs (the server's host:port is in the URL).
+_RUN_SPECIFIC = {"failure_url"}
+
+
+def assert_cubes_equal(a, b) -> None:
+    """Every variable of two cubes equal, value by value (NaN equal to NaN)."""
+    assert set(a.variables) == set(b.variables)
+    for name in a.variables:
+        if name in _RUN_SPECIFIC:
+            continue
+        va, vb = a[name].values, b[name].values
+        if va.dtype.kind == "f":
+            np.testing.assert_array_equal(va, vb, err_msg=name)
+        else:
+            assert va.tolist() == vb.tolist(), name
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a still-running CLI and everything it started (its process group), as a crash would."""
+    assert proc.poll() is None, proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(1.0)  # let any request already on the wire land in the server's log

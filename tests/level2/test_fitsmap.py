@@ -1,0 +1,86 @@
+"""The header scanner's HDU offset table against astropy's own, on Level-2-shaped files written by astropy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from fits_files import write_mef
+
+from spxbatch.level2.fitsmap import BLOCK, FitsMap, FitsStructureError, scan_fits
+from spxbatch.level2.read import read_wave_table
+
+
+class FileReader:
+    """Range reads of a local file that count the rounds (calls) and ranges asked for."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            self.data = f.read()
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def __call__(self, ranges):
+        self.calls.append(list(ranges))
+        return [self.data[s:e] for s, e in ranges]
+
+
+@pytest.fixture(scope="module")
+def mef(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fitsmap") / "l2.fits"
+    write_mef(path)
+    return path
+
+
+def test_offsets_equal_astropy_fileinfo(mef):
+    reader = FileReader(mef)
+    fmap = scan_fits(reader, len(reader.data), str(mef))
+    with fits.open(mef) as hdul:
+        assert len(fmap.hdus) == len(hdul) == 7
+        for i, entry in enumerate(fmap.hdus):
+            info = hdul.fileinfo(i)
+            assert entry.header_offset == info["hdrLoc"]
+            assert entry.data_offset == info["datLoc"]
+            assert entry.end - entry.data_offset == info["datSpan"]
+            assert entry.name == hdul[i].name
+        assert fmap["IMAGE"].shape == hdul["IMAGE"].data.shape
+        assert fmap["PSF"].header["XCTR_121"] == hdul["PSF"].header["XCTR_121"]
+        assert fmap["PSF"].header_offset + 40_000 < fmap["PSF"].data_offset  # the long header was parsed
+        # the WCS-WAVE data came along with the tail read, and rebuilds the same table
+        table = read_wave_table(fmap.hdu_from_bytes("WCS-WAVE", fmap.small[6]))
+        assert np.array_equal(table.values, read_wave_table(hdul["WCS-WAVE"]).values)
+        # row spans address the right bytes
+        start, end = fmap.row_range("VARIANCE", 10, 13)
+        rows = np.frombuffer(reader.data[start:end], dtype=">f4").reshape(3, -1)
+        assert np.array_equal(rows, hdul["VARIANCE"].data[10:13])
+
+
+def test_few_rounds(mef):
+    """Head + tail, then one round of guessed windows (plus at most one for the long PSF header)."""
+    reader = FileReader(mef)
+    scan_fits(reader, len(reader.data))
+    assert len(reader.calls) <= 3
+    assert sum(len(c) for c in reader.calls) <= 8
+    assert sum(e - s for c in reader.calls for s, e in c) < 0.3 * len(reader.data)
+
+
+def test_json_round_trip(mef):
+    reader = FileReader(mef)
+    fmap = scan_fits(reader, len(reader.data), "u")
+    back = FitsMap.from_json(fmap.to_json())
+    assert [(h.name, h.header_offset, h.data_offset, h.data_size) for h in back.hdus] == [
+        (h.name, h.header_offset, h.data_offset, h.data_size) for h in fmap.hdus]
+    assert back.small == fmap.small
+    assert back["IMAGE"].header == fmap["IMAGE"].header
+
+
+def test_truncated_file_is_a_structure_error(mef):
+    reader = FileReader(mef)
+    reader.data = reader.data[: len(reader.data) - 3 * BLOCK]
+    with pytest.raises(FitsStructureError, match="past"):
+        scan_fits(reader, len(reader.data), "cut.fits")
+
+
+def test_not_fits_is_a_structure_error():
+    data = b"<html>" + b" " * (4 * BLOCK)
+    with pytest.raises(FitsStructureError, match="no FITS header"):
+        scan_fits(lambda ranges: [data[s:e] for s, e in ranges], len(data), "page.html")

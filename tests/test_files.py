@@ -1,0 +1,45 @@
+"""Atomic writes: the target is the old or the new content, never a mixture, and no temporary is left."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from spxbatch.files import atomic_path, atomic_write_bytes, sha256_file
+
+
+def test_write_replaces_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.json"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_directory_is_swapped_whole(tmp_path):
+    target = tmp_path / "cube.zarr"
+    target.mkdir()
+    (target / "old-chunk").write_text("x")
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new-chunk").write_text("y")
+    assert sorted(p.name for p in target.iterdir()) == ["new-chunk"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    data = bytes(range(256)) * 9000  # more than one 1 MiB block
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
