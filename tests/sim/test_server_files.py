@@ -13,7 +13,8 @@ import fsspec
 import pytest
 import requests
 
-from spxbatch.sim.server import parse_ranges, serve_archive
+from spxbatch.sim.server import serve_archive
+from spxbatch.sim.server.files import parse_ranges
 
 
 @pytest.fixture(scope="module")

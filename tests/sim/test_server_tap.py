@@ -18,7 +18,8 @@ from spxbatch.level2.constants import BANDS, TIME_BOUNDS_SPAN_S
 from spxbatch.level2.naming import IBE_ROOT, make_did, parse_did
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
-from spxbatch.sim.tap import TapEngine, build_tables, translate
+from spxbatch.sim.tap.engine import TapEngine, translate
+from spxbatch.sim.tap.schema import build_tables
 
 CANONICAL = """SELECT 'https://irsa.ipac.caltech.edu/' || a.uri AS download_url,
        p.obs_publisher_did, p.time_bounds_lower, p.time_bounds_upper,

@@ -1,0 +1,80 @@
+"""Response bodies streamed under the server's bandwidth cap, with the drop and truncate faults, counting the
+bytes sent into the request's access-log entry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aiohttp import web
+
+from spxbatch.sim.server.state import FAULT, LOG, SERVER
+
+CHUNK = 256 * 1024
+#: The media type of Level-2 files and uncompressed cutouts.
+FITS_TYPE = "application/fits"
+
+#: A body piece: bytes, or (path, start, length) of a slice of a file.
+Piece = bytes | tuple[str, int, int]
+
+
+async def send(request: web.Request, status: int, headers: dict, pieces: list[Piece],
+               content_type: str) -> web.StreamResponse:
+    """Stream `pieces` as the response body (headers only for HEAD)."""
+    total = sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
+    srv = request.app[SERVER]
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_type = content_type
+    resp.content_length = total
+    await resp.prepare(request)
+    entry = request[LOG]
+    if request.method == "HEAD":
+        await resp.write_eof()
+        return resp
+    fault = request.get(FAULT)
+    limit = total // 2 if fault in ("drop", "truncate") else total
+    sent = 0
+    for chunk in _chunks(pieces):
+        chunk = chunk[: limit - sent]
+        if not chunk:
+            break
+        await srv.bandwidth.consume(len(chunk))
+        try:
+            await resp.write(chunk)
+        except ConnectionError:  # the client went away: log what was sent, no traceback
+            entry["client_closed"] = True
+            return resp
+        sent += len(chunk)
+        entry["bytes"] = sent
+    if sent < total:
+        _cut_short(request, fault)
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+def _cut_short(request: web.Request, fault: str | None) -> None:
+    """End a connection whose body was cut: reset for `drop`, a plain close for `truncate`."""
+    transport = request.transport
+    if transport is None:
+        return
+    if fault == "drop":
+        transport.abort()
+    else:
+        transport.close()
+
+
+def _chunks(pieces: list[Piece]) -> Iterator[bytes]:
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            for i in range(0, len(piece), CHUNK):
+                yield piece[i : i + CHUNK]
+            continue
+        path, start, length = piece
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            while length > 0:
+                data = fh.read(min(CHUNK, length))
+                if not data:
+                    return
+                length -= len(data)
+                yield data

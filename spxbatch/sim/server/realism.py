@@ -1,0 +1,62 @@
+"""The middleware around every request: the access-log entry, latency, and fault injection (an error status
+here; short bodies in `body.send`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from spxbatch.level2.naming import IBE_ROOT
+from spxbatch.sim.server.state import FAULT, LOG, SERVER
+
+#: Faults answered with a status instead of the handler's response.
+STATUS_FAULTS = ("http500", "http503", "http429")
+
+
+@web.middleware
+async def realism(request: web.Request, handler):
+    """Access log, latency and fault injection around every request."""
+    srv = request.app[SERVER]
+    entry = _new_entry(request)
+    request[LOG] = entry
+    try:
+        if srv.latency:
+            await asyncio.sleep(srv.latency)
+        is_file = request.path.startswith(f"/{IBE_ROOT}/")
+        if is_file or (srv.faults.config.include_tap and request.path.startswith("/TAP")):
+            identity = f"{request.method} {request.path_qs} {entry['range']}"
+            request[FAULT] = srv.faults.draw(identity)
+        fault = request.get(FAULT)
+        if fault in STATUS_FAULTS:
+            code = int(fault[4:])
+            headers = {} if code == 500 else {"Retry-After": str(srv.faults.config.retry_after)}
+            resp = web.Response(status=code, text=f"simulated fault {code}\n", headers=headers)
+        else:
+            resp = await handler(request)
+        entry["status"] = resp.status
+        if isinstance(resp, web.Response) and resp.body is not None and request.method != "HEAD":
+            entry["bytes"] = len(resp.body)
+        return resp
+    except web.HTTPException as exc:
+        entry["status"] = exc.status
+        raise
+    finally:
+        if entry["status"] is None:
+            entry["status"] = 500
+        srv.log(entry)
+
+
+def _new_entry(request: web.Request) -> dict:
+    """A request's access-log entry before it is answered."""
+    return {
+        "time": time.time(),
+        "method": request.method,
+        "path": request.path,
+        "query": request.query_string,
+        "range": request.headers.get("Range"),
+        "status": None,
+        "bytes": 0,
+        "client_closed": False,
+    }
