@@ -44,6 +44,7 @@ def test_status_faults(archive, code):
         r = requests.get(srv.file_url(rel), headers={"Range": "bytes=0-99"})
         assert r.status_code == code
         assert r.headers.get("Retry-After") == (None if code == 500 else "7")
+        srv.wait_for_log(1)
         assert srv.access_log[-1]["status"] == code
         # TAP is spared unless asked for
         assert requests.get(f"{srv.tap_url}/async").status_code == 200
@@ -60,6 +61,7 @@ def test_short_body_faults(archive, kind):
         assert status == 206 and int(headers["Content-Length"]) == 100_000
         assert error is not None and len(body) < 100_000
         assert body == data[1000:1000 + len(body)]
+        srv.wait_for_log(1)
         assert srv.access_log[-1]["bytes"] == 50_000
         with pytest.raises(requests.exceptions.RequestException):
             requests.get(srv.file_url(rel), headers={"Range": "bytes=0-99999"})

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import shutil
 import socket
+import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
 
 import fsspec
+import pandas as pd
 import pytest
 import requests
 
-from spxbatch.sim.server import serve_archive
+from spxbatch.sim.server import ArchiveServer, serve_archive
 from spxbatch.sim.server.files import parse_ranges
 
 
@@ -109,6 +111,7 @@ def test_access_log_counts_requests(served, tmp_path, sim_archive):
     requests.get(srv.file_url(rel), headers={"Range": "bytes=0-99"})
     requests.get(srv.file_url(rel))
     requests.head(srv.file_url(rel))
+    srv.wait_for_log(3)  # an entry is written after its response has reached the client
     log = srv.requests_for(rel)
     assert [(e["status"], e["range"], e["bytes"]) for e in log] == [(206, "bytes=0-99", 100),
                                                                       (200, None, len(data))]
@@ -116,6 +119,7 @@ def test_access_log_counts_requests(served, tmp_path, sim_archive):
     path = tmp_path / "access.jsonl"
     with serve_archive(sim_archive.root, access_log=path) as srv2:
         requests.get(srv2.file_url(rel), headers={"Range": "bytes=0-9"})
+        srv2.wait_for_log(1)
     assert '"range": "bytes=0-9"' in path.read_text()
 
 
@@ -125,12 +129,27 @@ def test_client_closing_early_is_logged_not_an_error(sim_archive):
         r = requests.get(srv.file_url(rel), stream=True)
         next(r.iter_content(1024))
         r.close()
-        deadline = time.monotonic() + 5
-        while not srv.requests_for(rel) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        srv.wait_for_log(1)
         (entry,) = srv.requests_for(rel)
         assert entry["status"] == 200 and entry["client_closed"]
         assert 0 < entry["bytes"] < (sim_archive.root / rel).stat().st_size
+
+
+def test_wait_for_log_returns_once_the_entry_is_written(tmp_path):
+    """The wait tests use: it returns as soon as a later entry is logged, and times out loudly otherwise."""
+    srv = ArchiveServer(tmp_path, pd.DataFrame())
+    entry = {"path": "/x", "method": "GET", "status": 200}
+    timer = threading.Timer(0.2, srv.log, [entry])
+    timer.start()
+    t = time.monotonic()
+    assert srv.wait_for_log(1, timeout=10) == [entry]
+    assert time.monotonic() - t < 5
+    timer.join()
+    with pytest.raises(TimeoutError, match="1 of 2 requests logged"):
+        srv.wait_for_log(2, timeout=0.1)
+    srv.clear_log()
+    with pytest.raises(TimeoutError):
+        srv.wait_for_log(1, timeout=0.05)
 
 
 def test_server_stops_and_frees_its_port(sim_archive):
