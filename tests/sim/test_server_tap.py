@@ -1,4 +1,5 @@
-"""The simulated archive's TAP service driven by pyvo: sync, async (UWS), uploads, errors, geometry."""
+"""The simulated archive's TAP service driven by pyvo over HTTP: sync, async (UWS), uploads, errors, geometry
+against the files' own WCS (the engine alone: test_tap_engine.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from spxbatch.level2.constants import BANDS, TIME_BOUNDS_SPAN_S
 from spxbatch.level2.naming import IBE_ROOT, make_did, parse_did
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
-from spxbatch.sim.tap.engine import TapEngine, translate
-from spxbatch.sim.tap.schema import build_tables
 
 CANONICAL = """SELECT 'https://irsa.ipac.caltech.edu/' || a.uri AS download_url,
        p.obs_publisher_did, p.time_bounds_lower, p.time_bounds_upper,
@@ -271,49 +270,3 @@ def test_obscore_and_geometry_columns(demo):
     poly = np.asarray(by_uri[f"{IBE_ROOT}/{row['relpath']}"], dtype=float)
     want = np.ravel([[row[f"ra{i}"], row[f"dec{i}"]] for i in range(1, 5)])
     assert np.allclose(poly, want, atol=1e-9)
-
-
-def test_engine_geometry_edge_cases():
-    """Winding order, RA wrap and pole on hand-made polygons, without a server."""
-    import pandas as pd
-
-    def frame(corners):
-        rows = []
-        for i, c in enumerate(corners):
-            d = {"relpath": f"f{i}.fits", "size_bytes": 1, "obs_id": f"2025W18_2B_000{i}_1", "detector": 1,
-                 "band": "SPHEREx-D1", "collection": "spherex_qr2", "time_bounds_lower": 60800.0 + i,
-                 "time_bounds_upper": 60800.1 + i, "energy_bounds_lower": 7e-7, "energy_bounds_upper": 1e-6,
-                 "ra": c[0][0], "dec": c[0][1], "nx": 10, "ny": 10, "pipeline_version": "x"}
-            for k, (a, b) in enumerate(c):
-                d[f"ra{k + 1}"], d[f"dec{k + 1}"] = a, b
-            rows.append(d)
-        return pd.DataFrame(rows)
-
-    square = [(359.0, -1.0), (1.0, -1.0), (1.0, 1.0), (359.0, 1.0)]
-    polar = [(0.0, 88.0), (90.0, 88.0), (180.0, 88.0), (270.0, 88.0)]
-    eng = TapEngine(build_tables(frame([square, square[::-1], polar, polar[::-1]])))
-
-    def ids(ra, dec):
-        q = f"SELECT planeid FROM plane WHERE CONTAINS(POINT('ICRS', {ra}, {dec}), poly) = 1"
-        return sorted(eng.run(q).table["planeid"])
-
-    assert ids(0.0, 0.0) == [1, 2] and ids(359.5, 0.5) == [1, 2] and ids(2.0, 0.0) == []
-    assert ids(45.0, 89.9) == [3, 4] and ids(200.0, 88.5) == [3, 4] and ids(45.0, 87.0) == []
-    def overlapping(poly):
-        q = f"SELECT planeid FROM plane WHERE INTERSECTS(poly, POLYGON('ICRS', {poly})) = 1"
-        return sorted(eng.run(q).table["planeid"])
-
-    assert overlapping("0.9, 0.9, 3, 0.9, 3, 3") == [1, 2]  # corner overlap across RA 0 square
-    assert overlapping("357, -3, 3, -3, 3, 3, 357, 3") == [1, 2]  # encloses the square entirely
-    assert overlapping("359.8, -3, 0.2, -3, 0.2, 3, 359.8, 3") == [1, 2]  # a cross: edges meet, no vertex inside
-    assert overlapping("2, 2, 3, 2, 3, 3") == [] and overlapping("10, 89, 100, 89, 190, 89") == [3, 4]
-    # AREA of the 2x2 deg square ~ 4 sq deg, DISTANCE across RA 0
-    area = eng.run("SELECT AREA(poly) AS a FROM plane WHERE planeid = 1").table["a"][0]
-    assert area == pytest.approx(4.0, rel=1e-3)
-    dist = eng.run("SELECT DISTANCE(POINT('ICRS', 359.5, 0), POINT('ICRS', 0.5, 0)) AS d FROM plane "
-                   "WHERE planeid = 1").table["d"][0]
-    assert dist == pytest.approx(1.0, abs=1e-9)
-
-
-def test_translator_keeps_concatenation():
-    assert "||" in translate("SELECT 'a' || a.uri FROM artifact a")
