@@ -254,9 +254,25 @@ def _write_file(
     path: Path, job: _FileJob, det: Detector, r: render.Rendered, vdir: str, version: str, seed: int, gain: float
 ) -> int:
     """Write one Level-2 file of a rendered image with its headers; IMAGE and VARIANCE scaled by `gain`."""
-    exp, d = job.exposure, job.detector
     date = processing_date(vdir)
-    primary = [
+    return mef.write_l2(
+        path,
+        primary=_primary_cards(job, date, vdir, version, seed),
+        image_cards=_image_cards(job, det, r, date),
+        image=r.image * gain,
+        flags=r.flags,
+        variance=r.variance * gain**2,
+        zodi=r.zodi,
+        psf_cube=det.psf_cube_variant if job.psf_variant else det.psf_cube,
+        psf_cards=psf.header_cards(det.npix, swapped=version == "6.5.4"),
+        wave=det.wave_table,
+    )
+
+
+def _primary_cards(job: _FileJob, date: str, vdir: str, version: str, seed: int) -> list[mef.Card]:
+    """PRIMARY header cards of one file: mission, processing (date, pipeline version, tag), exposure."""
+    exp = job.exposure
+    return [
         ("TELESCOP", "SPHEREx", ""),
         ("INSTRUME", "SPHEREx", ""),
         ("ORIGIN", "spxbatch.sim", "Simulated IRSA QR2 Level-2 image"),
@@ -264,16 +280,21 @@ def _write_file(
         ("VERSION", version, "Pipeline version"),
         (COLLECTION_CARD, exp.collection, "IRSA collection (wide or deep survey)"),
         ("OBSID", exp.obs_id, "Observation ID"),
-        ("DETECTOR", d, "Detector (band) number"),
+        ("DETECTOR", job.detector, "Detector (band) number"),
         ("PROCTAG", vdir, "Processing version directory"),
         ("SIMSEED", seed, "Simulator seed"),
     ]
+
+
+def _image_cards(job: _FileJob, det: Detector, r: render.Rendered, date: str) -> list[mef.Card]:
+    """IMAGE header cards: exposure times, PSF and solid angle, the SIP and spectral WCS, flag counts."""
+    exp = job.exposure
     counts = [
         (f"L2 N_{name}", int(np.count_nonzero(r.flags & (1 << b))), f"Pixels flagged {name}")
         for name, b in FLAG_BITS.items()
     ]
-    image_cards = [
-        ("DETECTOR", d, "Detector (band) number"),
+    return [
+        ("DETECTOR", job.detector, "Detector (band) number"),
         ("OBSID", exp.obs_id, "Observation ID"),
         ("EXPIDN", exp.expidn, "Exposure ID"),
         ("DATE", date, "File creation date"),
@@ -294,18 +315,6 @@ def _write_file(
         *mef.spectral_cards(),
         *counts,
     ]
-    return mef.write_l2(
-        path,
-        primary=primary,
-        image_cards=image_cards,
-        image=r.image * gain,
-        flags=r.flags,
-        variance=r.variance * gain**2,
-        zodi=r.zodi,
-        psf_cube=det.psf_cube_variant if job.psf_variant else det.psf_cube,
-        psf_cards=psf.header_cards(det.npix, swapped=version == "6.5.4"),
-        wave=det.wave_table,
-    )
 
 
 def _write_truth(root: Path, sources: pd.DataFrame, truth_rows, defect_rows, file_rows) -> dict[str, Path]:
