@@ -166,7 +166,7 @@ def test_circle_and_polygon_predicates_match_sampled_boundaries():
     assert outcomes >= {(False, False, False), (True, False, False), (True, True, False), (True, False, True)}
 
 
-def _polygon_pairs(rng, n=60):
+def _polygon_pairs(rng, n=40):
     for centre in CENTRES:
         for _ in range(n):
             size = float(rng.choice([0.1, 1.0, 10.0]))
