@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-from spxbatch.fetch.strategies import PLANES
+from spxbatch.level2.layout import PLANES
 from spxbatch.level2.naming import IBE_ROOT, calibration_relpath
 
 HALF = 6

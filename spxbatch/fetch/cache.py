@@ -38,20 +38,24 @@ def header_digest(header: fits.Header) -> str:
 
 @dataclass
 class CalibPlane:
-    """One calibration image plane, filled lazily by row blocks: `read_rows(y0, y1)` returns the rows."""
+    """One calibration image plane (extension `extname` of the product scanned as `fmap`), held in row blocks
+    of CALIB_BLOCK_ROWS as they are read (`fetch.calibration` reads the missing ones)."""
 
-    url: str
-    shape: tuple[int, int]
-    read_blocks: Callable[[list[int]], list[np.ndarray]]
+    fmap: FitsMap
+    extname: str
     blocks: dict[int, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.fmap[self.extname].shape
+
+    def missing_blocks(self, y0: int, y1: int) -> list[int]:
+        """The blocks of rows y0..y1-1 not held yet."""
+        return [b for b in range(y0 // CALIB_BLOCK_ROWS, (y1 - 1) // CALIB_BLOCK_ROWS + 1) if b not in self.blocks]
+
     def rows(self, y0: int, y1: int) -> np.ndarray:
-        """Rows y0..y1-1 (native float), reading the blocks not yet held in one call."""
+        """Rows y0..y1-1 (native float), from blocks already held."""
         first, last = y0 // CALIB_BLOCK_ROWS, (y1 - 1) // CALIB_BLOCK_ROWS
-        want = [b for b in range(first, last + 1) if b not in self.blocks]
-        if want:
-            for b, arr in zip(want, self.read_blocks(want), strict=True):
-                self.blocks[b] = arr
         stacked = np.concatenate([self.blocks[b] for b in range(first, last + 1)], axis=0)
         off = first * CALIB_BLOCK_ROWS
         return stacked[y0 - off:y1 - off]

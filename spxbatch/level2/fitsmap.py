@@ -113,6 +113,17 @@ class FitsMap:
         row = nx * h.dtype.itemsize
         return h.data_offset + y0 * row, h.data_offset + y1 * row
 
+    def box_ranges(self, name: str, x0: int, x1: int, y0: int, y1: int) -> list[tuple[int, int]]:
+        """Byte spans of the pixels [x0, x1) x [y0, y1) of a 2-D image HDU: one span when the box spans whole
+        rows, else one per row."""
+        start, end = self.row_range(name, y0, y1)
+        h = self[name]
+        nx, item = h.shape[1], h.dtype.itemsize
+        if x1 - x0 == nx:
+            return [(start, end)]
+        row = nx * item
+        return [(start + k * row + x0 * item, start + k * row + x1 * item) for k in range(y1 - y0)]
+
     def hdu_from_bytes(self, name: str, data: bytes) -> fits.hdu.base._BaseHDU:
         """An astropy HDU (e.g. the WCS-WAVE BinTableHDU) from this map's header and the data bytes."""
         h = self[name]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from spxbatch.level2.layout import QR2
+
 
 def flag_mask(names: tuple[str, ...] | list[str], bits: dict[str, int]) -> int:
     """OR of the bits of `names`, resolved through `bits` (from the file's MP_* cards)."""
@@ -16,12 +18,13 @@ def flag_mask(names: tuple[str, ...] | list[str], bits: dict[str, int]) -> int:
 
 def flag_bits_from_header(header) -> dict[str, int]:
     """Flag name -> bit from a FLAGS header's `MP_<NAME>` cards (HIERARCH or plain)."""
+    prefix = QR2.flag_card_prefix
     out: dict[str, int] = {}
     for key in header:
         k = key.upper()
         if k.startswith("HIERARCH "):
             k = k[len("HIERARCH "):]
-        if k.startswith("MP_"):
-            out[k[3:]] = int(header[key])
+        if k.startswith(prefix):
+            out[k[len(prefix):]] = int(header[key])
     return out
 

@@ -6,14 +6,9 @@ import numpy as np
 from astropy.wcs import WCS
 
 from spxbatch.level2.constants import MJY_PER_SR_TO_UJY_PER_ARCSEC2
+from spxbatch.sky import unit_vectors
 
 _ARCSEC2_PER_SR = (180.0 / np.pi * 3600.0) ** 2
-
-
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Cartesian unit vectors (N, 3) of sky positions in degrees."""
-    a, d = np.radians(ra), np.radians(dec)
-    return np.column_stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)])
 
 
 def wcs_pixel_solid_angle(wcs: WCS, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -26,7 +21,7 @@ def wcs_pixel_solid_angle(wcs: WCS, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         np.column_stack([x, y + 0.5]), np.column_stack([x, y - 0.5]),
     ])
     world = wcs.all_pix2world(pts, 0)
-    v = _unit_vectors(world[:, 0], world[:, 1]).reshape(4, x.size, 3)
+    v = unit_vectors(world[:, 0], world[:, 1]).reshape(4, x.size, 3)
     area = np.linalg.norm(np.cross(v[0] - v[1], v[2] - v[3]), axis=1)
     return area * _ARCSEC2_PER_SR
 

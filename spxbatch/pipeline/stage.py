@@ -13,26 +13,28 @@ again. The work is spread over Dask workers like measuring; bytes come through t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from spxbatch.archive.io import ArchiveIO, IOStats, ReadError, RetryPolicy, maybe_gunzip
+from spxbatch.archive.io import ArchiveIO, IOStats, ReadError, RetryPolicy
 from spxbatch.archive.location import relative_to_root
+from spxbatch.archive.mirror import cutout_relpath, is_intact, read_manifest, write_manifest
 from spxbatch.fetch.cache import process_cache
-from spxbatch.fetch.fetch import FetchOptions, image_location
-from spxbatch.fetch.strategies import Target, cutout_bytes, cutout_requests, fitsmap_for, open_level2
-from spxbatch.files import atomic_write_bytes, sha256_file
-from spxbatch.level2.naming import CALIBRATION_PRODUCTS, IBE_ROOT, calibration_relpath
+from spxbatch.fetch.calibration import is_absent
+from spxbatch.fetch.execute import FetchContext, cutout_bodies, read_plan, scan_headers
+from spxbatch.fetch.options import FetchOptions
+from spxbatch.fetch.request_plan import WholePlan, cutout_plan_bytes, plan_cutouts
+from spxbatch.fetch.target import ImageTarget, file_location
+from spxbatch.files import atomic_write_bytes
+from spxbatch.level2.naming import CALIBRATION_PRODUCTS, calibration_relpath
+from spxbatch.level2.read import open_level2
 
-MANIFEST_NAME = "spxbatch-manifest.json"
-MANIFEST_FORMAT = 1
 #: Seconds between manifest saves while staging (each save rewrites the whole manifest).
 MANIFEST_EVERY_S = 1.0
 
@@ -46,52 +48,6 @@ class StageJob:
     image: dict[str, Any]
     ra: np.ndarray
     dec: np.ndarray
-
-
-# ------------------------------------------------------------------------------------------------ manifest
-
-
-def read_manifest(root: str | Path) -> dict[str, Any]:
-    """The manifest of a mirror ('files': relpath below the root -> entry; 'plans': fingerprint -> record);
-    empty when the directory has none."""
-    path = Path(root) / MANIFEST_NAME
-    if not path.exists():
-        return {"format": MANIFEST_FORMAT, "files": {}, "plans": {}}
-    return json.loads(path.read_text())
-
-
-def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
-    """Save the manifest atomically (a killed run leaves the previous whole one)."""
-    atomic_write_bytes(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True).encode())
-
-
-def is_intact(root: Path, relpath: str, entry: dict[str, Any] | None) -> bool:
-    """Whether a manifest entry's file is in the mirror with its recorded size and checksum (an entry of
-    kind 'none', e.g. a cutout with no overlap or an absent calibration product, needs no file)."""
-    if not entry:
-        return False
-    if entry.get("kind") == "none":
-        return True
-    path = root / relpath
-    return path.is_file() and path.stat().st_size == entry.get("size") and sha256_file(path) == entry.get("sha256")
-
-
-def cutout_relpath(image_relpath: str, k: int) -> str:
-    """Where the k-th cutout of an image goes in the mirror: beside the image, '<stem>_cutNNN.fits'."""
-    short = relative_to_root(image_relpath)
-    stem = short[: -len(".fits")] if short.endswith(".fits") else short
-    return f"{stem}_cut{k:03d}.fits"
-
-
-def staged_cutouts(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Image relpath (below the root) -> {'cutouts': [relpaths], 'ny', 'nx'} of the cutouts a mirror holds."""
-    out: dict[str, dict[str, Any]] = {}
-    for relpath, entry in sorted(manifest["files"].items()):
-        if entry.get("kind") == "cutout":
-            ny, nx = entry["parent_shape"]
-            rec = out.setdefault(entry["parent"], {"cutouts": [], "ny": int(ny), "nx": int(nx)})
-            rec["cutouts"].append(f"{IBE_ROOT}/{relpath}")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ the task
@@ -124,8 +80,9 @@ def stage_batch(jobs: list[StageJob], mirror: str, mode: str, halfsize: int, kno
     return out
 
 
-def _io(path_protocol: str, options: FetchOptions) -> ArchiveIO:
-    return ArchiveIO(path_protocol, options.retry, multirange=options.multirange)
+def _context(protocol: str, options: FetchOptions, stats: IOStats) -> FetchContext:
+    """The fetch layer's I/O for one job, counting into the job's `stats`."""
+    return FetchContext(ArchiveIO(protocol, options.retry, multirange=options.multirange), stats, process_cache())
 
 
 def _write(root: Path, relpath: str, data: bytes, **entry: Any) -> dict[str, Any]:
@@ -150,53 +107,49 @@ def _stage_whole(job: StageJob, root: Path, known: dict, options: FetchOptions, 
     relpath = relative_to_root(str(job.image["relpath"]))
     if _keep_if_intact(root, relpath, known, summary):
         return
-    protocol, path = image_location(job.image, options)
-    size = job.image.get("size_bytes")
-    data = _io(protocol, options).read_whole(path, stats, expected_size=None if pd.isna(size) else int(size))
-    summary["files"][relpath] = _write(root, relpath, data, kind="image", **_image_entry(job.image))
+    target = ImageTarget.from_row(job.image, options)
+    fetched = read_plan(WholePlan(target.path, target.size), _context(target.protocol, options, stats))
+    summary["files"][relpath] = _write(root, relpath, fetched.bodies[0], kind="image", **_image_entry(job.image))
     summary["fetched"] += 1
 
 
 def _stage_cutouts(job: StageJob, root: Path, halfsize: int, known: dict, options: FetchOptions,
                    stats: IOStats, summary: dict, auto: bool = False) -> None:
-    """One cutout per group of sources; with `auto`, the whole file instead when the cutouts would weigh
-    as much (each carries the full PSF cube)."""
-    protocol, path = image_location(job.image, options)
+    """The cutout plan of the image's sources, executed by the fetch layer, its bodies written; with `auto`,
+    the whole file instead when the cutouts would weigh as much (each carries the full PSF cube)."""
+    target = ImageTarget.from_row(job.image, options)
     parent = relative_to_root(str(job.image["relpath"]))
-    if protocol not in ("http", "https") or (auto and is_intact(root, parent, known.get(parent))):
+    if not target.has_cutout_service or (auto and is_intact(root, parent, known.get(parent))):
         _stage_whole(job, root, known, options, stats, summary)  # no cutout service (S3, local), or staged
         return
-    groups, urls, sizes = cutout_requests(path, job.ra, job.dec, halfsize, options.cutout_group_px,
-                                          options.cutout_margin_px, gzip=False)
-    names = [cutout_relpath(parent, k) for k in range(len(groups))]
+    plan = plan_cutouts(target.path, job.ra, job.dec, halfsize, options, gzip=False)
+    names = [cutout_relpath(parent, k) for k in range(len(plan.requests))]
     todo = [k for k, name in enumerate(names) if not _keep_if_intact(root, name, known, summary)]
     if not todo:
         return
-    io = _io(protocol, options)
-    target = Target.from_image(job.image, path, io, stats, process_cache())
-    fmap = fitsmap_for(target)
-    if auto and sum(cutout_bytes(fmap, sizes[k]) for k in range(len(groups))) >= fmap.size:
+    ctx = _context(target.protocol, options, stats)
+    fmap = scan_headers(ctx, target.path, target.size)
+    if auto and cutout_plan_bytes(fmap, plan) >= fmap.size:
         _stage_whole(job, root, known, options, stats, summary)
         return
     ny, nx = fmap["IMAGE"].shape  # the parent's frame size: no cutout header records it
-    bodies = io.read_many([urls[k] for k in todo], stats)
+    missing = dataclasses.replace(plan, requests=tuple(plan.requests[k] for k in todo))
     errors = []
-    for k, body in zip(todo, bodies, strict=True):
+    for k, body in zip(todo, cutout_bodies(read_plan(missing, ctx)), strict=True):
         entry = {"kind": "cutout", "parent": parent, "parent_shape": [int(ny), int(nx)],
-                 "cutout_query": urls[k].removeprefix(path), **_image_entry(job.image)}
-        if isinstance(body, ReadError):
-            if body.status == 400:  # no overlap with the image: nothing to stage, and nothing to retry
+                 "cutout_query": body.request.url.removeprefix(target.path), **_image_entry(job.image)}
+        if body.data is None:
+            if body.error:
+                errors.append(body.error)
+            else:  # no overlap with the image: nothing to stage, and nothing to retry
                 summary["files"][names[k]] = {**entry, "kind": "none", "reason": "no overlap"}
-            else:
-                errors.append(str(body))
             continue
-        data = maybe_gunzip(body)
         try:
-            open_level2(data, urls[k]).close()  # a damaged body is not staged (the rerun fetches it again)
+            open_level2(body.data, body.request.url).close()  # a damaged body is not staged (a rerun fetches it)
         except (OSError, ValueError) as exc:  # FitsStructureError too
-            errors.append(f"{urls[k]}: {exc}")
+            errors.append(f"{body.request.url}: {exc}")
             continue
-        summary["files"][names[k]] = _write(root, names[k], data, **entry)
+        summary["files"][names[k]] = _write(root, names[k], body.data, **entry)
         summary["fetched"] += 1
     if errors:
         summary["error"] = "; ".join(errors)
@@ -207,18 +160,16 @@ def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOpt
     relpath = relative_to_root(str(job.image["relpath"]))
     if _keep_if_intact(root, relpath, known, summary):
         return
-    protocol, path = image_location(job.image, options)
+    protocol, path = file_location(job.image, options)
     try:
-        data = _io(protocol, options).read_whole(path, stats)
-    except ReadError as exc:
-        if exc.status is None or not 400 <= exc.status < 500:
+        fetched = read_plan(WholePlan(path, None), _context(protocol, options, stats))
+    except OSError as exc:  # ReadError, or a local file that is not there
+        if not is_absent(exc):
             raise
-        summary["files"][relpath] = {"kind": "none", "reason": f"absent ({exc.reason})"}
+        reason = f"absent ({exc.reason})" if isinstance(exc, ReadError) else "absent"
+        summary["files"][relpath] = {"kind": "none", "reason": reason}
         return
-    except FileNotFoundError:
-        summary["files"][relpath] = {"kind": "none", "reason": "absent"}
-        return
-    summary["files"][relpath] = _write(root, relpath, data, kind="calibration")
+    summary["files"][relpath] = _write(root, relpath, fetched.bodies[0], kind="calibration")
     summary["fetched"] += 1
 
 

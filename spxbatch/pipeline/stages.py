@@ -159,7 +159,7 @@ class Pipeline:
         """Point the jobs of images staged as cutouts at their cutout files and parent frame size."""
         if not self.rundir.stage_done("stage"):
             return
-        from spxbatch.pipeline.stage import read_manifest, staged_cutouts
+        from spxbatch.archive.mirror import read_manifest, staged_cutouts
 
         cutouts = staged_cutouts(read_manifest(self.read_archive()))
         for job in jobs:

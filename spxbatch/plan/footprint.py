@@ -16,24 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from spxbatch.level2.constants import PIXEL_SCALE_ARCSEC
+from spxbatch.sky import radec_of, unit_vectors
 
 #: Pairs tested per vectorised chunk (bounds temporary memory to ~100 bytes x this).
 _CHUNK = 1 << 18
-
-
-def radec_to_xyz(ra_deg, dec_deg) -> np.ndarray:
-    """Unit vectors (..., 3) of positions in degrees."""
-    ra = np.radians(np.asarray(ra_deg, dtype=np.float64))
-    dec = np.radians(np.asarray(dec_deg, dtype=np.float64))
-    cos_dec = np.cos(dec)
-    return np.stack([cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)], axis=-1)
-
-
-def xyz_to_radec(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ra in [0, 360), dec) in degrees of (not necessarily unit) vectors (..., 3)."""
-    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
-    ra = np.degrees(np.arctan2(y, x)) % 360.0
-    return ra, np.degrees(np.arctan2(z, np.hypot(x, y)))
 
 
 def margin_deg(margin_px: float) -> float:
@@ -61,7 +47,7 @@ class Footprints:
     @classmethod
     def from_corners(cls, poly_ra: Sequence, poly_dec: Sequence) -> Footprints:
         """Footprints from per-polygon corner lists in degrees (a closing repeat of the first corner is ok)."""
-        verts = [_clean(radec_to_xyz(r, d)) for r, d in zip(poly_ra, poly_dec, strict=True)]
+        verts = [_clean(unit_vectors(r, d)) for r, d in zip(poly_ra, poly_dec, strict=True)]
         n = len(verts)
         k = max((len(v) for v in verts), default=3)
         centre = np.empty((n, 3))
@@ -113,7 +99,7 @@ class Footprints:
         ra[ra >= 360.0] = 0.0  # a tiny negative RA wraps to exactly 360.0
         dec = np.asarray(dec_deg, dtype=np.float64)
         index = _ZoneIndex(ra, dec, zone_deg=max(float(np.degrees(np.median(self.radius))) / 8.0, 1e-3))
-        cra, cdec = xyz_to_radec(self.centre)
+        cra, cdec = radec_of(self.centre)
         rows_poly, starts, counts = index.ranges(cra, cdec, np.degrees(self.radius) + margin_deg + 1e-9)
         per_poly = np.bincount(rows_poly, weights=counts, minlength=len(self)).astype(np.int64)
         cum = np.cumsum(per_poly)
@@ -152,7 +138,7 @@ class _ZoneIndex:
         self.order = np.argsort(key, kind="stable")
         self.key = key[self.order]
         #: Unit vectors in sorted order, so the candidates of a run are read contiguously.
-        self.xyz = radec_to_xyz(ra[self.order], dec[self.order])
+        self.xyz = unit_vectors(ra[self.order], dec[self.order])
 
     def ranges(self, ra: np.ndarray, dec: np.ndarray, radius_deg: np.ndarray):
         """(circle index, first sorted position, count) of the runs covering each circle's RA/Dec box.

@@ -31,26 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from astropy import units as u
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from spxbatch.files import atomic_path
-from spxbatch.level2.constants import BANDS, EXPOSURE_S, TIME_BOUNDS_SPAN_S
+from spxbatch.level2.headers import image_record
 from spxbatch.level2.naming import CALIBRATION_PRODUCTS
-from spxbatch.level2.region import parent_origin
 
 CACHE_NAME = ".spxbatch-index.parquet"
 #: Bump when the columns or their meaning change (old caches are then ignored).
 CACHE_VERSION = 1
-#: Primary-header card naming the collection (wide / deep).
-COLLECTION_CARD = "COLLECTN"
-DEFAULT_COLLECTION = "spherex_qr2"
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
 #: Folders of calibration products under an IRSA tree: not Level-2 images, not indexed.
 CALIBRATION_DIRS = frozenset(folder for folder, _, _ in CALIBRATION_PRODUCTS.values())
-#: Pixels per axis at which the spectral WCS is evaluated for the energy bounds.
-_WAVE_GRID = 9
 
 #: Columns of the cached table (the returned one drops `error`).
 COLUMNS = [
@@ -62,7 +54,6 @@ COLUMNS = [
 ]
 
 _VERSION_RE = re.compile(r"l2b-v\d+-\d{4}-\d{3}")
-_SIP_RE = re.compile(r"^(A|B|AP|BP)_(\d+_\d+|ORDER|DMAX)$")
 _RELEASE_RE = re.compile(r"^(qr\d*|dr\d+)$")
 
 
@@ -141,69 +132,7 @@ def _path_tags(relpath: str, header_version: str) -> dict:
 def read_headers(path: str | os.PathLike) -> dict:
     """The index columns that come from one file's headers (reads headers and the WCS-WAVE table only)."""
     with fits.open(path, lazy_load_hdus=True, memmap=True) as hdul:
-        primary = hdul[0].header
-        hdr = hdul["IMAGE"].header
-        if "OBSID" not in hdr:
-            raise ValueError("no OBSID card in the IMAGE header: not a Level-2 image")
-        detector = int(hdr["DETECTOR"])
-        nx, ny = int(hdr["NAXIS1"]), int(hdr["NAXIS2"])
-        wcs = WCS(hdr, fix=False)
-        cx = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5, (nx - 1) / 2])
-        cy = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5, (ny - 1) / 2])
-        ra, dec = wcs.all_pix2world(cx, cy, 0)
-        lo, hi = _energy_bounds(hdul, hdr, nx, ny, detector)
-        x0, y0 = parent_origin(hdr)
-        mjd_beg = float(hdr["MJD-BEG"])
-    out = {
-        "obs_id": str(hdr["OBSID"]),
-        "detector": detector,
-        "band": BANDS[detector].name,
-        "pipeline_version": str(primary.get("VERSION", "")),
-        "version": str(primary.get("PROCTAG", "")),
-        "collection": str(primary.get(COLLECTION_CARD, DEFAULT_COLLECTION)),
-        "mjd_start": mjd_beg,
-        "mjd_end": float(hdr.get("MJD-END", mjd_beg + EXPOSURE_S / 86400)),
-        "time_bounds_lower": mjd_beg,
-        "time_bounds_upper": mjd_beg + TIME_BOUNDS_SPAN_S / 86400,
-        "energy_bounds_lower": lo,
-        "energy_bounds_upper": hi,
-        "ra": float(ra[4] % 360.0),
-        "dec": float(dec[4]),
-        "nx": nx,
-        "ny": ny,
-        "is_cutout": (x0, y0) != (0, 0),
-        "x0": x0,
-        "y0": y0,
-    }
-    for i in range(4):
-        out[f"ra{i + 1}"] = float(ra[i] % 360.0)
-        out[f"dec{i + 1}"] = float(dec[i])
-    return out
-
-
-def _energy_bounds(hdul: fits.HDUList, hdr: fits.Header, nx: int, ny: int, detector: int) -> tuple[float, float]:
-    """(min, max) wavelength in metres covered by the image (lambda -/+ bandwidth/2) from WCS 'W'."""
-    try:
-        wave = WCS(_without_sip(hdr), fobj=hdul, key="W", fix=False)
-        gx, gy = np.meshgrid(np.linspace(0, nx - 1, _WAVE_GRID), np.linspace(0, ny - 1, _WAVE_GRID))
-        lam, dlam = wave.all_pix2world(gx.ravel(), gy.ravel(), 0)
-        to_m = [u.Unit(c).to(u.m) for c in wave.wcs.cunit]
-        lo = np.nanmin(lam * to_m[0] - dlam * to_m[1] / 2)
-        hi = np.nanmax(lam * to_m[0] + dlam * to_m[1] / 2)
-        if np.isfinite(lo) and np.isfinite(hi) and hi > lo > 0:
-            return float(lo), float(hi)
-    except Exception:  # no or broken spectral WCS: fall back to the band's bounds
-        pass
-    band = BANDS[detector]
-    return band.lo_um * 1e-6, band.hi_um * 1e-6
-
-
-def _without_sip(hdr: fits.Header) -> fits.Header:
-    """A copy without SIP cards (astropy would attach the celestial SIP to the spectral WCS, and log it)."""
-    out = hdr.copy()
-    for key in [k for k in out if _SIP_RE.match(k)]:
-        del out[key]
-    return out
+        return image_record(hdul)
 
 
 def _cache_path(root: Path, cache_dir: str | os.PathLike | None) -> Path:

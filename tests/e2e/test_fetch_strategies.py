@@ -16,7 +16,7 @@ from spxbatch.archive import io as http
 from spxbatch.archive.io import RetryPolicy
 from spxbatch.fetch.cache import FetchCache
 from spxbatch.fetch.fetch import FetchOptions, fetch_image
-from spxbatch.fetch.strategies import PLANES, neighbourhoods, plan_boxes, plan_strips
+from spxbatch.level2.layout import PLANES
 from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.sim.server import serve_archive
 
@@ -28,12 +28,6 @@ OPTS = FetchOptions(merge_gap_rows=2, retry=RetryPolicy(backoff_s=0.01, max_back
 def server(sim_archive):
     with serve_archive(sim_archive.root) as srv:
         yield srv
-
-
-
-
-
-
 
 
 @pytest.mark.parametrize("strategy", ["range", "range-strips", "cutout", "whole"])
@@ -173,7 +167,7 @@ def test_persistent_failure_is_recorded_not_raised(sim_archive, truth):
 
 def test_calibration_absent_is_noted(tmp_path):
     """An archive without calibration products: regions come without them, the reason is in the notes."""
-    from test_fitsmap import write_mef
+    from fits_files import write_mef
 
     relpath = "qr2/level2/2025W18_2B/l2b-v20-2025-253/3/level2_2025W18_2B_0001_1D3_spx_l2b-v20-2025-253.fits"
     (tmp_path / relpath).parent.mkdir(parents=True)
@@ -237,18 +231,3 @@ def test_plan_row_without_size(server, sim_archive, truth):
     result = fetch_image(row, ra, dec, strategy="range", halfsize=HALF, cache=FetchCache(), options=OPTS)
     check_same_as_local(result, sim_archive.root / relpath, ra.size)
     assert any(e["method"] == "HEAD" for e in server.requests_for(relpath, method=None))
-
-
-def test_box_and_strip_planning():
-    x = np.array([10.2, 14.0, 60.0, 200.0, -20.0, np.nan])
-    y = np.array([10.0, 13.6, 10.0, 50.0, 5.0, 5.0])
-    xlo, xhi, ylo, yhi, ok = neighbourhoods(x, y, 3, (100, 100))
-    assert ok.tolist() == [True, True, True, False, False, False]  # off the frame by more than the box, NaN
-    assert (xlo[0], xhi[0], ylo[0], yhi[0]) == (6, 15, 6, 14)  # floor/ceil +- (3 + 1 safety)
-    boxes = plan_boxes(xlo, xhi, ylo, yhi, ok)
-    assert [(b[:4], b[4].tolist()) for b in boxes] == [((6, 19, 6, 19), [0, 1]), ((56, 65, 6, 15), [2])]
-    strips = plan_strips(ylo, yhi, ok, 0, 100)
-    assert [(s[:4], s[4].tolist()) for s in strips] == [((0, 100, 6, 19), [0, 1, 2])]
-    far = plan_strips(np.array([0, 50]), np.array([9, 59]), np.array([True, True]), 39, 100)
-    assert len(far) == 2 and len(plan_strips(np.array([0, 50]), np.array([9, 59]), np.array([True, True]),
-                                             40, 100)) == 1

@@ -89,7 +89,8 @@ def test_margin_adds_sources_just_outside(sim_archive):
     plan0 = make_plan(cat, str(sim_archive.root), margin_px=0)
     img = plan0.images.iloc[0]
     # a source 3 px outside the first corner-to-corner edge of image 0, and one 3 px inside
-    from spxbatch.plan.footprint import radec_to_xyz, xyz_to_radec
+    from spxbatch.sky import radec_of as xyz_to_radec
+    from spxbatch.sky import unit_vectors as radec_to_xyz
 
     a, b = radec_to_xyz(img["poly_ra"][0], img["poly_dec"][0]), radec_to_xyz(img["poly_ra"][1], img["poly_dec"][1])
     c = radec_to_xyz(np.mean(img["poly_ra"]), np.mean(img["poly_dec"]))

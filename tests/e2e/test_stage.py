@@ -15,10 +15,10 @@ import pytest
 from cubes import assert_cubes_equal, kill_group
 from distributed import Client, LocalCluster
 
+from spxbatch.archive.mirror import MANIFEST_NAME, read_manifest
 from spxbatch.cli.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_STAGE
 from spxbatch.cli.main import main
 from spxbatch.cube.store import open_cube
-from spxbatch.pipeline.stage import MANIFEST_NAME, read_manifest
 from spxbatch.pipeline.stages import run
 from spxbatch.plan.index import index_directory
 from spxbatch.plan.plan import Plan

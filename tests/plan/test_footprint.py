@@ -7,7 +7,8 @@ import pytest
 from astropy.wcs import WCS
 from matplotlib.path import Path
 
-from spxbatch.plan.footprint import Footprints, margin_deg, radec_to_xyz, xyz_to_radec
+from spxbatch.plan.footprint import Footprints, margin_deg
+from spxbatch.sky import radec_of, unit_vectors
 
 
 def square(ra0: float, dec0: float, half: float, rot: float = 0.0, clockwise: bool = False):
@@ -39,7 +40,7 @@ def reference_inside(pra, pdec, ra, dec) -> np.ndarray:
     out = np.zeros(len(ra), dtype=bool)
     for i in range(len(ra)):
         # points more than 60 deg away are behind/far from the tangent plane: not inside a small polygon
-        d = np.degrees(np.arccos(np.clip(radec_to_xyz(ra[i], dec[i]) @ radec_to_xyz(pra[0], pdec[0]), -1, 1)))
+        d = np.degrees(np.arccos(np.clip(unit_vectors(ra[i], dec[i]) @ unit_vectors(pra[0], pdec[0]), -1, 1)))
         if d < 60:
             px, py = w.wcs_world2pix([ra[i]], [dec[i]], 0)
             out[i] = path.contains_point((px[0], py[0]))
@@ -48,7 +49,7 @@ def reference_inside(pra, pdec, ra, dec) -> np.ndarray:
 
 def random_near(ra0, dec0, radius_deg, n, rng):
     """Uniform random points on the sphere within `radius_deg` of (ra0, dec0)."""
-    c = radec_to_xyz(ra0, dec0)
+    c = unit_vectors(ra0, dec0)
     e = np.cross([0.0, 0.0, 1.0] if abs(c[2]) < 0.9 else [1.0, 0.0, 0.0], c)
     e /= np.linalg.norm(e)
     nn = np.cross(c, e)
@@ -56,7 +57,7 @@ def random_near(ra0, dec0, radius_deg, n, rng):
     sin_t = np.sqrt(1 - cos_t**2)
     phi = rng.uniform(0, 2 * np.pi, n)
     pts = cos_t[:, None] * c + sin_t[:, None] * (np.cos(phi)[:, None] * e + np.sin(phi)[:, None] * nn)
-    return xyz_to_radec(pts)
+    return radec_of(pts)
 
 
 FIELDS = [(150.0, 2.0, 0.0), (0.3, -10.0, 20.0), (359.8, 45.0, 37.0), (12.0, 89.0, 10.0), (200.0, -88.5, 60.0),
@@ -70,7 +71,7 @@ def test_matches_reference(ra0, dec0, rot, clockwise):
     pra, pdec = square(ra0, dec0, 1.745, rot, clockwise)
     ra, dec = random_near(ra0, dec0, 4.0, 3000, rng)
     fp = Footprints.from_corners([pra], [pdec])
-    got = fp.contains(np.zeros(len(ra), int), radec_to_xyz(ra, dec))
+    got = fp.contains(np.zeros(len(ra), int), unit_vectors(ra, dec))
     ref = reference_inside(pra, pdec, ra, dec)
     assert 300 < ref.sum() < 2700  # both outcomes well represented
     assert np.array_equal(got, ref)
@@ -79,11 +80,11 @@ def test_matches_reference(ra0, dec0, rot, clockwise):
 def test_pole_inside_and_ra_wrap():
     pra, pdec = square(33.0, 89.0, 1.745, 15.0)  # contains the north pole
     fp = Footprints.from_corners([pra], [pdec])
-    assert fp.contains([0], radec_to_xyz([0.0], [90.0]))[0]
+    assert fp.contains([0], unit_vectors([0.0], [90.0]))[0]
     pra, pdec = square(0.0, 0.0, 1.0)  # straddles RA=0: corners at ~359 and ~1 deg
     assert set(np.round(pra).astype(int)) == {1, 359}
     fp = Footprints.from_corners([pra], [pdec])
-    ok = fp.contains(np.zeros(4, int), radec_to_xyz([359.5, 0.5, 0.0, 180.0], [0.5, -0.5, 0.0, 0.0]))
+    ok = fp.contains(np.zeros(4, int), unit_vectors([359.5, 0.5, 0.0, 180.0], [0.5, -0.5, 0.0, 0.0]))
     assert ok.tolist() == [True, True, True, False]
 
 
@@ -91,7 +92,7 @@ def test_vertex_order_and_closing_corner_do_not_matter():
     pra, pdec = square(100.0, -30.0, 1.5, 10.0)
     rng = np.random.default_rng(3)
     ra, dec = random_near(100.0, -30.0, 3.0, 2000, rng)
-    xyz = radec_to_xyz(ra, dec)
+    xyz = unit_vectors(ra, dec)
     zero = np.zeros(len(ra), int)
     base = Footprints.from_corners([pra], [pdec]).contains(zero, xyz)
     for order in ([0, 2, 1, 3], [3, 2, 1, 0], [0, 1, 2, 3, 0]):  # bowtie, reversed, closed
@@ -105,9 +106,9 @@ def test_margin_widens_each_edge_by_the_angle():
     m = margin_deg(10)  # 61.5 arcsec
     # points just outside the east edge (RA 211 deg at dec 0)
     ra = 211.0 + np.array([0.5, 0.9, 1.1, 1.5]) * m
-    got = fp.contains(np.zeros(4, int), radec_to_xyz(ra, np.zeros(4)), margin_deg=m)
+    got = fp.contains(np.zeros(4, int), unit_vectors(ra, np.zeros(4)), margin_deg=m)
     assert got.tolist() == [True, True, False, False]
-    assert not fp.contains([0], radec_to_xyz([ra[0]], [0.0]))[0]
+    assert not fp.contains([0], unit_vectors([ra[0]], [0.0]))[0]
 
 
 def test_match_many_polygons_against_reference():

@@ -1,58 +1,17 @@
-"""Plan logic without a server: tiles, ADQL validity, filters, dedupe, matching, save/load."""
+"""Plan logic without a server: matching, save/load, archive locations, TAP rows (tiles and filters: test_tiles,
+test_select)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from plan_rows import image_rows
 
 from spxbatch.archive.location import resolve_archive
-from spxbatch.plan.footprint import radec_to_xyz
-from spxbatch.plan.plan import Plan, _filters, apply_filters, dedupe, make_tiles, match, tile_query
-from spxbatch.plan.tap import check_adql, parse_polygon, point_query, version_key
-
-
-def _angle_deg(ra1, dec1, ra2, dec2):
-    a, b = np.broadcast_arrays(radec_to_xyz(ra1, dec1), radec_to_xyz(ra2, dec2))
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
-
-
-def test_tiles_cover_every_source_once():
-    rng = np.random.default_rng(1)
-    # a dense field across RA=0, a polar cap, and sparse sources over the sky
-    ra = np.concatenate([rng.uniform(-1, 1, 3000) % 360, rng.uniform(0, 360, 500), rng.uniform(0, 360, 200)])
-    dec = np.concatenate([rng.uniform(-1, 1, 3000), rng.uniform(88.5, 90, 500), rng.uniform(-60, 60, 200)])
-    tiles = make_tiles(ra, dec)
-    assert sum(t.count for t in tiles) == len(ra)
-    # every source lies inside at least one tile circle
-    tra = np.array([t.ra for t in tiles])
-    tdec = np.array([t.dec for t in tiles])
-    trad = np.array([t.radius_deg for t in tiles])
-    inside = _angle_deg(ra[:, None], dec[:, None], tra[None, :], tdec[None, :]) <= trad[None, :] + 1e-6
-    assert inside.any(axis=1).all()
-    assert max(trad) <= 6.0
-    # the dense 2x2 deg field and the polar cap are a handful of queries, not thousands
-    dense = [t for t in tiles if abs(t.dec) < 2 and (t.ra < 3 or t.ra > 357)]
-    polar = [t for t in tiles if t.dec > 87]
-    assert len(dense) <= 4 and len(polar) <= 4
-    assert len(tiles) < 250
-
-
-def test_far_apart_sources_are_not_merged_and_one_source_has_radius_zero():
-    tiles = make_tiles(np.array([10.0, 100.0, 200.0]), np.array([0.0, 30.0, -45.0]))
-    assert len(tiles) == 3 and all(t.radius_deg < 1e-9 and t.count == 1 for t in tiles)
-    assert make_tiles(np.array([]), np.array([])) == []
-
-
-def test_every_query_form_passes_the_adql_grammar():
-    """Each form the plan sends (the ANTLR parser costs ~1 s per query, so one of each form)."""
-    filters = _filters([1, "D3"], (60800.5, 60900.25), None, ["qr2", "qr3"])
-    tile = make_tiles(np.array([359.9, 0.1]), np.array([-89.9, -89.8]))[0]
-    check_adql(tile_query(tile, 1e-3, filters))  # every filter, RA wrap, south pole
-    check_adql(tile_query(tile, 0.0, _filters(None, None, None, None)))  # no filter
-    check_adql(point_query(0.0, 90.0, bands=[6], releases=["qr2"]))  # SPXQuery's per-source form
-    with pytest.raises(ValueError, match="not valid ADQL"):
-        check_adql("SELECT FROM WHERE")
+from spxbatch.plan.match import match
+from spxbatch.plan.plan import Plan
+from spxbatch.plan.tap import parse_polygon
 
 
 def test_polygon_parsing_forms():
@@ -65,59 +24,8 @@ def test_polygon_parsing_forms():
         parse_polygon(np.array([1.0, 2.0]))
 
 
-def _images(rows):
-    base = dict(band_name="D1", release="qr2", collection="spherex_qr2", mjd_start=60800.0, mjd_end=60800.001,
-                energy_lo_um=0.75, energy_hi_um=1.1, poly_ra=[10.0, 12.0, 12.0, 10.0],
-                poly_dec=[0.0, 0.0, 2.0, 2.0], size_bytes=100)
-    out = []
-    for r in rows:
-        d = {**base, **r}
-        d.setdefault("relpath", f"ibe/data/spherex/{d['release']}/level2/2025W18_2B/{d['version']}/"
-                                f"{d['detector']}/level2_{d['obs_id']}D{d['detector']}.fits")
-        out.append(d)
-    return pd.DataFrame(out)
-
-
-def test_dedupe_keeps_newest_version_and_one_copy_per_file():
-    df = _images([
-        dict(obs_id="2025W18_2B_0001_1", detector=1, version="l2b-v20-2025-253"),
-        dict(obs_id="2025W18_2B_0001_1", detector=1, version="l2b-v21-2025-354"),
-        dict(obs_id="2025W18_2B_0001_1", detector=1, version="l2b-v21-2025-354", collection="spherex_qr2_deep"),
-        dict(obs_id="2025W18_2B_0001_1", detector=4, version="l2b-v20-2025-253"),
-        dict(obs_id="2025W18_2B_0002_1", detector=1, version="l2b-v20-2025-262"),
-        dict(obs_id="2025W18_2B_0002_1", detector=1, version="l2b-v20-2025-253"),
-    ])
-    out = dedupe(df.sample(frac=1, random_state=3))
-    got = sorted(zip(out["obs_id"], out["detector"], out["version"], out["collection"], strict=True))
-    assert got == [("2025W18_2B_0001_1", 1, "l2b-v21-2025-354", "spherex_qr2"),
-                   ("2025W18_2B_0001_1", 4, "l2b-v20-2025-253", "spherex_qr2"),
-                   ("2025W18_2B_0002_1", 1, "l2b-v20-2025-262", "spherex_qr2")]
-    assert version_key("l2b-v21-2025-354") > version_key("l2b-v20-2025-362") > version_key("junk")
-
-
-def test_filters():
-    df = _images([
-        dict(obs_id="2025W18_2B_0001_1", detector=1, version="v", band_name="D1", mjd_start=100.0, mjd_end=101.0),
-        dict(obs_id="2025W18_2B_0001_1", detector=2, version="v", band_name="D2", mjd_start=200.0, mjd_end=201.0,
-             collection="spherex_qr2_deep"),
-        dict(obs_id="2025W18_2B_0001_1", detector=3, version="v", band_name="D3", mjd_start=300.0, mjd_end=301.0,
-             release="qr3"),
-    ])
-    sel = lambda **kw: apply_filters(df, _filters(**{"bands": None, "time_range": None, "collections": None,  # noqa: E731
-                                                     "releases": None, **kw}))["detector"].tolist()
-    assert sel() == [1, 2, 3]
-    assert sel(bands=["D1", 3, "SPHEREx-D2"]) == [1, 2, 3] and sel(bands=[2]) == [2]
-    assert sel(time_range=(100.5, 200.5)) == [1, 2]
-    assert sel(collections=["spherex_qr2_deep"]) == [2]
-    assert sel(releases=["QR2"]) == [1, 2]
-    with pytest.raises(ValueError):
-        sel(bands=[7])
-    with pytest.raises(ValueError):
-        sel(time_range=(3, 1))
-
-
-def test_match_orders_images_and_pairs_and_drops_empty_images(tmp_path):
-    df = _images([
+def test_match_orders_images_and_pairs_and_drops_emptyimage_rows(tmp_path):
+    df = image_rows([
         dict(obs_id="2025W18_2B_0002_1", detector=1, version="v", mjd_start=2.0, mjd_end=2.1),
         dict(obs_id="2025W18_2B_0001_1", detector=1, version="v", mjd_start=1.0, mjd_end=1.1),
         dict(obs_id="2025W18_2B_0003_1", detector=1, version="v", mjd_start=0.5, mjd_end=0.6,

@@ -1,0 +1,120 @@
+"""Calibration products beside an image: the detector's solid-angle map and spectral_wcs CWAVE/CBAND pixels
+attached to its regions, and the offset tables of those products (the average_psf one too).
+
+Products are found beside the image (same archive, same root), scanned once per process and read lazily in
+row blocks (`FetchCache.calib`); an absent or broken product is remembered with the reason and not asked
+again, a transient failure is not remembered. Nothing here raises for a missing product: the reason is
+returned as a note and the regions go without.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from spxbatch.archive.io import ReadError
+from spxbatch.fetch.cache import CALIB_BLOCK_ROWS, CalibPlane
+from spxbatch.fetch.execute import FetchContext, scan_headers
+from spxbatch.fetch.target import ImageTarget
+from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
+from spxbatch.level2.region import ImageRegion, native
+
+#: Calibration pixels attached to regions: (product, extension, ImageRegion attribute).
+CALIBRATION_PLANES = (
+    ("solid_angle_pixel_map", "IMAGE", "solid_angle"),
+    ("spectral_wcs", "CWAVE", "cwave"),
+    ("spectral_wcs", "CBAND", "cband"),
+)
+
+Regions = list[tuple[ImageRegion, np.ndarray]]
+
+
+def is_absent(exc: OSError) -> bool:
+    """Whether a failed read means the file is not there (HTTP 4xx, or no such local file) rather than a
+    transient failure worth trying again."""
+    if isinstance(exc, ReadError):
+        return exc.status is not None and 400 <= exc.status < 500
+    return isinstance(exc, FileNotFoundError)
+
+
+def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions) -> tuple[Regions, list[str]]:
+    """The regions with solid_angle / cwave / cband filled from the calibration products where present,
+    and notes saying why any is missing."""
+    notes: list[str] = []
+    for product, extname, attr in CALIBRATION_PLANES:
+        plane = _calibration_plane(ctx, target, product, extname)
+        if isinstance(plane, str):
+            notes.append(plane)
+            continue
+        if plane.shape != tuple(regions[0][0].parent_shape):
+            notes.append(f"{product}/{extname}: shape {plane.shape} != image {regions[0][0].parent_shape}")
+            continue
+        try:
+            pixels = [_rows(ctx, plane, r.y0, r.y0 + r.shape[0])[:, r.x0:r.x0 + r.shape[1]] for r, _ in regions]
+        except ReadError as exc:  # transient: this image goes without; the next one tries again
+            notes.append(f"{product}: unavailable ({exc.reason})")
+            continue
+        regions = [(dataclasses.replace(region, **{attr: values}), members)
+                   for (region, members), values in zip(regions, pixels, strict=True)]
+    return regions, notes
+
+
+def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> FitsMap | str:
+    """The offset table of the target detector's calibration product, or why it is unavailable."""
+    key = (product, target.detector, target.release)
+    known = ctx.cache.calib.get(key)
+    if known is not None:
+        return known
+    path = target.calibration_path(product)
+    if path is None:
+        return f"{product}: no calibration location for {target.path}"
+    try:
+        fmap: FitsMap | str = scan_headers(ctx, path)
+    except OSError as exc:  # ReadError, or a local file that is not there
+        if not is_absent(exc):
+            return f"{product}: unavailable ({getattr(exc, 'reason', exc)})"
+        fmap = f"{product}: absent ({getattr(exc, 'reason', 'no such file')})"
+    except FitsStructureError as exc:
+        fmap = f"{product}: bad file ({exc})"
+    ctx.cache.calib[key] = fmap
+    return fmap
+
+
+def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, extname: str) -> CalibPlane | str:
+    """The lazily read calibration plane (cached per process), or why it is unavailable."""
+    key = (product, target.detector, target.release, extname)
+    cached = ctx.cache.calib.get(key)
+    if cached is not None:
+        return cached
+    fmap = calibration_map(ctx, target, product)
+    if isinstance(fmap, str):
+        return fmap
+    if extname not in fmap or len(fmap[extname].shape) != 2 or 0 in fmap[extname].shape:
+        ctx.cache.calib[key] = f"{product}: no non-empty {extname} extension"
+        return ctx.cache.calib[key]
+    plane = CalibPlane(fmap, extname)
+    ctx.cache.calib[key] = plane
+    return plane
+
+
+def _rows(ctx: FetchContext, plane: CalibPlane, y0: int, y1: int) -> np.ndarray:
+    """Rows y0..y1-1 of a calibration plane, reading the blocks not held yet (consecutive ones as one range)
+    through this image's context."""
+    want = plane.missing_blocks(y0, y1)
+    if want:
+        runs: list[list[int]] = []
+        for b in want:
+            if runs and b == runs[-1][-1] + 1:
+                runs[-1].append(b)
+            else:
+                runs.append([b])
+        fmap, entry = plane.fmap, plane.fmap[plane.extname]
+        ny, nx = entry.shape
+        spans = [(run[0] * CALIB_BLOCK_ROWS, min(ny, (run[-1] + 1) * CALIB_BLOCK_ROWS)) for run in runs]
+        blobs = ctx.read_ranges(fmap.url, [fmap.row_range(plane.extname, a, b) for a, b in spans], fmap.size)
+        for run, blob, (a, b) in zip(runs, blobs, spans, strict=True):
+            arr = native(np.frombuffer(blob, dtype=entry.dtype).reshape(b - a, nx))
+            for k in run:
+                plane.blocks[k] = arr[(k - run[0]) * CALIB_BLOCK_ROWS:(k - run[0] + 1) * CALIB_BLOCK_ROWS]
+    return plane.rows(y0, y1)

@@ -1,0 +1,126 @@
+"""The one executor of request plans: the bytes a plan names, read through the archive's retrying I/O.
+
+`FetchContext` is the I/O one image's fetch (or one staging job) runs with, passed explicitly: the reader,
+the counters it fills and the process cache. `read_plan` returns the raw bodies; what they mean is for
+`fetch.decode` (regions) or staging (files in a mirror) to say, and `cutout_bodies` is the one place that
+tells a cutout that missed the image (HTTP 400) from a failed one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spxbatch.archive import io as archive_io
+from spxbatch.archive.io import ArchiveIO, IOStats, MultiRangeUnsupported, ReadError, maybe_gunzip
+from spxbatch.fetch.cache import FetchCache
+from spxbatch.fetch.options import FetchOptions
+from spxbatch.fetch.request_plan import (
+    CutoutPlan,
+    CutoutRequest,
+    MirrorCutoutPlan,
+    RangePlan,
+    RequestPlan,
+    Transport,
+    WholePlan,
+)
+from spxbatch.level2.fitsmap import FitsMap, scan_fits
+
+#: The cutout service's answer for a region that does not overlap the image: nothing there, not an error.
+NO_OVERLAP_STATUS = 400
+REFUSED_NOTE = "the server refuses multi-range requests: full-width strips instead of boxes"
+
+
+@dataclass(frozen=True)
+class FetchContext:
+    """The I/O of one image's fetch: the retrying reader, the request/byte counters, the process cache."""
+
+    io: ArchiveIO
+    stats: IOStats
+    cache: FetchCache
+
+    @classmethod
+    def open(cls, protocol: str, options: FetchOptions, cache: FetchCache) -> FetchContext:
+        """A context with fresh counters for files reached by `protocol` ('http', 'https', 's3', 'file')."""
+        return cls(ArchiveIO(protocol, options.retry, multirange=options.multirange), IOStats(), cache)
+
+    def read_ranges(self, path: str, ranges: list[tuple[int, int]], size: int | None,
+                    fallback: bool = True) -> list[bytes]:
+        """The bytes of each range of `path` (see `ArchiveIO.read_ranges`), counted in this context."""
+        return self.io.read_ranges(path, ranges, self.stats, size, fallback=fallback)
+
+    def transport(self, path: str) -> Transport:
+        """How reads of `path` go out, for the planner."""
+        multi = self.io.uses_multirange(path)
+        return Transport(local=self.io.protocol == "file", multirange=multi,
+                         ranges_per_request=archive_io.MAX_RANGES_PER_REQUEST if multi else 1,
+                         cutout_service=self.io.protocol in ("http", "https"))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The raw bodies of an executed plan: per byte range (`RangePlan`), per cutout or file (a ReadError
+    for one that failed), or the one whole file; `plan` is the plan actually read (a refused box plan's
+    strip fallback) and `notes` what is worth saying about it."""
+
+    plan: RequestPlan
+    bodies: tuple[bytes | ReadError, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CutoutBody:
+    """One cutout's outcome: its uncompressed FITS bytes, or why it failed; neither when the region missed
+    the image (HTTP 400)."""
+
+    request: CutoutRequest
+    data: bytes | None
+    error: str | None
+
+
+def scan_headers(ctx: FetchContext, path: str, size: int | None = None) -> FitsMap:
+    """The HDU offset table of `path`, from the cache or by a header scan (its size asked for when unknown)."""
+    fmap = ctx.cache.get_fitsmap(path)
+    if fmap is None:
+        if size is None:
+            size = ctx.io.size(path, ctx.stats)
+        fmap = scan_fits(lambda r: ctx.read_ranges(path, list(r), size), size, path)
+        ctx.cache.put_fitsmap(fmap)
+    return fmap
+
+
+def read_plan(plan: RequestPlan, ctx: FetchContext) -> Fetched:
+    """Read everything `plan` names; a failure that leaves nothing to use raises ReadError."""
+    if isinstance(plan, RangePlan):
+        return _read_ranges(plan, ctx)
+    if isinstance(plan, CutoutPlan):
+        return Fetched(plan, tuple(ctx.io.read_many([r.url for r in plan.requests], ctx.stats)))
+    if isinstance(plan, MirrorCutoutPlan):
+        return Fetched(plan, tuple(ctx.io.read_many(list(plan.paths), ctx.stats)))
+    if isinstance(plan, WholePlan):
+        return Fetched(plan, (ctx.io.read_whole(plan.path, ctx.stats, expected_size=plan.expected_size),))
+    raise TypeError(f"not a request plan: {plan!r}")
+
+
+def _read_ranges(plan: RangePlan, ctx: FetchContext) -> Fetched:
+    """A range plan's bytes; boxes refused by the server (no multi-range requests) are read as its strips."""
+    notes = (plan.note,) if plan.note else ()
+    try:
+        blobs = ctx.read_ranges(plan.path, plan.ranges(), plan.size, fallback=plan.fallback is None)
+    except MultiRangeUnsupported:
+        if plan.fallback is None:
+            raise
+        refused = _read_ranges(plan.fallback, ctx)
+        return Fetched(refused.plan, refused.bodies, (REFUSED_NOTE, *refused.notes))
+    return Fetched(plan, tuple(blobs), notes)
+
+
+def cutout_bodies(fetched: Fetched) -> list[CutoutBody]:
+    """The outcome of each cutout of an executed `CutoutPlan` (gzipped bodies are decompressed)."""
+    out = []
+    for request, body in zip(fetched.plan.requests, fetched.bodies, strict=True):
+        if isinstance(body, ReadError):
+            error = None if body.status == NO_OVERLAP_STATUS else str(body)
+            out.append(CutoutBody(request, None, error))
+        else:
+            out.append(CutoutBody(request, maybe_gunzip(body), None))
+    return out

@@ -1,0 +1,99 @@
+"""The tables a region carries beside its pixels: the PSF cube (read once per content, from the process
+cache) and the WCS-WAVE table.
+
+The PSF cube is the file's own PSF HDU, cached by (detector, version, PSF header digest), or with
+psf_source 'calibration' the detector's average_psf product (the file's own when that is absent or of
+another shape). The bytes a cutout or a whole file carries anyway fill the cache instead of a second read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from spxbatch.archive.io import ReadError
+from spxbatch.fetch.cache import header_digest
+from spxbatch.fetch.calibration import calibration_map
+from spxbatch.fetch.execute import FetchContext
+from spxbatch.fetch.target import ImageTarget
+from spxbatch.level2.fitsmap import FitsMap
+from spxbatch.level2.layout import QR2
+from spxbatch.level2.read import wave_table_from_bytes
+from spxbatch.level2.region import PSFCube, WaveTable
+
+
+@dataclass(frozen=True)
+class ImageTables:
+    """One image's PSF and WCS-WAVE tables, read through `ctx` and kept in its cache; `psf_source` says
+    where the PSF cube comes from: 'file' (its own PSF HDU) or 'calibration' (the detector's average_psf)."""
+
+    ctx: FetchContext
+    target: ImageTarget
+    psf_source: str = "file"
+
+    def psf_cached(self) -> bool:
+        """Whether this process already holds a PSF cube for this detector (and version, for file PSFs)."""
+        index = self.ctx.cache.psf_index
+        t = self.target
+        if self.psf_source == "calibration" and ("average_psf", t.detector, t.release) in index:
+            return True
+        return any(k[:3] == ("file", t.detector, t.version) for k in index)
+
+    def psf_for_fitsmap(self, fmap: FitsMap) -> tuple[PSFCube, list[str]]:
+        """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no cube for it)."""
+        entry = fmap[QR2.psf_hdu]
+        span = [(entry.data_offset, entry.data_offset + entry.data_size)]
+        return self._psf(entry.header.copy(), entry.shape, entry.dtype,
+                         lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0], free=False)
+
+    def psf_for_hdu(self, hdu: fits.ImageHDU) -> tuple[PSFCube, list[str]]:
+        """The PSF of an opened whole file or cutout (its bytes came along: they fill the cache for free)."""
+        big = np.dtype(hdu.data.dtype.newbyteorder(">"))
+        return self._psf(hdu.header.copy(), hdu.data.shape, big, lambda: hdu.data.astype(big).tobytes(), free=True)
+
+    def _psf(self, header: fits.Header, shape: tuple[int, ...], dtype: np.dtype, own_bytes: Callable[[], bytes],
+             free: bool) -> tuple[PSFCube, list[str]]:
+        """The image's PSF: its own header, the cube from the cache (`own_bytes` gives the file's raw cube
+        bytes; `free` says they are already in hand, so using them costs no read)."""
+        notes = []
+        if self.psf_source == "calibration":
+            try:
+                cube = self._average_psf()
+            except ReadError as exc:
+                cube = f"average_psf: unavailable ({exc.reason})"
+            if isinstance(cube, str):
+                notes.append(cube)
+            elif cube.shape == tuple(shape):
+                return PSFCube(cube=cube, header=header), notes
+            else:
+                notes.append(f"average_psf: shape {cube.shape} != the file's {tuple(shape)}; file PSF used")
+        cache = self.ctx.cache
+        key = ("file", self.target.detector, self.target.version, header_digest(header))
+        if free and key not in cache.psf_index:
+            cache.psf_index[key] = cache.add_psf_bytes(own_bytes(), dtype, shape)
+        return PSFCube(cube=cache.psf_cube(key, own_bytes, dtype, shape), header=header), notes
+
+    def _average_psf(self) -> np.ndarray | str:
+        """The average_psf cube of the target's detector, or why it is unavailable."""
+        fmap = calibration_map(self.ctx, self.target, "average_psf")
+        if isinstance(fmap, str):
+            return fmap
+        entry = next((h for h in fmap.hdus if len(h.shape) == 3), None)
+        if entry is None:
+            return "average_psf: no 3-D PSF extension"
+        span = [(entry.data_offset, entry.data_offset + entry.data_size)]
+        key = ("average_psf", self.target.detector, self.target.release)
+        return self.ctx.cache.psf_cube(key, lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0],
+                                       entry.dtype, entry.shape)
+
+    def wave_for_fitsmap(self, fmap: FitsMap) -> WaveTable:
+        """The WCS-WAVE table of a scanned file, from the bytes the header scan kept or one small range read."""
+        entry = fmap[QR2.wave_hdu]
+        data = fmap.small.get(entry.index)
+        if data is None:
+            span = [(entry.data_offset, entry.data_offset + entry.data_size)]
+            data = self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
+        return wave_table_from_bytes(fmap, data)

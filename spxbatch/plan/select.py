@@ -1,0 +1,60 @@
+"""Which candidate images a plan keeps: the band, time, collection and release filters in their canonical
+form (as recorded in the plan), and one row per exposure and detector (the newest processing version)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spxbatch.level2.constants import BANDS
+from spxbatch.plan.tap import version_key
+
+
+def _band_number(b: int | str) -> int:
+    text = str(b).strip().upper().replace("SPHEREX-", "")
+    n = int(text[1:]) if text.startswith("D") else int(text)
+    if n not in BANDS:
+        raise ValueError(f"band {b!r} is not one of 1..6 or D1..D6")
+    return n
+
+
+def plan_filters(bands, time_range, collections, releases) -> dict[str, Any]:
+    """The filters in canonical form (sorted lists or None), as recorded in the plan."""
+    if time_range is not None and len(time_range) == 0:
+        time_range = None
+    if time_range is not None:
+        if len(time_range) != 2 or not float(time_range[0]) <= float(time_range[1]):
+            raise ValueError(f"time_range must be (mjd_min, mjd_max) with min <= max, not {time_range!r}")
+        time_range = [float(time_range[0]), float(time_range[1])]
+    return {"bands": sorted({_band_number(b) for b in bands}) if bands else None,
+            "time_range": time_range,
+            "collections": sorted(set(collections)) if collections else None,
+            "releases": sorted({r.lower() for r in releases}) if releases else None}
+
+
+def apply_filters(images: pd.DataFrame, filters: dict[str, Any]) -> pd.DataFrame:
+    """Rows that pass the band, time, collection and release filters (also applied on the server)."""
+    keep = np.ones(len(images), dtype=bool)
+    if filters["bands"]:
+        keep &= images["band_name"].isin([f"D{b}" for b in filters["bands"]]).to_numpy()
+    if filters["time_range"]:
+        t0, t1 = filters["time_range"]
+        keep &= (images["mjd_end"].to_numpy(float) >= t0) & (images["mjd_start"].to_numpy(float) <= t1)
+    if filters["collections"]:
+        keep &= images["collection"].isin(filters["collections"]).to_numpy()
+    if filters["releases"]:
+        keep &= images["release"].str.lower().isin(filters["releases"]).to_numpy()
+    return images[keep]
+
+
+def dedupe(images: pd.DataFrame) -> pd.DataFrame:
+    """One row per exposure (obs_id, detector): the same file returned twice (tiles overlap; wide and deep
+    collections) is kept once, and of several processing versions the newest is kept."""
+    if images.empty:
+        return images.reset_index(drop=True)
+    df = images.sort_values(["relpath", "collection"], kind="stable").drop_duplicates("relpath")
+    df = df.assign(_v=[version_key(v) for v in df["version"]])
+    df = df.sort_values(["obs_id", "detector", "_v", "release", "relpath"], kind="stable")
+    return df.drop_duplicates(["obs_id", "detector"], keep="last").drop(columns="_v").reset_index(drop=True)
