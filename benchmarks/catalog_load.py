@@ -24,8 +24,8 @@ import pandas as pd
 _CHILD = r"""
 import json, resource, sys, time
 import numpy as np, pyarrow.csv, pyarrow.parquet, astropy.table, pandas
-from spxbatch.catalog import read_catalog
-from spxbatch.archive.plan import make_tiles
+from spxbatch.plan.catalog import read_catalog
+from spxbatch.plan.tiles import make_tiles
 path, mode = sys.argv[1], sys.argv[2]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
@@ -38,7 +38,7 @@ elif mode == "tiles":
     t0 = time.perf_counter()
     n = len(make_tiles(cat.ra, cat.dec))
 elif mode == "match":
-    from spxbatch.archive.footprint import Footprints
+    from spxbatch.plan.footprint import Footprints
     rng = np.random.default_rng(1)
     rows = len(read_catalog(path))
     ra, dec = rng.uniform(150, 160, rows), rng.uniform(-5, 5, rows)

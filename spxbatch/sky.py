@@ -12,8 +12,8 @@ import numpy as np
 
 def unit_vectors(ra_deg, dec_deg) -> np.ndarray:
     """Cartesian unit vectors (..., 3) of positions in degrees."""
-    ra = np.radians(np.asarray(ra_deg, dtype=np.float64))
-    dec = np.radians(np.asarray(dec_deg, dtype=np.float64))
+    ra, dec = np.broadcast_arrays(np.radians(np.asarray(ra_deg, dtype=np.float64)),
+                                  np.radians(np.asarray(dec_deg, dtype=np.float64)))
     cos_dec = np.cos(dec)
     return np.stack([cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)], axis=-1)
 

@@ -1,4 +1,4 @@
-"""Test helpers that write small FITS files shaped like Level-2 images."""
+"""Test helpers: small FITS files shaped like Level-2 images, and a counting range reader of a local file."""
 
 from __future__ import annotations
 
@@ -31,3 +31,16 @@ def write_mef(path, n: int = 256, psf_cards: int = 121, seed: int = 0, obs_id: s
             fits.Column("VALUES", "242D", dim="(2,11,11)", array=rng.uniform(1, 2, size=(1, 11, 11, 2)))]
     wave = fits.BinTableHDU.from_columns(cols, name="WCS-WAVE")
     fits.HDUList([fits.PrimaryHDU(), img, flags, var, zodi, psf, wave]).writeto(path, overwrite=True)
+
+
+class FileReader:
+    """Range reads of a local file that count the rounds (calls) and ranges asked for."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            self.data = f.read()
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def __call__(self, ranges):
+        self.calls.append(list(ranges))
+        return [self.data[s:e] for s, e in ranges]

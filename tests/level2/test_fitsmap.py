@@ -5,23 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-from fits_files import write_mef
+from fits_files import FileReader, write_mef
 
 from spxbatch.level2.fitsmap import BLOCK, FitsMap, FitsStructureError, scan_fits
 from spxbatch.level2.read import read_wave_table
-
-
-class FileReader:
-    """Range reads of a local file that count the rounds (calls) and ranges asked for."""
-
-    def __init__(self, path):
-        with open(path, "rb") as f:
-            self.data = f.read()
-        self.calls: list[list[tuple[int, int]]] = []
-
-    def __call__(self, ranges):
-        self.calls.append(list(ranges))
-        return [self.data[s:e] for s, e in ranges]
 
 
 @pytest.fixture(scope="module")
