@@ -1,1 +1,1 @@
-"""Talking to the archive: where it is, what it holds (TAP, footprints, the plan), and reading its files."""
+"""Where the archive is, retrying byte I/O to it, and a local mirror's layout and manifest."""

@@ -209,12 +209,6 @@ class ArchiveIO:
     def is_async(self) -> bool:
         return bool(getattr(self.fs, "async_impl", False))
 
-    def requests_for(self, path: str, n_ranges: int) -> int:
-        """How many requests `read_ranges` will make for `n_ranges` ranges of `path` (for cost models)."""
-        if self.uses_multirange(path):
-            return -(-n_ranges // MAX_RANGES_PER_REQUEST)
-        return n_ranges
-
     def uses_multirange(self, path: str) -> bool:
         """Whether ranges of `path` go out as multi-range requests (HTTP, enabled, not refused by the host)."""
         return self.multirange and self.protocol in ("http", "https") and _host(path) not in _NO_MULTIRANGE

@@ -6,7 +6,7 @@ inside it; the rest are returned as missing, with the errors of bodies that coul
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class Decoded:
     regions: Regions
     missing: np.ndarray
     errors: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
 def decode(fetched: Fetched, fmap: FitsMap | None, tables: ImageTables, ra: np.ndarray, dec: np.ndarray,
