@@ -39,9 +39,11 @@ class FetchContext:
     cache: FetchCache
 
     @classmethod
-    def open(cls, protocol: str, options: FetchOptions, cache: FetchCache) -> FetchContext:
-        """A context with fresh counters for files reached by `protocol` ('http', 'https', 's3', 'file')."""
-        return cls(ArchiveIO(protocol, options.retry, multirange=options.multirange), IOStats(), cache)
+    def open(cls, protocol: str, options: FetchOptions, cache: FetchCache,
+             stats: IOStats | None = None) -> FetchContext:
+        """A context for files reached by `protocol` ('http', 'https', 's3', 'file'), counting into `stats`
+        (fresh counters by default)."""
+        return cls(ArchiveIO(protocol, options.retry, multirange=options.multirange), stats or IOStats(), cache)
 
     def read_ranges(self, path: str, ranges: list[tuple[int, int]], size: int | None,
                     fallback: bool = True) -> list[bytes]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from spxbatch.archive.io import ArchiveIO, IOStats, ReadError, RetryPolicy
+from spxbatch.archive.io import IOStats, ReadError, RetryPolicy
 from spxbatch.archive.location import relative_to_root
 from spxbatch.archive.mirror import cutout_relpath, is_intact, read_manifest, write_manifest
 from spxbatch.fetch.cache import process_cache
@@ -80,11 +80,6 @@ def stage_batch(jobs: list[StageJob], mirror: str, mode: str, halfsize: int, kno
     return out
 
 
-def _context(protocol: str, options: FetchOptions, stats: IOStats) -> FetchContext:
-    """The fetch layer's I/O for one job, counting into the job's `stats`."""
-    return FetchContext(ArchiveIO(protocol, options.retry, multirange=options.multirange), stats, process_cache())
-
-
 def _write(root: Path, relpath: str, data: bytes, **entry: Any) -> dict[str, Any]:
     atomic_write_bytes(root / relpath, data)
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), **entry}
@@ -108,7 +103,8 @@ def _stage_whole(job: StageJob, root: Path, known: dict, options: FetchOptions, 
     if _keep_if_intact(root, relpath, known, summary):
         return
     target = ImageTarget.from_row(job.image, options)
-    fetched = read_plan(WholePlan(target.path, target.size), _context(target.protocol, options, stats))
+    ctx = FetchContext.open(target.protocol, options, process_cache(), stats)
+    fetched = read_plan(WholePlan(target.path, target.size), ctx)
     summary["files"][relpath] = _write(root, relpath, fetched.bodies[0], kind="image", **_image_entry(job.image))
     summary["fetched"] += 1
 
@@ -127,7 +123,7 @@ def _stage_cutouts(job: StageJob, root: Path, halfsize: int, known: dict, option
     todo = [k for k, name in enumerate(names) if not _keep_if_intact(root, name, known, summary)]
     if not todo:
         return
-    ctx = _context(target.protocol, options, stats)
+    ctx = FetchContext.open(target.protocol, options, process_cache(), stats)
     fmap = scan_headers(ctx, target.path, target.size)
     if auto and cutout_plan_bytes(fmap, plan) >= fmap.size:
         _stage_whole(job, root, known, options, stats, summary)
@@ -162,7 +158,8 @@ def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOpt
         return
     protocol, path = file_location(job.image, options)
     try:
-        fetched = read_plan(WholePlan(path, None), _context(protocol, options, stats))
+        ctx = FetchContext.open(protocol, options, process_cache(), stats)
+        fetched = read_plan(WholePlan(path, None), ctx)
     except OSError as exc:  # ReadError, or a local file that is not there
         if not is_absent(exc):
             raise
