@@ -28,7 +28,7 @@ from spxbatch.fetch.geometry import (
 )
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.fitsmap import FitsMap
-from spxbatch.level2.layout import PLANE_ITEMSIZE, PLANES
+from spxbatch.level2.layout import PLANE_ITEMSIZE, PLANES, QR2
 from spxbatch.level2.wcs import sky_to_parent_pixel
 from spxbatch.sky import mean_direction
 
@@ -132,8 +132,8 @@ def plan_cutouts(path: str, ra: np.ndarray, dec: np.ndarray, halfsize: int, opti
 def cutout_plan_bytes(fmap: FitsMap, plan: CutoutPlan) -> int:
     """About how many bytes a cutout plan's responses weigh: each cutout carries every header, the whole PSF
     cube and the WCS-WAVE table beside its trimmed planes."""
-    fixed = sum(h.data_offset - h.header_offset for h in fmap.hdus) + fmap["PSF"].data_size
-    fixed += fmap["WCS-WAVE"].data_size
+    fixed = sum(h.data_offset - h.header_offset for h in fmap.hdus) + fmap[QR2.psf_hdu].data_size
+    fixed += fmap[QR2.wave_hdu].data_size
     return sum(cutout_bytes(fixed, r.side_px, len(PLANES), PLANE_ITEMSIZE) for r in plan.requests)
 
 
@@ -188,7 +188,7 @@ def _estimates(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra: np
     """The cost model's seconds per strategy for the sources on this image (`ra`, `dec`)."""
     nx = fmap["IMAGE"].shape[1]
     plane_bytes = len(PLANES) * PLANE_ITEMSIZE
-    psf = Reads(0, 0, 0) if psf_cached else Reads(fmap["PSF"].data_size, 1, 0)
+    psf = Reads(0, 0, 0) if psf_cached else Reads(fmap[QR2.psf_hdu].data_size, 1, 0)
     rows = sum(y1 - y0 for _, _, y0, y1, _ in strips)
     strip_reads = Reads(rows * nx * plane_bytes, transport.requests_for(box_parts(strips, nx)), len(strips))
     box_reads = None

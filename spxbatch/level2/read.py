@@ -57,7 +57,7 @@ def region_from_hdul(
         parent_shape = image_hdu.data.shape
     psf = None
     if with_psf:
-        psf_hdu = hdul["PSF"]
+        psf_hdu = hdul[QR2.psf_hdu]
         psf = PSFCube(cube=native(psf_hdu.data), header=psf_hdu.header.copy())
     return ImageRegion(
         primary_header=hdul[0].header.copy(),
@@ -69,7 +69,7 @@ def region_from_hdul(
         zodi=native(hdul["ZODI"].data),
         x0=x0,
         y0=y0,
-        wave=read_wave_table(hdul["WCS-WAVE"]),
+        wave=read_wave_table(hdul[QR2.wave_hdu]),
         psf=psf,
         parent_shape=tuple(parent_shape),
     )
