@@ -2,23 +2,22 @@
 
 Every remote byte the fetch layer reads goes through `ArchiveIO.read_ranges` / `read_whole` / `read_many`:
 concurrent requests on fsspec's event loop and aiohttp session (over HTTP, the ranges of one call packed
-into multi-range requests when the server takes them), each retried with exponential backoff and jitter on
-5xx/429, connection errors, timeouts, stalls and truncated bodies, honouring Retry-After, with a bounded
-number of attempts. A read that still fails raises `ReadError` (URL, status, attempts), which the fetch
-entry point turns into a recorded error; `IOStats` counts the requests made and the bytes received.
+into multi-range requests when the server takes them), each retried under the run's `RetryPolicy`
+(`archive/retry.py`: backoff with jitter, Retry-After honoured, bounded attempts) on 5xx/429, connection
+errors, timeouts, stalls and truncated bodies. A read that still fails raises `ReadError` (URL, status,
+attempts), which the fetch entry point turns into a recorded error; `IOStats` counts the requests made and
+the bytes received.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import gzip
 import os
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,25 +25,14 @@ import aiohttp
 import fsspec
 from fsspec.asyn import sync
 
-#: HTTP statuses worth retrying (plus every 5xx).
-RETRY_STATUS = frozenset({408, 425, 429})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try: attempts, backoff, the Retry-After cap, per-attempt and stall timeouts."""
-
-    max_attempts: int = 5
-    backoff_s: float = 0.5
-    max_backoff_s: float = 20.0
-    #: A Retry-After longer than this is not waited for: the read fails at once (recorded).
-    max_retry_after_s: float = 60.0
-    #: Wall-clock limit of one attempt (request + body).
-    attempt_timeout_s: float = 600.0
-    #: A transfer that delivers no bytes for this long is abandoned (and retried).
-    stall_timeout_s: float = 30.0
-    #: Concurrent requests per `read_ranges` call.
-    concurrency: int = 8
+from spxbatch.archive.retry import (
+    Decision,
+    Failure,
+    RetryPolicy,
+    call_with_retries,
+    retry_after_seconds,
+    retryable_status,
+)
 
 
 @dataclass
@@ -73,38 +61,21 @@ class TruncatedBody(OSError):
     """A response body shorter (or longer) than the byte count it promised."""
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent/invalid."""
-    if not value:
+def _classify(exc: Exception) -> Failure | None:
+    """A failed attempt classified for the retry policy (None: not a failed request, re-raised as is)."""
+    if isinstance(exc, MultiRangeUnsupported):
         return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def _classify(exc: BaseException) -> tuple[bool, int | None, float | None, str]:
-    """(retryable, HTTP status, Retry-After seconds, reason) of a failed attempt."""
     if isinstance(exc, aiohttp.ClientResponseError):
-        headers = exc.headers or {}
-        ra = retry_after_seconds(headers.get("Retry-After"))
-        retry = exc.status >= 500 or exc.status in RETRY_STATUS
-        return retry, exc.status, ra, f"HTTP {exc.status} {exc.message}".strip()
+        retry_after = retry_after_seconds((exc.headers or {}).get("Retry-After"))
+        return Failure(retryable_status(exc.status), f"HTTP {exc.status} {exc.message}".strip(), exc.status,
+                       retry_after)
     if isinstance(exc, FileNotFoundError | PermissionError):
-        return False, 404 if isinstance(exc, FileNotFoundError) else 403, None, type(exc).__name__
+        return Failure(False, type(exc).__name__, 404 if isinstance(exc, FileNotFoundError) else 403)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return True, None, None, "timeout (stalled or slow transfer)"
+        return Failure(True, "timeout (stalled or slow transfer)")
     if isinstance(exc, aiohttp.ClientError | TruncatedBody | OSError):
-        return True, None, None, f"{type(exc).__name__}: {exc}"
-    return False, None, None, f"{type(exc).__name__}: {exc}"
+        return Failure(True, f"{type(exc).__name__}: {exc}")
+    return Failure(False, f"{type(exc).__name__}: {exc}")
 
 
 def maybe_gunzip(data: bytes) -> bytes:
@@ -339,34 +310,23 @@ class ArchiveIO:
         return _slice_parts(parts, ranges), len(body)
 
     async def _retrying(self, path: str, op: Callable[[], Awaitable[tuple[Any, int]]], stats: IOStats) -> Any:
-        """Run one request `op` (returning its result and the bytes received) up to `max_attempts` times:
-        backoff with jitter between attempts, Retry-After honoured, the attempt timed out."""
-        policy = self.policy
-        for attempt in range(1, policy.max_attempts + 1):
+        """Run one request `op` (returning its result and the bytes received) under the retry policy, every
+        attempt and failure counted in `stats`; a request that fails for good raises ReadError."""
+        async def counted() -> Any:
+            result, received = await op()
+            stats.bytes_read += received
+            return result
+
+        def attempted() -> None:
             stats.requests += 1
-            try:
-                result, received = await asyncio.wait_for(op(), policy.attempt_timeout_s)
-                stats.bytes_read += received
-                return result
-            except (asyncio.CancelledError, MultiRangeUnsupported):
-                raise
-            except Exception as exc:
-                retry, status, retry_after, reason = _classify(exc)
-                stats.failures.append((path, reason))
-                if not retry or attempt == policy.max_attempts:
-                    raise ReadError(path, status, attempt, reason) from exc
-                if retry_after is not None and retry_after > policy.max_retry_after_s:
-                    raise ReadError(
-                        path, status, attempt,
-                        f"{reason}; Retry-After {retry_after:.0f} s exceeds {policy.max_retry_after_s:.0f} s",
-                    ) from exc
-                delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
-                delay *= self._rng.uniform(0.5, 1.0)
-                if retry_after is not None:
-                    delay = max(delay, retry_after)
-                stats.retries += 1
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+
+        def failed(failure: Failure, decision: Decision, attempt: int) -> None:
+            stats.failures.append((path, failure.reason))
+            stats.retries += decision.retry
+
+        return await call_with_retries(
+            counted, self.policy, _classify, lambda failure, attempts, reason: ReadError(
+                path, failure.status, attempts, reason), rng=self._rng, on_attempt=attempted, on_failure=failed)
 
 
 def _host(path: str) -> str:

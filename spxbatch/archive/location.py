@@ -43,6 +43,26 @@ def relative_to_root(uri: str) -> str:
     return uri[cut + len(marker):] if cut >= 0 else uri.lstrip("/")
 
 
+#: URL schemes fsspec reads, by the protocol name ArchiveIO takes; anything else is a local path.
+_SCHEMES = {"http://": "http", "https://": "https", "s3://": "s3", "file://": "file"}
+
+
+def protocol_of(url: str) -> str:
+    """'http', 'https', 's3' or 'file' (a path, or a file:// URL): the one place a URL's kind is decided."""
+    return next((protocol for scheme, protocol in _SCHEMES.items() if url.startswith(scheme)), "file")
+
+
+def fsspec_location(url: str) -> tuple[str, str]:
+    """(protocol, path) for ArchiveIO: a remote URL unchanged, a file:// URL as a plain path."""
+    protocol = protocol_of(url)
+    return protocol, url.removeprefix("file://") if protocol == "file" else url
+
+
+def is_remote(url: str) -> bool:
+    """Whether the URL names a server or a bucket (http, https, s3) rather than a path on this machine."""
+    return protocol_of(url) != "file"
+
+
 def resolve_archive(spec: str, *, tap_url: str | None = None) -> ArchiveLocation:
     """An ArchiveLocation from 'irsa', 'http(s)://host[:port][/base]', 's3://bucket[/prefix]' or a directory.
 
@@ -55,13 +75,14 @@ def resolve_archive(spec: str, *, tap_url: str | None = None) -> ArchiveLocation
     spec = spec.strip()
     if spec.lower() == "irsa":
         return ArchiveLocation("irsa", tap_url or IRSA_TAP_URL, f"{IRSA_BASE_URL}/{IBE_ROOT}/", spec=spec)
-    if spec.startswith(("http://", "https://")):
+    protocol = protocol_of(spec)
+    if protocol in ("http", "https"):
         base = spec.rstrip("/")
         return ArchiveLocation("http", tap_url or f"{base}/TAP", f"{base}/{IBE_ROOT}/", spec=spec)
-    if spec.startswith("s3://"):
+    if protocol == "s3":
         root = spec.rstrip("/") + "/"
         return ArchiveLocation("s3", tap_url or IRSA_TAP_URL, root, {"anon": True}, spec=spec)
-    path = Path(spec).expanduser()
+    path = Path(spec.removeprefix("file://")).expanduser()
     if not path.is_dir():
         raise ValueError(f"archive {spec!r} is not 'irsa', an http(s) URL, an s3:// URL or an existing "
                          "directory; give one of those.")

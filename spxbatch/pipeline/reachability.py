@@ -15,7 +15,7 @@ import aiohttp
 from distributed import Client
 
 from spxbatch.archive.errors import ArchiveUnreachable
-from spxbatch.archive.location import resolve_archive
+from spxbatch.archive.location import fsspec_location, is_remote, resolve_archive
 
 #: Seconds the worker waits for the archive to answer (connect + first byte).
 PROBE_TIMEOUT_S = 20.0
@@ -27,11 +27,11 @@ _MIRROR_HINT = ("Compute nodes often have no internet access: stage the images o
 
 def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """On the calling machine: None when `url` (http(s), s3 or a local path) can be reached, else why not."""
-    if url.startswith(("http://", "https://")):
+    protocol, path = fsspec_location(url)
+    if protocol in ("http", "https"):
         return _probe_http(url, timeout)
-    if url.startswith("s3://"):
+    if protocol == "s3":
         return _probe_s3(url)
-    path = url.removeprefix("file://")
     return None if os.path.exists(path) else f"{path} does not exist on this machine"
 
 
@@ -81,7 +81,7 @@ def check_archive_reachable(client: Client, archive_spec: str, probe_url: str | 
     host, problem = fut.result()
     if problem is None:
         return
-    if url.startswith(("http://", "https://", "s3://")):
+    if is_remote(url):
         raise ArchiveUnreachable(f"the workers cannot reach the archive {archive_spec!r}: worker on {host} "
                                  f"could not open {url} ({problem}). {_MIRROR_HINT}")
     raise ArchiveUnreachable(f"the workers cannot see the local mirror {archive_spec!r}: on {host}, "

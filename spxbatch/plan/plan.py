@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from spxbatch.archive.location import ArchiveLocation, resolve_archive
+from spxbatch.archive.retry import RetryPolicy
 from spxbatch.files import atomic_path, atomic_write_bytes
 from spxbatch.plan.footprint import margin_deg
 from spxbatch.plan.local import local_images
@@ -73,7 +74,7 @@ def make_plan(catalog, location: ArchiveLocation | str, *, bands: Sequence[int |
               time_range: Sequence[float] | None = None, collections: Sequence[str] | None = None,
               releases: Sequence[str] | None = None, margin_px: float = 2.0,
               run_dir: str | Path | None = None, max_concurrency: int = 4, tap_mode: str = "sync",
-              maxrec: int | None = None) -> Plan:
+              maxrec: int | None = None, retry: RetryPolicy | None = None) -> Plan:
     """Plan which images to read for which sources (see the module docstring).
 
     `catalog` has `ra`, `dec` arrays (deg), e.g. a `spxbatch.catalog.Catalog`. `bands`: 1..6 or 'D1'...;
@@ -81,7 +82,7 @@ def make_plan(catalog, location: ArchiveLocation | str, *, bands: Sequence[int |
     ['spherex_qr2'] (wide) or ['spherex_qr2_deep']; `releases`: e.g. ['qr2'] (from the file path).
     `margin_px` keeps sources up to that many pixels (6.15") outside a footprint. With `run_dir`, the
     query results are cached in `run_dir/query_cache` and the plan is saved in `run_dir/plan`; a saved
-    plan made from the same inputs is returned without any query.
+    plan made from the same inputs is returned without any query. `retry`: how TAP requests are retried.
     """
     loc = resolve_archive(location) if isinstance(location, str) else location
     ra = np.ascontiguousarray(catalog.ra, dtype=np.float64)
@@ -101,7 +102,7 @@ def make_plan(catalog, location: ArchiveLocation | str, *, bands: Sequence[int |
         stats["queries"] = 0
     else:
         cache = Path(run_dir) / "query_cache" if run_dir is not None else None
-        client = TapClient(loc.tap_url, cache_dir=cache, mode=tap_mode, maxrec=maxrec)
+        client = TapClient(loc.tap_url, cache_dir=cache, mode=tap_mode, maxrec=maxrec, retry=retry)
         candidates, tiles = query_tiles(client, ra, dec, margin, filters, max_concurrency=max_concurrency)
         stats.update(queries=len(tiles), queries_sent=client.sent, tap_failures=len(client.failures))
     stats["rows"] = len(candidates)

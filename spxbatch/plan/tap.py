@@ -13,7 +13,6 @@ import logging
 import random
 import re
 import threading
-import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +23,15 @@ import pandas as pd
 import requests
 
 from spxbatch.archive.errors import ArchiveUnreachable
-from spxbatch.archive.io import retry_after_seconds
 from spxbatch.archive.location import relative_to_root
+from spxbatch.archive.retry import (
+    Decision,
+    Failure,
+    RetryPolicy,
+    call_blocking_with_retries,
+    retry_after_seconds,
+    retryable_status,
+)
 from spxbatch.files import atomic_path
 from spxbatch.level2.constants import BANDS
 from spxbatch.level2.naming import IBE_ROOT, parse_did
@@ -223,23 +229,24 @@ class _TimeoutSession(requests.Session):
 
 
 class TapClient:
-    """Runs ADQL queries against one TAP service: sync or async (UWS), retried with backoff, cached."""
+    """Runs ADQL queries against one TAP service: sync or async (UWS), retried under a RetryPolicy, cached."""
 
     def __init__(self, url: str, *, cache_dir: str | Path | None = None, mode: str = "sync",
-                 max_attempts: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
-                 timeout_s: float = 600.0, maxrec: int | None = None):
+                 retry: RetryPolicy | None = None, maxrec: int | None = None):
         import pyvo
 
         if mode not in ("sync", "async"):
             raise ValueError(f"TAP mode must be 'sync' or 'async', not {mode!r}")
         self.url, self.mode, self.maxrec = url.rstrip("/"), mode, maxrec
-        self.max_attempts, self.backoff_s, self.max_backoff_s = max_attempts, backoff_s, max_backoff_s
+        #: Attempts, backoff and the timeout of one request (a stalled service cannot hang the plan).
+        self.retry = retry or RetryPolicy()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.service = pyvo.dal.TAPService(self.url, session=_TimeoutSession(timeout_s))
+        self.service = pyvo.dal.TAPService(self.url, session=_TimeoutSession(self.retry.attempt_timeout_s))
         #: Queries actually sent (cache hits excluded) and attempts that failed, for the record.
         self.sent = 0
         self.failures: list[str] = []
         self._lock = threading.Lock()
+        self._rng = random.Random()
 
     def cache_path(self, query: str) -> Path | None:
         """Where the result of `query` is cached (None without a cache directory)."""
@@ -281,49 +288,66 @@ class TapClient:
             return list(pool.map(one, range(len(queries))))
 
     def _run(self, query: str):
-        from pyvo.dal.exceptions import DALFormatError, DALOverflowWarning, DALQueryError, DALServiceError
+        """The result table of one query, retried under the policy; ArchiveUnreachable when it keeps failing."""
+        from pyvo.dal.exceptions import DALQueryError
 
-        attempt = 0
-        while True:
-            attempt += 1
-            wait = None
-            try:
-                with self._lock:
-                    self.sent += 1
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DALOverflowWarning)
-                    if self.mode == "async":
-                        result = self.service.run_async(query, maxrec=self.maxrec)
-                    else:
-                        result = self.service.run_sync(query, maxrec=self.maxrec)
-                if str(result.status[0]).lower() == "overflow":
-                    raise TapOverflow(f"{self.url}: the query returned the row limit ({len(result)} rows)")
-                return result.to_table()
-            except DALQueryError as exc:  # the service understood the request and refused the query
-                if "overflow" in str(exc).lower():
-                    raise TapOverflow(str(exc)) from exc
-                dropped = [c for c in OPTIONAL if c in query and c.split(".")[-1] in str(exc).lower()]
-                if dropped:
-                    log.warning("the TAP service rejected %s (%s): querying without it", dropped[0], exc)
-                    query = query.replace(f"{dropped[0]}, ", "")
-                    attempt -= 1
-                    continue
-                reason, retry = f"query error: {exc}", self.mode == "async"
-            except DALServiceError as exc:
-                code = exc.code or 0
-                retry = code == 0 or code >= 500 or code in (408, 425, 429)
-                reason = f"HTTP {code}: {exc}" if code else f"{exc}"
-                response = getattr(exc.cause, "response", None)
-                if response is not None:
-                    wait = retry_after_seconds(response.headers.get("Retry-After"))
-            except (DALFormatError, requests.RequestException, OSError) as exc:
-                reason, retry = f"{type(exc).__name__}: {exc}", True
-            self.failures.append(reason)
-            if not retry or attempt == self.max_attempts:
-                raise ArchiveUnreachable(f"TAP query to {self.url} failed after {attempt} attempt(s): "
-                                         f"{reason}")
-            delay = wait if wait is not None else min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-            delay *= 1.0 if wait is not None else random.uniform(0.5, 1.0)
-            log.warning("TAP query failed (%s); retry %d/%d in %.1f s", reason, attempt,
-                        self.max_attempts - 1, delay)
-            time.sleep(delay)
+        sent = [query]  # the query as last sent: a rejected optional column stays dropped on later attempts
+
+        def attempt():
+            while True:
+                try:
+                    return self._request(sent[0])
+                except DALQueryError as exc:  # the service understood the request and refused the query
+                    column = next((c for c in OPTIONAL if c in sent[0] and c.split(".")[-1] in str(exc).lower()),
+                                  None)
+                    if column is None:
+                        raise
+                    log.warning("the TAP service rejected %s (%s): querying without it", column, exc)
+                    sent[0] = sent[0].replace(f"{column}, ", "")
+
+        def failed(failure: Failure, decision: Decision, attempt: int) -> None:
+            self.failures.append(failure.reason)
+            if decision.retry:
+                log.warning("TAP query failed (%s); retry %d/%d in %.1f s", failure.reason, attempt,
+                            self.retry.max_attempts - 1, decision.wait_s)
+
+        def give_up(failure: Failure, attempts: int, reason: str) -> Exception:
+            return ArchiveUnreachable(f"TAP query to {self.url} failed after {attempts} attempt(s): {reason}")
+
+        return call_blocking_with_retries(attempt, self.retry, self._classify, give_up, rng=self._rng,
+                                          on_failure=failed)
+
+    def _request(self, query: str):
+        """One request to the service: the result as an astropy Table; TapOverflow at the row limit."""
+        from pyvo.dal.exceptions import DALOverflowWarning, DALQueryError
+
+        with self._lock:
+            self.sent += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DALOverflowWarning)
+                run = self.service.run_async if self.mode == "async" else self.service.run_sync
+                result = run(query, maxrec=self.maxrec)
+        except DALQueryError as exc:
+            if "overflow" in str(exc).lower():
+                raise TapOverflow(str(exc)) from exc
+            raise
+        if str(result.status[0]).lower() == "overflow":
+            raise TapOverflow(f"{self.url}: the query returned the row limit ({len(result)} rows)")
+        return result.to_table()
+
+    def _classify(self, exc: Exception) -> Failure | None:
+        """A failed attempt for the retry policy; None for TapOverflow (the caller splits the region)."""
+        from pyvo.dal.exceptions import DALFormatError, DALQueryError, DALServiceError
+
+        if isinstance(exc, DALQueryError):  # a refused query is final, except a UWS job that may succeed again
+            return Failure(self.mode == "async", f"query error: {exc}")
+        if isinstance(exc, DALServiceError):
+            code = exc.code or 0
+            response = getattr(exc.cause, "response", None)
+            wait = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+            return Failure(code == 0 or retryable_status(code), f"HTTP {code}: {exc}" if code else f"{exc}",
+                           code or None, wait)
+        if isinstance(exc, DALFormatError | requests.RequestException | OSError):
+            return Failure(True, f"{type(exc).__name__}: {exc}")
+        return None

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from spxbatch.archive.location import resolve_archive
+from spxbatch.archive.retry import RetryPolicy
 from spxbatch.level2.constants import BANDS
 from spxbatch.plan.catalog import make_catalog, read_catalog
 from spxbatch.plan.plan import Plan, dedupe, make_plan
@@ -156,7 +157,7 @@ def test_async_mode_and_tap_faults_are_retried(sim_archive):
         assert triples(make_plan(cat, srv.url, margin_px=0, tap_mode="async"), cat.name) == expected
     faults = {"http503": 0.5, "retry_after": 0, "include_tap": True}
     with serve_archive(sim_archive.root, faults=faults, seed=3) as srv:
-        client = TapClient(srv.url + "/TAP", backoff_s=0.01, max_attempts=10)
+        client = TapClient(srv.url + "/TAP", retry=RetryPolicy(backoff_s=0.01, max_attempts=10))
         results = client.query_many([point_query(r, d) for r, d in zip(cat.ra[:6], cat.dec[:6], strict=True)])
         assert all(isinstance(r, pd.DataFrame) for r in results) and client.failures
         assert any("503" in f for f in client.failures)
