@@ -3,5 +3,13 @@
 from __future__ import annotations
 
 
+class CatalogError(ValueError):
+    """A catalog that cannot be used; the message names the file, column and rows and says what to do."""
+
+
 class ConfigError(ValueError):
     """A configuration file or option that cannot be used; the message says which and why."""
+
+
+class StageError(RuntimeError):
+    """A stage was asked for before the stages it needs were done (or of a directory that is no run)."""

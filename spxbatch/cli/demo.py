@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Callable
 from pathlib import Path
+
+from spxbatch.cli.options import add_run_options, make_config
+from spxbatch.cli.run import cube_report
 
 #: Marker written once the demo archive is complete, so an interrupted build is redone.
 _READY = ".spxbatch-demo-ready"
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    """The parser of `spxbatch demo`."""
+    p = argparse.ArgumentParser(prog="spxbatch demo", description=(
+        "Build the embedded simulated archive (once), serve it on 127.0.0.1 and measure the demo catalog."))
+    p.add_argument("-o", "--output", help="the Zarr store (default ./spxbatch-demo/demo.zarr)")
+    p.add_argument("--dir", default="spxbatch-demo", help="where the demo archive and outputs go")
+    p.add_argument("--npix", type=int, default=512, help="image size of the demo archive")
+    add_run_options(p)
+    return p
 
 
 def ensure_demo_archive(root: Path, npix: int) -> Path:
@@ -23,8 +36,9 @@ def ensure_demo_archive(root: Path, npix: int) -> Path:
     return Path(marker.read_text())
 
 
-def run_demo(args: argparse.Namespace, make_config: Callable, report: Callable) -> int:
-    """Serve the demo archive on loopback and run the pipeline on its catalog; returns the exit code."""
+def demo_main(argv: list[str]) -> int:
+    """Build the demo archive (once), serve it on loopback, and run the demo catalog against it."""
+    args = demo_parser().parse_args(argv)
     from spxbatch.pipeline.stages import Pipeline
     from spxbatch.sim.server import serve_archive
 
@@ -43,4 +57,4 @@ def run_demo(args: argparse.Namespace, make_config: Callable, report: Callable) 
             shutil.rmtree(old, ignore_errors=True)
         cfg = make_config(args)
         ds = Pipeline(cfg).run()
-    return report(ds, cfg)
+    return cube_report(ds, cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from spxbatch.cli.exit_codes import EXIT_OK
 from spxbatch.cube.export import export_csv, export_parquet, export_votable
 
 
@@ -21,5 +22,5 @@ def export_main(argv: list[str]) -> int:
     out = writers[args.format](ds, args.output)
     n = len(out) if isinstance(out, list) else 1
     print(f"exported {ds.sizes['obs']} measurements to {args.output} ({n} file{'s' if n != 1 else ''})")
-    return 0
+    return EXIT_OK
 

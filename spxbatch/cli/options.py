@@ -1,12 +1,16 @@
 """The options of a measuring run, as flags (shared by the main command, `stage` and `demo`), and the
-run configuration built from them: defaults < config file < flags < a run directory's saved config.
+run configuration built from them: defaults < config file < flags, on top of a run directory's saved config
+when there is one. The heavy modules are imported when a run starts, so that `--help` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
+
+from spxbatch.errors import ConfigError
 
 
 def key_value_option(text: str) -> tuple[str, Any]:
@@ -22,13 +26,12 @@ def key_value_option(text: str) -> tuple[str, Any]:
 
 def bands_option(text: str) -> list[int]:
     """'1,2,D3' -> [1, 2, 3]."""
-    out = []
-    for part in text.split(","):
-        part = part.strip().upper().removeprefix("SPHEREX-").removeprefix("D")
-        if not part.isdigit() or not 1 <= int(part) <= 6:
-            raise argparse.ArgumentTypeError(f"bands are 1..6 or D1..D6, not {text!r}")
-        out.append(int(part))
-    return sorted(set(out))
+    from spxbatch.pipeline.config_tables import band_number
+
+    try:
+        return sorted({band_number(part) for part in text.split(",")})
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"bands are 1..6 or D1..D6, not {text!r}") from None
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -51,7 +54,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="a photometry option, e.g. --phot aperture=fixed or --phot preset=spxquery "
                    "(`spxbatch --help-photometry` lists them all with their defaults)")
     g = p.add_argument_group("execution")
-    g.add_argument("--config", help="a TOML or YAML file of options (flags override it)")
+    g.add_argument("--config", help="a TOML, YAML or JSON file of options (flags override it)")
     g.add_argument("--stages", help="comma-separated subset of plan,stage,measure,assemble (default "
                    "plan,measure,assemble; 'stage' copies the data into --mirror; once staged, measure reads "
                    "the mirror with no network)")
@@ -101,6 +104,7 @@ def make_config(args: argparse.Namespace):
 
 
 def stages_option(args: argparse.Namespace) -> tuple[str, ...]:
+    """The stages asked for with --stages (default plan,measure,assemble)."""
     from spxbatch.pipeline.rundir import DEFAULT_STAGES
 
     return tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else DEFAULT_STAGES
@@ -108,8 +112,6 @@ def stages_option(args: argparse.Namespace) -> tuple[str, ...]:
 
 def photometry_help() -> str:
     """Every photometry option with its default (for --phot KEY=VALUE and the config file's [photometry])."""
-    import dataclasses
-
     from spxbatch.photometry import PhotometryConfig
 
     lines = ["Photometry options (--phot KEY=VALUE, or a [photometry] table in the config file);",

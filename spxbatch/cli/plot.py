@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spxbatch.cli.exit_codes import EXIT_OK
 from spxbatch.figures.batch import plot_cube
 
 
@@ -22,5 +23,5 @@ def plot_main(argv: list[str]) -> int:
     outdir = args.outdir or str(Path(args.cube).with_suffix("")) + "_plots"
     paths = plot_cube(args.cube, args.source, outdir, args.mag, args.workers)
     print(f"{len(paths)} figures written to {outdir}")
-    return 0
+    return EXIT_OK
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from spxbatch.cli.exit_codes import EXIT_OK
+from spxbatch.cli.options import key_value_option
 from spxbatch.cube.requalify import requalify
 
 
 def qc_main(argv: list[str]) -> int:
     """`spxbatch qc CUBE [--phot KEY=VALUE ...] [-o OUT]`: recompute the good verdict without measuring."""
-    from spxbatch.cli.options import key_value_option
-
     p = argparse.ArgumentParser(prog="spxbatch qc", description=qc_main.__doc__)
     p.add_argument("cube")
     p.add_argument("--phot", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
@@ -19,5 +19,4 @@ def qc_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     ds = requalify(args.cube, dict(args.phot), args.output)
     print(f"{int(ds['good'].sum())} of {ds.sizes['obs']} measurements good; written to {args.output or args.cube}")
-    return 0
-
+    return EXIT_OK

@@ -20,24 +20,7 @@ from distributed import Client, LocalCluster
 from distributed.core import Status
 
 from spxbatch.errors import ConfigError
-from spxbatch.pipeline.config import ClusterConfig
-
-
-def parse_jobs(jobs: str) -> tuple[int, int | None]:
-    """'2' -> (2, None): a fixed number of jobs; '1:4' -> (1, 4): adaptive between 1 and 4 jobs."""
-    try:
-        if ":" in str(jobs):
-            lo, hi = (int(v) for v in str(jobs).split(":", 1))
-            if not 0 <= lo <= hi or hi == 0:
-                raise ValueError
-            return lo, hi
-        n = int(jobs)
-        if n < 1:
-            raise ValueError
-        return n, None
-    except ValueError:
-        raise ConfigError(f"--jobs takes a count like 2 or an adaptive range like 1:4, not {jobs!r}") from None
-
+from spxbatch.pipeline.config_tables import ClusterConfig, parse_jobs
 
 #: The address the scheduler of batch-job workers listens on (default: this host's main address, which
 #: compute nodes must be able to reach; dask-jobqueue's `interface` setting in the Dask config also works).

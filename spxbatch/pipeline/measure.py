@@ -1,4 +1,4 @@
-"""The unit of work: fetch one image's pixels near its sources and measure them all; runs on a Dask worker.
+"""The unit of work: fetch one image's pixels near its sources and measure them all; runs on a worker.
 
 Each image's rows (measured or not, with the reason) are written as one atomic part in the run directory,
 so a killed run loses at most the images in flight, and a rerun skips what is done.
@@ -7,29 +7,19 @@ so a killed run loses at most the images in flight, and a rerun skips what is do
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from spxbatch.archive.io import RetryPolicy
 from spxbatch.archive.location import resolve_archive
 from spxbatch.fetch.cache import FetchCache, process_cache
 from spxbatch.fetch.fetch import FetchOptions, fetch_image
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.photometry.measure import measure_region
+from spxbatch.pipeline.config import RunConfig
+from spxbatch.pipeline.jobs import ImageJob
 from spxbatch.pipeline.rundir import RunDir
-
-
-@dataclass
-class ImageJob:
-    """One image and the catalog sources planned on it (small: positions only)."""
-
-    image: dict[str, Any]
-    source_index: np.ndarray
-    ra: np.ndarray
-    dec: np.ndarray
 
 
 def unmeasured_rows(image: dict[str, Any], source_index: np.ndarray, reason: str) -> pd.DataFrame:
@@ -76,23 +66,22 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     return table, meta
 
 
-def fetch_options(archive: str, attempts: int = 5, backoff_s: float = 0.5) -> FetchOptions:
-    """Fetch options for an archive spec (a local mirror is read in place below its root) and retry policy."""
+def task_fetch_options(config: RunConfig, archive: str) -> FetchOptions:
+    """The fetch options of a measuring task reading `archive`: a local mirror is read in place below its
+    root, anything else at the images' URLs."""
     location = resolve_archive(archive)
-    return FetchOptions(file_root=location.file_root if location.kind == "local" else None,
-                        retry=RetryPolicy(max_attempts=attempts, backoff_s=backoff_s))
+    return config.fetch_options_for(location.file_root if location.kind == "local" else None)
 
 
-def measure_batch(jobs: list[ImageJob], run_dir: str, fetch: str, phot: dict[str, Any],
-                  archive: str, attempts: int = 5, backoff_s: float = 0.5) -> list[dict[str, Any]]:
-    """Dask task: measure a few images, write one part per image, return their small summaries."""
+def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive: str) -> list[dict[str, Any]]:
+    """The task: measure a few images read from `archive` (the run's, or the mirror it staged), write one
+    part per image in the run directory, return their small summaries."""
     rundir = RunDir(run_dir)
-    config = PhotometryConfig.from_dict(phot)
-    options = fetch_options(archive, attempts, backoff_s)
+    options = task_fetch_options(config, archive)
     cache = process_cache(disk_dir=str(rundir.path / "cache"))
     summaries = []
     for job in jobs:
-        table, meta = measure_image(job, fetch, config, options, cache)
+        table, meta = measure_image(job, config.fetch, config.photometry_config, options, cache)
         rundir.write_part(int(job.image["image_id"]), table, meta)
         summaries.append(meta)
     return summaries

@@ -16,6 +16,7 @@ from distributed import Client
 
 from spxbatch.archive.errors import ArchiveUnreachable
 from spxbatch.archive.location import fsspec_location, is_remote, resolve_archive
+from spxbatch.pipeline.executor import Executor, as_executor
 
 #: Seconds the worker waits for the archive to answer (connect + first byte).
 PROBE_TIMEOUT_S = 20.0
@@ -64,21 +65,20 @@ def _probe_s3(url: str) -> str | None:
 
 
 def _probe_task(url: str, timeout: float) -> tuple[str, str | None]:
-    """Dask task: (this worker's host name, the probe's result)."""
+    """The task: (this worker's host name, the probe's result)."""
     return socket.gethostname(), probe(url, timeout)
 
 
-def check_archive_reachable(client: Client, archive_spec: str, probe_url: str | None = None, *,
+def check_archive_reachable(executor: Executor | Client, archive_spec: str, probe_url: str | None = None, *,
                             timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise ArchiveUnreachable unless one of the client's workers can reach the archive.
+    """Raise ArchiveUnreachable unless one of the executor's workers (or a Dask client's) can reach the archive.
 
     `probe_url`: what to try (e.g. the first image the run will read); default the archive's file root.
     The task waits for a worker to exist (batch jobs may sit in the queue first); the request itself is
     bounded by `timeout`.
     """
     url = probe_url or resolve_archive(archive_spec).file_root
-    fut = client.submit(_probe_task, url, timeout, pure=False)
-    host, problem = fut.result()
+    host, problem = as_executor(executor).call(_probe_task, url, timeout)
     if problem is None:
         return
     if is_remote(url):

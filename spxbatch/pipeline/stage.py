@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spxbatch.archive.io import IOStats, ReadError, RetryPolicy
-from spxbatch.archive.location import relative_to_root
+from spxbatch.archive.io import IOStats, ReadError
+from spxbatch.archive.location import relative_to_root, resolve_archive
 from spxbatch.archive.mirror import cutout_relpath, is_intact, read_manifest, write_manifest
 from spxbatch.fetch.cache import process_cache
 from spxbatch.fetch.calibration import is_absent
@@ -34,6 +35,12 @@ from spxbatch.fetch.target import ImageTarget, file_location
 from spxbatch.files import atomic_write_bytes
 from spxbatch.level2.naming import CALIBRATION_PRODUCTS, calibration_relpath
 from spxbatch.level2.read import open_level2
+from spxbatch.photometry import neighbourhood_halfsize
+from spxbatch.pipeline.config import RunConfig
+from spxbatch.pipeline.executor import Executor, Outcome, Task, batched, run_in_waves
+from spxbatch.pipeline.jobs import ImageJob
+from spxbatch.pipeline.progress import RunProgress
+from spxbatch.plan.plan import Plan
 
 #: Seconds between manifest saves while staging (each save rewrites the whole manifest).
 MANIFEST_EVERY_S = 1.0
@@ -173,48 +180,32 @@ def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOpt
 # ------------------------------------------------------------------------------------------------ the jobs
 
 
-def stage_jobs(plan, ra: np.ndarray, dec: np.ndarray, file_url) -> list[StageJob]:
-    """One job per planned image (with the positions of its sources), then one per calibration product of
-    each (detector, release) planned. `file_url` maps an IRSA relpath to the archive's URL."""
-    images = plan.images.set_index("image_id", drop=False)
-    jobs = []
-    for image_id, sidx in sorted(plan.sources_by_image().items()):
-        row = images.loc[image_id].to_dict()
-        jobs.append(StageJob("image", row, ra[sidx], dec[sidx]))
+def stage_jobs(plan: Plan, jobs: list[ImageJob], file_url: Callable[[str], str]) -> list[StageJob]:
+    """One staging job per image job (its file, or the cutouts of its sources), then one per calibration
+    product of each (detector, release) planned. `file_url` maps an IRSA relpath to the archive's URL."""
+    out = [StageJob("image", job.image, job.ra, job.dec) for job in jobs]
     pairs = sorted({(int(d), str(r) or "qr2") for d, r in zip(plan.images["detector"], plan.images["release"],
                                                                 strict=True)})
+    none = np.empty(0)
     for detector, release in pairs:
         for product in CALIBRATION_PRODUCTS:
             rel = calibration_relpath(product, detector, release)
-            jobs.append(StageJob("calibration", {"relpath": rel, "url": file_url(rel)}, ra[:0], dec[:0]))
-    return jobs
-
-
-def stage_options(attempts: int, backoff_s: float) -> FetchOptions:
-    """Fetch options for staging: the run's retry policy, default cutout grouping."""
-    return FetchOptions(retry=RetryPolicy(max_attempts=attempts, backoff_s=backoff_s))
+            out.append(StageJob("calibration", {"relpath": rel, "url": file_url(rel)}, none, none))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the stage
 
 
-def stage_plan(pipeline, mirror: Path, client) -> dict[str, Any]:
-    """Stage the saved plan of `pipeline` (a `spxbatch.pipeline.Pipeline`) into `mirror` on the Dask
-    `client`, in waves; the manifest is saved as tasks finish (at most every MANIFEST_EVERY_S), so a killed
-    run keeps what was done. Returns counts and 'failures' (relpath or image: reason)."""
-    from spxbatch.archive.location import resolve_archive
-    from spxbatch.photometry import neighbourhood_halfsize
-    from spxbatch.pipeline.progress import RunProgress
-    from spxbatch.pipeline.stages import batched, run_in_waves
-    from spxbatch.plan.plan import Plan
-
-    c = pipeline.config
-    mode = c.fetch if c.fetch in ("cutout", "auto") else "whole"
-    plan = Plan.load(pipeline.rundir.path)
-    cat = pipeline.catalog
-    jobs = stage_jobs(plan, cat.ra, cat.dec, resolve_archive(c.archive).file_url)
-    halfsize = neighbourhood_halfsize(pipeline.photometry_config)
-    options = stage_options(c.fetch_attempts, c.fetch_backoff_s)
+def stage_plan(config: RunConfig, plan: Plan, jobs: list[ImageJob], executor: Executor,
+               mirror: Path) -> dict[str, Any]:
+    """Stage what the image `jobs` of `plan` need into `mirror` on `executor`, in waves; the manifest is
+    saved as tasks finish (at most every MANIFEST_EVERY_S), so a killed run keeps what was done. Returns
+    counts and 'failures' (relpath or image: reason)."""
+    mode = config.fetch if config.fetch in ("cutout", "auto") else "whole"
+    work = stage_jobs(plan, jobs, resolve_archive(config.archive).file_url)
+    halfsize = neighbourhood_halfsize(config.photometry_config)
+    options = config.fetch_options_for()
     mirror.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(mirror)
     by_image: dict[str, dict[str, dict]] = {}
@@ -223,17 +214,16 @@ def stage_plan(pipeline, mirror: Path, client) -> dict[str, Any]:
     totals: dict[str, Any] = {"files": 0, "fetched": 0, "bytes": 0, "requests": 0, "failures": []}
     files: list[str] = []
 
-    def submit(batch: list[StageJob]):
+    def task_of(batch: list[StageJob]) -> Task:
         known = {}
         for job in batch:
             known.update(by_image.get(relative_to_root(str(job.image["relpath"])), {}))
-        return client.submit(stage_batch, batch, str(mirror), mode, halfsize, known, options,
-                             retries=c.task_retries, pure=False)
+        return Task(stage_batch, (batch, str(mirror), mode, halfsize, known, options))
 
-    def done(batch: list[StageJob], fut) -> None:
-        try:
-            summaries = fut.result()
-        except Exception as exc:  # a task that kept failing: its files are staged by the next run
+    def done(batch: list[StageJob], outcome: Outcome) -> None:
+        summaries = outcome.result
+        if outcome.error is not None:  # a task that kept failing: its files are staged by the next run
+            exc = outcome.error
             summaries = [{"files": {}, "fetched": 0, "bytes": 0, "requests": 0,
                           "error": f"{job.image['relpath']}: task error {type(exc).__name__}: {exc}"}
                          for job in batch]
@@ -250,13 +240,13 @@ def stage_plan(pipeline, mirror: Path, client) -> dict[str, Any]:
             saved[0] = time.monotonic()
 
     saved = [time.monotonic()]
-    progress = RunProgress(total_images=len(jobs), dashboard=client.dashboard_link, enabled=c.progress,
+    progress = RunProgress(total_images=len(work), dashboard=executor.dashboard_link, enabled=config.progress,
                            counted="files fetched", count_key="fetched")
     with progress:
-        run_in_waves(client, batched(jobs, c.images_per_task), submit, done)
+        run_in_waves(executor, batched(work, config.images_per_task), task_of, done)
     totals["files"] = len(files)
     manifest["plans"][plan.meta.get("fingerprint", "")] = {
-        "catalog": str(c.catalog), "archive": c.archive, "fetch": mode, "images": len(plan.images),
+        "catalog": str(config.catalog), "archive": config.archive, "fetch": mode, "images": len(plan.images),
         "complete": not totals["failures"], "files": sorted(files)}
     write_manifest(mirror, manifest)
     return totals

@@ -1,38 +1,41 @@
-"""The run: plan -> [stage] -> measure (one Dask task per few images, in waves) -> assemble the cube; resumable.
+"""The run: plan -> [stage] -> measure (one task per few images, in waves) -> assemble the cube; resumable.
 
 The optional 'stage' stage copies exactly the data the plan needs into a local mirror (`spxbatch.stage`);
 once it is done, measuring reads that mirror and needs no network.
 
-Each stage is a function of the run directory; the Dask graph only distributes `measure_batch` over
-images. Workers fetch their own bytes and write their own parts; the client sees only small summaries.
+Each stage is a function of the run directory; an `Executor` (Dask, or serial in this process) runs the
+measuring and staging tasks. Workers fetch their own bytes and write their own parts; the client sees only
+small summaries.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from distributed import Client, Future, as_completed
+from distributed import Client
 
 from spxbatch import __version__
-from spxbatch.archive.location import relative_to_root, resolve_archive
+from spxbatch.archive.location import resolve_archive
+from spxbatch.archive.mirror import read_manifest, staged_cutouts
 from spxbatch.cube.assemble import assemble_cube
 from spxbatch.cube.store import write_cube
-from spxbatch.errors import ConfigError
+from spxbatch.errors import ConfigError, StageError
 from spxbatch.photometry import PhotometryConfig
-from spxbatch.photometry.config import photometry_config
-from spxbatch.pipeline.cluster import dask_client
 from spxbatch.pipeline.config import RunConfig, config_from_dict
-from spxbatch.pipeline.measure import ImageJob, measure_batch, unmeasured_rows
+from spxbatch.pipeline.executor import Executor, Outcome, Task, as_executor, batched, dask_executor, run_in_waves
+from spxbatch.pipeline.jobs import ImageJob, image_jobs, use_staged_cutouts
+from spxbatch.pipeline.measure import measure_batch, unmeasured_rows
 from spxbatch.pipeline.progress import RunProgress
 from spxbatch.pipeline.reachability import check_archive_reachable
 from spxbatch.pipeline.rundir import DEFAULT_STAGES, NEEDS, STAGES, RunDir
+from spxbatch.pipeline.stage import stage_plan
 from spxbatch.plan.catalog import Catalog, read_catalog
 from spxbatch.plan.plan import Plan, make_plan
 
@@ -43,16 +46,12 @@ _FIXED_OPTIONS = ("catalog", "archive", "bands", "time_range", "collections", "r
                   "dec_col", "photometry")
 
 
-class StageError(RuntimeError):
-    """A stage was asked for before the stages it needs were done."""
-
-
 def _check_consistent(saved: dict[str, Any], cfg: RunConfig) -> None:
     """Refuse a rerun whose options would make the finished work in the run directory inconsistent."""
-    new = cfg.to_dict()
-    changed = [k for k in _FIXED_OPTIONS if saved.get(k) != new.get(k)]
+    before = config_from_dict(saved)
+    changed = [k for k in _FIXED_OPTIONS if getattr(before, k) != getattr(cfg, k)]
     if changed:
-        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        detail = "; ".join(f"{k}: {getattr(before, k)!r} -> {getattr(cfg, k)!r}" for k in changed)
         raise ConfigError(
             f"run directory {cfg.run_dir} was made with other options ({detail}); "
             "use a new output (-o) or run directory, or drop the changed options")
@@ -72,21 +71,22 @@ class Pipeline:
         saved = RunDir(run_dir).read_config()
         if saved is None:
             raise StageError(f"{run_dir} is not a spxbatch run directory (no config.json)")
-        return cls(dataclasses.replace(config_from_dict(saved), **overrides))
+        return cls(config_from_dict(saved).updated(overrides))
 
     # --- shared inputs ----------------------------------------------------------------------------------
     @property
     def catalog(self) -> Catalog:
         """The validated catalog (read once)."""
         if self._catalog is None:
-            c = self.config
-            self._catalog = read_catalog(c.catalog, name_col=c.name_col, ra_col=c.ra_col, dec_col=c.dec_col)
+            plan = self.config.plan
+            self._catalog = read_catalog(self.config.catalog, name_col=plan.name_col, ra_col=plan.ra_col,
+                                         dec_col=plan.dec_col)
         return self._catalog
 
     @property
     def photometry_config(self) -> PhotometryConfig:
-        """The photometry options as a typed config (fails early on an unknown option)."""
-        return photometry_config(self.config.photometry)
+        """The typed photometry options (checked when the config was made)."""
+        return self.config.photometry_config
 
     def _start(self) -> None:
         """Create the run directory, or check that a rerun's options agree with the saved ones."""
@@ -102,48 +102,43 @@ class Pipeline:
                 raise StageError(f"stage '{stage}' needs stage '{needed}' first (run it, or use --stages "
                                  f"{','.join((*NEEDS[stage], stage))})")
 
+    @contextlib.contextmanager
+    def _executor(self, given: Executor | Client | None) -> Iterator[Executor]:
+        """The executor to run tasks on: the one given (a Dask Client is wrapped), else a Dask cluster made
+        from the config for this call (closed, its batch jobs cancelled, on the way out)."""
+        if given is not None:
+            yield as_executor(given, self.config.task_retries)
+            return
+        with dask_executor(self.config.cluster, self.config.task_retries) as own:
+            yield own
+
     # --- stages -----------------------------------------------------------------------------------------
     def plan(self) -> Plan:
         """Query the archive in bulk and match sources to images; reuses a saved plan."""
-        self.photometry_config  # noqa: B018  (validate options before any network traffic)
         cat = self.catalog
         self._start()
         if self.rundir.stage_done("plan"):
             return Plan.load(self.rundir.path)
         c = self.config
-        plan = make_plan(cat, resolve_archive(c.archive, tap_url=c.tap_url), bands=c.bands or None,
-                         time_range=tuple(c.time_range) if c.time_range else None,
-                         collections=c.collections or None, releases=c.releases or None,
-                         run_dir=self.rundir.path)  # make_plan saves the plan in the run directory
+        plan = make_plan(cat, resolve_archive(c.archive, tap_url=c.plan.tap_url), bands=c.plan.bands or None,
+                         time_range=c.plan.time_range, collections=c.plan.collections or None,
+                         releases=c.plan.releases or None, run_dir=self.rundir.path,
+                         retry=c.retry)  # make_plan saves the plan in the run directory
         self.rundir.mark_stage("plan", images=len(plan.images), pairs=len(plan.pairs),
                                sources_planned=int(plan.pairs["source_index"].nunique()))
         return plan
 
-    def _jobs(self, plan: Plan, done: set[int]) -> list[ImageJob]:
-        """One job per unfinished image, with the positions of the sources planned on it."""
-        cat = self.catalog
-        images = plan.images.set_index("image_id", drop=False)
-        jobs = []
-        for image_id, grp in plan.pairs.groupby("image_id", sort=True):
-            if int(image_id) in done:
-                continue
-            sidx = grp["source_index"].to_numpy(np.int64)
-            row = images.loc[image_id].to_dict()
-            jobs.append(ImageJob(image=row, source_index=sidx, ra=cat.ra[sidx], dec=cat.dec[sidx]))
-        return jobs
-
-    def measure(self, client: Client | None = None) -> dict[str, Any]:
-        """Measure every planned image not yet done, on Dask; returns the counts of this call."""
+    def measure(self, executor: Executor | Client | None = None) -> dict[str, Any]:
+        """Measure every planned image not yet done on `executor` (default: a Dask cluster from the
+        config); returns the counts of this call."""
         self._require("measure")
         self._start()
         plan = Plan.load(self.rundir.path)
-        jobs = self._jobs(plan, self.rundir.finished_images())
-        self._use_mirror(jobs)
-        if client is None:
-            with dask_client(self.config.cluster) as own:
-                totals = self._run_jobs(own, jobs, plan)
-        else:
-            totals = self._run_jobs(client, jobs, plan)
+        jobs = image_jobs(plan, self.catalog, skip=self.rundir.finished_images())
+        if self.rundir.stage_done("stage"):  # images staged as cutouts are read from their cutout files
+            use_staged_cutouts(jobs, staged_cutouts(read_manifest(self.read_archive())))
+        with self._executor(executor) as ex:
+            totals = self._run_jobs(ex, jobs)
         n_parts = len(list(self.rundir.parts_dir.glob("img_*.parquet")))
         if n_parts == plan.pairs["image_id"].nunique():
             self.rundir.mark_stage("measure", **totals)
@@ -155,39 +150,24 @@ class Pipeline:
             return str(self.rundir.read_state()["stages"]["stage"]["mirror"])
         return self.config.archive
 
-    def _use_mirror(self, jobs: list[ImageJob]) -> None:
-        """Point the jobs of images staged as cutouts at their cutout files and parent frame size."""
-        if not self.rundir.stage_done("stage"):
-            return
-        from spxbatch.archive.mirror import read_manifest, staged_cutouts
-
-        cutouts = staged_cutouts(read_manifest(self.read_archive()))
-        for job in jobs:
-            rec = cutouts.get(relative_to_root(str(job.image["relpath"])))
-            if rec is not None:
-                job.image.update(rec)
-
-    def _run_jobs(self, client: Client, jobs: list[ImageJob], plan: Plan) -> dict[str, Any]:
-        """Submit the batches in waves (bounded in-flight tasks) and follow them to the end."""
+    def _run_jobs(self, executor: Executor, jobs: list[ImageJob]) -> dict[str, Any]:
+        """Run the measuring tasks in waves (bounded in-flight tasks) and follow them to the end."""
         c = self.config
         archive = self.read_archive()
         if jobs:  # one worker first checks that it can reach the archive (compute nodes often cannot)
             local = resolve_archive(archive).kind == "local"  # a mirror's cutouts are not at the image's path
-            check_archive_reachable(client, archive, None if local else str(jobs[0].image["url"]))
-        phot = self.photometry_config.to_dict()
+            check_archive_reachable(executor, archive, None if local else str(jobs[0].image["url"]))
         totals = {"images": 0, "measured": 0, "bytes": 0, "requests": 0, "failed_images": 0}
-        progress = RunProgress(total_images=len(jobs), dashboard=client.dashboard_link, enabled=c.progress)
+        progress = RunProgress(total_images=len(jobs), dashboard=executor.dashboard_link, enabled=c.progress)
 
-        def submit(batch: list[ImageJob]) -> Future:
-            key = f"measure-{int(batch[0].image['image_id'])}-{len(batch)}"
-            return client.submit(measure_batch, batch, str(self.rundir.path), c.fetch, phot, archive,
-                                 c.fetch_attempts, c.fetch_backoff_s, key=key, retries=c.task_retries, pure=False)
+        def task_of(batch: list[ImageJob]) -> Task:
+            return Task(measure_batch, (batch, str(self.rundir.path), c, archive),
+                        key=f"measure-{int(batch[0].image['image_id'])}-{len(batch)}")
 
-        def done(batch: list[ImageJob], fut: Future) -> None:
-            try:
-                summaries = fut.result()
-            except Exception as exc:  # a task that kept failing (e.g. its workers died): record, go on
-                summaries = [self._record_task_failure(job, exc) for job in batch]
+        def done(batch: list[ImageJob], outcome: Outcome) -> None:
+            summaries = outcome.result
+            if outcome.error is not None:  # a task that kept failing (e.g. its workers died): record, go on
+                summaries = [self._record_task_failure(job, outcome.error) for job in batch]
             for s in summaries:
                 totals["images"] += 1
                 totals["measured"] += s.get("measured", 0)
@@ -197,7 +177,7 @@ class Pipeline:
                 progress.update(s)
 
         with progress:
-            run_in_waves(client, batched(jobs, c.images_per_task), submit, done)
+            run_in_waves(executor, batched(jobs, c.images_per_task), task_of, done)
         return totals
 
     def _record_task_failure(self, job: ImageJob, exc: BaseException) -> dict[str, Any]:
@@ -222,11 +202,9 @@ class Pipeline:
                                failures=int(ds.sizes["failure"]))
         return ds
 
-    def stage(self, mirror: str | Path | None = None, client: Client | None = None) -> dict[str, Any]:
+    def stage(self, mirror: str | Path | None = None, executor: Executor | Client | None = None) -> dict[str, Any]:
         """Write the data the plan needs into the local mirror `mirror` (default: the one this run directory
-        staged into before, else RUN_DIR/mirror); resumable. Returns the counts of this call."""
-        from spxbatch.pipeline.stage import stage_plan
-
+        staged into before, else RUN_DIR/mirror) on `executor`; resumable. Returns the counts of this call."""
         self._require("stage")
         self._start()
         record = self.rundir.read_json("stage.json") or {}
@@ -239,11 +217,9 @@ class Pipeline:
         self.rundir.write_json("stage.json", {**record, "mirror": target})
         if self.rundir.stage_done("stage"):
             return {"files": 0, "fetched": 0, "bytes": 0, "failed": 0}
-        if client is None:
-            with dask_client(self.config.cluster) as own:
-                totals = stage_plan(self, Path(target), own)
-        else:
-            totals = stage_plan(self, Path(target), client)
+        plan = Plan.load(self.rundir.path)
+        with self._executor(executor) as ex:
+            totals = stage_plan(self.config, plan, image_jobs(plan, self.catalog), ex, Path(target))
         failures = totals.pop("failures")
         self.rundir.write_json("stage.json", {"mirror": target, "failures": failures})
         if not failures:
@@ -251,53 +227,21 @@ class Pipeline:
         return {**totals, "failed": len(failures)}
 
     def run(self, stages: tuple[str, ...] = DEFAULT_STAGES, client: Client | None = None,
-            mirror: str | Path | None = None) -> xr.Dataset | None:
-        """Run the given stages in order (each skips what is already done); `mirror` is where 'stage' writes."""
+            mirror: str | Path | None = None, executor: Executor | None = None) -> xr.Dataset | None:
+        """Run the given stages in order (each skips what is already done); `mirror` is where 'stage' writes.
+        Tasks run on `executor`, or on the Dask `client`, or on a Dask cluster made from the config."""
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        runner = executor if executor is not None else client
         steps: dict[str, Callable[[], Any]] = {
-            "plan": self.plan, "stage": lambda: self.stage(mirror, client), "measure": lambda: self.measure(client),
+            "plan": self.plan, "stage": lambda: self.stage(mirror, runner), "measure": lambda: self.measure(runner),
             "assemble": self.assemble}
         result = None
         for stage in STAGES:
             if stage in stages:
                 result = steps[stage]()
         return result if isinstance(result, xr.Dataset) else None
-
-
-def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
-    """Consecutive slices of `items` of `size` (at least 1) each: the work of one Dask task."""
-    size = max(1, size)
-    for i in range(0, len(items), size):
-        yield items[i: i + size]
-
-
-def run_in_waves(client: Client, batches: Iterable[list[Any]], submit: Callable[[list[Any]], Future],
-                 done: Callable[[list[Any], Future], None], per_worker: int = 4) -> None:
-    """Submit batches a few per worker at a time (bounded in-flight tasks: the scheduler never holds the
-    whole run), hand each finished future to `done` with its batch, and top up the window.
-
-    The window follows the workers connected now, so an allocation that grows (batch jobs starting,
-    adaptive scaling) gets more work in flight, and a shrinking one less."""
-    batches = iter(batches)
-    pending: dict[str, list[Any]] = {}
-    seq = as_completed()
-
-    def fill() -> None:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        while len(pending) < per_worker * n_workers:
-            batch = next(batches, None)
-            if batch is None:
-                return
-            fut = submit(batch)
-            pending[fut.key] = batch
-            seq.add(fut)
-
-    fill()
-    for fut in seq:
-        done(pending.pop(fut.key), fut)
-        fill()
 
 
 def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,
@@ -332,16 +276,19 @@ def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConf
 
 def run(catalog: str | Path, output: str | Path | None = None, *, config: RunConfig | None = None,
         stages: tuple[str, ...] | str = DEFAULT_STAGES, client: Client | None = None,
-        mirror: str | Path | None = None, **options: Any) -> xr.Dataset | None:
+        mirror: str | Path | None = None, executor: Executor | None = None, **options: Any) -> xr.Dataset | None:
     """Measure every SPHEREx observation of every source in `catalog`; returns the cube's Dataset.
 
-    `options` are RunConfig fields (archive='http://...', fetch='range', bands=[1, 2], photometry={...}).
-    `stages`: e.g. ('plan', 'stage') or 'plan,stage' to stage the data into `mirror` and stop; a later
-    run with stages ('measure', 'assemble') on the same output then reads the mirror, with no network.
+    `options` are RunConfig options (archive='http://...', fetch='range', bands=[1, 2], photometry={...},
+    retry=RetryPolicy(...), cluster=ClusterConfig(...)), checked like a config file's. `stages`: e.g.
+    ('plan', 'stage') or 'plan,stage' to stage the data into `mirror` and stop; a later run with stages
+    ('measure', 'assemble') on the same output then reads the mirror, with no network. Tasks run on
+    `executor` (e.g. `SerialExecutor()`), or the Dask `client`, or a cluster made from the config.
     """
-    cfg = dataclasses.replace(config or RunConfig(), catalog=str(catalog), **options)
+    changes: dict[str, Any] = {**options, "catalog": str(catalog)}
     if output is not None:
-        cfg.output = str(output)
+        changes["output"] = str(output)
+    cfg = (config or RunConfig()).updated(changes)
     if isinstance(stages, str):
         stages = tuple(s.strip() for s in stages.split(",") if s.strip())
-    return Pipeline(cfg).run(stages, client=client, mirror=mirror)
+    return Pipeline(cfg).run(stages, client=client, mirror=mirror, executor=executor)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from spxbatch.errors import CatalogError as CatalogError  # an error that crosses stages (the CLI: exit 2)
+
 #: How many bad rows an error message names.
 _SHOW = 3
 ROWS_NOTE = "rows are 1-based data rows, header not counted"
-
-
-class CatalogError(ValueError):
-    """A catalog that cannot be used; the message names the file, column and rows and says what to do."""
 
 
 def column_list(columns) -> str:
