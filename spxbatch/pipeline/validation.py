@@ -50,7 +50,9 @@ def _words(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("unset" if a is type(None) else _words(a) for a in args)
     if origin is tuple:
-        return "a list of " + _words(args[0]) + "s" if args[-1] is Ellipsis else f"a list of {len(args)} numbers"
+        if args[-1] is Ellipsis:
+            return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(args[0], str(args[0]))
+        return f"a list of {len(args)} numbers"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 

@@ -1,0 +1,65 @@
+"""Jobs from the plan, built once: one per planned image with its sources' positions, for measuring (minus
+what is done, pointed at staged cutouts) and for staging (plus the calibration products)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from spxbatch.level2.naming import CALIBRATION_PRODUCTS, calibration_relpath
+from spxbatch.pipeline.jobs import image_jobs, use_staged_cutouts
+from spxbatch.pipeline.stage import stage_jobs
+from spxbatch.plan.catalog import make_catalog
+from spxbatch.plan.plan import Plan
+
+ROOT = "ibe/data/spherex/qr2/level2/2025W18_2B/l2b-v20-2025-253"
+
+
+def _plan() -> Plan:
+    images = pd.DataFrame({
+        "image_id": [0, 1, 2],
+        "relpath": [f"{ROOT}/{d}/level2_{i}_D{d}.fits" for i, d in ((0, 1), (1, 2), (2, 1))],
+        "url": [f"http://h/{i}" for i in range(3)],
+        "obs_id": ["a", "a", "b"], "detector": [1, 2, 1], "release": ["qr2", "qr2", ""]})
+    pairs = pd.DataFrame({"source_index": [0, 2, 1, 2, 3], "image_id": [0, 0, 1, 1, 2]})  # sorted, as planned
+    return Plan(images, pairs, {})
+
+
+CATALOG = make_catalog([10.0, 10.1, 10.2, 10.3], [5.0, 5.1, 5.2, 5.3], name=["p", "q", "r", "s"])
+
+
+def test_one_job_per_image_with_its_sources():
+    jobs = image_jobs(_plan(), CATALOG)
+    assert [j.image["image_id"] for j in jobs] == [0, 1, 2]
+    assert [j.source_index.tolist() for j in jobs] == [[0, 2], [1, 2], [3]]
+    assert jobs[1].image["url"] == "http://h/1" and jobs[1].image["detector"] == 2
+    for job in jobs:
+        assert job.source_index.dtype == np.int64
+        np.testing.assert_array_equal(job.ra, CATALOG.ra[job.source_index])
+        np.testing.assert_array_equal(job.dec, CATALOG.dec[job.source_index])
+
+
+def test_finished_images_are_skipped():
+    assert [j.image["image_id"] for j in image_jobs(_plan(), CATALOG, skip={0, 2})] == [1]
+
+
+def test_staged_cutouts_redirect_their_images():
+    jobs = image_jobs(_plan(), CATALOG)
+    short = jobs[2].image["relpath"].removeprefix("ibe/data/spherex/")
+    use_staged_cutouts(jobs, {short: {"cutouts": ["x_cut000.fits"], "ny": 2040, "nx": 2040}})
+    assert jobs[2].image["cutouts"] == ["x_cut000.fits"] and jobs[2].image["ny"] == 2040
+    assert "cutouts" not in jobs[0].image and "cutouts" not in jobs[1].image
+
+
+def test_staging_jobs_are_the_image_jobs_then_calibration():
+    plan = _plan()
+    jobs = image_jobs(plan, CATALOG)
+    work = stage_jobs(plan, jobs, lambda rel: f"http://h/{rel}")
+    images = [w for w in work if w.kind == "image"]
+    assert [w.image for w in images] == [j.image for j in jobs]
+    assert all(np.array_equal(w.ra, j.ra) for w, j in zip(images, jobs, strict=True))
+    calib = [w for w in work if w.kind == "calibration"]
+    # one per product of detectors 1 and 2 of qr2 (an empty release is qr2)
+    assert sorted(w.image["relpath"] for w in calib) == sorted(
+        calibration_relpath(p, d, "qr2") for p in CALIBRATION_PRODUCTS for d in (1, 2))
+    assert all(w.image["url"] == f"http://h/{w.image['relpath']}" and w.ra.size == 0 for w in calib)
