@@ -4,7 +4,10 @@ and peak memory (client + workers), for the cost model's choice ('auto') against
 ('whole') in the same run.
 
     python benchmarks/pipeline_scaling.py [--sizes 100,1000,10000] [--visits 3] [--latency 0.02]
-        [--bandwidth 50e6] [--workers 2] [--dir /tmp/spx-bench]
+        [--bandwidth 50e6] [--workers 2] [--executor dask|serial] [--dir /tmp/spx-bench]
+
+`--executor serial` measures in this process, one task at a time (no cluster to start): the baseline the
+Dask executor's parallelism is judged against.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 import psutil
 
 from spxbatch.pipeline.config import ClusterConfig, RunConfig
+from spxbatch.pipeline.executor import SerialExecutor
 from spxbatch.pipeline.stages import Pipeline
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
@@ -68,17 +72,17 @@ def catalog_of(n: int, truth_catalog: Path, ra0: float, dec0: float, radius_deg:
     return path
 
 
-def run_once(catalog: Path, out: Path, url: str, fetch: str, workers: int) -> dict:
+def run_once(catalog: Path, out: Path, url: str, fetch: str, workers: int, executor: str) -> dict:
     cfg = RunConfig(catalog=str(catalog), output=str(out), archive=url, fetch=fetch, progress=False,
                     cluster=ClusterConfig(workers=workers))
     pipe = Pipeline(cfg)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        ds = pipe.run()
+        ds = pipe.run(executor=SerialExecutor(cfg.task_retries) if executor == "serial" else None)
         wall = time.perf_counter() - t0
     totals = pipe.rundir.read_state()["stages"]["measure"]
     n = int(ds.sizes["obs"])
-    return {"fetch": fetch, "sources": int(ds.sizes["source"]), "measurements": n, "wall_s": wall,
+    return {"executor": executor, "fetch": fetch, "sources": int(ds.sizes["source"]), "measurements": n, "wall_s": wall,
             "meas_per_s": n / wall, "bytes_per_meas": totals["bytes"] / max(n, 1),
             "requests": totals["requests"], "MB_read": totals["bytes"] / 1e6, "peak_mem_GB": mem.peak / 1e9}
 
@@ -90,6 +94,7 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.02)
     p.add_argument("--bandwidth", type=float, default=50e6)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--executor", choices=["dask", "serial"], default="dask")
     p.add_argument("--dir", default="/tmp/spx-bench")
     args = p.parse_args()
     base = Path(args.dir)
@@ -105,12 +110,12 @@ def main() -> None:
                 out = base / f"cube_{n}_{fetch}.zarr"
                 for old in (out, out.with_suffix(".run")):
                     shutil.rmtree(old, ignore_errors=True)
-                rows.append(run_once(cat, out, srv.url, fetch, args.workers))
+                rows.append(run_once(cat, out, srv.url, fetch, args.workers, args.executor))
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
-    print(f"\nlatency {args.latency} s/request, bandwidth cap {args.bandwidth / 1e6:.0f} MB/s, "
-          f"{args.workers} worker processes")
+    workers = f"{args.workers} worker processes" if args.executor == "dask" else "serial, in this process"
+    print(f"\nlatency {args.latency} s/request, bandwidth cap {args.bandwidth / 1e6:.0f} MB/s, {workers}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.3g}"))
 
 

@@ -1,7 +1,8 @@
 """spxbatch: forced photometry of every SPHEREx observation of every source in a catalog.
 
-`spxbatch.run(catalog, ...)` measures and returns the cube; `spxbatch.open_cube(path)` opens one
-(and registers the `ds.spx` accessor); `spxbatch.plot_source(ds, name)` draws one source.
+`spxbatch.run(catalog, ...)` measures and returns the cube (on a Dask cluster, or in this process with
+`executor=spxbatch.SerialExecutor()`); `spxbatch.open_cube(path)` opens one (and registers the `ds.spx`
+accessor); `spxbatch.plot_source(ds, name)` draws one source.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {"run": "pipeline.stages", "Pipeline": "pipeline.stages", "open_cube": "cube.store",
-         "RunConfig": "pipeline.config", "plot_source": "figures.plots", "read_catalog": "plan.catalog"}
+         "RunConfig": "pipeline.config", "SerialExecutor": "pipeline.executor", "plot_source": "figures.plots",
+         "read_catalog": "plan.catalog"}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +25,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'spxbatch' has no attribute {name!r}")
 
 
-__all__ = ["Pipeline", "RunConfig", "__version__", "open_cube", "plot_source", "read_catalog", "run"]
+__all__ = ["Pipeline", "RunConfig", "SerialExecutor", "__version__", "open_cube", "plot_source", "read_catalog",
+           "run"]

@@ -88,3 +88,19 @@ def test_reachability_check_on_the_serial_executor(sim_archive, tmp_path):
     check_archive_reachable(SerialExecutor(), str(sim_archive.root))
     with pytest.raises(ArchiveUnreachable, match="cannot see the local mirror"):
         check_archive_reachable(SerialExecutor(), str(sim_archive.root), str(tmp_path / "no" / "x.fits"))
+
+
+def test_stage_then_measure_from_the_mirror_serially(serial_run, sim_archive, tmp_path):
+    _, _, ds = serial_run
+    out = tmp_path / "staged.zarr"
+    options = {"archive": str(sim_archive.root), "progress": False, "fetch": "whole", "executor": SerialExecutor()}
+    assert run(sim_archive.catalog, out, stages="plan,stage", mirror=tmp_path / "mirror", **options) is None
+    pipe = Pipeline.from_run_dir(tmp_path / "staged.run")
+    assert pipe.rundir.stage_done("stage") and pipe.read_archive() == str((tmp_path / "mirror").resolve())
+    staged = json.loads((tmp_path / "mirror" / "spxbatch-manifest.json").read_text())
+    plan = Plan.load(pipe.rundir.path)
+    assert {e["kind"] for e in staged["files"].values()} >= {"image"}
+    assert sum(e["kind"] == "image" for e in staged["files"].values()) == len(plan.images)
+    cube = run(sim_archive.catalog, out, stages="measure,assemble", **options)
+    for name in ("flux", "flux_err", "wavelength", "x", "y", "good"):
+        np.testing.assert_array_equal(cube[name].values, ds[name].values, err_msg=name)
