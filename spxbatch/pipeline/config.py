@@ -129,8 +129,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every option, in the layout `config_from_dict` and config files read."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                               if f.name not in _TABLES and f.init}
+        out: dict[str, Any] = {name: getattr(self, name) for name in _SCALARS}
         for table in _TABLES:
             values = dataclasses.asdict(getattr(self, table))
             out[table] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()
