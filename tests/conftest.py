@@ -24,12 +24,12 @@ def sim_archive_noiseless(tmp_path_factory) -> ArchiveInfo:
 
 @pytest.fixture(scope="session")
 def sim_run(sim_archive, tmp_path_factory):
-    """A whole run on `sim_archive`, read as a local mirror by a LocalCluster: the cube's path."""
-    from spxbatch.pipeline.config import ClusterConfig
+    """A whole run on `sim_archive`, read as a local mirror in this process (serial executor): the cube's path."""
+    from spxbatch.pipeline.executor import SerialExecutor
     from spxbatch.pipeline.stages import run
 
     out = tmp_path_factory.mktemp("sim_run") / "cube.zarr"
-    run(sim_archive.catalog, out, archive=str(sim_archive.root), progress=False, cluster=ClusterConfig(workers=2))
+    run(sim_archive.catalog, out, archive=str(sim_archive.root), progress=False, executor=SerialExecutor())
     return out
 
 
