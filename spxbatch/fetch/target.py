@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spxbatch.archive.location import relative_to_root
+from spxbatch.archive.location import fsspec_location, relative_to_root
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.constants import DETECTOR_NPIX
 from spxbatch.level2.naming import calibration_relpath
@@ -66,12 +66,7 @@ def file_location(row: Mapping, options: FetchOptions) -> tuple[str, str]:
     """(protocol, path) of a plan row's file: below the local mirror root when configured, else its URL."""
     if options.file_root:
         return "file", f"{options.file_root.rstrip('/')}/{relative_to_root(str(row['relpath']))}"
-    url = str(row["url"])
-    if url.startswith(("http://", "https://")):
-        return url.split(":", 1)[0], url
-    if url.startswith("s3://"):
-        return "s3", url
-    return "file", url.removeprefix("file://")
+    return fsspec_location(str(row["url"]))
 
 
 def _mirror_cutouts(image: Mapping, options: FetchOptions) -> list[str]:

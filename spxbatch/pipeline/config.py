@@ -26,7 +26,7 @@ import yaml
 
 from spxbatch.archive.retry import RetryPolicy
 from spxbatch.errors import ConfigError
-from spxbatch.fetch.fetch import FetchOptions
+from spxbatch.fetch.options import FetchOptions
 from spxbatch.photometry.config import PhotometryConfig, photometry_config
 from spxbatch.pipeline.config_tables import ClusterConfig, PlanConfig, entry_value
 from spxbatch.pipeline.validation import Bound, field_types, typed_value, unknown_keys

@@ -8,7 +8,7 @@ from typing import Any
 
 from spxbatch.archive.retry import RetryPolicy
 from spxbatch.errors import ConfigError
-from spxbatch.fetch.fetch import FetchOptions
+from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.constants import BANDS
 from spxbatch.pipeline.validation import Bound, field_types, typed_value
 

@@ -14,7 +14,8 @@ import pandas as pd
 
 from spxbatch.archive.location import resolve_archive
 from spxbatch.fetch.cache import FetchCache, process_cache
-from spxbatch.fetch.fetch import FetchOptions, fetch_image
+from spxbatch.fetch.fetch import fetch_image
+from spxbatch.fetch.options import FetchOptions
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.photometry.measure import measure_region
 from spxbatch.pipeline.config import RunConfig

@@ -100,7 +100,7 @@ def test_pure_stages_do_no_io(path):
     assert not used & IO_MODULES, f"{path.relative_to(PACKAGE)} imports {sorted(used & IO_MODULES)}"
 
 
-@pytest.mark.xfail(KNOWN_CYCLES, strict=True, reason="photometry config<->quality, pipeline.stage<->stages")
+@pytest.mark.xfail(KNOWN_CYCLES, strict=True, reason="photometry config<->quality")
 def test_no_import_cycles():
     """Depth-first search over the module graph (function-level imports count: they hide cycles)."""
     state: dict[str, int] = {}

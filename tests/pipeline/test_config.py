@@ -126,7 +126,7 @@ def test_saved_layout_has_one_table_per_sub_config():
 def test_every_fetch_option_is_reachable():
     import dataclasses
 
-    from spxbatch.fetch.fetch import FetchOptions
+    from spxbatch.fetch.options import FetchOptions
 
     reachable = set(RunConfig().to_dict()["fetch_options"])
     assert reachable == {f.name for f in dataclasses.fields(FetchOptions)} - {"retry", "file_root"}
