@@ -33,7 +33,7 @@ REPROCESSING_VERSION = "7.0.4"
 QR3_START_MJD = 61241.0
 QR3_DEEP_START_MJD = 61246.0
 #: QR3 processing tags by planning period (each after the period it processes).
-QR3_VERSIONS = tuple((f"l2b-v27-2026-{doy}", R7_VERSION) for doy in (222, 250, 285, 320))
+QR3_VERSIONS = tuple((f"l2b-v27-2026-{doy}", R7_VERSION) for doy in (222, 250, 285, 320, 350))
 #: Large-slew numbers of the QR3 deep pass start here, so its observation IDs never meet the wide pass's.
 DEEP_LARGE_OFFSET = 5000
 #: QR3 exposures in a mixed archive: wide (a fraction of the QR2 visits) and deep.
