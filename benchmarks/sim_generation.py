@@ -1,7 +1,9 @@
-"""Generation time and on-disk size of the simulated archive: the default demo archive and a 2040x2040 field.
+"""Generation time and on-disk size of the simulated archive: the demo archive (npix 512) in each release
+(qr2, qr3, mixed) and one 2040x2040 exposure in QR2 and R7 layout.
 
-Run: python benchmarks/sim_generation.py [--runs 3]. Prints one line per configuration (median wall time
-of the runs, files written, bytes on disk, and per-file figures). Files go to a temporary directory.
+Run: python benchmarks/sim_generation.py [--runs 3] [--releases qr2,qr3,mixed]. Prints one line per
+configuration (median wall time of the runs, files written, bytes on disk, and per-file figures). Files go
+to a temporary directory.
 """
 
 from __future__ import annotations
@@ -39,12 +41,16 @@ def measure(label: str, runs: int, **kwargs) -> None:
 
 
 def main() -> None:
-    """Measure the demo archive (npix 512, defaults) and one 2040x2040 exposure."""
+    """Measure the demo archive (npix 512, defaults) per release and one 2040x2040 exposure."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=3, help="runs of the demo archive (median reported)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each demo archive (median reported)")
+    ap.add_argument("--releases", default="qr2,qr3,mixed", help="comma-separated releases to measure")
     args = ap.parse_args()
-    measure("demo archive (npix 512, defaults)", args.runs)
-    measure("2040x2040 field, one exposure", 1, npix=2040, n_visits=1)
+    releases = [r.strip() for r in args.releases.split(",") if r.strip()]
+    for release in releases:
+        measure(f"demo archive (npix 512, defaults, release {release})", args.runs, release=release)
+    for release in [r for r in releases if r in ("qr2", "qr3")]:
+        measure(f"2040x2040 field, one exposure, release {release}", 1, npix=2040, n_visits=1, release=release)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,25 @@ def sim_archive_noiseless(tmp_path_factory) -> ArchiveInfo:
 
 
 @pytest.fixture(scope="session")
+def sim_archive_qr3(tmp_path_factory) -> ArchiveInfo:
+    """The test archive's sky and field as QR3 exposures: R7 files only (~60 MB, ~5 s)."""
+    return make_archive(tmp_path_factory.mktemp("sim_archive_qr3"), release="qr3", **SIM_TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def sim_archive_qr3_noiseless(tmp_path_factory) -> ArchiveInfo:
+    """`sim_archive_qr3` without noise or pixel artifacts (R7 stars are flux x ePSF at pixel centres)."""
+    return make_archive(tmp_path_factory.mktemp("sim_archive_qr3_noiseless"), release="qr3", noise=False,
+                        **SIM_TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def sim_archive_mixed(tmp_path_factory) -> ArchiveInfo:
+    """A mixed archive: the test archive's QR2 files, R7 reprocessings of some, QR3 wide and deep (~160 MB)."""
+    return make_archive(tmp_path_factory.mktemp("sim_archive_mixed"), release="mixed", **SIM_TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
 def sim_run(sim_archive, tmp_path_factory):
     """A whole run on `sim_archive`, read as a local mirror in this process (serial executor): the cube's path."""
     from spxbatch.pipeline.executor import SerialExecutor

@@ -23,6 +23,9 @@ def sim_parser() -> argparse.ArgumentParser:
     make.add_argument("--n-visits", type=int)
     make.add_argument("--deep", action="store_true")
     make.add_argument("--noiseless", action="store_true")
+    make.add_argument("--release", choices=("qr2", "qr3", "mixed"), default="qr2",
+                      help="qr2 (QR2 files), qr3 (R7 files of QR3 exposures) or mixed (QR2 files, R7 "
+                      "reprocessings of some, QR3 exposures) (default qr2)")
     serve = sub.add_parser("serve", help="serve a directory of Level-2 files like IRSA (TAP, files, cutouts)")
     serve.add_argument("dir")
     serve.add_argument("--host", default="127.0.0.1")
@@ -33,6 +36,8 @@ def sim_parser() -> argparse.ArgumentParser:
                        help="inject faults, e.g. --faults 503=0.1 --faults truncate=0.05")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--access-log")
+    serve.add_argument("--index", help="the image table to serve (a parquet file such as a damaged archive's "
+                       "truth/served_index.parquet; default: the directory's own header index)")
     return p
 
 
@@ -44,12 +49,17 @@ def sim_main(argv: list[str]) -> int:
 
         info = make_archive(args.dir, npix=args.npix, seed=args.seed, field=args.field, ra=args.ra,
                             dec=args.dec, n_sources=args.n_sources, n_visits=args.n_visits, deep=args.deep,
-                            noise=not args.noiseless)
-        print(f"Simulated archive in {args.dir}: {len(info.files)} files; catalog {info.catalog}")
+                            noise=not args.noiseless, release=args.release)
+        print(f"Simulated {args.release} archive in {args.dir}: {len(info.files)} files; catalog {info.catalog}")
         return EXIT_OK
     from spxbatch.sim.server import run_server
 
     faults = dict(key_value_option(f) for f in args.faults) if args.faults else None
+    index = None
+    if args.index:
+        import pandas as pd
+
+        index = pd.read_parquet(args.index)
     run_server(args.dir, host=args.host, port=args.port, latency=args.latency, bandwidth=args.bandwidth,
-               faults=faults, seed=args.seed, access_log=args.access_log)
+               faults=faults, seed=args.seed, access_log=args.access_log, index=index)
     return EXIT_OK

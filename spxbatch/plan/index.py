@@ -41,8 +41,8 @@ CACHE_NAME = ".spxbatch-index.parquet"
 #: Bump when the columns or their meaning change (old caches are then ignored).
 CACHE_VERSION = 1
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
-#: Folders of calibration products under an IRSA tree: not Level-2 images, not indexed.
-CALIBRATION_DIRS = frozenset(folder for folder, _, _ in CALIBRATION_PRODUCTS.values())
+#: Folders of calibration products under an IRSA tree (QR2's, and QR3's new ones): not Level-2 images, not indexed.
+CALIBRATION_DIRS = frozenset(folder for folder, _, _ in CALIBRATION_PRODUCTS.values()) | {"epsf", "l3_flux_corrections"}
 
 #: Columns of the cached table (the returned one drops `error`).
 COLUMNS = [

@@ -6,8 +6,9 @@ Conventions (IRSA does not document them; spherex-archive.md section 6.3):
 - the box is `n = max(1, round(size_px))` pixels wide, starting at `floor(c + 0.5 - n/2)`, then clipped
   to the image; no overlap is an error (HTTP 400). Angular sizes use the WCS pixel scale at the centre.
 - the body is a gzip file (Content-Type application/gzip, not a Content-Encoding) unless `gzip=false`.
-- all 7 HDUs: IMAGE, FLAGS, VARIANCE, ZODI trimmed; PSF and WCS-WAVE copied unchanged; CRPIX1/2, CRPIX1A/2A
-  and CRPIX1W/2W shifted by the origin so sky and wavelength stay right ([astropy-checked] recipe).
+- all 7 HDUs: IMAGE, FLAGS, VARIANCE, ZODI trimmed (a tile-compressed FLAGS, R7's, compressed again with
+  one tile per row); PSF or EPSF and WCS-WAVE copied unchanged; CRPIX1/2, CRPIX1A/2A and CRPIX1W/2W
+  shifted by the origin so sky and wavelength stay right ([astropy-checked] recipe).
 Only the needed rows are read (`ImageHDU.section` on a memory-mapped file).
 """
 
@@ -152,7 +153,12 @@ def cutout_hdul(hdul: fits.HDUList, spec: CutoutSpec) -> fits.HDUList:
         name = hdu.name
         if name in TRIMMED:
             data = np.asarray(hdu.section[y0:y1, x0:x1])
-            out.append(fits.ImageHDU(data=data, header=shift_header(hdu.header, x0, y0), name=name))
+            header = shift_header(hdu.header, x0, y0)
+            if isinstance(hdu, fits.CompImageHDU):  # R7 FLAGS: compressed again, one tile per row
+                out.append(fits.CompImageHDU(data=data, header=header, name=name,
+                                             compression_type=hdu.compression_type, tile_shape=(1, x1 - x0)))
+            else:
+                out.append(fits.ImageHDU(data=data, header=header, name=name))
         else:
             out.append(hdu.copy())
     return out

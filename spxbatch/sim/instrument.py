@@ -1,7 +1,7 @@
 """Everything fixed per detector at a given image size, computed once per archive and shared by files.
 
-Optics (WCS distortion, solid angle), the LVF (WCS-WAVE table, CWAVE/CBAND), the PSF (zone models, cube,
-zone cards) and the defect map: the same for every exposure of a detector, as the calibration products are.
+Optics (WCS distortion, solid angle), the LVF (WCS-WAVE tables, CWAVE/CBAND), the PSF (zone models, QR2
+cube, R7 ePSF) and the defect map: the same for every exposure of a detector, as the calibration products are.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from astropy.io import fits
 
 from spxbatch.level2.constants import PIXEL_SCALE_ARCSEC
-from spxbatch.sim import lvf, optics, psf, scene
+from spxbatch.sim import epsf, flux_corrections, lvf, optics, psf, r7, scene
 
 
 @dataclass
@@ -46,6 +47,26 @@ class Detector:
     def wave_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(X, Y, VALUES) of the WCS-WAVE table."""
         return lvf.wave_table_values(self.number, self.npix)
+
+    @cached_property
+    def wave_table_r7(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X, Y, VALUES) of the 9 x 9 WCS-WAVE table of R7 files."""
+        return lvf.wave_table_values(self.number, self.npix, r7.WAVE_CONTROL)
+
+    @cached_property
+    def epsf(self) -> epsf.Epsf:
+        """The R7 ePSF (the zone model, pixel-convolved, x5, on the R7 zone grid)."""
+        return epsf.make_epsf(self.number, self.npix)
+
+    @cached_property
+    def epsf_table(self) -> fits.BinTableHDU:
+        """The EPSF table every R7 file of this detector carries."""
+        return epsf.table_hdu(self.epsf)
+
+    @cached_property
+    def l3_factors(self) -> np.ndarray:
+        """QR3's l3_flux_corrections factors (float32), the calibration error of QR2-processed files."""
+        return flux_corrections.factor_map(self.number, self.npix)
 
     @cached_property
     def psf_params(self) -> np.ndarray:

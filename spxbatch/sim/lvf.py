@@ -16,7 +16,7 @@ from spxbatch.level2.constants import BANDS
 DIRECTION = {1: 1, 2: -1, 3: 1, 4: -1, 5: 1, 6: -1}
 #: Curvature of the iso-wavelength lines: shift along y (fraction of the detector) at the x edges.
 CURVATURE = {1: 0.010, 2: 0.012, 3: 0.008, 4: 0.011, 5: 0.009, 6: 0.010}
-#: WCS-WAVE control points per axis.
+#: WCS-WAVE control points per axis (QR2; R7 files have 9).
 N_CONTROL = 11
 
 
@@ -41,15 +41,15 @@ def bandwidth_um(detector: int, wavelength) -> np.ndarray:
     return np.asarray(wavelength, dtype=float) / BANDS[detector].resolving_power
 
 
-def control_points(npix: int) -> np.ndarray:
+def control_points(npix: int, n: int = N_CONTROL) -> np.ndarray:
     """1-based pixel positions of the WCS-WAVE control points along one axis (cover every pixel centre)."""
-    return np.linspace(1.0, float(npix), N_CONTROL)
+    return np.linspace(1.0, float(npix), n)
 
 
-def wave_table_values(detector: int, npix: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(X, Y, VALUES[iy, ix, 2]) of the WCS-WAVE table: the true function at the control points."""
-    cx = control_points(npix)
-    cy = control_points(npix)
+def wave_table_values(detector: int, npix: int, n: int = N_CONTROL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, Y, VALUES[iy, ix, 2]) of an n x n WCS-WAVE table: the true function at the control points."""
+    cx = control_points(npix, n)
+    cy = control_points(npix, n)
     gx, gy = np.meshgrid(cx - 1.0, cy - 1.0)
     lam = wavelength_um(detector, gx, gy, npix)
     values = np.stack([lam, bandwidth_um(detector, lam)], axis=-1)

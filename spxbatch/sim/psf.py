@@ -29,14 +29,14 @@ def fwhm_px(wavelength_um) -> np.ndarray:
     return 1.6 + 0.14 * np.asarray(wavelength_um, dtype=float)
 
 
-def zone_width(npix: int) -> float:
-    """Width of one PSF zone (pixels): the image split into 11 equal zones per axis."""
-    return npix / PSF_ZONES
+def zone_width(npix: int, zones: int = PSF_ZONES) -> float:
+    """Width of one PSF zone (pixels): the image split into `zones` equal zones per axis (QR2: 11)."""
+    return npix / zones
 
 
-def zone_centres(npix: int) -> np.ndarray:
-    """0-based pixel centres of the 11 zones along one axis."""
-    return (np.arange(PSF_ZONES) + 0.5) * zone_width(npix) - 0.5
+def zone_centres(npix: int, zones: int = PSF_ZONES) -> np.ndarray:
+    """0-based pixel centres of the zones along one axis."""
+    return (np.arange(zones) + 0.5) * zone_width(npix, zones) - 0.5
 
 
 def zone_index(x, npix: int) -> np.ndarray:
@@ -46,21 +46,30 @@ def zone_index(x, npix: int) -> np.ndarray:
 
 
 def zone_params(detector: int, npix: int, variant: bool = False) -> np.ndarray:
-    """Model parameters of every zone, shape (121, 2, 5): per component (weight, mux, muy, sigx, sigy).
+    """Model parameters of every QR2 zone, shape (121, 2, 5): per component (weight, mux, muy, sigx, sigy).
 
     Zone k = iy * 11 + ix (the cube's plane order). Offsets are in native pixels from the declared centre.
     `variant` gives the second PSF some files ship under the same detector and version (stronger,
     further displaced wing): real archives were seen doing that, so a PSF must be cached by content.
     """
-    c = zone_centres(npix)
-    ix, iy = np.meshgrid(np.arange(PSF_ZONES), np.arange(PSF_ZONES))
+    return grid_params(detector, npix, PSF_ZONES, PSF_ZONES, variant)
+
+
+def grid_params(detector: int, npix: int, nzx: int, nzy: int, variant: bool = False) -> np.ndarray:
+    """The model at the centres of an nzx x nzy zone grid, shape (nzx * nzy, 2, 5), zone k = iy * nzx + ix.
+
+    One function of the position on the detector: the QR2 cube (11 x 11) and the R7 ePSF (21 x 21, D3
+    11 x 41) sample the same optics.
+    """
+    cx, cy = zone_centres(npix, nzx), zone_centres(npix, nzy)
+    ix, iy = np.meshgrid(np.arange(nzx), np.arange(nzy))
     ix, iy = ix.ravel(), iy.ravel()
-    u = (c[ix] - (npix - 1) / 2) / (npix / 2)  # -1..1 across the detector
-    v = (c[iy] - (npix - 1) / 2) / (npix / 2)
-    lam = lvf.wavelength_um(detector, c[ix], c[iy], npix)
+    u = (cx[ix] - (npix - 1) / 2) / (npix / 2)  # -1..1 across the detector
+    v = (cy[iy] - (npix - 1) / 2) / (npix / 2)
+    lam = lvf.wavelength_um(detector, cx[ix], cy[iy], npix)
     sig = fwhm_px(lam) / (2 * np.sqrt(2 * np.log(2)))
     ell = 0.04 + 0.03 * (detector % 3)
-    out = np.empty((PSF_ZONES * PSF_ZONES, 2, 5))
+    out = np.empty((nzx * nzy, 2, 5))
     # Core: slightly elliptical, offset by a few hundredths of a pixel.
     out[:, 0, 0] = 1.0 - _WING_WEIGHT
     out[:, 0, 1] = 0.02 + 0.025 * u
@@ -99,6 +108,23 @@ def integrate(params: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray) -> n
         w, mux, muy, sx, sy = (params[:, c, j] for j in range(5))
         gx = _cell_integrals(x_edges, mux, sx)
         gy = _cell_integrals(y_edges, muy, sy)
+        out = out + w[:, None, None] * gy[:, :, None] * gx[:, None, :]
+    return out
+
+
+def pixel_convolved(params: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The model convolved with the unit pixel box on a square grid of offsets, vectorised over n models.
+
+    Returns (n, m, m): element [j, i] is the model integrated over the native pixel centred at
+    (offsets[i], offsets[j]) from the declared centre, i.e. the fraction of the light that a pixel centred
+    there collects (the R7 ePSF's meaning).
+    """
+    lo, hi = offsets - 0.5, offsets + 0.5
+    out = 0.0
+    for c in range(params.shape[1]):
+        w, mux, muy, sx, sy = (params[:, c, j] for j in range(5))
+        gx = ndtr((hi[None, :] - mux[:, None]) / sx[:, None]) - ndtr((lo[None, :] - mux[:, None]) / sx[:, None])
+        gy = ndtr((hi[None, :] - muy[:, None]) / sy[:, None]) - ndtr((lo[None, :] - muy[:, None]) / sy[:, None])
         out = out + w[:, None, None] * gy[:, :, None] * gx[:, None, :]
     return out
 

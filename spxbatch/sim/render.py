@@ -8,7 +8,7 @@ recorded as a defect so the tests can check that each FLAGS bit is exactly the o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,8 +22,10 @@ from spxbatch.level2.constants import (
     PSF_ZONES,
 )
 from spxbatch.level2.flags import flag_mask
-from spxbatch.sim import lvf, optics, psf, scene, sky
+from spxbatch.sim import lvf, optics, psf, r7_artifacts, scene, sky
+from spxbatch.sim.frame import Frame
 from spxbatch.sim.instrument import Detector
+from spxbatch.sim.r7 import R7_ONLY_MASK
 from spxbatch.sim.rng import rng_for
 from spxbatch.sim.survey import Exposure
 
@@ -64,24 +66,6 @@ class Rendered:
     sky: dict
 
 
-@dataclass
-class _Frame:
-    """An image being built: true rate, read-out, flags, and the record of what was planted."""
-
-    true: np.ndarray
-    flags: np.ndarray
-    obs: np.ndarray | None = None
-    nan_var: np.ndarray | None = None
-    unflagged: np.ndarray | None = None
-    defects: list[dict] = field(default_factory=list)
-
-    def mark(self, ys, xs, name: str) -> None:
-        """Set FLAGS bit `name` on pixels (ys, xs) and record them as planted defects of that kind."""
-        ys, xs = np.atleast_1d(ys), np.atleast_1d(xs)
-        self.flags[ys, xs] |= scene.bit(name)
-        self.defects += [{"x": int(a), "y": int(b), "kind": name} for a, b in zip(xs, ys, strict=True)]
-
-
 def place(det: Detector, crval: tuple[float, float], pa: float, sources: pd.DataFrame) -> Placement:
     """0-based pixel positions (exact SIP inverse) of the sources whose light can reach the image."""
     ra0, dec0 = crval
@@ -108,13 +92,21 @@ def zone_of(x: np.ndarray, y: np.ndarray, npix: int) -> np.ndarray:
     return psf.zone_index(y, npix) * PSF_ZONES + psf.zone_index(x, npix)
 
 
-def render_sources(det: Detector, x: np.ndarray, y: np.ndarray, flux: np.ndarray, variant: bool = False) -> np.ndarray:
-    """Surface brightness (MJy/sr) of point sources of total flux `flux` (uJy) at 0-based (x, y)."""
+def render_sources(
+    det: Detector, x: np.ndarray, y: np.ndarray, flux: np.ndarray, variant: bool = False, r7: bool = False
+) -> np.ndarray:
+    """Surface brightness (MJy/sr) of point sources of total flux `flux` (uJy) at 0-based (x, y).
+
+    QR2: each pixel is the zone model integrated over it; R7 (`r7`): the file's ePSF at the pixel centre.
+    """
     n = det.npix
     if x.size == 0:
         return np.zeros((n, n))
-    params = det.psf_params_variant if variant else det.psf_params
-    st, x0, y0 = psf.stamps(params[zone_of(x, y, n)], x, y)
+    if r7:
+        st, x0, y0 = det.epsf.stamps(x, y)
+    else:
+        params = det.psf_params_variant if variant else det.psf_params
+        st, x0, y0 = psf.stamps(params[zone_of(x, y, n)], x, y)
     pad = 2 * psf.STAMP_HALF + 3
     k = np.arange(st.shape[1])
     rows = y0[:, None, None] + k[None, :, None] + pad
@@ -138,22 +130,37 @@ def render(
     unflagged_cold: bool = False,
     lost_packet: bool = False,
     psf_variant: bool = False,
+    r7: bool = False,
 ) -> Rendered:
-    """Render one detector image of one exposure; updates `persistence` for the detector's next image."""
+    """Render one detector image of one exposure; updates `persistence` for the detector's next image.
+
+    `r7` renders it as an R7 file: stars from the detector's ePSF, BLOOM, and (with `artifacts`) the
+    R7-only artifacts of `r7_artifacts`, drawn from their own stream so the noise stays the QR2 file's.
+    """
     d, n = det.number, det.npix
     rng = rng_for(seed, "file", f"{exp.obs_id}/D{d}")
     src = sources.iloc[where.near]
     lam = lvf.wavelength_um(d, where.x, where.y, n)
     flux = sky.flux_ujy(src, lam, exp.mjd_avg)
-    src_img = render_sources(det, where.x, where.y, flux, psf_variant)
+    src_img = render_sources(det, where.x, where.y, flux, psf_variant, r7)
     true_sky, zodi, sky_par = scene.sky(d, n, seed, exp.obs_id, det.wave_images[0])
-    f = _Frame(true=true_sky + src_img, flags=np.zeros((n, n), np.int32))
+    f = Frame(true=true_sky + src_img, flags=np.zeros((n, n), np.int32))
     f.flags[src_img > scene.SOURCE_LEVEL] |= scene.bit("SOURCE")
     f.flags[f.true > scene.NONLINEAR_LEVEL] |= scene.bit("NONLINEAR")
     f.flags[f.true > scene.OVERFLOW_LEVEL] |= scene.bit("OVERFLOW") | scene.bit("SUR_ERROR")
+    on = where.on_image(n)
+    peak = flux / (MJY_PER_SR_TO_UJY_PER_ARCSEC2 * det.omega_median) * 0.2
+    bright = on & (peak > scene.NONLINEAR_LEVEL)
+    stars = [(float(a), float(b), float(p)) for a, b, p in zip(where.x[bright], where.y[bright], peak[bright],
+                                                              strict=True)]
+    r7_rng = rng_for(seed, "r7-artifacts", f"{exp.obs_id}/D{d}")
+    if r7:
+        r7_artifacts.bloom(f.flags)
     if artifacts:
         _dark_corners(f, det)
         _persistence(f, persistence, d, exp, rng)
+        if r7:
+            r7_artifacts.optical(f, stars, r7_rng)
     f.obs, _ = scene.noisy(f.true, rng if noise else None)
     f.nan_var = np.zeros((n, n), bool)
     f.unflagged = np.zeros((n, n), bool)
@@ -161,23 +168,17 @@ def render(
         _cosmic_rays(f, rng)
         _bad_pixels(f, det)
         _phantoms(f, rng)
+        if r7:
+            r7_artifacts.electronic(f, stars, r7_rng)
     if lost_packet:
         _lost_packet(f, rng)
-    on = where.on_image(n)
     if unflagged_cold:
         _unflagged_cold(f, where, on, rng)
     var = scene.READ_VAR + scene.PHOTON_GAIN * np.clip(np.nan_to_num(f.obs), 0, None)
     var[f.nan_var] = np.nan
-    peak = flux / (MJY_PER_SR_TO_UJY_PER_ARCSEC2 * det.omega_median) * 0.2
-    bright = on & (peak > scene.NONLINEAR_LEVEL)
-    persistence[d] = (
-        exp.mjd_end,
-        [
-            (float(a), float(b), float(p) * PERSIST_FRACTION)
-            for a, b, p in zip(where.x[bright], where.y[bright], peak[bright], strict=True)
-        ],
-    )
-    truth = _truth(f, var, exp, d, n, src, where, on, lam, flux)
+    persistence[d] = (exp.mjd_end, [(x, y, p * PERSIST_FRACTION) for x, y, p in stars])
+    zones = det.epsf.zone_of(where.x[on], where.y[on]) if r7 else zone_of(where.x[on], where.y[on], n)
+    truth = _truth(f, var, exp, d, src, where, on, lam, flux, zones)
     truth["psf_variant"] = psf_variant
     for dd in f.defects:
         dd["bits"] = int(f.flags[dd["y"], dd["x"]])
@@ -186,14 +187,14 @@ def render(
     return Rendered(f.obs, f.flags, var, zodi, truth, f.defects, sky_par)
 
 
-def _dark_corners(f: _Frame, det: Detector) -> None:
+def _dark_corners(f: Frame, det: Detector) -> None:
     """Bands 3 and 4: the dichroic darkens two corners (light lost before the detector)."""
     if det.dichroic is not None:
         f.true = np.where(det.dichroic, f.true * 0.3, f.true)
         f.flags[det.dichroic] |= scene.bit("DICHROIC")
 
 
-def _persistence(f: _Frame, persistence: Persistence, d: int, exp: Exposure, rng: np.random.Generator) -> None:
+def _persistence(f: Frame, persistence: Persistence, d: int, exp: Exposure, rng: np.random.Generator) -> None:
     """Trails left by the bright stars of the detector's previous exposure, if it was recent."""
     n = f.true.shape[0]
     prev_end, trails = persistence.get(d, (-np.inf, []))
@@ -209,14 +210,14 @@ def _persistence(f: _Frame, persistence: Persistence, d: int, exp: Exposure, rng
         f.mark(ty[ok], tx[ok], "PERSIST")
 
 
-def _cosmic_rays(f: _Frame, rng: np.random.Generator) -> None:
+def _cosmic_rays(f: Frame, rng: np.random.Generator) -> None:
     """Cosmic-ray tracks: charge added to the read-out, flagged TRANSIENT or OUTLIER."""
     for xs, ys, dep, name in scene.cosmic_rays(f.obs.shape[0], rng):
         f.obs[ys, xs] += dep
         f.mark(ys, xs, name)
 
 
-def _bad_pixels(f: _Frame, det: Detector) -> None:
+def _bad_pixels(f: Frame, det: Detector) -> None:
     """The detector's fixed HOT / COLD / NONFUNC pixels, some with NaN variance (NONFUNC: NaN image)."""
     for px, py, kind, nan_var, nan_img in det.defects:
         if kind == "HOT":
@@ -229,14 +230,14 @@ def _bad_pixels(f: _Frame, det: Detector) -> None:
         f.nan_var[py, px] = nan_var
 
 
-def _phantoms(f: _Frame, rng: np.random.Generator) -> None:
+def _phantoms(f: Frame, rng: np.random.Generator) -> None:
     """Sparse PHANTOM flags (informational: not a bad bit), pixel values untouched."""
     n = f.obs.shape[0]
     p = rng.integers(0, n, (max(1, n * n // 2000), 2))
     f.mark(p[:, 1], p[:, 0], "PHANTOM")
 
 
-def _lost_packet(f: _Frame, rng: np.random.Generator) -> None:
+def _lost_packet(f: Frame, rng: np.random.Generator) -> None:
     """A corrupted downlink packet: a run of pixels along one row with no data (NaN image and variance)."""
     n = f.obs.shape[0]
     py, px = (int(c) for c in rng.integers(0, n, 2))
@@ -246,7 +247,7 @@ def _lost_packet(f: _Frame, rng: np.random.Generator) -> None:
     f.mark(np.full(xs.size, py), xs, "MISSING_DATA")
 
 
-def _unflagged_cold(f: _Frame, where: Placement, on: np.ndarray, rng: np.random.Generator) -> None:
+def _unflagged_cold(f: Frame, where: Placement, on: np.ndarray, rng: np.random.Generator) -> None:
     """A cold pixel next to a target that the pipeline failed to flag (value x0.1, no FLAGS bit)."""
     n = f.obs.shape[0]
     x, y = where.x, where.y
@@ -260,8 +261,11 @@ def _unflagged_cold(f: _Frame, where: Placement, on: np.ndarray, rng: np.random.
             return
 
 
-def _truth(f: _Frame, var, exp: Exposure, d: int, n: int, src, where: Placement, on, lam, flux) -> pd.DataFrame:
-    """One truth row per source whose centre is on the image, with the pixel-quality summary near it."""
+def _truth(f: Frame, var, exp: Exposure, d: int, src, where: Placement, on, lam, flux, zones) -> pd.DataFrame:
+    """One truth row per source whose centre is on the image, with the pixel-quality summary near it.
+
+    `zones` are the sources' 0-based PSF zones (QR2 cube plane or R7 ePSF table row); `psf_zone` is 1-based.
+    """
     bad = ((f.flags & _BAD_MASK) != 0) | f.unflagged | ~np.isfinite(f.obs) | ~np.isfinite(var)
     ix, iy = np.rint(where.x[on]).astype(int), np.rint(where.y[on]).astype(int)
     return pd.DataFrame(
@@ -275,10 +279,19 @@ def _truth(f: _Frame, var, exp: Exposure, d: int, n: int, src, where: Placement,
             "bandwidth_um": lvf.bandwidth_um(d, lam[on]),
             "mjd": exp.mjd_avg,
             "flux_ujy": flux[on],
-            "psf_zone": zone_of(where.x[on], where.y[on], n) + 1,
+            "psf_zone": zones + 1,
             "collection": exp.collection,
             "bad_pixel_near": maximum_filter(bad, size=9, mode="constant")[iy, ix],
             "unflagged_defect_near": maximum_filter(f.unflagged, size=9, mode="constant")[iy, ix],
-            "flags_near": maximum_filter(f.flags, size=7, mode="constant")[iy, ix],
+            "flags_near": or_near(f.flags, ix, iy, 3),
+            "artifact_bits_near": or_near(f.flags & R7_ONLY_MASK, ix, iy, 4),
         }
     )
+
+
+def or_near(flags: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int) -> np.ndarray:
+    """Bitwise OR of `flags` over the (2 half + 1)^2 box around each pixel (ix, iy) (outside: 0)."""
+    padded = np.pad(flags, half)
+    k = np.arange(2 * half + 1)
+    block = padded[iy[:, None, None] + k[None, :, None], ix[:, None, None] + k[None, None, :]]
+    return np.bitwise_or.reduce(block.reshape(len(ix), -1), axis=1) if len(ix) else np.zeros(0, flags.dtype)

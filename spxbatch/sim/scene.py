@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spxbatch.level2.constants import FLAG_BITS
 from spxbatch.sim import lvf
+from spxbatch.sim.r7 import R7_FLAG_BITS
 from spxbatch.sim.rng import INSTRUMENT_SEED, rng_for
 
 #: Zodi level (MJy/sr) per band at the reference ecliptic latitude.
@@ -29,8 +29,8 @@ HEI_UM = 1.083
 
 
 def bit(name: str) -> int:
-    """The FLAGS value of one named bit."""
-    return 1 << FLAG_BITS[name]
+    """The FLAGS value of one named bit (QR2's bits, or the ones only R7 files have)."""
+    return 1 << R7_FLAG_BITS[name]
 
 
 def sky(detector: int, npix: int, seed: int, key: str, cwave: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:

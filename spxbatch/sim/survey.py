@@ -93,25 +93,42 @@ def _slew_counts(n_visits: int, rng: np.random.Generator) -> list[int]:
     return [c for c in counts if c > 0]
 
 
-def plan(n_visits: int, npix: int, seed: int, field: str, deep: bool = False) -> list[Exposure]:
-    """The exposures that target the field, in time order (n_visits of them)."""
-    rng = rng_for(seed, "survey", field)
+def plan(
+    n_visits: int,
+    npix: int,
+    seed: int,
+    field: str,
+    deep: bool = False,
+    *,
+    start_mjd: float = START_MJD,
+    versions: tuple[tuple[str, str], ...] = VERSIONS,
+    collection: str | None = None,
+    stream: tuple[str, ...] = (),
+    large_offset: int = 0,
+) -> list[Exposure]:
+    """The exposures that target the field, in time order (n_visits of them).
+
+    The defaults give QR2's survey. Another release passes its own start, processing versions (by planning
+    period), collection, random `stream` (labels added to the key) and a large-slew number offset that
+    keeps its observation IDs apart from another plan's.
+    """
+    rng = rng_for(seed, "survey", field, *stream)
     width = npix * PIXEL_SCALE_ARCSEC
     counts = _slew_counts(n_visits, rng)
     per_period = 6 if deep else 2
-    collection = "spherex_qr2_deep" if deep else "spherex_qr2"
+    collection = collection or ("spherex_qr2_deep" if deep else "spherex_qr2")
     exposures: list[Exposure] = []
-    t_period = START_MJD + float(rng.uniform(0, 3))
+    t_period = start_mjd + float(rng.uniform(0, 3))
     period_pa = float(rng.uniform(0, 360))
-    large = int(rng.integers(1, 60))
+    large = int(rng.integers(1, 60)) + large_offset
     for li, n_small in enumerate(counts):
         pi = li // per_period
         if li % per_period == 0 and li > 0:
             t_period += float(rng.uniform(10, 30)) if not deep else float(rng.uniform(3.5, 8))
             period_pa = float(rng.uniform(0, 360))
-            large = int(rng.integers(1, 60))
+            large = int(rng.integers(1, 60)) + large_offset
         pname = period_name(t_period, pi)
-        vdir, version = VERSIONS[min(pi, len(VERSIONS) - 1)]
+        vdir, version = versions[min(pi, len(versions) - 1)]
         if deep:
             t_large = t_period + (li % per_period) * ORBIT_D + float(rng.uniform(0, 0.01))
         else:

@@ -1,5 +1,5 @@
 """IBE file URLs: the file below the root, whole, one byte range, or several (multipart/byteranges); HEAD;
-416 when no range is satisfiable; nothing outside the root is ever served."""
+416 when no range is satisfiable; a folder's listing; nothing outside the root is ever served."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp import web
 
 from spxbatch.sim.server.body import FITS_TYPE, Piece, send
 from spxbatch.sim.server.cutouts import serve_cutout
+from spxbatch.sim.server.listing import serve_listing
 from spxbatch.sim.server.state import SERVER
 
 #: More ranges than this in one header: the header is ignored and the whole file sent.
@@ -20,7 +21,7 @@ _RANGE_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 def resolve_path(root: Path, relpath: str) -> Path:
-    """The file under `root` named by a URL path tail; 403 for anything that would leave the root."""
+    """The file or folder under `root` named by a URL path tail; 403 for anything that would leave the root."""
     if not relpath or "\x00" in relpath or "\\" in relpath or relpath.startswith("/"):
         raise web.HTTPForbidden(text="bad path\n")
     parts = relpath.split("/")
@@ -29,7 +30,7 @@ def resolve_path(root: Path, relpath: str) -> Path:
     path = (root / relpath).resolve()
     if not path.is_relative_to(root):
         raise web.HTTPForbidden(text="path leaves the archive\n")
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         raise web.HTTPNotFound(text="no such file\n")
     return path
 
@@ -65,9 +66,12 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
-    """GET/HEAD of a file: a cutout when the query asks for one, else the file or the ranges asked for."""
+    """GET/HEAD of a file: a cutout when the query asks for one, else the file or the ranges asked for; GET/HEAD
+    of a folder: its listing."""
     srv = request.app[SERVER]
     path = resolve_path(srv.root, request.match_info["tail"])
+    if path.is_dir():
+        return await serve_listing(request, path)
     if "center" in request.query or "size" in request.query:
         return await serve_cutout(request, path)
     size = path.stat().st_size

@@ -96,8 +96,10 @@ def run_server(
     faults: FaultConfig | dict | None = None,
     seed: int = 0,
     access_log: str | os.PathLike | None = None,
+    index: pd.DataFrame | None = None,
 ) -> None:
-    """Serve `root` in the foreground until interrupted (`spxbatch sim serve DIR`)."""
+    """Serve `root` in the foreground until interrupted (`spxbatch sim serve DIR`); `index` as in
+    `serve_archive`."""
     with serve_archive(
         root,
         host=host,
@@ -107,6 +109,7 @@ def run_server(
         faults=faults,
         seed=seed,
         access_log=access_log,
+        index=index,
     ) as srv:
         print(f"spxbatch simulated archive: {len(srv.index)} images from {srv.root}")
         print(f"  TAP:   {srv.tap_url}")

@@ -1,0 +1,27 @@
+"""`spxbatch sim make --release`: the release reaches the generator; an unknown one is refused by argparse."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from spxbatch.cli.exit_codes import EXIT_OK
+from spxbatch.cli.main import main
+
+
+def test_sim_make_release_qr3(tmp_path, capsys):
+    assert main(["sim", "make", str(tmp_path), "--release", "qr3", "--npix", "32", "--n-visits", "2"]) == EXIT_OK
+    assert "Simulated qr3 archive" in capsys.readouterr().out
+    files = pd.read_csv(tmp_path / "truth" / "files.csv")
+    present = files[files.present]
+    assert len(present) > 0 and (present.layout == "R7").all() and (present.release == "qr3").all()
+    with fits.open(tmp_path / present.relpath.iloc[0]) as hdul:
+        assert "EPSF" in hdul and hdul[0].header["VERSION"].startswith("7.")
+
+
+def test_sim_make_refuses_an_unknown_release(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "make", str(tmp_path), "--release", "qr9"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
