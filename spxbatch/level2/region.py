@@ -8,18 +8,55 @@ positions are computed identically whatever region was fetched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from astropy.io import fits
 
 
-@dataclass
+def array_digest(a: np.ndarray) -> str:
+    """The content digest of an array: sha1 of its big-endian bytes, i.e. of the bytes a FITS file holds
+    (so a cube read from a file and the same cube made in memory have one digest)."""
+    big = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">"))
+    return hashlib.sha1(big.view(np.uint8).reshape(-1)).hexdigest()
+
+
+@dataclass(frozen=True)
 class PSFCube:
-    """The PSF HDU: the (121, 101, 101) cube and its header (zone cards XCTR_k..., OVERSAMP)."""
+    """The PSF HDU: the (121, 101, 101) cube, its header (zone cards XCTR_k..., OVERSAMP), and the digest of
+    the cube's content, set once: by the fetch layer, which hashed the raw bytes already, or else from the
+    array here. Whatever is derived from the cube alone (the PSF model) is cached by it."""
 
     cube: np.ndarray
     header: fits.Header
+    digest: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        """Compute the digest when the builder did not give one (arrays made in memory)."""
+        if not self.digest:
+            object.__setattr__(self, "digest", array_digest(self.cube))
+
+    @property
+    def oversampling(self) -> int:
+        """OVERSAMP: fine cells per native pixel (10 when the card is missing)."""
+        return int(self.header.get("OVERSAMP", 10))
+
+    @cached_property
+    def zone_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """The XCTR_k and YCTR_k values (0-based parent pixels) as labelled, k = 1..planes; read once per
+        cube (scanning ~500 cards is slow). Labels may be swapped (the erratum): see photometry.psf."""
+        return psf_zone_centres(self.header)
+
+
+def psf_zone_centres(header: fits.Header) -> tuple[np.ndarray, np.ndarray]:
+    """The XCTR_k and YCTR_k cards of a PSF header as two arrays, k = 1..NAXIS3 (or as many as there are)."""
+    cards = {k: v for k, v in header.items() if k.startswith(("XCTR_", "YCTR_"))}
+    n = int(header.get("NAXIS3", 0)) or sum(1 for k in cards if k.startswith("XCTR_"))
+    xc = np.array([float(cards[f"XCTR_{k}"]) for k in range(1, n + 1)])
+    yc = np.array([float(cards[f"YCTR_{k}"]) for k in range(1, n + 1)])
+    return xc, yc
 
 
 @dataclass

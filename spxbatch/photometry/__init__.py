@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {"neighbourhood_halfsize": "aperture", "PhotometryConfig": "config", "measure_region": "measure",
-         "CONDITION_BITS": "quality", "good_verdict": "quality"}
+         "CONDITION_BITS": "conditions", "good_verdict": "quality"}
 
 
 def __getattr__(name: str) -> Any:

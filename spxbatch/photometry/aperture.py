@@ -1,4 +1,5 @@
-"""Aperture and background radii, and the neighbourhood a measurement may read.
+"""Apertures: their radii (and the background's), the neighbourhood a measurement may read, each aperture's
+exact pixel footprint, and the aperture sums.
 
 The neighbourhood half-size is the contract with the fetch layer: every pixel any measurement reads
 (aperture, background region, zodi fit box, and the variance-repair box around each of those) lies
@@ -8,11 +9,18 @@ within it of the source's nearest pixel, so any region that contains it gives id
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+import sep
 
+from spxbatch.level2.region import PSFCube
 from spxbatch.photometry.config import PhotometryConfig
-from spxbatch.photometry.psf import PSFModel
+from spxbatch.photometry.gather import Boxes, chunks_of, ring_size
+from spxbatch.photometry.masks import Pixels
+from spxbatch.photometry.overlap import circle_pixel_overlap
+from spxbatch.photometry.positions import LocalPixels
+from spxbatch.photometry.psf import PSFModel, psf_model_for
 
 
 def aperture_radius(config: PhotometryConfig, fwhm: np.ndarray | float | None) -> np.ndarray:
@@ -27,6 +35,11 @@ def aperture_radius(config: PhotometryConfig, fwhm: np.ndarray | float | None) -
         f = np.where(np.isfinite(f), f, config.fallback_fwhm)
         r = 0.5 * config.fwhm_multiplier * f
     return np.minimum(r, config.max_aperture_radius)
+
+
+def source_radii(config: PhotometryConfig, fwhm: np.ndarray | None, n: int) -> np.ndarray:
+    """The aperture radius (px) of each of n sources, as a float array (see aperture_radius)."""
+    return np.broadcast_to(aperture_radius(config, fwhm), (n,)).astype(float)
 
 
 def annulus_radii(config: PhotometryConfig, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,15 +70,92 @@ def background_extent(config: PhotometryConfig, radius: float) -> float:
     return 0.0
 
 
-def neighbourhood_halfsize(config: PhotometryConfig, psf: PSFModel | object | None = None) -> int:
+def neighbourhood_halfsize(config: PhotometryConfig, psf: PSFModel | PSFCube | None = None) -> int:
     """Half-size (px) of the square around a source's nearest pixel that a measurement may read.
 
-    `psf` may be a PSFModel or an l2.PSFCube; without it the bound holds for any PSF (FWHM-based radii
+    `psf` may be a PSFModel or a level2 PSFCube; without it the bound holds for any PSF (FWHM-based radii
     are capped at max_aperture_radius). background='global' reads the whole region and is exempt.
     """
-    model = psf if isinstance(psf, PSFModel) or psf is None else PSFModel.from_cube(psf)
+    model = psf_model_for(psf) if isinstance(psf, PSFCube) else psf
     r = max_radius(config, model)
     reach = max(r + 0.5, background_extent(config, r) + 0.5)
     if config.zodi == "fit":
         reach = max(reach, float(config.zodi_halfsize))
     return math.ceil(reach) + config.variance_repair_halfsize + 1
+
+
+class Footprint(NamedTuple):
+    """Each aperture's exact pixel footprint (pixel weights w = circle-pixel overlap): `area` = sum of w over
+    unmasked pixels, `var_sum` = sum of w^p VARIANCE over them (p = 2: the variance of the weighted sum),
+    `flags_or` (OR of FLAGS over every touched pixel), `has_masked` (a masked pixel touched) and
+    `variance_repaired` (a repaired VARIANCE touched)."""
+
+    area: np.ndarray
+    var_sum: np.ndarray
+    flags_or: np.ndarray
+    has_masked: np.ndarray
+    variance_repaired: np.ndarray
+
+
+def aperture_footprint(pix: Pixels, at: LocalPixels, radius: np.ndarray, r_max: float,
+                       error_weights: str) -> Footprint:
+    """The footprints of apertures of `radius` at the local positions `at`, r_max bounding every radius."""
+    k = at.xl.size
+    out = Footprint(np.zeros(k), np.zeros(k), np.zeros(k, dtype=np.int64), np.zeros(k, dtype=bool),
+                    np.zeros(k, dtype=bool))
+    power = 2 if error_weights == "squared" else 1
+    for sl in chunks_of(k, ring_size(r_max + 1.0)):
+        # every pixel that can touch a circle of r_max centred anywhere in pixel (ix, iy)
+        b = Boxes.ring(at.ix[sl], at.iy[sl], 0.0, r_max + 0.71, pix.image.shape)
+        pin, w = _pixel_weights(b, at, radius, sl)
+        badb = b.take(pix.bad)
+        out.flags_or[sl] = np.bitwise_or.reduce(np.where(pin, b.take(pix.flags), 0), axis=1)
+        out.has_masked[sl] = np.any(pin & badb, axis=1)
+        out.variance_repaired[sl] = np.any(pin & b.take(pix.repaired), axis=1)
+        wu = np.where(badb, 0.0, w)
+        out.area[sl] = wu.sum(axis=1)
+        out.var_sum[sl] = (wu**power * np.where(pin & ~badb, b.take(pix.variance), 0.0)).sum(axis=1)
+    return out
+
+
+def _pixel_weights(b: Boxes, at: LocalPixels, radius: np.ndarray, sl: slice) -> tuple[np.ndarray, np.ndarray]:
+    """(touched, weight) of the gathered pixels `b` of sources `sl`: touched = the circle reaches the pixel;
+    weight = 1 inside, the exact overlap on the edge, 0 elsewhere."""
+    ix, iy, xl, yl = at.ix, at.iy, at.xl, at.yl
+    # classify in float32 (touching / wholly inside), exact overlaps in float64 for the edge pixels
+    cx = (ix[sl] - xl[sl]).astype(np.float32)
+    cy = (iy[sl] - yl[sl]).astype(np.float32)
+    adx = np.abs(cx[:, None] + b.ox.astype(np.float32)[None, :])
+    ady = np.abs(cy[:, None] + b.oy.astype(np.float32)[None, :])
+    r2 = (radius[sl, None] ** 2).astype(np.float32)
+    near2 = np.maximum(adx - 0.5, 0) ** 2 + np.maximum(ady - 0.5, 0) ** 2
+    pin = (near2 < r2) & b.inside
+    w = pin.astype(float)
+    edge = pin & ((adx + 0.5) ** 2 + (ady + 0.5) ** 2 > r2)
+    er, ec = np.nonzero(edge)
+    rows = er + sl.start
+    w[edge] = circle_pixel_overlap((ix[rows] - xl[rows]) + b.ox[ec], (iy[rows] - yl[rows]) + b.oy[ec], radius[rows])
+    return pin, w
+
+
+def frame_edge(x: np.ndarray, y: np.ndarray, radius: np.ndarray, parent_shape: tuple[int, int]) -> np.ndarray:
+    """Where the aperture's bounding square (parent pixels x, y) crosses the parent frame's border."""
+    nyp, nxp = parent_shape
+    return (x - radius < -0.5) | (x + radius > nxp - 0.5) | (y - radius < -0.5) | (y + radius > nyp - 0.5)
+
+
+class ApertureSums(NamedTuple):
+    """Exact-overlap (sep) aperture sums of IMAGE and of ZODI (zeros when zodi='none'), masked pixels 0."""
+
+    image: np.ndarray
+    zodi: np.ndarray
+
+
+def aperture_sums(pix: Pixels, at: LocalPixels, radius: np.ndarray, with_zodi: bool) -> ApertureSums:
+    """The sums over apertures of `radius` at the local positions `at` (masked pixels contribute nothing)."""
+    s_img, _, _ = sep.sum_circle(np.where(pix.bad, 0.0, pix.image), at.xl, at.yl, radius, subpix=0)
+    s_zod = np.zeros(at.xl.size)
+    if with_zodi:
+        s_zod, _, _ = sep.sum_circle(np.where(pix.bad, 0.0, pix.zodi.astype(float)), at.xl, at.yl, radius,
+                                     subpix=0)
+    return ApertureSums(s_img, s_zod)

@@ -1,15 +1,27 @@
-"""Local background: sigma-clipped statistics of many pixel sets at once, annulus and window selection.
+"""Background under each source: the level of I - s Z from a clipped annulus, a window, a region-wide map
+or none, with its error and the star's own PSF light in the same pixels.
 
-Clipping keeps a contiguous range of the SORTED values, so each row is sorted once and every iteration
-only moves two indices per row (the median is read at the range's middle, mean and std are masked sums):
-the same result as astropy's `sigma_clipped_stats(sigma, maxiters, cenfunc='median', stdfunc='std')`,
-vectorised.
+The kernel is sigma-clipped statistics of many pixel sets at once. Clipping keeps a contiguous range of
+the SORTED values, so each row is sorted once and every iteration only moves two indices per row (the
+median is read at the range's middle, mean and std are masked sums): the same result as astropy's
+`sigma_clipped_stats(sigma, maxiters, cenfunc='median', stdfunc='std')`, vectorised.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import sep
+
+from spxbatch.photometry.aperture import annulus_radii, background_extent
+from spxbatch.photometry.config import PhotometryConfig
+from spxbatch.photometry.gather import Boxes, chunks_of, ring_size
+from spxbatch.photometry.masks import Pixels
+from spxbatch.photometry.neighbours import NeighbourMask
+from spxbatch.photometry.positions import LocalPixels
+from spxbatch.photometry.psf import PsfTiles
+from spxbatch.photometry.wavelength import sample_map
 
 
 def clipped_stats(
@@ -93,3 +105,196 @@ def global_background(image: np.ndarray, mask: np.ndarray, mesh: int) -> tuple[n
     bh = max(8, min(mesh, image.shape[0]))
     bkg = sep.Background(data, mask=mask, bw=bw, bh=bh)
     return bkg.back(), bkg.rms()
+
+
+class Background(NamedTuple):
+    """Per source: `level` of I - s Z (MJy/sr per pixel), the clipped `std` of its pixels, the `err` of the
+    level, `npix` pixels used, `failed` (no usable level: not measured), `own_light` (mean of the star's own
+    normalised PSF light over the same pixels, 0 without a PSF) and the condition bits it raises."""
+
+    level: np.ndarray
+    std: np.ndarray
+    err: np.ndarray
+    npix: np.ndarray
+    failed: np.ndarray
+    own_light: np.ndarray
+    conditions: dict[str, np.ndarray]
+
+
+def source_background(config: PhotometryConfig, pix: Pixels, at: LocalPixels, radius: np.ndarray,
+                      zodi_scale: np.ndarray, tiles: PsfTiles | None, mask: NeighbourMask | None,
+                      r_max: float) -> Background:
+    """The background of each source by `config.background`; `mask` (catalog neighbours) is needed by the
+    local methods, 'annulus' and 'window', only."""
+    k = at.xl.size
+    if config.background == "none":
+        zero = np.zeros(k)
+        return Background(zero, zero, zero, np.zeros(k, dtype=np.int64), np.zeros(k, dtype=bool), np.zeros(k), {})
+    if config.background == "global":
+        return _global_background(config, pix, at, zodi_scale)
+    return _local_background(config, pix, at, radius, zodi_scale, tiles, mask, r_max)
+
+
+def _global_background(config: PhotometryConfig, pix: Pixels, at: LocalPixels, zodi_scale: np.ndarray) -> Background:
+    """The sep.Background map of the region (of I - Z) at each source, corrected to its own zodi scale."""
+    with_zodi = config.zodi != "none"
+    data = pix.image - (pix.zodi if with_zodi else 0.0)
+    back, rms = global_background(data, pix.bad, config.global_mesh)
+    level = sample_map(back, at.xl, at.yl)
+    if with_zodi:
+        level = level + (1.0 - zodi_scale) * sample_map(np.where(pix.bad, 0.0, pix.zodi), at.xl, at.yl)
+    err = sample_map(rms, at.xl, at.yl) / config.global_mesh
+    k = at.xl.size
+    return Background(level, err, err, np.ones(k, dtype=np.int64), ~np.isfinite(level), np.zeros(k), {})
+
+
+def _pixel_code(pix: Pixels, count: np.ndarray) -> np.ndarray:
+    """Per pixel: 2 = usable, 1 = usable unless another source's disk (count 1: maybe our own), 0 = not;
+    plus 4 where background_avoid_flags are set."""
+    code = np.where(pix.bad | (count > 1), 0, np.where(count == 1, 1, 2)).astype(np.int8)
+    if pix.avoid is not None:
+        code = code | (pix.avoid.astype(np.int8) << 2)
+    return code
+
+
+class _Selection(NamedTuple):
+    """One chunk's background pixels: `sel` (sources x pixel set), the annulus widening `k` per source (-1:
+    too few pixels; 0 for a window), and where background_avoid_flags had to be allowed back (`relaxed`)."""
+
+    sel: np.ndarray
+    k: np.ndarray
+    relaxed: np.ndarray
+
+
+def _annulus_selection(config: PhotometryConfig, dist: np.ndarray, usable: np.ndarray, strict: np.ndarray,
+                       r_in: np.ndarray, r_out: np.ndarray, widen: bool, relax: bool) -> _Selection:
+    """The first annulus (widened up to annulus_steps when `widen`) with enough strict pixels; where none
+    has, and `relax`, the first with enough usable pixels (avoided flags allowed back)."""
+    steps = config.annulus_steps if widen else 0
+    sel, k = annulus_choice(dist, strict, r_in, r_out, config.annulus_step, steps, config.background_min_pixels)
+    relaxed = np.zeros(k.size, dtype=bool)
+    if relax and np.any(k < 0):
+        sel2, k2 = annulus_choice(dist, usable, r_in, r_out, config.annulus_step, steps,
+                                  config.background_min_pixels)
+        relaxed = (k < 0) & (k2 >= 0)
+        sel[relaxed] = sel2[relaxed]
+        k = np.where(relaxed, k2, k)
+    return _Selection(sel, k, relaxed)
+
+
+def _window_selection(config: PhotometryConfig, dist: np.ndarray, usable: np.ndarray, strict: np.ndarray,
+                      radius: np.ndarray, relax: bool) -> _Selection:
+    """The window's strict pixels beyond radius + window_gap; where too few, and `relax`, its usable ones."""
+    excl = radius + config.window_gap
+    sel = window_selection(dist, strict, excl)
+    few = sel.sum(axis=1) < config.background_min_pixels
+    relaxed = np.zeros(few.size, dtype=bool)
+    if relax and np.any(few):
+        sel2 = window_selection(dist, usable, excl)
+        relaxed = few & (sel2.sum(axis=1) >= config.background_min_pixels)
+        sel[relaxed] = sel2[relaxed]
+    k = np.where(sel.sum(axis=1) < config.background_min_pixels, -1, 0)
+    return _Selection(sel, k, relaxed)
+
+
+def _local_background(config: PhotometryConfig, pix: Pixels, at: LocalPixels, radius: np.ndarray,
+                      zodi_scale: np.ndarray, tiles: PsfTiles | None, mask: NeighbourMask, r_max: float,
+                      ) -> Background:
+    """Clipped statistics over each source's annulus or window of usable pixels (neighbours' disks out).
+
+    Annulus: first the initial annulus of every source (a small ring), then, for those with too few
+    pixels, the widened ones (the full ring)."""
+    code = _pixel_code(pix, mask.count)
+    annulus = config.background == "annulus"
+    if annulus:
+        r_in, r_out = annulus_radii(config, radius)
+        r_lo, r_first, r_last = float(np.min(r_in)), float(np.max(r_out)), background_extent(config, r_max)
+    else:
+        r_in = r_out = None
+        r_lo = float(np.min(radius)) + config.window_gap
+        r_first = r_last = float(config.window_halfsize)
+    k = at.xl.size
+    out = _LocalResult.empty(k)
+    todo = np.arange(k)
+    for r_hi, last in ((r_first, r_first >= r_last), (r_last, True)):
+        if todo.size == 0:
+            break
+        retry = []
+        for sl in chunks_of(todo.size, ring_size(r_hi)):
+            j = todo[sl]
+            b = (Boxes.ring(at.ix[j], at.iy[j], r_lo, r_hi, pix.image.shape) if annulus
+                 else Boxes.around(at.ix[j], at.iy[j], config.window_halfsize, pix.image.shape))
+            dist = b.centre_distance(at.xl[j], at.yl[j])
+            usable, strict = _usable(b.take(code), b.inside, dist, mask, j)
+            if annulus:
+                choice = _annulus_selection(config, dist, usable, strict, r_in[j], r_out[j], last,
+                                            last and pix.avoid is not None)
+            else:
+                choice = _window_selection(config, dist, usable, strict, radius[j], pix.avoid is not None)
+            out.relaxed[j] = choice.relaxed
+            rows = slice(None)
+            if not last:
+                retry.append(j[choice.k < 0])
+                rows = choice.k >= 0
+                j, choice = j[rows], _Selection(choice.sel[rows], choice.k[rows], choice.relaxed[rows])
+            out.widened[j] = choice.k > 0
+            out.failed[j] = choice.k < 0
+            out.measure(j, config, pix, b, rows, choice.sel, zodi_scale, tiles)
+        todo = np.concatenate(retry) if retry else np.empty(0, dtype=np.int64)
+    return out.result(config)
+
+
+def _usable(code: np.ndarray, inside: np.ndarray, dist: np.ndarray, mask: NeighbourMask,
+            j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(usable, strict) of gathered pixels: usable = not bad and no other source's disk (a disk of one
+    source within our own disk radius may be our own); strict = usable and no avoided flag."""
+    own = (dist < mask.radius) & (mask.self_count[j, None] > 0)
+    usable = inside & (((code & 3) == 2) | (((code & 3) == 1) & own))
+    strict = usable & ((code & 4) == 0)
+    return usable, strict
+
+
+class _LocalResult(NamedTuple):
+    """The per-source arrays a local background fills, chunk by chunk."""
+
+    level: np.ndarray
+    std: np.ndarray
+    npix: np.ndarray
+    failed: np.ndarray
+    widened: np.ndarray
+    relaxed: np.ndarray
+    own_light: np.ndarray
+
+    @classmethod
+    def empty(cls, k: int) -> _LocalResult:
+        """Arrays for k sources: NaN levels, nothing counted, nothing flagged."""
+        flags = [np.zeros(k, dtype=bool) for _ in range(3)]
+        return cls(np.full(k, np.nan), np.full(k, np.nan), np.zeros(k, dtype=np.int64), *flags, np.zeros(k))
+
+    def measure(self, j: np.ndarray, config: PhotometryConfig, pix: Pixels, b: Boxes, rows: slice | np.ndarray,
+                sel: np.ndarray, zodi_scale: np.ndarray, tiles: PsfTiles | None) -> None:
+        """Fill sources `j` from their selected pixels `sel` of the gathered boxes `b` (its `rows`)."""
+        flat = b.flat[rows]
+        vals = np.take(pix.image.reshape(-1), flat).astype(float)
+        if config.zodi != "none":
+            vals -= zodi_scale[j, None] * np.take(pix.zodi.reshape(-1), flat)
+        vals[~sel] = np.nan
+        self.level[j], self.std[j], self.npix[j] = clipped_stats(vals, config.clip_sigma, config.clip_iters,
+                                                                 config.background_statistic)
+        if tiles is not None:
+            th = (tiles.tiles.shape[1] - 1) // 2
+            on_tile = (np.abs(b.ox) <= th) & (np.abs(b.oy) <= th)
+            pv = np.zeros(vals.shape)
+            pv[:, on_tile] = tiles.tiles[j][:, b.oy[on_tile] + th, b.ox[on_tile] + th]
+            pv[~sel] = np.nan
+            # the mean: with noise, a median shifts by the mean of small added values
+            self.own_light[j] = clipped_stats(pv, 0.0, 0, "mean")[0]
+
+    def result(self, config: PhotometryConfig) -> Background:
+        """The Background of the filled arrays: failed also where no finite level came out."""
+        failed = self.failed | ~np.isfinite(self.level)
+        err = config.bkg_error_factor * self.std / np.sqrt(np.maximum(self.npix, 1))
+        own = np.where(np.isfinite(self.own_light), self.own_light, 0.0)
+        conditions = {"BACKGROUND_FAILED": failed, "BACKGROUND_WIDENED": self.widened,
+                      "BACKGROUND_RELAXED": self.relaxed}
+        return Background(self.level, self.std, err, self.npix, failed, own, conditions)

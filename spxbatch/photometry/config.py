@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from spxbatch.errors import ConfigError
 from spxbatch.level2.constants import DEFAULT_BAD_FLAGS
+from spxbatch.photometry.conditions import CONDITION_BITS
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class PhotometryConfig:
 
     #: detected = SNR >= snr_threshold; good needs it too (SPXQuery: 5).
     snr_threshold: float = 5.0
-    #: Condition names (see quality.CONDITION_BITS) that make a measurement not good.
+    #: Condition names (see conditions.CONDITION_BITS) that make a measurement not good.
     disqualifying_conditions: tuple[str, ...] = (
         "EDGE", "BAD_PIXEL", "BLENDED", "BACKGROUND_FAILED", "NOT_MEASURED", "REGION_CLIPPED",
     )
@@ -124,8 +125,6 @@ class PhotometryConfig:
             raise ValueError("annulus_step and annulus_steps must be >= 0")
         if self.background_min_pixels < 1:
             raise ValueError("background_min_pixels must be >= 1")
-        from spxbatch.photometry.quality import CONDITION_BITS
-
         unknown = [c for c in self.disqualifying_conditions if c not in CONDITION_BITS]
         if unknown:
             raise ValueError(f"unknown condition names: {unknown}")

@@ -7,12 +7,15 @@ wholly inside the region (nearly all) skip the bounds checks.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 #: Largest distance between a source and the centre of its nearest pixel.
 _MAX_PHASE = np.sqrt(0.5)
+#: Elements per gathered (sources x pixels) array: bounds memory at ~32 MB per float64 array.
+CHUNK_ELEMENTS = 4_000_000
 
 
 @dataclass
@@ -79,10 +82,20 @@ class Boxes:
         return np.hypot(dx, dy)
 
 
-def chunks(n: int, size: int):
+def chunks(n: int, size: int) -> Iterator[slice]:
     """Slices covering range(n) in pieces of at most `size` (bounds the memory of N x M arrays)."""
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+def chunks_of(n: int, pixels_per_source: int) -> Iterator[slice]:
+    """Slices of range(n) sized so that a (sources x pixels_per_source) array holds at most CHUNK_ELEMENTS."""
+    return chunks(n, max(1, CHUNK_ELEMENTS // pixels_per_source))
+
+
+def ring_size(r_hi: float) -> int:
+    """Upper bound of the pixels per source of a pixel set reaching r_hi from the source (for chunking)."""
+    return int(4 * (r_hi + 1.5) ** 2)
 
 
 def exact_box_sums(values: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int) -> np.ndarray:

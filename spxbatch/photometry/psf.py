@@ -10,13 +10,17 @@ through the same exact-overlap circle (sep): it includes the PSF core offset and
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import sep
+from astropy.io import fits
 
-from spxbatch.level2.region import PSFCube
+from spxbatch.level2.region import PSFCube, psf_zone_centres
+from spxbatch.photometry.gather import chunks_of
 
 
 def psf_labels_swapped(version: str | None) -> bool:
@@ -35,40 +39,23 @@ def psf_labels_swapped(version: str | None) -> bool:
     return tuple(int(g) for g in m.groups()) <= (6, 5, 5)
 
 
-def zone_centres(header, swapped: bool) -> tuple[np.ndarray, np.ndarray]:
+def _corrected_centres(psf: PSFCube | fits.Header, swapped: bool) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) centres (0-based parent pixels) of each plane, labels corrected for the erratum."""
-    xc, yc = _header_centres(header)
+    xc, yc = psf.zone_centres if isinstance(psf, PSFCube) else psf_zone_centres(psf)
     return (yc, xc) if swapped else (xc, yc)
 
 
-_CENTRES: dict[int, tuple[object, np.ndarray, np.ndarray]] = {}
-
-
-def _header_centres(header) -> tuple[np.ndarray, np.ndarray]:
-    """The XCTR_k and YCTR_k values as labelled (cached per header object: reading 242 cards is slow)."""
-    hit = _CENTRES.get(id(header))
-    if hit is not None and hit[0] is header:
-        return hit[1], hit[2]
-    cards = {k: v for k, v in header.items() if k.startswith(("XCTR_", "YCTR_"))}
-    n = int(header.get("NAXIS3", 0)) or sum(1 for k in cards if k.startswith("XCTR_"))
-    xc = np.array([float(cards[f"XCTR_{k}"]) for k in range(1, n + 1)])
-    yc = np.array([float(cards[f"YCTR_{k}"]) for k in range(1, n + 1)])
-    if len(_CENTRES) > 64:
-        _CENTRES.clear()
-    _CENTRES[id(header)] = (header, xc, yc)
-    return xc, yc
-
-
 def zone_index(
-    header, x: np.ndarray, y: np.ndarray, version: str | None = None, method: str = "grid"
+    psf: PSFCube | fits.Header, x: np.ndarray, y: np.ndarray, version: str | None = None, method: str = "grid"
 ) -> np.ndarray:
-    """0-based plane index of the zone nearest each parent pixel (x, y).
+    """0-based plane index of the zone nearest each parent pixel (x, y), from a PSF's zone cards (a PSFCube,
+    whose centres are read once, or a PSF header).
 
     'grid': nearest of the sorted unique x and y centre values, plane = iy * nx + ix (x fastest), which
     does not depend on which card carries which label when the lattice is square. 'header': nearest
     labelled centre (XCTR_k, YCTR_k), with the labels swapped back for erratum versions.
     """
-    xc, yc = zone_centres(header, psf_labels_swapped(version))
+    xc, yc = _corrected_centres(psf, psf_labels_swapped(version))
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if method == "header":
@@ -155,7 +142,7 @@ class PSFModel:
     @classmethod
     def from_cube(cls, psf: PSFCube) -> PSFModel:
         """Model of one PSF HDU (OVERSAMP from its header, default 10)."""
-        return cls(psf=psf, oversamp=int(psf.header.get("OVERSAMP", 10)))
+        return cls(psf=psf, oversamp=psf.oversampling)
 
     @property
     def nzones(self) -> int:
@@ -255,3 +242,59 @@ def phases(v: np.ndarray) -> np.ndarray:
     star's numbers do not depend on its place in a batch."""
     v = np.asarray(v, dtype=float)
     return np.round((v - np.floor(v + 0.5)) * 2.0**30) / 2.0**30
+
+
+#: PSF models by content, the most recently used first out: (digest, shape, dtype, OVERSAMP) -> model.
+_MODELS: OrderedDict[tuple, PSFModel] = OrderedDict()
+_MAX_MODELS = 8
+
+
+def psf_model_for(psf: PSFCube) -> PSFModel:
+    """The cached PSFModel of a cube, keyed by its CONTENT digest (the same cube ships with every exposure
+    of a detector; one detector was seen shipping two cubes under one version), LRU of 8."""
+    key = (psf.digest, psf.cube.shape, psf.cube.dtype.str, psf.oversampling)
+    model = _MODELS.get(key)
+    if model is None:
+        model = PSFModel.from_cube(psf)
+        _MODELS[key] = model
+    _MODELS.move_to_end(key)
+    while len(_MODELS) > _MAX_MODELS:
+        _MODELS.popitem(last=False)
+    return model
+
+
+class SourcePSF(NamedTuple):
+    """Each source's PSF zone and that zone's FWHM (native px); zone 0 and fwhm None without a PSF."""
+
+    zones: np.ndarray
+    fwhm: np.ndarray | None
+
+
+def source_psf(model: PSFModel | None, psf: PSFCube | None, x: np.ndarray, y: np.ndarray, version: str | None,
+               method: str) -> SourcePSF:
+    """Zone (from `psf`'s own zone cards: equal cubes may carry other cards) and FWHM of sources at parent
+    pixels (x, y)."""
+    if model is None:
+        return SourcePSF(np.zeros(x.size, dtype=np.int64), None)
+    zones = zone_index(psf, x, y, version=version, method=method)
+    return SourcePSF(zones, model.fwhm(zones))
+
+
+class PsfTiles(NamedTuple):
+    """Each star's light on the native pixels around its nearest pixel, (N, t, t) float32, and its phases."""
+
+    tiles: np.ndarray
+    phase_x: np.ndarray
+    phase_y: np.ndarray
+
+
+def psf_tiles(model: PSFModel, zones: np.ndarray, xl: np.ndarray, yl: np.ndarray) -> PsfTiles:
+    """The PSF tiles of stars at region-local (xl, yl) in their zones (aperture correction, masked pixels,
+    and the star's own light in its background pixels read them)."""
+    phx, phy = phases(xl), phases(yl)
+    mh = model.tile_half()
+    t = 2 * mh + 1
+    tiles = np.empty((xl.size, t, t), dtype=np.float32)
+    for sl in chunks_of(xl.size, t * t):
+        tiles[sl] = model.tiles(zones[sl], phx[sl], phy[sl], mh)
+    return PsfTiles(tiles, phx, phy)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-from spxbatch.level2.region import WaveTable
+from spxbatch.level2.region import ImageRegion, WaveTable
 
 
 def _fractional_index(grid: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -65,3 +65,12 @@ def sample_map(image: np.ndarray, xl: np.ndarray, yl: np.ndarray) -> np.ndarray:
     yc = np.clip(yl, 0, ny - 1)
     out = _bilinear(np.asarray(image, dtype=float)[:, :, None], xc, yc)
     return out[:, 0]
+
+
+def source_wavelength(region: ImageRegion, parent_header: fits.Header, xl: np.ndarray, yl: np.ndarray,
+                      x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(wavelength, bandwidth) in um of each source: from the region's CWAVE/CBAND maps when it has both
+    (at region-local xl, yl), else from the WCS-WAVE table (at parent x, y)."""
+    if region.cwave is not None and region.cband is not None:
+        return sample_map(region.cwave, xl, yl), sample_map(region.cband, xl, yl)
+    return wave_from_table(region.wave, parent_header, x, y)

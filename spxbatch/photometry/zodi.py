@@ -8,9 +8,15 @@ sums are exact, so both give the same bits, whatever region holds the box.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from spxbatch.photometry.gather import Boxes, chunks, exact_box_sums
+from spxbatch.level2.region import ImageRegion
+from spxbatch.photometry.config import PhotometryConfig
+from spxbatch.photometry.gather import Boxes, chunks_of, exact_box_sums
+from spxbatch.photometry.masks import Pixels
+from spxbatch.photometry.positions import LocalPixels
 
 _Q = 2.0**24
 _QMAX = 2.0**38
@@ -48,7 +54,7 @@ def zodi_scale(
         num = np.empty(ix.size)
         den = np.empty(ix.size)
         nq = np.empty(ix.size, dtype=np.int64)
-        for sl in chunks(ix.size, max(1, 4_000_000 // (side * side))):
+        for sl in chunks_of(ix.size, side * side):
             b = Boxes.around(ix[sl], iy[sl], half, image.shape)
             q = b.inside & b.take(qualifies)
             w = np.where(q, b.take(weight), 0.0)
@@ -66,3 +72,34 @@ def zodi_scale(
         s = num / den
     ok = (nq >= min_fraction * np.maximum(n_in_frame, 1)) & np.isfinite(s) & (s > min_scale) & (s <= max_scale)
     return np.where(ok, s, 1.0), ~ok
+
+
+class ZodiScale(NamedTuple):
+    """Per source: the factor applied to the ZODI plane before subtraction, and where a fitted scale fell
+    back to 1."""
+
+    scale: np.ndarray
+    fell_back: np.ndarray
+
+
+def source_zodi_scale(config: PhotometryConfig, region: ImageRegion, pix: Pixels, at: LocalPixels,
+                      bits: dict[str, int]) -> ZodiScale:
+    """The zodi scale of each source by `config.zodi`: fitted over the good, non-SOURCE pixels of its box
+    ('fit'), 1 ('fixed') or 0 ('none')."""
+    k = at.ix.size
+    if config.zodi != "fit":
+        return ZodiScale(np.full(k, 1.0 if config.zodi == "fixed" else 0.0), np.zeros(k, dtype=bool))
+    qualifies = ~pix.bad & np.isfinite(pix.zodi)
+    if "SOURCE" in bits:
+        qualifies &= (pix.flags & (1 << bits["SOURCE"])) == 0
+    with np.errstate(divide="ignore"):
+        weight = np.where(qualifies, 1.0 / pix.variance, 0.0)
+    hz = config.zodi_halfsize
+    nyp, nxp = region.parent_shape
+    pix_x, pix_y = at.ix + region.x0, at.iy + region.y0
+    n_frame = (np.minimum(pix_x + hz, nxp - 1) - np.maximum(pix_x - hz, 0) + 1) * (
+        np.minimum(pix_y + hz, nyp - 1) - np.maximum(pix_y - hz, 0) + 1
+    )
+    scale, fell = zodi_scale(pix.image, pix.zodi, weight, qualifies, at.ix, at.iy, hz, n_frame,
+                             config.zodi_min_fraction, config.zodi_min_scale, config.zodi_max_scale)
+    return ZodiScale(scale, fell)

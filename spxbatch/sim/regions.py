@@ -14,7 +14,6 @@ from scipy.special import ndtr
 from spxbatch.level2.constants import FLAG_BITS, PIXEL_SCALE_ARCSEC, PSF_OVERSAMP, PSF_SIZE, PSF_ZONES
 from spxbatch.level2.region import ImageRegion, PSFCube, WaveTable
 from spxbatch.level2.wcs import celestial_wcs
-from spxbatch.photometry.gather import Boxes
 
 
 def gaussian_cells(edges_x: np.ndarray, edges_y: np.ndarray, sigma: float, mux: float, muy: float) -> np.ndarray:
@@ -60,6 +59,19 @@ def stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray
     ok = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
     np.add.at(img, (py[ok], px[ok]), st[ok])
     return img
+
+
+def near_points(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Boolean image: pixels whose centre lies within `radius` of any of the 0-based points (x, y)."""
+    ny, nx = shape
+    near = np.zeros(shape, dtype=bool)
+    off = np.arange(-(int(np.ceil(radius)) + 1), int(np.ceil(radius)) + 2)
+    px = np.floor(np.asarray(x) + 0.5).astype(int)[:, None, None] + off[None, None, :]
+    py = np.floor(np.asarray(y) + 0.5).astype(int)[:, None, None] + off[None, :, None]
+    d2 = (px - np.asarray(x)[:, None, None]) ** 2 + (py - np.asarray(y)[:, None, None]) ** 2
+    sel = (d2 < radius**2) & (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
+    near[np.broadcast_to(py, sel.shape)[sel], np.broadcast_to(px, sel.shape)[sel]] = True
+    return near
 
 
 def image_header(npix: int, sip: bool = True, detector: int = 3) -> fits.Header:
@@ -147,10 +159,7 @@ def make_region(
     img = signal + (np.random.default_rng(seed).normal(size=signal.shape) * np.sqrt(var) if noise else 0.0)
     flags = np.zeros((npix, npix), dtype=np.int32)
     if source_radius > 0:
-        b = Boxes.around(np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int),
-                         int(np.ceil(source_radius)) + 1, (npix, npix))
-        near = b.flat[b.inside & (b.centre_distance(x, y) < source_radius)]
-        flags.reshape(-1)[near] |= 1 << FLAG_BITS["SOURCE"]
+        flags[near_points((npix, npix), x, y, source_radius)] |= 1 << FLAG_BITS["SOURCE"]
     hdr = image_header(npix, sip=sip)
     fh = fits.Header()
     for name, bit in FLAG_BITS.items():
