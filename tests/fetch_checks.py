@@ -8,6 +8,7 @@ from astropy.io import fits
 
 from spxbatch.level2.layout import PLANES
 from spxbatch.level2.naming import IBE_ROOT, calibration_relpath
+from spxbatch.level2.region import array_digest
 
 HALF = 6
 
@@ -51,6 +52,7 @@ def check_same_as_local(result, path, n_sources: int, calib_root=None, detector=
                 assert np.array_equal(got, hdul[name].data[sl], equal_nan=True), name
             assert region.parent_shape == hdul["IMAGE"].data.shape
             assert np.array_equal(region.psf.cube, hdul["PSF"].data)
+            assert region.psf.digest == array_digest(hdul["PSF"].data)  # the content key of the PSF model cache
             assert region.psf.header["XCTR_1"] == hdul["PSF"].header["XCTR_1"]  # the file's own zone cards
             assert np.array_equal(region.wave.values.ravel(), np.asarray(wave, dtype=float).ravel())
             if calib_root is not None:

@@ -66,18 +66,19 @@ class ImageTables:
                 cube = f"average_psf: unavailable ({exc.reason})"
             if isinstance(cube, str):
                 notes.append(cube)
-            elif cube.shape == tuple(shape):
-                return PSFCube(cube=cube, header=header), notes
+            elif cube[0].shape == tuple(shape):
+                return PSFCube(cube=cube[0], header=header, digest=cube[1]), notes
             else:
-                notes.append(f"average_psf: shape {cube.shape} != the file's {tuple(shape)}; file PSF used")
+                notes.append(f"average_psf: shape {cube[0].shape} != the file's {tuple(shape)}; file PSF used")
         cache = self.ctx.cache
         key = ("file", self.target.detector, self.target.version, header_digest(header))
         if free and key not in cache.psf_index:
             cache.psf_index[key] = cache.add_psf_bytes(own_bytes(), dtype, shape)
-        return PSFCube(cube=cache.psf_cube(key, own_bytes, dtype, shape), header=header), notes
+        cube = cache.psf_cube(key, own_bytes, dtype, shape)
+        return PSFCube(cube=cube, header=header, digest=cache.psf_index[key]), notes
 
-    def _average_psf(self) -> np.ndarray | str:
-        """The average_psf cube of the target's detector, or why it is unavailable."""
+    def _average_psf(self) -> tuple[np.ndarray, str] | str:
+        """The average_psf cube of the target's detector and its content digest, or why it is unavailable."""
         fmap = calibration_map(self.ctx, self.target, "average_psf")
         if isinstance(fmap, str):
             return fmap
@@ -86,8 +87,9 @@ class ImageTables:
             return "average_psf: no 3-D PSF extension"
         span = [(entry.data_offset, entry.data_offset + entry.data_size)]
         key = ("average_psf", self.target.detector, self.target.release)
-        return self.ctx.cache.psf_cube(key, lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0],
+        cube = self.ctx.cache.psf_cube(key, lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0],
                                        entry.dtype, entry.shape)
+        return cube, self.ctx.cache.psf_index[key]
 
     def wave_for_fitsmap(self, fmap: FitsMap) -> WaveTable:
         """The WCS-WAVE table of a scanned file, from the bytes the header scan kept or one small range read."""

@@ -18,6 +18,7 @@ from spxbatch.fetch.cache import FetchCache
 from spxbatch.fetch.fetch import FetchOptions, fetch_image
 from spxbatch.level2.layout import PLANES
 from spxbatch.level2.naming import IBE_ROOT
+from spxbatch.level2.region import array_digest
 from spxbatch.sim.server import serve_archive
 
 #: Small merge gap so that the 128-px test images are read as several strips.
@@ -102,6 +103,7 @@ def test_psf_read_once_per_detector(server, sim_archive, truth):
             result = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF,
                                  cache=cache, options=opts)
             assert result.error is None and all(r.psf is not None for r, _ in result.regions)
+            assert all(r.psf.digest == array_digest(r.psf.cube) for r, _ in result.regions)
         psf_bytes = 121 * 4 * int(np.prod(fits.getdata(sim_archive.root / files[0], "PSF").shape[1:]))
         big = [e for e in server.access_log if e["method"] == "GET" and e["bytes"] >= psf_bytes]
         n_versions = len({f.split("/")[3] for f in files})
