@@ -47,7 +47,8 @@ def zodi_scale(
     """(scale, fell_back) per source, from region arrays `image`, `zodi`, `weight` (1/var) and the boolean
     `qualifies` (good, non-SOURCE, finite), over the box of half-size `half` around each (ix, iy).
     `n_in_frame` is the number of box pixels inside the parent frame: the fraction of qualifying pixels
-    is counted against it, so a region edge that is not the frame's edge does not look like bad data.
+    is counted against it, so the frame's own edge does not look like bad data, while a region too small
+    to hold the box does (its sources are REGION_CLIPPED anyway).
     """
     side = 2 * half + 1
     if ix.size * side * side < image.size:  # sparse sources: sum the gathered boxes (same integers)

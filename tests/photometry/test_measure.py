@@ -349,6 +349,11 @@ def test_crops_give_the_same_numbers_as_the_whole_region(monkeypatch):
     y = rng.uniform(20, 1004, 12)
     region, ra, dec = make_region(1024, x, y, rng.uniform(1, 30, 12), noise=True, seed=2)
     region.flags[int(y[0]) + 1, int(x[0])] |= 1 << FLAG_BITS["HOT"]
+    monkeypatch.setattr(crops, "CROP_COST_S", 1e-4)  # cheap crops: the 12 sources are measured on crops
+    from spxbatch.photometry import neighbourhood_halfsize
+
+    halfsize = neighbourhood_halfsize(PhotometryConfig(), region.psf)
+    assert len(list(crops.region_crops(region, x, y, halfsize, whole=False))) > 1
     cropped = measure_region(region, ra, dec, PhotometryConfig())
     monkeypatch.setattr(crops, "CROP_COST_S", 1e9)  # crops now cost more than the whole region
     whole = measure_region(region, ra, dec, PhotometryConfig())
@@ -381,3 +386,14 @@ def test_empty_inputs_and_all_nan_variance():
     region.variance[:] = np.nan  # no usable variance at all: masked everywhere, nothing measured, no crash
     out = measure_region(region, ra, dec, PhotometryConfig())
     assert not out["measured"][0] and out["condition"][0] & bit("BAD_PIXEL")
+
+
+def test_every_pixel_masked_measures_nothing_and_says_why():
+    region, ra, dec = make_region(64, np.array([30.2, 1.0]), np.array([31.7, 40.0]), np.array([5.0, 5.0]))
+    region.flags[:] |= 1 << FLAG_BITS["NONFUNC"]
+    for background in ("annulus", "window", "none"):
+        out = measure_region(region, ra, dec, PhotometryConfig(background=background))
+        assert not out["measured"].any() and np.isnan(out["flux"]).all(), background
+        assert np.all(out["condition"] & bit("NOT_MEASURED")) and np.all(out["condition"] & bit("BAD_PIXEL"))
+        expect = "no_pixels" if background == "none" else "no_background"
+        assert set(out["status"]) == {expect}, background

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import sep
 
-from spxbatch.photometry.psf import PSFModel, phases, plane_fwhm, psf_labels_swapped, zone_index
-from spxbatch.sim.regions import psf_cube, stars
+from spxbatch.level2.region import PSFCube
+from spxbatch.photometry.config import PhotometryConfig
+from spxbatch.photometry.measure import measure_region
+from spxbatch.photometry.psf import (
+    PSFModel,
+    phases,
+    plane_fwhm,
+    psf_labels_swapped,
+    psf_model_for,
+    psf_tiles,
+    source_psf,
+    zone_index,
+)
+from spxbatch.sim.regions import make_region, psf_cube, stars
 
 
 @pytest.mark.parametrize(
@@ -91,3 +105,58 @@ def test_masked_pixels_reduce_the_kept_fraction():
     missing[0, h, h] = True  # the peak pixel
     full, kept = model.aperture_fractions(tiles, np.array([0.2]), np.array([-0.1]), 2.5, missing)
     np.testing.assert_allclose(full - kept, tiles[0, h, h], rtol=1e-6)
+
+
+def test_one_model_per_content_whatever_the_array_object():
+    a = psf_cube()
+    same = PSFCube(cube=a.cube.copy(), header=a.header.copy())  # another array, equal content
+    other = psf_cube(sigma=0.9)
+    assert same.digest == a.digest != other.digest
+    assert psf_model_for(same) is psf_model_for(a)
+    assert psf_model_for(other) is not psf_model_for(a)
+    # the digest is of the content, set once: the fetch layer's digest of the file's bytes is the same value
+    big = a.cube.astype(">f4")
+    assert PSFCube(cube=big, header=a.header).digest == a.digest
+    assert PSFCube(cube=a.cube, header=a.header, digest="given").digest == "given"
+    # OVERSAMP is part of the model: the same cube read with another oversampling is another model
+    h = a.header.copy()
+    h["OVERSAMP"] = 5
+    assert psf_model_for(PSFCube(cube=a.cube, header=h)).oversamp == 5
+
+
+def test_zones_come_from_each_regions_own_cards_when_cubes_are_equal():
+    """One detector's cube shipped under two versions with other zone cards (the erratum swap, renumbered
+    centres): the model is shared, the zones are not (a cache keyed by content must not keep the first cards)."""
+    x = np.array([25.0, 475.0, 37.0])
+    y = np.array([475.0, 25.0, 250.0])
+    right = psf_cube(npix=512, swapped=False)
+    swapped = PSFCube(cube=right.cube, header=psf_cube(npix=512, swapped=True).header)
+    shifted = PSFCube(cube=right.cube, header=psf_cube(npix=256).header)  # other zone centres
+    model = psf_model_for(right)
+    assert psf_model_for(swapped) is model and psf_model_for(shifted) is model
+    expect = source_psf(model, right, x, y, "6.5.6", "header").zones
+    # read as labelled, the swapped cards give other zones; with the erratum version they give the right ones
+    assert np.any(source_psf(model, swapped, x, y, "6.5.6", "header").zones != expect)
+    np.testing.assert_array_equal(source_psf(model, swapped, x, y, "6.5.4", "header").zones, expect)
+    assert np.any(source_psf(model, shifted, x, y, "6.5.6", "grid").zones != expect)
+    # and through measure_region: each region's own cards
+    for psf in (right, swapped):
+        region, ra, dec = make_region(512, x, y, np.ones(3), version="6.5.4" if psf is swapped else "6.5.6")
+        region = replace(region, psf=psf)
+        out = measure_region(region, ra, dec, PhotometryConfig(psf_zone_lookup="header"))
+        np.testing.assert_array_equal(out["psf_zone"], expect)
+
+
+def test_source_psf_and_tiles():
+    model = psf_model_for(psf_cube())
+    none = source_psf(None, None, np.array([1.0, 2.0]), np.array([1.0, 2.0]), None, "grid")
+    assert list(none.zones) == [0, 0] and none.fwhm is None
+    zf = source_psf(model, model.psf, np.array([10.0]), np.array([2000.0]), None, "grid")
+    assert zf.zones[0] == 110 and zf.fwhm[0] == pytest.approx(2.3548 * 0.85, rel=0.03)
+    xl, yl = np.array([20.3, 7.51]), np.array([19.6, 8.0])
+    t = psf_tiles(model, np.zeros(2, dtype=int), xl, yl)
+    assert t.tiles.dtype == np.float32 and t.tiles.shape == (2, 2 * model.tile_half() + 1, 2 * model.tile_half() + 1)
+    np.testing.assert_allclose(t.tiles.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(t.phase_x, phases(xl))
+    np.testing.assert_array_equal(t.tiles, model.tiles(np.zeros(2, dtype=int), t.phase_x, t.phase_y,
+                                                       model.tile_half()).astype(np.float32))
