@@ -151,7 +151,9 @@ def _global_background(config: PhotometryConfig, pix: Pixels, at: LocalPixels, z
 def _pixel_code(pix: Pixels, count: np.ndarray) -> np.ndarray:
     """Per pixel: 2 = usable, 1 = usable unless another source's disk (count 1: maybe our own), 0 = not;
     plus 4 where background_avoid_flags are set."""
-    code = np.where(pix.bad | (count > 1), 0, np.where(count == 1, 1, 2)).astype(np.int8)
+    code = np.minimum(count, 2).astype(np.int8)  # counts are >= 0: 2 - min(count, 2) is 2, 1 or 0
+    np.subtract(2, code, out=code)
+    code[pix.bad] = 0
     if pix.avoid is not None:
         code = code | (pix.avoid.astype(np.int8) << 2)
     return code

@@ -34,7 +34,7 @@ def _quantised(v: np.ndarray) -> np.ndarray:
 def zodi_scale(
     image: np.ndarray,
     zodi: np.ndarray,
-    weight: np.ndarray,
+    variance: np.ndarray,
     qualifies: np.ndarray,
     ix: np.ndarray,
     iy: np.ndarray,
@@ -44,8 +44,9 @@ def zodi_scale(
     min_scale: float,
     max_scale: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, fell_back) per source, from region arrays `image`, `zodi`, `weight` (1/var) and the boolean
-    `qualifies` (good, non-SOURCE, finite), over the box of half-size `half` around each (ix, iy).
+    """(scale, fell_back) per source, from region arrays `image`, `zodi`, `variance` (weights 1/variance) and
+    the boolean `qualifies` (good, non-SOURCE, finite), over the box of half-size `half` around each (ix, iy).
+    Weights are computed only where they are used (the gathered boxes of sparse sources).
     `n_in_frame` is the number of box pixels inside the parent frame: the fraction of qualifying pixels
     is counted against it, so the frame's own edge does not look like bad data, while a region too small
     to hold the box does (its sources are REGION_CLIPPED anyway).
@@ -58,13 +59,15 @@ def zodi_scale(
         for sl in chunks_of(ix.size, side * side):
             b = Boxes.around(ix[sl], iy[sl], half, image.shape)
             q = b.inside & b.take(qualifies)
-            w = np.where(q, b.take(weight), 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = np.where(q, 1.0 / b.take(variance), 0.0)
             z = np.where(q, b.take(zodi).astype(float), 0.0)
             num[sl] = _quantised(w * b.take(image) * z).sum(axis=1) / _Q
             den[sl] = _quantised(w * z * z).sum(axis=1) / _Q
             nq[sl] = q.sum(axis=1)
     else:
-        w = np.where(qualifies, weight, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(qualifies, 1.0 / variance, 0.0)
         z = np.where(qualifies, zodi.astype(float), 0.0)
         num = exact_box_sums(_quantised(w * image * z), ix, iy, half) / _Q
         den = exact_box_sums(_quantised(w * z * z), ix, iy, half) / _Q
@@ -93,14 +96,12 @@ def source_zodi_scale(config: PhotometryConfig, region: ImageRegion, pix: Pixels
     qualifies = ~pix.bad & np.isfinite(pix.zodi)
     if "SOURCE" in bits:
         qualifies &= (pix.flags & (1 << bits["SOURCE"])) == 0
-    with np.errstate(divide="ignore"):
-        weight = np.where(qualifies, 1.0 / pix.variance, 0.0)
     hz = config.zodi_halfsize
     nyp, nxp = region.parent_shape
     pix_x, pix_y = at.ix + region.x0, at.iy + region.y0
     n_frame = (np.minimum(pix_x + hz, nxp - 1) - np.maximum(pix_x - hz, 0) + 1) * (
         np.minimum(pix_y + hz, nyp - 1) - np.maximum(pix_y - hz, 0) + 1
     )
-    scale, fell = zodi_scale(pix.image, pix.zodi, weight, qualifies, at.ix, at.iy, hz, n_frame,
+    scale, fell = zodi_scale(pix.image, pix.zodi, pix.variance, qualifies, at.ix, at.iy, hz, n_frame,
                              config.zodi_min_fraction, config.zodi_min_scale, config.zodi_max_scale)
     return ZodiScale(scale, fell)

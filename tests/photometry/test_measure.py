@@ -367,11 +367,11 @@ def test_zodi_scale_gather_and_summed_area_paths_agree():
     rng = np.random.default_rng(8)
     image = rng.normal(1.0, 0.1, (200, 200))
     zodi = 0.8 + rng.normal(0, 0.01, (200, 200))
-    weight = 1 / rng.uniform(0.5, 2, (200, 200))
+    variance = rng.uniform(0.5, 2, (200, 200))
     qualifies = rng.random((200, 200)) > 0.3
     ix = rng.integers(0, 200, 5)
     iy = rng.integers(0, 200, 5)
-    args = (image, zodi, weight, qualifies)
+    args = (image, zodi, variance, qualifies)
     sparse = zodi_scale(*args, ix, iy, 10, np.full(5, 441), 0.5, 0.0, 10.0)
     dense = zodi_scale(*args, np.repeat(ix, 100), np.repeat(iy, 100), 10, np.full(500, 441), 0.5, 0.0, 10.0)
     np.testing.assert_array_equal(np.repeat(sparse[0], 100), dense[0])
