@@ -15,7 +15,7 @@ import numpy as np
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.gather import Boxes, chunks_of
 from spxbatch.photometry.positions import LocalPixels
-from spxbatch.photometry.psf import PSFModel, PsfTiles
+from spxbatch.photometry.psf import PsfTiles, aperture_fractions
 
 
 class ApertureCorrection(NamedTuple):
@@ -26,13 +26,14 @@ class ApertureCorrection(NamedTuple):
     mask_corrected: np.ndarray
 
 
-def aperture_correction(config: PhotometryConfig, model: PSFModel | None, tiles: PsfTiles | None,
-                        bad: np.ndarray, at: LocalPixels, radius: np.ndarray, area: np.ndarray,
-                        own_light: np.ndarray, partial: np.ndarray) -> ApertureCorrection:
-    """The correction of apertures of `radius` and unmasked `area` at the local positions `at`; `partial`
-    marks the apertures that miss pixels (masked, off the frame, off the region). Without a PSF: 1."""
+def aperture_correction(config: PhotometryConfig, tiles: PsfTiles | None, bad: np.ndarray, at: LocalPixels,
+                        radius: np.ndarray, area: np.ndarray, own_light: np.ndarray,
+                        partial: np.ndarray) -> ApertureCorrection:
+    """The correction of apertures of `radius` and unmasked `area` at the local positions `at`, from the
+    stars' PSF `tiles`; `partial` marks the apertures that miss pixels (masked, off the frame, off the
+    region). Without a PSF (no tiles): 1."""
     k = at.xl.size
-    if model is None or tiles is None:
+    if tiles is None:
         return ApertureCorrection(np.ones(k), np.zeros(k, dtype=bool))
     full = np.empty(k)
     kept = np.empty(k)
@@ -44,8 +45,8 @@ def aperture_correction(config: PhotometryConfig, model: PSFModel | None, tiles:
             b = Boxes.around(at.ix[sl], at.iy[sl], mh, bad.shape)
             missing = (~b.inside | b.take(bad)).reshape(-1, t, t)
             missing &= partial[sl, None, None]
-        full[sl], kept[sl] = model.aperture_fractions(tiles.tiles[sl].astype(float), tiles.phase_x[sl],
-                                                      tiles.phase_y[sl], radius[sl], missing)
+        full[sl], kept[sl] = aperture_fractions(tiles.tiles[sl].astype(float), tiles.phase_x[sl], tiles.phase_y[sl],
+                                                radius[sl], missing)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = kept / full
     fraction = kept - area * own_light if config.aperture_correction else ratio

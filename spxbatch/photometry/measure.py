@@ -164,7 +164,7 @@ def _measure_crop(image: _Image, crop: ImageRegion, src: _Sources) -> tuple[dict
     if cfg.background in ("annulus", "window"):
         mask = neighbour_mask(crop, image.neighbour_x, image.neighbour_y, image.r_mask, src.self_count)
     bkg = source_background(cfg, pix, at, src.radius, zodi.scale, tiles, mask, image.r_max)
-    corr = aperture_correction(cfg, image.model, tiles, pix.bad, at, src.radius, footprint.area, bkg.own_light,
+    corr = aperture_correction(cfg, tiles, pix.bad, at, src.radius, footprint.area, bkg.own_light,
                                footprint.has_masked | at_edge | at.clipped)
     omega = source_solid_angle(crop, image.wcs, at.xl, at.yl, src.x, src.y)
     flux = source_fluxes(sums, zodi.scale, bkg, footprint, corr.fraction, ujy_per_mjysr_pixel(omega))

@@ -1,4 +1,5 @@
-"""The PSF cube: zone lookup (with the header erratum), FWHM per zone, and aperture fractions.
+"""The PSF: zone lookup (with the header erratum), FWHM per zone, each star's light binned onto native pixels
+(tiles) and the aperture fractions read from them; one model per cube content, cached.
 
 The cube holds 11x11 zone planes oversampled OVERSAMP times; fine pixel k of a plane is centred at
 (k - c) / OVERSAMP native pixels from the declared PSF centre, c = (size - 1) / 2. A star's native pixel
@@ -217,24 +218,26 @@ class PSFModel:
         # explicit sum over k (not einsum/BLAS): the same bits whatever the batch size
         return (gy[:, :, :, None] * gx[:, :, None, :]).sum(axis=1)
 
-    def aperture_fractions(
-        self, tiles: np.ndarray, phase_x: np.ndarray, phase_y: np.ndarray, radius: np.ndarray,
-        missing: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(enclosed, kept): the fraction of each star's total light that an exact-overlap circle of
-        `radius` collects from its `tiles` (N, t, t) (from `tiles`, same phases), and the part of it on
-        pixels not `missing` ((N, t, t) booleans, or None: kept = enclosed)."""
-        k, t, _ = tiles.shape
-        mh = (t - 1) // 2
-        radius = np.broadcast_to(np.asarray(radius, dtype=float), (k,))
-        cx = mh + np.asarray(phase_x)
-        cy = np.arange(k) * t + mh + np.asarray(phase_y)
-        full, _, _ = sep.sum_circle(np.ascontiguousarray(tiles.reshape(k * t, t)), cx, cy, radius, subpix=0)
-        if missing is None:
-            return full, full
-        kept, _, _ = sep.sum_circle(np.ascontiguousarray((tiles * ~missing).reshape(k * t, t)), cx, cy, radius,
-                                    subpix=0)
-        return full, kept
+
+def aperture_fractions(
+    tiles: np.ndarray, phase_x: np.ndarray, phase_y: np.ndarray, radius: np.ndarray,
+    missing: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(enclosed, kept): the fraction of each star's total light that an exact-overlap circle of
+    `radius` collects from its `tiles` (N, t, t) (PSFModel.tiles at the same phases: any PSF binned onto
+    native pixels), and the part of it on pixels not `missing` ((N, t, t) booleans, or None: kept =
+    enclosed)."""
+    k, t, _ = tiles.shape
+    mh = (t - 1) // 2
+    radius = np.broadcast_to(np.asarray(radius, dtype=float), (k,))
+    cx = mh + np.asarray(phase_x)
+    cy = np.arange(k) * t + mh + np.asarray(phase_y)
+    full, _, _ = sep.sum_circle(np.ascontiguousarray(tiles.reshape(k * t, t)), cx, cy, radius, subpix=0)
+    if missing is None:
+        return full, full
+    kept, _, _ = sep.sum_circle(np.ascontiguousarray((tiles * ~missing).reshape(k * t, t)), cx, cy, radius,
+                                subpix=0)
+    return full, kept
 
 
 def phases(v: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.measure import measure_region
 from spxbatch.photometry.psf import (
     PSFModel,
+    aperture_fractions,
     phases,
     plane_fwhm,
     psf_labels_swapped,
@@ -83,7 +84,7 @@ def test_aperture_fraction_equals_rendered_star_at_any_phase():
     y = rng.uniform(20, 40, 60)
     tiles = model.tiles(np.zeros(60, dtype=int), phases(x), phases(y), model.tile_half())
     for r in (1.5, 2.5, 3.7):
-        frac, _ = model.aperture_fractions(tiles, phases(x), phases(y), r)
+        frac, _ = aperture_fractions(tiles, phases(x), phases(y), r)
         direct = np.array([
             sep.sum_circle(stars((64, 64), x[i : i + 1], y[i : i + 1], np.ones(1)), x[i : i + 1], y[i : i + 1], r,
                            subpix=0)[0][0]
@@ -103,7 +104,7 @@ def test_masked_pixels_reduce_the_kept_fraction():
     tiles = model.tiles(np.zeros(1, dtype=int), np.array([0.2]), np.array([-0.1]), h)
     missing = np.zeros_like(tiles, dtype=bool)
     missing[0, h, h] = True  # the peak pixel
-    full, kept = model.aperture_fractions(tiles, np.array([0.2]), np.array([-0.1]), 2.5, missing)
+    full, kept = aperture_fractions(tiles, np.array([0.2]), np.array([-0.1]), 2.5, missing)
     np.testing.assert_allclose(full - kept, tiles[0, h, h], rtol=1e-6)
 
 
