@@ -128,8 +128,8 @@ def source_background(config: PhotometryConfig, pix: Pixels, at: LocalPixels, ra
     local methods, 'annulus' and 'window', only."""
     k = at.xl.size
     if config.background == "none":
-        zero = np.zeros(k)
-        return Background(zero, zero, zero, np.zeros(k, dtype=np.int64), np.zeros(k, dtype=bool), np.zeros(k), {})
+        return Background(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, dtype=np.int64), np.zeros(k, dtype=bool),
+                          np.zeros(k), {})
     if config.background == "global":
         return _global_background(config, pix, at, zodi_scale)
     return _local_background(config, pix, at, radius, zodi_scale, tiles, mask, r_max)
