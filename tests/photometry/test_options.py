@@ -1,5 +1,5 @@
 """Every PhotometryConfig option changes the result on a field built to exercise it (so an ignored option
-fails here); the behaviour of each is tested in detail in test_photometry_engine.py."""
+fails here); the behaviour of each is tested in detail in test_measure.py and the phase tests."""
 
 from __future__ import annotations
 
@@ -97,6 +97,6 @@ def test_fallback_fwhm_without_psf(field):
 def test_every_option_is_exercised():
     from dataclasses import fields
 
-    # zone lookup: test_photometry_psf; fallback_fwhm: above
+    # zone lookup: test_psf.py; fallback_fwhm: above
     tested = {k for _, c in OPTIONS for k in c} | {"psf_zone_lookup", "fallback_fwhm"}
     assert {f.name for f in fields(PhotometryConfig)} <= tested
