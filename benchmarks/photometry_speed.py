@@ -64,14 +64,14 @@ def main() -> None:
 
     rows = []
     for n in sizes:
-        reps = args.repeats
-        t = timed(lambda n=n: sep.sum_circle(img, x[:n], y[:n], 2.5, var=var, subpix=0), reps)
+        t = timed(lambda n=n: sep.sum_circle(img, x[:n], y[:n], 2.5, var=var, subpix=0), args.repeats)
         rows.append((n, "sep.sum_circle (baseline)", t))
-        t = timed(lambda n=n: sep.sum_circle(img, x[:n], y[:n], 2.5, var=var, bkgann=(3.9, 5.9), subpix=0), reps)
+        t = timed(lambda n=n: sep.sum_circle(img, x[:n], y[:n], 2.5, var=var, bkgann=(3.9, 5.9), subpix=0),
+                  args.repeats)
         rows.append((n, "sep.sum_circle + bkgann", t))
         for method in methods:
             cfg = PhotometryConfig(background=method)
-            t = timed(lambda n=n, cfg=cfg: measure_region(region, ra[:n], dec[:n], cfg), reps)
+            t = timed(lambda n=n, cfg=cfg: measure_region(region, ra[:n], dec[:n], cfg), args.repeats)
             rows.append((n, f"measure_region {method}", t))
         for n_, name, (w, c) in rows[-(2 + len(methods)):]:
             print(f"{n_:>8d}  {name:<28s} wall {w:9.4f} s  cpu {c:9.4f} s  {n_ / c:12,.0f} meas/s/core")
