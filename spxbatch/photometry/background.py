@@ -32,15 +32,17 @@ def clipped_stats(
     Each iteration clips to [median - sigma*std, median + sigma*std] of the kept values (ddof=0), as
     astropy does; the returned centre is the median (or mean) of the finally kept values. NaN if n == 0.
     """
-    v = np.sort(values, axis=1)  # NaN sorts last
-    n_rows, m = v.shape
+    d = np.sort(values, axis=1)  # NaN sorts last
+    n_rows, m = d.shape
     rows = np.arange(n_rows)
     cols = np.arange(m)[None, :]
-    hi = np.isfinite(v).sum(axis=1)
+    finite = np.isfinite(d)
+    hi = finite.sum(axis=1)
     lo = np.zeros(n_rows, dtype=np.int64)
-    ref = np.where(hi > 0, v[rows, np.maximum(hi - 1, 0) // 2], 0.0)
-    # centred (no cancellation in the sums); non-finite -> +inf, still sorted last, never counted
-    d = np.where(np.isfinite(v), v - ref[:, None], np.inf)
+    ref = np.where(hi > 0, d[rows, np.maximum(hi - 1, 0) // 2], 0.0)
+    # centred (no cancellation in the sums); non-finite -> +inf, still sorted last, never counted; in place
+    np.subtract(d, ref[:, None], out=d)
+    d[~finite] = np.inf
     fin = np.where(np.isfinite(d), d, 0.0)
     fin2 = fin * fin
 
@@ -280,7 +282,8 @@ class _LocalResult(NamedTuple):
         vals = np.take(pix.image.reshape(-1), flat).astype(float)
         if config.zodi != "none":
             vals -= zodi_scale[j, None] * np.take(pix.zodi.reshape(-1), flat)
-        vals[~sel] = np.nan
+        unused = ~sel
+        vals[unused] = np.nan
         self.level[j], self.std[j], self.npix[j] = clipped_stats(vals, config.clip_sigma, config.clip_iters,
                                                                  config.background_statistic)
         if tiles is not None:
@@ -288,7 +291,7 @@ class _LocalResult(NamedTuple):
             on_tile = (np.abs(b.ox) <= th) & (np.abs(b.oy) <= th)
             pv = np.zeros(vals.shape)
             pv[:, on_tile] = tiles.tiles[j][:, b.oy[on_tile] + th, b.ox[on_tile] + th]
-            pv[~sel] = np.nan
+            pv[unused] = np.nan
             # the mean: with noise, a median shifts by the mean of small added values
             self.own_light[j] = clipped_stats(pv, 0.0, 0, "mean")[0]
 
