@@ -35,7 +35,6 @@ PURE = {"sky", "level2", "photometry"}
 #: Files that break a rule today and the issue-12 work that removes it (strict xfail: once a rule holds, the
 #: entry must go, so the list can only shrink).
 KNOWN_VIOLATIONS: set[str] = set()
-KNOWN_CYCLES = True
 
 
 def _module_name(path: Path) -> str:
@@ -100,7 +99,6 @@ def test_pure_stages_do_no_io(path):
     assert not used & IO_MODULES, f"{path.relative_to(PACKAGE)} imports {sorted(used & IO_MODULES)}"
 
 
-@pytest.mark.xfail(KNOWN_CYCLES, strict=True, reason="photometry config<->quality")
 def test_no_import_cycles():
     """Depth-first search over the module graph (function-level imports count: they hide cycles)."""
     state: dict[str, int] = {}
