@@ -84,3 +84,17 @@ def test_a_part_column_outside_the_schema_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not in the part schema"):
         rd.write_part(1, _measured_rows(1, 1).assign(flux_typo=1.0), {"error": None})
     assert not rd.part_path(1).exists()
+
+
+def test_the_part_schema_and_the_cube_schema_agree():
+    """A measurement column's type is the same in the parts and in the cube (no cast that changes values)."""
+    from spxbatch.cube.assemble import OBS_VARIABLES
+    from spxbatch.pipeline.rundir import PART_SCHEMA
+
+    shared = [name for name in OBS_VARIABLES if name in PART_SCHEMA.names]
+    assert len(shared) == len(OBS_VARIABLES)  # every cube measurement column comes from the parts
+    for name in shared:
+        cube_dtype = OBS_VARIABLES[name][0]
+        part_type = PART_SCHEMA.field(name).type
+        expected = pa.string() if cube_dtype == "str" else pa.from_numpy_dtype(np.dtype(cube_dtype))
+        assert part_type == expected, name
