@@ -20,11 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spxbatch.files import atomic_write_bytes
+from spxbatch.photometry.columns import COLUMNS, Column
 
 #: Every stage, in running order; 'stage' (copy the data the plan needs into a local mirror) is optional.
 STAGES = ("plan", "stage", "measure", "assemble")
@@ -33,6 +36,49 @@ DEFAULT_STAGES = ("plan", "measure", "assemble")
 #: The stages each stage needs done first.
 NEEDS: dict[str, tuple[str, ...]] = {"plan": (), "stage": ("plan",), "measure": ("plan",),
                                      "assemble": ("plan", "measure")}
+
+
+#: Columns a part holds besides measure_region's (photometry.columns.COLUMNS): the image they come from.
+PART_EXTRA: dict[str, Column] = {"image_id": Column("int64", None, "the plan's image id of the part")}
+#: Types of the columns whose photometry dtype is "as given".
+_GIVEN_DTYPES = {"source_index": "int64"}
+
+
+def _arrow_type(name: str, col: Column) -> pa.DataType:
+    """The Arrow type of one schema column (numpy strings and objects are Arrow strings)."""
+    dtype = np.dtype(col.dtype or _GIVEN_DTYPES[name])
+    return pa.string() if dtype.kind in "OU" else pa.from_numpy_dtype(dtype)
+
+
+#: The one schema of every part: its column types come from the cube's columns, never from a part's values.
+PART_COLUMNS: dict[str, Column] = {**COLUMNS, **PART_EXTRA}
+PART_SCHEMA = pa.schema([pa.field(name, _arrow_type(name, col)) for name, col in PART_COLUMNS.items()])
+
+
+def conform_part(table: pa.Table) -> pa.Table:
+    """`table` in PART_SCHEMA: each column cast to its schema type, with the column's fill (the value of a
+    source not measured) where a value is missing (NaN in an integer or bool column that an unmeasured row
+    made float, or a column absent from a part of unmeasured rows only); absent columns without a fill stay
+    null. Raises ValueError for a column the schema does not know, so none is typed by its values."""
+    unknown = [c for c in table.column_names if c not in PART_COLUMNS]
+    if unknown:
+        raise ValueError(f"part columns {unknown} are not in the part schema (rundir.PART_COLUMNS)")
+    arrays = []
+    for field in PART_SCHEMA:
+        fill = PART_COLUMNS[field.name].fill
+        if field.name not in table.column_names:
+            arrays.append(pa.nulls(len(table), field.type) if fill is None
+                          else pa.array(np.full(len(table), fill), type=field.type))
+            continue
+        col = table[field.name]
+        if pa.types.is_floating(col.type) and not pa.types.is_floating(field.type):
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
+        if pa.types.is_null(col.type) or col.type != field.type:
+            col = col.cast(field.type)
+        if fill is not None and col.null_count:
+            col = pc.fill_null(col, pa.scalar(fill, field.type))
+        arrays.append(col)
+    return pa.Table.from_arrays(arrays, schema=PART_SCHEMA)
 
 
 def dependents(stage: str) -> tuple[str, ...]:
@@ -113,10 +159,10 @@ class RunDir:
         return self.parts_dir / f"img_{int(image_id):07d}.parquet"
 
     def write_part(self, image_id: int, table: pd.DataFrame, meta: dict[str, Any]) -> Path:
-        """Write one image's rows atomically; `meta` (strategy, bytes, error...) goes in the file metadata."""
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        arrow = arrow.replace_schema_metadata(
-            {**(arrow.schema.metadata or {}), b"spxbatch": json.dumps(meta).encode()})
+        """Write one image's rows atomically, in PART_SCHEMA; `meta` (strategy, bytes, error...) goes in the
+        file metadata."""
+        arrow = conform_part(pa.Table.from_pandas(table, preserve_index=False))
+        arrow = arrow.replace_schema_metadata({b"spxbatch": json.dumps(meta).encode()})
         sink = pa.BufferOutputStream()
         pq.write_table(arrow, sink)
         path = self.part_path(image_id)
@@ -142,10 +188,11 @@ class RunDir:
         return done
 
     def read_parts(self, image_ids: Iterable[int] | None = None) -> pd.DataFrame:
-        """All parts (or those of `image_ids`) concatenated into one DataFrame."""
+        """All parts (or those of `image_ids`) concatenated into one DataFrame, each read in PART_SCHEMA (so
+        parts written before the schema, or typed by their values, assemble too)."""
         paths = (sorted(self.parts_dir.glob("img_*.parquet")) if image_ids is None
                  else [self.part_path(i) for i in sorted(image_ids)])
         paths = [p for p in paths if p.exists()]
         if not paths:
             return pd.DataFrame()
-        return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default").to_pandas()
+        return pa.concat_tables([conform_part(pq.read_table(p)) for p in paths]).to_pandas()
