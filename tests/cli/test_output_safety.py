@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from spxbatch.cli import main as cli_main
 from spxbatch.cli.exit_codes import EXIT_INPUT, EXIT_OK
+from spxbatch.cli.main import main as cli_main
 from spxbatch.cube.store import is_spxbatch_cube, open_cube
 
 
