@@ -16,6 +16,7 @@ import xarray as xr
 
 from spxbatch import __version__
 from spxbatch.cube.channels import channel_centers_um, channel_index
+from spxbatch.cube.store import CUBE_TITLE
 from spxbatch.cube.variability import add_variability
 
 N_CHANNELS = 102
@@ -175,7 +176,7 @@ def assemble_cube(
         coords={"source": ("source", _as_dtype(names, "str"), {"units": "", "long_name": "catalog name"})},
     )
     ds.attrs.update({
-        "title": "spxbatch SPHEREx forced photometry",
+        "title": CUBE_TITLE,
         "software": f"spxbatch {__version__}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "featureType": "timeSeries",

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -11,13 +12,40 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from spxbatch.errors import ConfigError
 from spxbatch.files import atomic_path
+
+#: The title every cube spxbatch writes carries (cube.assemble sets it): how a cube is known as spxbatch's own.
+CUBE_TITLE = "spxbatch SPHEREx forced photometry"
+
+
+def is_spxbatch_cube(path: str | Path) -> bool:
+    """Whether `path` is a Zarr store spxbatch wrote: its root metadata (zarr.json) carries spxbatch's title
+    and software attributes. Reads one small JSON file, so it is cheap enough to ask before any work."""
+    meta = Path(path) / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (isinstance(attrs, dict) and attrs.get("title") == CUBE_TITLE
+            and str(attrs.get("software", "")).startswith("spxbatch"))
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse (ConfigError) to replace `path` unless it is absent or a cube spxbatch wrote, so that a mistyped
+    -o never deletes a folder of the user's."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not is_spxbatch_cube(path):
+        raise ConfigError(f"output {path} already exists and is not a spxbatch cube; refusing to replace it "
+                          "(choose another -o, or remove it yourself)")
 
 
 def write_cube(ds: xr.Dataset, path: str | Path, obs_chunk: int = 1_000_000,
                source_chunk: int = 100_000) -> Path:
-    """Write the Dataset as a Zarr v3 store in whole chunks, then consolidate; replaces `path` atomically."""
+    """Write the Dataset as a Zarr v3 store in whole chunks, then consolidate; replaces `path` atomically,
+    and only when it is absent or a cube spxbatch wrote (ConfigError otherwise)."""
     path = Path(path)
+    check_replaceable(path)
     encoding = {}
     for name, var in ds.variables.items():
         dims = var.dims

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from spxbatch.errors import ConfigError
 from spxbatch.files import atomic_write_bytes
 from spxbatch.photometry.columns import COLUMNS, Column
 
@@ -105,6 +106,23 @@ class RunDir:
     def plan_dir(self) -> Path:
         """Where the plan and the query cache live."""
         return self.path / "plan"
+
+    def check_reusable(self) -> None:
+        """Refuse (ConfigError) a path that exists and was not made by spxbatch: neither absent, nor an empty
+        directory, nor a directory holding spxbatch's config.json. Asked before any work, so a run never
+        writes its plan and parts into a folder of the user's."""
+        p = self.path
+        if not (p.exists() or p.is_symlink()):
+            return
+        if p.is_dir() and ((p / "config.json").is_file() or not any(p.iterdir())):
+            return
+        raise ConfigError(f"run directory {p} already exists and was not made by spxbatch (no config.json); "
+                          "refusing to use it (choose another -o or run directory, or remove it yourself)")
+
+    def has_finished_work(self) -> bool:
+        """True when some stage finished here: only then do the saved options bind a rerun (a start that
+        failed before its first stage finished leaves nothing a corrected command could be mixed with)."""
+        return bool(self.read_state()["stages"])
 
     def create(self) -> RunDir:
         """Make the directory tree (idempotent)."""

@@ -25,7 +25,7 @@ from spxbatch import __version__
 from spxbatch.archive.location import resolve_archive
 from spxbatch.archive.mirror import read_manifest, staged_cutouts
 from spxbatch.cube.assemble import assemble_cube
-from spxbatch.cube.store import write_cube
+from spxbatch.cube.store import check_replaceable, write_cube
 from spxbatch.errors import ConfigError, StageError
 from spxbatch.photometry import PhotometryConfig
 from spxbatch.pipeline.config import RunConfig, config_from_dict
@@ -88,10 +88,17 @@ class Pipeline:
         """The typed photometry options (checked when the config was made)."""
         return self.config.photometry_config
 
+    def check_outputs(self) -> None:
+        """Refuse, before any work, an output or a run directory that exists and is not spxbatch's own."""
+        check_replaceable(self.config.output)
+        self.rundir.check_reusable()
+
     def _start(self) -> None:
-        """Create the run directory, or check that a rerun's options agree with the saved ones."""
+        """Create the run directory, or check that a rerun's options agree with the saved ones (only once a
+        stage finished there: a failed start's saved options do not bind the corrected command)."""
+        self.check_outputs()
         saved = self.rundir.read_config()
-        if saved is not None:
+        if saved is not None and self.rundir.has_finished_work():
             _check_consistent(saved, self.config)
         self.rundir.create()
         self.rundir.write_config(self.config.to_dict())
@@ -233,6 +240,7 @@ class Pipeline:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        self.check_outputs()
         runner = executor if executor is not None else client
         steps: dict[str, Callable[[], Any]] = {
             "plan": self.plan, "stage": lambda: self.stage(mirror, runner), "measure": lambda: self.measure(runner),
