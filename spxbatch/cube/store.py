@@ -32,10 +32,12 @@ def is_spxbatch_cube(path: str | Path) -> bool:
 
 
 def check_replaceable(path: str | Path) -> None:
-    """Refuse (ConfigError) to replace `path` unless it is absent or a cube spxbatch wrote, so that a mistyped
-    -o never deletes a folder of the user's."""
+    """Refuse (ConfigError) to replace `path` unless it is absent, an empty folder (nothing to lose: users
+    often make the folder first) or a cube spxbatch wrote, so that a mistyped -o never deletes a folder of
+    the user's."""
     path = Path(path)
-    if (path.exists() or path.is_symlink()) and not is_spxbatch_cube(path):
+    empty_folder = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    if (path.exists() or path.is_symlink()) and not empty_folder and not is_spxbatch_cube(path):
         raise ConfigError(f"output {path} already exists and is not a spxbatch cube; refusing to replace it "
                           "(choose another -o, or remove it yourself)")
 

@@ -66,6 +66,7 @@ def test_run_directory_not_made_by_spxbatch_is_refused(sim_archive, tmp_path, ca
 
 def test_spxbatch_cube_is_replaced_by_a_rerun(sim_archive, tmp_path, capsys):
     out = tmp_path / "cube.zarr"
+    out.mkdir()  # an empty folder made beforehand holds nothing to lose: accepted
     argv = [str(sim_archive.catalog), "-o", str(out), "--archive", str(sim_archive.root), "--workers", "1",
             "--no-progress"]
     assert cli_main(argv) == EXIT_OK
