@@ -187,6 +187,7 @@ def _isolated(truth: pd.DataFrame, min_px: float = 10.0) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow  # 33 s; the pull bars are also checked per region in tests/photometry
 def test_pipeline_pull_statistics_on_a_512px_archive(tmp_path):
     """The issue's accuracy bar, through the whole pipeline (plan, HTTP fetch, photometry, cube): isolated good
     measurements have pull median within +-0.05 and robust std 0.95-1.05, < 0.5% bias at SNR > 100,
