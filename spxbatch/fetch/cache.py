@@ -75,7 +75,8 @@ class FetchCache:
     fitsmaps: OrderedDict[str, FitsMap] = field(default_factory=OrderedDict)
     psf_cubes: dict[str, np.ndarray] = field(default_factory=dict)
     psf_index: dict[tuple, str] = field(default_factory=dict)
-    #: (product, detector, release[, hdu]) -> FitsMap / CalibPlane, or a string saying why it is unavailable.
+    #: (product location[, extension]) -> FitsMap / CalibPlane, or a string saying why it is unavailable; the
+    #: location (archive root included) is the key, so two archives read in one process never share an entry.
     calib: dict[tuple, FitsMap | CalibPlane | str] = field(default_factory=dict)
     #: How many PSF cubes were read over the wire (for tests and the benchmark).
     psf_reads: int = 0

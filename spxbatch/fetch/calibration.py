@@ -2,7 +2,8 @@
 attached to its regions, and the offset tables of those products (the average_psf one too).
 
 Products are found beside the image (same archive, same root), scanned once per process and read lazily in
-row blocks (`FetchCache.calib`); an absent or broken product is remembered with the reason and not asked
+row blocks (`FetchCache.calib`, keyed by the product's location, so two archives in one process never share
+an entry); an absent or broken product is remembered with the reason and not asked
 again, a transient failure is not remembered. Nothing here raises for a missing product: the reason is
 returned as a note and the regions go without.
 """
@@ -62,13 +63,13 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions)
 
 def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> FitsMap | str:
     """The offset table of the target detector's calibration product, or why it is unavailable."""
-    key = (product, target.detector, target.release)
-    known = ctx.cache.calib.get(key)
-    if known is not None:
-        return known
     path = target.calibration_path(product)
     if path is None:
         return f"{product}: no calibration location for {target.path}"
+    key = (path,)
+    known = ctx.cache.calib.get(key)
+    if known is not None:
+        return known
     try:
         fmap: FitsMap | str = scan_headers(ctx, path)
     except OSError as exc:  # ReadError, or a local file that is not there
@@ -83,13 +84,13 @@ def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> Fit
 
 def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, extname: str) -> CalibPlane | str:
     """The lazily read calibration plane (cached per process), or why it is unavailable."""
-    key = (product, target.detector, target.release, extname)
-    cached = ctx.cache.calib.get(key)
-    if cached is not None:
-        return cached
     fmap = calibration_map(ctx, target, product)
     if isinstance(fmap, str):
         return fmap
+    key = (fmap.url, extname)
+    cached = ctx.cache.calib.get(key)
+    if cached is not None:
+        return cached
     if extname not in fmap or len(fmap[extname].shape) != 2 or 0 in fmap[extname].shape:
         ctx.cache.calib[key] = f"{product}: no non-empty {extname} extension"
         return ctx.cache.calib[key]

@@ -98,3 +98,27 @@ def test_mirror_without_calibration_products(sim_archive, truth, tmp_path):
         assert any(n.startswith("solid_angle_pixel_map: absent") for n in result.notes), result.notes
         assert any(n.startswith("spectral_wcs: absent") for n in result.notes)
         assert (psf_source == "calibration") == any(n.startswith("average_psf: absent") for n in result.notes)
+
+
+def test_two_archives_in_one_process_do_not_share_calibration(sim_archive, tmp_path):
+    """One process cache, two archives holding the same image: a mirror without the products, then the full
+    archive, then the mirror again. Each read sees its own archive's products (the cache is keyed by the
+    product's location, not by detector and release alone)."""
+    relpath = sim_archive.files[0]
+    (tmp_path / relpath).parent.mkdir(parents=True)
+    shutil.copy2(sim_archive.root / relpath, tmp_path / relpath)
+    cache = FetchCache()
+
+    def attach(root):
+        options = FetchOptions(file_root=str(root))
+        ctx = FetchContext.open("file", options, cache)
+        regions, notes = attach_calibration(ctx, ImageTarget.from_row(_row(root, relpath), options),
+                                            [(_strip(root, relpath, 0, 10), np.array([0]))])
+        return regions[0][0], notes
+
+    bare, notes = attach(tmp_path)
+    assert bare.solid_angle is None and any(n.startswith("solid_angle_pixel_map: absent") for n in notes)
+    full, notes = attach(sim_archive.root)
+    assert notes == [] and full.solid_angle is not None and full.cwave is not None
+    again, notes = attach(tmp_path)
+    assert again.solid_angle is None and any(n.startswith("spectral_wcs: absent") for n in notes)

@@ -16,7 +16,6 @@ from spxbatch.plan.plan import Plan
 from spxbatch.sim.server.lifecycle import serve_archive
 
 
-@pytest.mark.slow  # leaks a per-process calibration cache keyed without the archive into later tests (see note)
 def test_a_cutout_run_assembles_and_a_failed_assembly_keeps_the_parts(sim_archive, tmp_path):
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the cube's folder should be")  # makes writing the cube fail
