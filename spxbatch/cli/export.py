@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spxbatch.cli.exit_codes import EXIT_OK
+from spxbatch.cli.options import existing_cube
 from spxbatch.cube.export import export_csv, export_parquet, export_votable
 
 
@@ -17,7 +18,7 @@ def export_main(argv: list[str]) -> int:
     p.add_argument("--format", required=True, choices=["csv", "parquet", "votable"])
     p.add_argument("-o", "--output", required=True, help="a directory for csv, a file otherwise")
     args = p.parse_args(argv)
-    ds = open_cube(args.cube).load()
+    ds = open_cube(existing_cube(args.cube)).load()
     writers = {"csv": export_csv, "parquet": export_parquet, "votable": export_votable}
     out = writers[args.format](ds, args.output)
     n = len(out) if isinstance(out, list) else 1

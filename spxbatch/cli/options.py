@@ -24,6 +24,31 @@ def key_value_option(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (worker counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def existing_cube(path: str) -> str:
+    """`path` when it is a cube spxbatch wrote; a ConfigError (exit 2) saying what it is otherwise."""
+    from pathlib import Path
+
+    from spxbatch.cube.store import is_spxbatch_cube
+
+    if not Path(path).exists():
+        raise ConfigError(f"cube {path} does not exist; give the -o of a finished run")
+    if not is_spxbatch_cube(path):
+        raise ConfigError(f"{path} is not a spxbatch cube (no spxbatch Zarr metadata); give the -o of a "
+                          "finished run")
+    return path
+
+
 def bands_option(text: str) -> list[int]:
     """'1,2,D3' -> [1, 2, 3]."""
     from spxbatch.pipeline.config_tables import band_number
@@ -96,11 +121,12 @@ def make_config(args: argparse.Namespace):
     from spxbatch.pipeline.rundir import RunDir
 
     file_values = read_config_file(args.config) if args.config else None
-    cfg = build_config(file_values, flag_values(args)).resolved()
+    origin = f"config file {args.config}"
+    cfg = build_config(file_values, flag_values(args), file_origin=origin).resolved()
     saved = RunDir(cfg.run_dir).read_config()
     if saved is None:
         return cfg
-    return build_config(file_values, flag_values(args), base=config_from_dict(saved)).resolved()
+    return build_config(file_values, flag_values(args), base=config_from_dict(saved), file_origin=origin).resolved()
 
 
 def stages_option(args: argparse.Namespace) -> tuple[str, ...]:

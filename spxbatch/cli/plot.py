@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from spxbatch.cli.exit_codes import EXIT_OK
+from spxbatch.cli.options import existing_cube, positive_int
 from spxbatch.figures.batch import plot_cube
 
 
@@ -18,8 +19,9 @@ def plot_main(argv: list[str]) -> int:
     who.add_argument("--all", action="store_true", help="every source (the default without --source)")
     p.add_argument("-o", "--outdir", help="where PNGs go (default CUBE_STEM_plots)")
     p.add_argument("--mag", action="store_true", help="AB magnitudes instead of µJy")
-    p.add_argument("--workers", type=int, help="processes drawing figures (default: one per core)")
+    p.add_argument("--workers", type=positive_int, help="processes drawing figures (default: one per core)")
     args = p.parse_args(argv)
+    existing_cube(args.cube)
     outdir = args.outdir or str(Path(args.cube).with_suffix("")) + "_plots"
     paths = plot_cube(args.cube, args.source, outdir, args.mag, args.workers)
     print(f"{len(paths)} figures written to {outdir}")

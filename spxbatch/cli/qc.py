@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spxbatch.cli.exit_codes import EXIT_OK
-from spxbatch.cli.options import key_value_option
+from spxbatch.cli.options import existing_cube, key_value_option
 from spxbatch.cube.requalify import requalify
 
 
@@ -17,6 +17,9 @@ def qc_main(argv: list[str]) -> int:
                    help="quality rules, e.g. snr_threshold=3 or bad_flags='[\"HOT\",\"COLD\"]'")
     p.add_argument("-o", "--output", help="write a new cube instead of replacing CUBE")
     args = p.parse_args(argv)
-    ds = requalify(args.cube, dict(args.phot), args.output)
+    from spxbatch.pipeline.config import photometry_options
+
+    rules = photometry_options(dict(args.phot), "command line")  # the same checks as a run's --phot
+    ds = requalify(existing_cube(args.cube), rules, args.output)
     print(f"{int(ds['good'].sum())} of {ds.sizes['obs']} measurements good; written to {args.output or args.cube}")
     return EXIT_OK

@@ -11,6 +11,8 @@ import pandas as pd
 import xarray as xr
 from astropy.table import Table
 
+from spxbatch.errors import ConfigError
+
 AB_ZERO_POINT_UJY = 3631e6
 
 
@@ -47,6 +49,8 @@ def spxquery_lightcurve(df: pd.DataFrame) -> pd.DataFrame:
 def export_csv(ds: xr.Dataset, outdir: str | Path) -> list[Path]:
     """One SPXQuery-style light-curve CSV per source with measurements, named after the source."""
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise ConfigError(f"csv export writes a folder of light curves, and {outdir} is a file; give a folder")
     outdir.mkdir(parents=True, exist_ok=True)
     df = measurements_table(ds)
     paths = []

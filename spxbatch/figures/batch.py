@@ -18,6 +18,7 @@ import xarray as xr
 
 from spxbatch.cube.export import safe_filename
 from spxbatch.cube.store import open_cube
+from spxbatch.errors import ConfigError
 from spxbatch.figures.plots import (
     SUMMARY_VARIABLES,
     CubePoints,
@@ -67,13 +68,13 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
 
     Returns the paths written: the summary first, then the sources in the order asked."""
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     ds = open_cube(cube)
     all_names = ds["source"].values.astype(str)
     wanted = list(all_names) if names is None else list(names)
     missing = sorted(set(wanted) - set(all_names))
     if missing:
-        raise KeyError(f"no source named {missing[0]!r} in {cube}")
+        raise ConfigError(f"no source named {missing[0]!r} in {cube}; the names are the catalog's")
+    outdir.mkdir(parents=True, exist_ok=True)
     rows = np.flatnonzero(np.isin(all_names, wanted)) if names is not None else np.arange(all_names.size)
     workers = workers or os.cpu_count() or 1
     size = int(np.clip(-(-rows.size // (4 * workers)), *BLOCK_SOURCES))

@@ -98,7 +98,7 @@ def dask_client(cfg: ClusterConfig) -> Iterator[Client]:
     cluster = None
     try:
         if cfg.scheduler:
-            client = Client(cfg.scheduler)
+            client = _connect(cfg.scheduler)
         elif cfg.kind:
             cluster = jobqueue_cluster(cfg)
             lo, hi = parse_jobs(cfg.jobs)
@@ -119,6 +119,15 @@ def dask_client(cfg: ClusterConfig) -> Iterator[Client]:
     finally:
         if cluster is not None:
             _close(cluster, batch=bool(cfg.kind) and not cfg.scheduler)
+
+
+def _connect(address: str) -> Client:
+    """A Client of the running scheduler at `address`; a ConfigError (exit 2) saying so when there is none."""
+    try:
+        return Client(address)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot connect to the Dask scheduler {address} ({exc}); check the scheduler option "
+                          "(--scheduler) and that the scheduler is running") from None
 
 
 def _close(cluster, batch: bool) -> None:

@@ -28,7 +28,7 @@ from spxbatch.archive.retry import RetryPolicy
 from spxbatch.errors import ConfigError
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.photometry.config import PhotometryConfig, photometry_config
-from spxbatch.pipeline.config_tables import ClusterConfig, PlanConfig, entry_value
+from spxbatch.pipeline.config_tables import ClusterConfig, PlanConfig, entry_value, photometry_value
 from spxbatch.pipeline.validation import Bound, field_types, typed_value, unknown_keys
 
 #: Fetch options a run sets itself: the retry policy from [retry], the mirror root from `archive`.
@@ -172,7 +172,11 @@ def _apply(base: dict[str, Any], options: Mapping[str, Any], origin: str) -> dic
     for key in sorted(_SCALARS & set(options)):
         out[key] = typed_value(hints[key], options[key], f"{origin}: {key}", _BOUNDS.get(key))
     if "photometry" in options:
-        out["photometry"] = {**out["photometry"], **_photometry_options(options["photometry"], origin)}
+        out["photometry"] = {**out["photometry"], **photometry_options(options["photometry"], origin)}
+        try:
+            photometry_config(out["photometry"])  # the checks between options, with the origin named
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
     given: dict[tuple[str, str], Any] = {}
     for table in _TABLES:
         if table in options:
@@ -211,16 +215,17 @@ def _table(table: str, current: Any, value: Any, origin: str) -> tuple[Any, dict
     return dataclasses.replace(current, **entries), entries
 
 
-def _photometry_options(value: Any, origin: str) -> dict[str, Any]:
-    """Photometry options checked against PhotometryConfig's fields and types (kept as given: the record)."""
+def photometry_options(value: Any, origin: str) -> dict[str, Any]:
+    """Photometry options checked against PhotometryConfig's fields, types and ranges (kept as given: the
+    record); the one check of photometry options, for runs and for `spxbatch qc` alike."""
     if isinstance(value, PhotometryConfig):
         value = value.to_dict()
     if not isinstance(value, Mapping):
         raise ConfigError(f"{origin}: 'photometry' must be a table of options")
-    hints = field_types(PhotometryConfig)
-    unknown_keys(value, set(hints) | {"preset"}, f"{origin}: photometry", "photometry option")
+    unknown_keys(value, set(field_types(PhotometryConfig)) | {"preset"}, f"{origin}: photometry",
+                 "photometry option")
     for key, v in value.items():
-        typed_value(hints.get(key, str), v, f"{origin}: photometry.{key}")
+        photometry_value(key, v, f"{origin}: photometry.{key}")
     return dict(value)
 
 
@@ -229,7 +234,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (UTF-8); give a TOML, YAML or JSON file") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
@@ -241,18 +249,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             raise ConfigError(f"config file {path}: use .toml, .yaml, .yml or .json")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be parsed: {exc}") from exc
+        raise ConfigError(f"config file {path} cannot be parsed: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of options")
     return data
 
 
 def build_config(file_values: Mapping[str, Any] | None = None, flag_values: Mapping[str, Any] | None = None,
-                 base: RunConfig | None = None) -> RunConfig:
-    """Defaults (or `base`) < file values < flag values; flags set to None (not given) are ignored."""
+                 base: RunConfig | None = None, file_origin: str = "config file") -> RunConfig:
+    """Defaults (or `base`) < file values < flag values; flags set to None (not given) are ignored.
+    `file_origin` names the file in messages (e.g. 'config file run.toml')."""
     cfg = base or RunConfig()
     if file_values:
-        cfg = cfg.updated(file_values, "config file")
+        cfg = cfg.updated(file_values, file_origin)
     if flag_values:
         flags = {k: v for k, v in flag_values.items() if v is not None and k != "cluster"}
         cluster = {k: v for k, v in (flag_values.get("cluster") or {}).items() if v is not None}

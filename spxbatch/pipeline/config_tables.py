@@ -1,8 +1,10 @@
 """The sub-configs of a run defined here (`PlanConfig`, `ClusterConfig`) and the check of one entry of any
-table of the run config: its type hint, range, choices and format (band names, time ranges, job counts)."""
+table of the run config: its type hint, range, choices and format (band names, time ranges, job counts,
+scheduler addresses); the ranges of the photometry options too, so every origin gets the same checks."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +12,7 @@ from spxbatch.archive.retry import RetryPolicy
 from spxbatch.errors import ConfigError
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.constants import BANDS
+from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.pipeline.validation import Bound, field_types, typed_value
 
 
@@ -111,6 +114,20 @@ BOUNDS: dict[tuple[type, str], Bound] = {
     (FetchOptions, "bandwidth_bps"): Bound(0, strict=True),
     (FetchOptions, "cutout_group_px"): Bound(1),
 }
+#: Ranges of the photometry options that PhotometryConfig does not check itself.
+PHOTOMETRY_BOUNDS: dict[str, Bound] = {
+    **{name: Bound(0, strict=True) for name in ("fwhm_multiplier", "fallback_fwhm", "annulus_area",
+                                                "annulus_max_outer", "clip_sigma", "background_error_factor",
+                                                "zodi_max_scale")},
+    **{name: Bound(0) for name in ("annulus_gap", "window_gap", "clip_iters", "neighbour_mask_radius",
+                                   "zodi_halfsize", "variance_repair_halfsize", "min_edge_distance")},
+    **{name: Bound(1) for name in ("window_halfsize", "global_mesh")},
+    "zodi_min_fraction": Bound(0, high=1),
+}
+#: An http(s) URL with a host.
+_HTTP_URL = re.compile(r"^https?://[^\s/]+")
+#: A Dask scheduler address: an optional protocol, a host, a port.
+_SCHEDULER_ADDRESS = re.compile(r"^([a-z]+://)?(\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):\d{1,5}$")
 #: Allowed values of string entries whose type hint does not list them.
 CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (ClusterConfig, "kind"): ("slurm", "pbs"),
@@ -133,9 +150,19 @@ def entry_value(cls: type, name: str, value: Any, label: str) -> Any:
     out = typed_value(field_types(cls)[name], value, label, BOUNDS.get((cls, name)), CHOICES.get((cls, name)))
     if cls is PlanConfig and name == "time_range" and out is not None and out[0] > out[1]:
         raise ConfigError(f"{label}: MJD_MIN {out[0]:g} is after MJD_MAX {out[1]:g}")
+    if cls is PlanConfig and name == "tap_url" and out is not None and not _HTTP_URL.match(out):
+        raise ConfigError(f"{label} must be an http(s) URL of a TAP service like https://host/TAP, not {out!r}")
+    if cls is ClusterConfig and name == "scheduler" and out is not None and not _SCHEDULER_ADDRESS.match(out):
+        raise ConfigError(f"{label} must be a Dask scheduler address like tcp://host:8786, not {out!r}")
     if cls is ClusterConfig and name == "jobs":
         try:
             parse_jobs(out)
         except ConfigError as exc:
             raise ConfigError(f"{label}: {exc}") from None
     return out
+
+
+def photometry_value(name: str, value: Any, label: str) -> Any:
+    """One photometry option checked against PhotometryConfig's type hint and PHOTOMETRY_BOUNDS ('preset' is
+    a string); a ConfigError naming `label` otherwise."""
+    return typed_value(field_types(PhotometryConfig).get(name, str), value, label, PHOTOMETRY_BOUNDS.get(name))

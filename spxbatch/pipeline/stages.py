@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ import xarray as xr
 from distributed import Client
 
 from spxbatch import __version__
-from spxbatch.archive.location import resolve_archive
+from spxbatch.archive.location import ArchiveLocation, resolve_archive
 from spxbatch.archive.mirror import read_manifest, staged_cutouts
 from spxbatch.cube.assemble import assemble_cube
 from spxbatch.cube.store import check_replaceable, write_cube
@@ -55,6 +56,12 @@ def _check_consistent(saved: dict[str, Any], cfg: RunConfig) -> None:
         raise ConfigError(
             f"run directory {cfg.run_dir} was made with other options ({detail}); "
             "use a new output (-o) or run directory, or drop the changed options")
+
+
+def _check_mirror(mirror: str | Path) -> None:
+    """Refuse (ConfigError) a mirror path that is a file: staging writes a folder."""
+    if Path(mirror).exists() and not Path(mirror).is_dir():
+        raise ConfigError(f"the mirror {mirror} is a file; give a folder to stage the data into")
 
 
 class Pipeline:
@@ -123,11 +130,12 @@ class Pipeline:
     def plan(self) -> Plan:
         """Query the archive in bulk and match sources to images; reuses a saved plan."""
         cat = self.catalog
+        archive = None if self.rundir.stage_done("plan") else self.archive_location()  # checked before any work
         self._start()
-        if self.rundir.stage_done("plan"):
+        if archive is None:
             return Plan.load(self.rundir.path)
         c = self.config
-        plan = make_plan(cat, resolve_archive(c.archive, tap_url=c.plan.tap_url), bands=c.plan.bands or None,
+        plan = make_plan(cat, archive, bands=c.plan.bands or None,
                          time_range=c.plan.time_range, collections=c.plan.collections or None,
                          releases=c.plan.releases or None, run_dir=self.rundir.path,
                          retry=c.retry)  # make_plan saves the plan in the run directory
@@ -150,6 +158,16 @@ class Pipeline:
         if n_parts == plan.pairs["image_id"].nunique():
             self.rundir.mark_stage("measure", **totals)
         return totals
+
+    def archive_location(self) -> ArchiveLocation:
+        """Where the run's archive is; a ConfigError (exit 2) when the archive option names none."""
+        spec = self.config.archive
+        if "://" in spec and not urlsplit(spec).netloc:
+            raise ConfigError(f"archive {spec!r} names no host or bucket; give e.g. http://host:8000 or s3://bucket")
+        try:
+            return resolve_archive(spec, tap_url=self.config.plan.tap_url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def read_archive(self) -> str:
         """Where measuring reads pixels: the staged mirror once 'stage' is done, else the run's archive."""
@@ -217,6 +235,7 @@ class Pipeline:
         record = self.rundir.read_json("stage.json") or {}
         saved = record.get("mirror")
         target = str(Path(mirror).expanduser().resolve()) if mirror else saved or str(self.rundir.path / "mirror")
+        _check_mirror(target)
         if saved and target != saved and self.rundir.stage_done("stage"):
             raise ConfigError(f"run directory {self.rundir.path} already staged its data into {saved}; "
                               f"it cannot now use the mirror {target} (drop the mirror option, or use a new run "
@@ -241,6 +260,8 @@ class Pipeline:
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
         self.check_outputs()
+        if mirror is not None and "stage" in stages:
+            _check_mirror(mirror)
         runner = executor if executor is not None else client
         steps: dict[str, Callable[[], Any]] = {
             "plan": self.plan, "stage": lambda: self.stage(mirror, runner), "measure": lambda: self.measure(runner),

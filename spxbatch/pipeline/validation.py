@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -20,17 +21,21 @@ from spxbatch.errors import ConfigError
 
 @dataclass(frozen=True)
 class Bound:
-    """The range of a number: at least `low` (more than `low` when `strict`)."""
+    """The range of a number: at least `low` (more than `low` when `strict`), and at most `high` if given."""
 
     low: float
     strict: bool = False
+    high: float | None = None
 
     def holds(self, value: float) -> bool:
         """Whether `value` is in range."""
-        return value > self.low if self.strict else value >= self.low
+        above = value > self.low if self.strict else value >= self.low
+        return above and (self.high is None or value <= self.high)
 
     def text(self) -> str:
         """The range in words, for messages."""
+        if self.high is not None:
+            return f"between {self.low:g} and {self.high:g}"
         return f"more than {self.low:g}" if self.strict else f"at least {self.low:g}"
 
 
@@ -54,6 +59,10 @@ def _words(hint: Any) -> str:
             return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(args[0], str(args[0]))
         return f"a list of {len(args)} numbers"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _is_nan(value: int | float) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 class _Mismatch(Exception):
@@ -94,8 +103,8 @@ def _coerce(value: Any, hint: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise _Mismatch
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+    if hint is float:  # NaN (TOML's nan, JSON's NaN) is no option's value
+        if isinstance(value, int | float) and not isinstance(value, bool) and not _is_nan(value):
             return float(value)
         raise _Mismatch
     if hint is str:

@@ -60,8 +60,8 @@ def test_bad_options_are_refused_before_anything_is_written(config, flags, needl
 def test_help_photometry_and_status(tmp_path, capsys):
     assert cli_main.main(["--help-photometry"]) == EXIT_OK
     assert "snr_threshold" in capsys.readouterr().out
-    assert cli_main.main(["status", str(tmp_path)]) == EXIT_OK
-    assert "not a spxbatch run directory" in capsys.readouterr().out
+    assert cli_main.main(["status", str(tmp_path)]) == EXIT_INPUT  # bad input, as the README's exit codes say
+    assert "not a spxbatch run directory" in capsys.readouterr().err
 
 
 def test_each_subcommand_is_dispatched(monkeypatch, capsys):
