@@ -1,9 +1,12 @@
 """Dask cluster options: job counts, and the SLURM / PBS job scripts generated from the options."""
 
+import socket
+
+import dask
 import pytest
 
 from spxbatch.errors import ConfigError
-from spxbatch.pipeline.cluster import job_script, parse_jobs
+from spxbatch.pipeline.cluster import dask_client, job_script, parse_jobs
 from spxbatch.pipeline.config import ClusterConfig
 
 
@@ -45,3 +48,14 @@ def test_pbs_job_script_from_options():
 def test_unknown_cluster_kind():
     with pytest.raises(ConfigError, match="slurm or pbs"):
         job_script(ClusterConfig(kind="lsf"))
+
+
+def test_a_scheduler_that_is_not_there_is_one_sentence():
+    """--scheduler at a port nobody listens on: a ConfigError (exit 2) naming the address, not an OSError."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(ConfigError, match=f"cannot connect to the Dask scheduler {address}"), \
+            dask_client(ClusterConfig(scheduler=address)):
+        pass
