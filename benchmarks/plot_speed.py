@@ -20,6 +20,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from spxbatch.cube.filenames import source_file_stems
 from spxbatch.cube.store import open_cube
 from spxbatch.figures.batch import draw_block, plot_cube
 from spxbatch.figures.plots import longest_time_span, source_figure
@@ -43,7 +44,7 @@ def per_figure_ms(cube: Path, outdir: Path) -> tuple[float, float]:
         plt.close(fig)
     plain = (time.perf_counter() - t0) / len(names) * 1e3
     t0 = time.perf_counter()
-    draw_block(str(cube), 0, len(names), None, str(outdir), False, longest_time_span(ds))
+    draw_block(str(cube), 0, len(names), source_file_stems(names), str(outdir), False, longest_time_span(ds))
     batch = (time.perf_counter() - t0) / len(names) * 1e3
     return plain, batch
 

@@ -11,6 +11,7 @@ import pandas as pd
 import xarray as xr
 from astropy.table import Table
 
+from spxbatch.cube.filenames import source_file_stems, write_name_map
 from spxbatch.errors import ConfigError
 
 AB_ZERO_POINT_UJY = 3631e6
@@ -47,17 +48,20 @@ def spxquery_lightcurve(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def export_csv(ds: xr.Dataset, outdir: str | Path) -> list[Path]:
-    """One SPXQuery-style light-curve CSV per source with measurements, named after the source."""
+    """One SPXQuery-style light-curve CSV per source with measurements, named after the source (unique,
+    bounded names: `filenames.source_file_stems`), and the name map beside them."""
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise ConfigError(f"csv export writes a folder of light curves, and {outdir} is a file; give a folder")
     outdir.mkdir(parents=True, exist_ok=True)
     df = measurements_table(ds)
+    stems = source_file_stems(ds["source"].values.astype(str))
     paths = []
     for name, rows in df.groupby("source", sort=False):
-        path = outdir / f"{safe_filename(str(name))}.csv"
+        path = outdir / f"{stems[str(name)]}.csv"
         spxquery_lightcurve(rows).to_csv(path, index=False)
         paths.append(path)
+    write_name_map(outdir, zip(df["source"].drop_duplicates(), paths, strict=True))
     return paths
 
 
@@ -103,8 +107,3 @@ def ab_magnitude(flux_ujy: np.ndarray, err_ujy: np.ndarray) -> tuple[np.ndarray,
         mag = np.where(flux_ujy > 0, -2.5 * np.log10(flux_ujy / AB_ZERO_POINT_UJY), np.nan)
         err = np.where(flux_ujy > 0, 1.0857 * np.asarray(err_ujy, float) / flux_ujy, np.nan)
     return mag, err
-
-
-def safe_filename(name: str) -> str:
-    """A file name made of the source name, with anything unsafe replaced by an underscore."""
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from spxbatch.cube.export import safe_filename
+from spxbatch.cube.filenames import source_file_stems, write_name_map
 from spxbatch.cube.store import open_cube
 from spxbatch.errors import ConfigError
 from spxbatch.figures.plots import (
@@ -46,18 +46,17 @@ def _writer(magnitude: bool, time_span: float) -> tuple[SourceFigure, FrameWrite
     return _writers[key]
 
 
-def draw_block(cube: str, first: int, stop: int, wanted: Sequence[str] | None, outdir: str,
+def draw_block(cube: str, first: int, stop: int, files: dict[str, str], outdir: str,
                magnitude: bool, time_span: float) -> int:
-    """Worker: one PNG per source among rows first..stop-1 (only those in `wanted`, if given); colours
-    of time run over `time_span` days, the run's longest."""
+    """Worker: one PNG per source among rows first..stop-1 that `files` names (source -> file stem);
+    colours of time run over `time_span` days, the run's longest."""
     points = CubePoints(source_rows(open_cube(cube, dask=False), first, stop, CubePoints.VARIABLES))
     figure, writer = _writer(magnitude, time_span)
-    keep = set(wanted) if wanted is not None else None
     n = 0
     for i, name in enumerate(points.names):
-        if keep is None or name in keep:
+        if name in files:
             figure.show(points.points(i))
-            writer.save(Path(outdir) / f"{safe_filename(name)}.png")
+            writer.save(Path(outdir) / f"{files[name]}.png")
             n += 1
     return n
 
@@ -82,7 +81,8 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
     workers = min(workers, len(blocks))
     written = [outdir / "summary.png"]
     span = longest_time_span(ds[["obs_start", "row_size", "mjd"]].load())
-    args = [(str(cube), int(b[0]), int(b[-1]) + 1, None if names is None else list(all_names[b]), str(outdir),
+    stems = source_file_stems(all_names)  # over every name of the cube: a source's file never depends on others
+    args = [(str(cube), int(b[0]), int(b[-1]) + 1, {n: stems[n] for n in all_names[b]}, str(outdir),
              magnitude, span) for b in blocks]
     if workers <= 1:
         for a in args:
@@ -97,7 +97,9 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
                 fut.result()
         finally:  # every file is written: the processes' exit (a second or two) need not hold the caller
             pool.shutdown(wait=False, cancel_futures=True)
-    return written + [outdir / f"{safe_filename(n)}.png" for n in wanted]
+    figures = [outdir / f"{stems[n]}.png" for n in wanted]
+    write_name_map(outdir, zip(wanted, figures, strict=True))
+    return written + figures
 
 
 def _save_summary(ds: xr.Dataset, path: Path) -> None:

@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from spxbatch.cube.export import export_csv, export_parquet, export_votable
+from spxbatch.cube.filenames import NAME_MAP
 from spxbatch.cube.requalify import requalify
 from spxbatch.cube.store import open_cube
 from spxbatch.errors import ConfigError
@@ -229,7 +230,7 @@ def test_plot_cube_writes_the_summary_and_every_source(sim_run, cube, points, tm
 
     subset = plot_cube(sim_run, [names[3], names[0]], tmp_path / "two", workers=1)
     assert [p.name for p in subset] == ["summary.png", f"{names[3]}.png", f"{names[0]}.png"]
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in subset)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted([NAME_MAP, *(p.name for p in subset)])
     with pytest.raises(ConfigError, match="nobody"):
         plot_cube(sim_run, ["nobody"], tmp_path / "none")
 
