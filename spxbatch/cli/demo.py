@@ -56,5 +56,5 @@ def demo_main(argv: list[str]) -> int:
         for old in (Path(cfg.output), Path(cfg.run_dir)):
             shutil.rmtree(old, ignore_errors=True)
         cfg = make_config(args)
-        ds = Pipeline(cfg).run()
+        ds = Pipeline(cfg, replan=args.replan).run()
     return cube_report(ds, cfg)

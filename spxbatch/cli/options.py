@@ -97,6 +97,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fetch-attempts", type=int, dest="fetch_attempts",
                    help="attempts per read before an image is recorded as failed (default 5)")
     g.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+    g.add_argument("--replan", action="store_true", help="discard the run directory's plan and measurements "
+                   "and start over (needed after the catalog's names, positions or proper motions changed)")
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def run_main(argv: list[str]) -> int:
 
     stages = stages_option(args)
     cfg = make_config(args)
-    pipeline = Pipeline(cfg)
+    pipeline = Pipeline(cfg, replan=args.replan)
     ds = pipeline.run(stages, mirror=args.mirror)
     code = staged_report(pipeline.rundir.read_json("stage.json") or {}, cfg) if "stage" in stages else EXIT_OK
     if ds is None:
@@ -74,7 +74,7 @@ def stage_main(argv: list[str]) -> int:
     mirror = args.output
     args.output = args.cube  # the run directory is the one the later measuring run uses
     cfg = make_config(args)
-    pipeline = Pipeline(cfg)
+    pipeline = Pipeline(cfg, replan=args.replan)
     pipeline.run(("plan", "stage"), mirror=mirror)
     return staged_report(pipeline.rundir.read_json("stage.json") or {}, cfg)
 

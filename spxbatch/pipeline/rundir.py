@@ -3,6 +3,7 @@
 Layout::
 
     RUN_DIR/config.json        the effective RunConfig
+    RUN_DIR/catalog.json       the fingerprint of the catalog rows the plan and parts were made from
     RUN_DIR/state.json         stages done, counts, timestamps
     RUN_DIR/stage.json         where the 'stage' stage writes its mirror, and what last failed to stage
     RUN_DIR/plan/              the plan tables (images, pairs) and the query cache
@@ -34,6 +35,8 @@ from spxbatch.photometry.columns import COLUMNS, Column
 STAGES = ("plan", "stage", "measure", "assemble")
 #: What a run does unless told otherwise.
 DEFAULT_STAGES = ("plan", "measure", "assemble")
+#: The record of the catalog rows the run's work was made from (`pipeline.fingerprint`).
+CATALOG_RECORD = "catalog.json"
 #: The stages each stage needs done first.
 NEEDS: dict[str, tuple[str, ...]] = {"plan": (), "stage": ("plan",), "measure": ("plan",),
                                      "assemble": ("plan", "measure")}
@@ -157,6 +160,13 @@ class RunDir:
         for s in dependents(stage):
             state["stages"].pop(s, None)
         atomic_write_bytes(self.path / "state.json", json.dumps(state, indent=2, sort_keys=True).encode())
+
+    def discard_work(self) -> None:
+        """Forget every finished stage and delete the parts (the plan is made again): a replan after the
+        catalog changed, so no part of the old rows is ever assembled under the new ones."""
+        self.clear_stage("plan")
+        for part in self.parts_dir.glob("img_*.parquet"):
+            part.unlink()
 
     def stage_done(self, stage: str) -> bool:
         """True when `stage` finished in this run directory."""

@@ -31,11 +31,12 @@ from spxbatch.errors import ConfigError, StageError
 from spxbatch.photometry import PhotometryConfig
 from spxbatch.pipeline.config import RunConfig, config_from_dict
 from spxbatch.pipeline.executor import Executor, Outcome, Task, as_executor, batched, dask_executor, run_in_waves
+from spxbatch.pipeline.fingerprint import catalog_fingerprint
 from spxbatch.pipeline.jobs import ImageJob, image_jobs, use_staged_cutouts
 from spxbatch.pipeline.measure import measure_batch, unmeasured_rows
 from spxbatch.pipeline.progress import RunProgress
 from spxbatch.pipeline.reachability import check_archive_reachable
-from spxbatch.pipeline.rundir import DEFAULT_STAGES, NEEDS, STAGES, RunDir
+from spxbatch.pipeline.rundir import CATALOG_RECORD, DEFAULT_STAGES, NEEDS, STAGES, RunDir
 from spxbatch.pipeline.stage import stage_plan
 from spxbatch.plan.catalog import Catalog, read_catalog
 from spxbatch.plan.plan import Plan, make_plan
@@ -67,10 +68,13 @@ def _check_mirror(mirror: str | Path) -> None:
 class Pipeline:
     """One run, stage by stage: `plan()`, `measure()`, `assemble()`; each checks that what it needs is done."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, replan: bool = False):
+        """`replan`: when the run directory holds finished work, discard it (plan, parts) and start over
+        from the catalog as it is now, instead of refusing a changed catalog."""
         self.config = config.resolved()
         self.rundir = RunDir(self.config.run_dir)
         self._catalog: Catalog | None = None
+        self._replan = replan
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, **overrides: Any) -> Pipeline:
@@ -101,14 +105,33 @@ class Pipeline:
         self.rundir.check_reusable()
 
     def _start(self) -> None:
-        """Create the run directory, or check that a rerun's options agree with the saved ones (only once a
-        stage finished there: a failed start's saved options do not bind the corrected command)."""
+        """Create the run directory, or check that a rerun's options and catalog rows agree with the saved
+        ones (only once a stage finished there: a failed start's record does not bind the corrected
+        command); with `replan`, finished work is discarded instead."""
         self.check_outputs()
         saved = self.rundir.read_config()
+        fingerprint = catalog_fingerprint(self.catalog)
         if saved is not None and self.rundir.has_finished_work():
-            _check_consistent(saved, self.config)
+            if self._replan:
+                self.rundir.discard_work()
+            else:
+                _check_consistent(saved, self.config)
+                self._check_catalog(fingerprint)
+        self._replan = False  # once: the stages after the first build on the new plan
         self.rundir.create()
         self.rundir.write_config(self.config.to_dict())
+        self.rundir.write_json(CATALOG_RECORD, fingerprint)
+
+    def _check_catalog(self, fingerprint: dict[str, Any]) -> None:
+        """Refuse (ConfigError) a catalog whose rows differ from those the run directory's work was made from."""
+        saved = self.rundir.read_json(CATALOG_RECORD)
+        if saved is None or saved.get("sha256") == fingerprint["sha256"]:
+            return
+        raise ConfigError(
+            f"catalog {self.config.catalog} changed since run directory {self.rundir.path} was planned from it "
+            f"({saved.get('rows')} rows then, {fingerprint['rows']} now: names, positions or proper motions "
+            "differ), so its plan and measurements belong to the old rows; rerun with --replan (replan=True) "
+            "to plan and measure again from the catalog as it is now, or choose another -o")
 
     def _require(self, stage: str) -> None:
         for needed in NEEDS[stage]:
@@ -218,8 +241,9 @@ class Pipeline:
     def assemble(self) -> xr.Dataset:
         """Build the cube from the parts and write it to the output store."""
         self._require("assemble")
-        plan = Plan.load(self.rundir.path)
         cat = self.catalog
+        self._check_catalog(catalog_fingerprint(cat))  # parts of other rows are never assembled under these
+        plan = Plan.load(self.rundir.path)
         parts = self.rundir.read_parts()
         ds = build_dataset(cat, plan, parts, self.config, self.photometry_config)
         write_cube(ds, self.config.output)
@@ -305,7 +329,8 @@ def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConf
 
 def run(catalog: str | Path, output: str | Path | None = None, *, config: RunConfig | None = None,
         stages: tuple[str, ...] | str = DEFAULT_STAGES, client: Client | None = None,
-        mirror: str | Path | None = None, executor: Executor | None = None, **options: Any) -> xr.Dataset | None:
+        mirror: str | Path | None = None, executor: Executor | None = None, replan: bool = False,
+        **options: Any) -> xr.Dataset | None:
     """Measure every SPHEREx observation of every source in `catalog`; returns the cube's Dataset.
 
     `options` are RunConfig options (archive='http://...', fetch='range', bands=[1, 2], photometry={...},
@@ -313,6 +338,7 @@ def run(catalog: str | Path, output: str | Path | None = None, *, config: RunCon
     ('plan', 'stage') or 'plan,stage' to stage the data into `mirror` and stop; a later run with stages
     ('measure', 'assemble') on the same output then reads the mirror, with no network. Tasks run on
     `executor` (e.g. `SerialExecutor()`), or the Dask `client`, or a cluster made from the config.
+    A run directory holding work made from other catalog rows is refused unless `replan` (start over).
     """
     changes: dict[str, Any] = {**options, "catalog": str(catalog)}
     if output is not None:
@@ -320,4 +346,4 @@ def run(catalog: str | Path, output: str | Path | None = None, *, config: RunCon
     cfg = (config or RunConfig()).updated(changes)
     if isinstance(stages, str):
         stages = tuple(s.strip() for s in stages.split(",") if s.strip())
-    return Pipeline(cfg).run(stages, client=client, mirror=mirror, executor=executor)
+    return Pipeline(cfg, replan=replan).run(stages, client=client, mirror=mirror, executor=executor)
