@@ -29,7 +29,10 @@ def catalog_fingerprint(catalog: Catalog) -> dict[str, object]:
 
 
 def _bytes(values: np.ndarray) -> bytes:
-    """Column values as bytes: numbers as little-endian float64, anything else as NUL-separated text."""
+    """Column values as bytes: numbers as little-endian float64, fixed-width text as its UCS-4 code points
+    (with the width), anything else as NUL-separated text."""
     if values.dtype.kind in "iuf":
         return values.astype("<f8").tobytes()
+    if values.dtype.kind == "U":
+        return f"U{values.dtype.itemsize // 4}:".encode() + values.astype(values.dtype.newbyteorder("<")).tobytes()
     return "\0".join(map(str, values)).encode()

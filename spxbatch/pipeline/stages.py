@@ -74,6 +74,7 @@ class Pipeline:
         self.config = config.resolved()
         self.rundir = RunDir(self.config.run_dir)
         self._catalog: Catalog | None = None
+        self._fingerprint: dict[str, Any] | None = None
         self._replan = replan
 
     @classmethod
@@ -95,6 +96,13 @@ class Pipeline:
         return self._catalog
 
     @property
+    def fingerprint(self) -> dict[str, Any]:
+        """The fingerprint of the catalog rows the run depends on (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = catalog_fingerprint(self.catalog)
+        return self._fingerprint
+
+    @property
     def photometry_config(self) -> PhotometryConfig:
         """The typed photometry options (checked when the config was made)."""
         return self.config.photometry_config
@@ -110,21 +118,20 @@ class Pipeline:
         command); with `replan`, finished work is discarded instead."""
         self.check_outputs()
         saved = self.rundir.read_config()
-        fingerprint = catalog_fingerprint(self.catalog)
         if saved is not None and self.rundir.has_finished_work():
             if self._replan:
                 self.rundir.discard_work()
             else:
                 _check_consistent(saved, self.config)
-                self._check_catalog(fingerprint)
+                self._check_catalog()
         self._replan = False  # once: the stages after the first build on the new plan
         self.rundir.create()
         self.rundir.write_config(self.config.to_dict())
-        self.rundir.write_json(CATALOG_RECORD, fingerprint)
+        self.rundir.write_json(CATALOG_RECORD, self.fingerprint)
 
-    def _check_catalog(self, fingerprint: dict[str, Any]) -> None:
+    def _check_catalog(self) -> None:
         """Refuse (ConfigError) a catalog whose rows differ from those the run directory's work was made from."""
-        saved = self.rundir.read_json(CATALOG_RECORD)
+        saved, fingerprint = self.rundir.read_json(CATALOG_RECORD), self.fingerprint
         if saved is None or saved.get("sha256") == fingerprint["sha256"]:
             return
         raise ConfigError(
@@ -241,9 +248,9 @@ class Pipeline:
     def assemble(self) -> xr.Dataset:
         """Build the cube from the parts and write it to the output store."""
         self._require("assemble")
-        cat = self.catalog
-        self._check_catalog(catalog_fingerprint(cat))  # parts of other rows are never assembled under these
+        self._check_catalog()  # parts of other rows are never assembled under these names
         plan = Plan.load(self.rundir.path)
+        cat = self.catalog
         parts = self.rundir.read_parts()
         ds = build_dataset(cat, plan, parts, self.config, self.photometry_config)
         write_cube(ds, self.config.output)
