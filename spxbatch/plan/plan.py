@@ -34,7 +34,7 @@ from spxbatch.plan.tiles import query_tiles
 log = logging.getLogger(__name__)
 
 #: Bump when the plan's content or layout changes, so saved plans from older code are not reused.
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 
 
 @dataclass
