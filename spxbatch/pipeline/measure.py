@@ -16,6 +16,7 @@ from spxbatch.archive.location import resolve_archive
 from spxbatch.fetch.cache import FetchCache, process_cache
 from spxbatch.fetch.fetch import fetch_image
 from spxbatch.fetch.options import FetchOptions
+from spxbatch.level2.region import ImageRegion
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.photometry.measure import measure_region
 from spxbatch.pipeline.config import RunConfig
@@ -33,6 +34,19 @@ def unmeasured_rows(image: dict[str, Any], source_index: np.ndarray, reason: str
         "measured": np.zeros(n, dtype=bool),
         "status": [reason] * n,
     })
+
+
+def provenance(image: dict[str, Any], region: ImageRegion | None) -> dict[str, str]:
+    """Which release and processing an image's rows come from: the plan row's release folder and tag, and
+    the file's own PRIMARY VERSION (the plan's, when nothing of the file was read)."""
+    version = region.primary_header.get("VERSION") if region is not None else image.get("pipeline_version")
+    return {"release": _text(image.get("release")), "processing": _text(image.get("version")),
+            "pipeline_version": _text(version)}
+
+
+def _text(value: Any) -> str:
+    """A plan or header value as text ('' for a missing one)."""
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
 
 
 def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
@@ -62,6 +76,7 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
         tables.append(unmeasured_rows(image, job.source_index[missing], reason))
     table = pd.concat(tables, ignore_index=True) if tables else unmeasured_rows(image, job.source_index[:0], "")
     table["image_id"] = np.int64(image["image_id"])
+    table = table.assign(**provenance(image, result.regions[0][0] if result.regions else None))
     meta["measured"] = int(table["measured"].sum())
     meta["seconds"] = time.perf_counter() - t0
     return table, meta

@@ -40,7 +40,12 @@ NEEDS: dict[str, tuple[str, ...]] = {"plan": (), "stage": ("plan",), "measure": 
 
 
 #: Columns a part holds besides measure_region's (photometry.columns.COLUMNS): the image they come from.
-PART_EXTRA: dict[str, Column] = {"image_id": Column("int64", None, "the plan's image id of the part")}
+PART_EXTRA: dict[str, Column] = {
+    "image_id": Column("int64", None, "the plan's image id of the part"),
+    "release": Column("object", "", "the release folder the file lies in (qr2, qr3)"),
+    "processing": Column("object", "", "the file's processing tag, e.g. l2b-v26-2026-196"),
+    "pipeline_version": Column("object", "", "the file's PRIMARY VERSION (6.x: QR2 layout, 7.x: R7)"),
+}
 #: Types of the columns whose photometry dtype is "as given".
 _GIVEN_DTYPES = {"source_index": "int64"}
 
