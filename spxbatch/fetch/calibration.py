@@ -1,7 +1,8 @@
 """Calibration products beside an image: the detector's solid-angle map and spectral_wcs CWAVE/CBAND pixels
 attached to its regions, and the offset tables of those products (the average_psf one too).
 
-Products are found beside the image (same archive, same root), scanned once per process and read lazily in
+Products are found beside the image (same archive, same root) through its folder listings
+(`fetch.calibration_files`: the newest delivery, whatever its tag), scanned once per process and read lazily in
 row blocks (`FetchCache.calib`); an absent or broken product is remembered with the reason and not asked
 again, a transient failure is not remembered. Nothing here raises for a missing product: the reason is
 returned as a note and the regions go without.
@@ -15,6 +16,7 @@ import numpy as np
 
 from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import CALIB_BLOCK_ROWS, CalibPlane
+from spxbatch.fetch.calibration_files import calibration_file
 from spxbatch.fetch.execute import FetchContext, scan_headers
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
@@ -66,9 +68,12 @@ def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> Fit
     known = ctx.cache.calib.get(key)
     if known is not None:
         return known
-    path = target.calibration_path(product)
-    if path is None:
-        return f"{product}: no calibration location for {target.path}"
+    try:
+        path = calibration_file(ctx, target, product)
+    except LookupError as exc:
+        return str(exc)
+    except ReadError as exc:
+        return f"{product}: unavailable (listing: {exc.reason})"
     try:
         fmap: FitsMap | str = scan_headers(ctx, path)
     except OSError as exc:  # ReadError, or a local file that is not there
