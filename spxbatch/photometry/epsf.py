@@ -57,11 +57,6 @@ class EPSFModel:
 
     psf: EPSFTable
 
-    @classmethod
-    def from_table(cls, psf: EPSFTable) -> EPSFModel:
-        """Model of one EPSF table."""
-        return cls(psf=psf)
-
     @property
     def oversamp(self) -> int:
         """Fine cells per native pixel (OVSMPX)."""
@@ -93,7 +88,7 @@ class EPSFModel:
 
     def tile_half(self) -> int:
         """Half-size (native px) of a tile: every pixel centre the array reaches at any phase."""
-        n = max(self.arrays.shape[1:])
+        n = max(self.psf.arrays.shape[1:])
         return int(np.ceil((n / 2) / self.oversamp + 0.5))
 
     def tiles(self, zones: np.ndarray, phase_x: np.ndarray, phase_y: np.ndarray, mh: int) -> np.ndarray:

@@ -245,7 +245,7 @@ def psf_model_for(psf: PSFCube | EPSFTable) -> AnyPSFModel:
     key = (type(psf).__name__, psf.digest, planes.shape, planes.dtype.str, psf.oversampling)
     model = _MODELS.get(key)
     if model is None:
-        model = EPSFModel.from_table(psf) if isinstance(psf, EPSFTable) else PSFModel.from_cube(psf)
+        model = EPSFModel(psf) if isinstance(psf, EPSFTable) else PSFModel.from_cube(psf)
         _MODELS[key] = model
     _MODELS.move_to_end(key)
     while len(_MODELS) > _MAX_MODELS:
