@@ -1,9 +1,10 @@
-"""The tables a region carries beside its pixels: the PSF cube (read once per content, from the process
+"""The tables a region carries beside its pixels: the PSF model (read once per content, from the process
 cache) and the WCS-WAVE table.
 
-The PSF cube is the file's own PSF HDU, cached by (detector, version, PSF header digest), or with
-psf_source 'calibration' the detector's average_psf product (the file's own when that is absent or of
-another shape). The bytes a cutout or a whole file carries anyway fill the cache instead of a second read.
+The PSF model is the file's own: QR2's PSF cube or R7's EPSF table, cached by (detector, version, PSF
+header digest); with psf_source 'calibration' a QR2 file takes the detector's average_psf product (the
+file's own when that is absent or of another shape). The bytes a cutout or a whole file carries anyway
+fill the cache instead of a second read.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from spxbatch.fetch.cache import header_digest
 from spxbatch.fetch.calibration import calibration_map
 from spxbatch.fetch.execute import FetchContext
 from spxbatch.fetch.target import ImageTarget
+from spxbatch.level2.epsf import EPSFTable, read_epsf
 from spxbatch.level2.fitsmap import FitsMap
-from spxbatch.level2.layout import QR2
-from spxbatch.level2.read import wave_table_from_bytes
+from spxbatch.level2.layout import R7, Layout, check_fitsmap
+from spxbatch.level2.read import epsf_from_bytes, wave_table_from_bytes
 from spxbatch.level2.region import PSFCube, WaveTable
 
 
@@ -35,24 +37,37 @@ class ImageTables:
     psf_source: str = "file"
 
     def psf_cached(self) -> bool:
-        """Whether this process already holds a PSF cube for this detector (and version, for file PSFs)."""
-        index = self.ctx.cache.psf_index
-        t = self.target
-        if self.psf_source == "calibration" and ("average_psf", t.detector, t.release) in index:
+        """Whether this process already holds a PSF model for this detector (and version, for file PSFs)."""
+        cache, t = self.ctx.cache, self.target
+        if self.psf_source == "calibration" and ("average_psf", t.detector, t.release) in cache.psf_index:
             return True
-        return any(k[:3] == ("file", t.detector, t.version) for k in index)
+        return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
 
-    def psf_for_fitsmap(self, fmap: FitsMap) -> tuple[PSFCube, list[str]]:
-        """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no cube for it)."""
-        entry = fmap[QR2.psf_hdu]
+    def psf_for_fitsmap(self, fmap: FitsMap) -> tuple[PSFCube | EPSFTable, list[str]]:
+        """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no model for it)."""
+        layout = check_fitsmap(fmap)
+        entry = fmap[layout.psf_hdu]
         span = [(entry.data_offset, entry.data_offset + entry.data_size)]
-        return self._psf(entry.header.copy(), entry.shape, entry.dtype,
-                         lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0], free=False)
 
-    def psf_for_hdu(self, hdu: fits.ImageHDU) -> tuple[PSFCube, list[str]]:
+        def own_bytes() -> bytes:
+            return self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
+
+        if layout is R7:
+            return self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes()), free=False), []
+        return self._psf(entry.header.copy(), entry.shape, entry.dtype, own_bytes, free=False)
+
+    def psf_for_hdul(self, hdul: fits.HDUList, layout: Layout, what: str) -> tuple[PSFCube | EPSFTable, list[str]]:
         """The PSF of an opened whole file or cutout (its bytes came along: they fill the cache for free)."""
+        hdu = hdul[layout.psf_hdu]
+        if layout is R7:
+            return self._epsf(hdu.header, lambda: read_epsf(hdu, what), free=True), []
         big = np.dtype(hdu.data.dtype.newbyteorder(">"))
         return self._psf(hdu.header.copy(), hdu.data.shape, big, lambda: hdu.data.astype(big).tobytes(), free=True)
+
+    def _epsf(self, header: fits.Header, load: Callable[[], EPSFTable], free: bool) -> EPSFTable:
+        """The file's ePSF table from the cache, by (detector, version, EPSF header digest), loaded once."""
+        key = ("file", self.target.detector, self.target.version, header_digest(header))
+        return self.ctx.cache.epsf_table(key, load, free)
 
     def _psf(self, header: fits.Header, shape: tuple[int, ...], dtype: np.dtype, own_bytes: Callable[[], bytes],
              free: bool) -> tuple[PSFCube, list[str]]:
@@ -93,9 +108,10 @@ class ImageTables:
 
     def wave_for_fitsmap(self, fmap: FitsMap) -> WaveTable:
         """The WCS-WAVE table of a scanned file, from the bytes the header scan kept or one small range read."""
-        entry = fmap[QR2.wave_hdu]
+        layout = check_fitsmap(fmap)
+        entry = fmap[layout.wave_hdu]
         data = fmap.small.get(entry.index)
         if data is None:
             span = [(entry.data_offset, entry.data_offset + entry.data_size)]
             data = self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
-        return wave_table_from_bytes(fmap, data)
+        return wave_table_from_bytes(fmap, layout, data)

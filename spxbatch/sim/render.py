@@ -15,11 +15,11 @@ import pandas as pd
 from scipy.ndimage import maximum_filter
 
 from spxbatch.level2.constants import (
-    DEFAULT_BAD_FLAGS,
     FLAG_BITS,
     MJY_PER_SR_TO_UJY_PER_ARCSEC2,
     PIXEL_SCALE_ARCSEC,
     PSF_ZONES,
+    QR2_DEFAULT_BAD_FLAGS,
 )
 from spxbatch.level2.flags import flag_mask
 from spxbatch.sim import lvf, optics, psf, r7_artifacts, scene, sky
@@ -33,7 +33,7 @@ from spxbatch.sim.survey import Exposure
 PERSIST_DAYS = 1.0 / 24.0
 #: Persistent signal as a fraction of the star's peak surface brightness.
 PERSIST_FRACTION = 0.003
-_BAD_MASK = flag_mask(DEFAULT_BAD_FLAGS, FLAG_BITS)
+_BAD_MASK = flag_mask(QR2_DEFAULT_BAD_FLAGS, FLAG_BITS)
 
 #: Per detector: (end MJD of its last exposure, [(x, y, persistent MJy/sr)] of the bright stars it saw).
 Persistence = dict[int, tuple[float, list[tuple[float, float, float]]]]
