@@ -26,8 +26,8 @@ from spxbatch.sim import ArchiveInfo, make_archive
 
 
 def r7_region(path: Path) -> ImageRegion:
-    """The whole-frame region of an R7 file, read by hand (astropy decompresses the RICE FLAGS; the EPSF
-    table is the PSF)."""
+    """The whole-frame region of an R7 file, read by hand, independently of level2's reader (astropy
+    decompresses the RICE FLAGS; the EPSF table is the PSF)."""
     with fits.open(path) as hdul:
         planes = {name.lower(): native(hdul[name].data) for name in ("IMAGE", "FLAGS", "VARIANCE", "ZODI")}
         return ImageRegion(primary_header=hdul[0].header.copy(), image_header=hdul["IMAGE"].header.copy(),
@@ -36,14 +36,14 @@ def r7_region(path: Path) -> ImageRegion:
                            parent_shape=planes["image"].shape, **planes)
 
 
-def qr2_region(path: Path) -> ImageRegion:
-    """The whole-frame region of a QR2 file, as the reader makes it."""
+def file_region(path: Path) -> ImageRegion:
+    """The whole-frame region of a file, as the reader makes it."""
     with fits.open(path) as hdul:
         return region_from_hdul(hdul)
 
 
 def measure_archive(info: ArchiveInfo, config: PhotometryConfig,
-                    read: Callable[[Path], ImageRegion] = qr2_region) -> pd.DataFrame:
+                    read: Callable[[Path], ImageRegion] = file_region) -> pd.DataFrame:
     """Measure every truth (source, file) pair of an archive's current files (regions by `read`); truth
     columns beside."""
     files = pd.read_csv(info.truth["files"])
@@ -59,8 +59,7 @@ def measure_archive(info: ArchiveInfo, config: PhotometryConfig,
         src = cat.loc[t.name]
         out = pd.DataFrame(measure_region(region, src.ra.values, src.dec.values, config,
                                           neighbours=(cat.ra.values, cat.dec.values)))
-        for col in ("flux_ujy", "x", "y", "wavelength_um", "bandwidth_um", "psf_zone", "pipeline_version",
-                    "artifact_bits_near"):
+        for col in ("flux_ujy", "x", "y", "wavelength_um", "bandwidth_um", "psf_zone", "pipeline_version"):
             out[f"true_{col}"] = t[col].values
         xy = t[["x", "y"]].to_numpy()
         d = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
@@ -167,8 +166,7 @@ def r7_archive512(tmp_path_factory) -> pd.DataFrame:
 
 def test_r7_pull_statistics_and_bias_512(r7_archive512):
     d = r7_archive512
-    # R7-only artifacts (halos, ghosts, crosstalk...) are not masked by photometry's QR2 flag set yet
-    g = d[d.good & d.isolated & (d.true_artifact_bits_near == 0)]
+    g = d[d.good & d.isolated]
     assert len(g) > 1000
     med, std = robust((g.flux - g.true_flux_ujy) / g.flux_err)
     assert abs(med) < 0.1, med
