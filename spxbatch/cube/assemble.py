@@ -48,6 +48,8 @@ OBS_VARIABLES: dict[str, tuple[str, str, str]] = {
     "release": ("str", "", "release folder of the file measured (qr2, qr3)"),
     "processing": ("str", "", "processing tag of the file measured, e.g. l2b-v26-2026-196"),
     "pipeline_version": ("str", "", "pipeline VERSION of the file measured (6.x: QR2 layout, 7.x: R7)"),
+    "psf_model": ("str", "", "PSF model used: the file's own, average_psf, or QR3's ePSF (qr3 epsf)"),
+    "flux_factor": ("float64", "1", "flux correction applied at the source pixel (QR3 l3_flux_corrections; 1: none)"),
 }
 
 

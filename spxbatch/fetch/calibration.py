@@ -20,7 +20,8 @@ from spxbatch.fetch.calibration_files import calibration_file
 from spxbatch.fetch.execute import FetchContext, scan_headers
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
-from spxbatch.level2.region import ImageRegion, native
+from spxbatch.level2.layout import R7_MAJOR, pipeline_major
+from spxbatch.level2.region import ImageRegion, PSFCube, native
 
 #: Calibration pixels attached to regions: (product, extension, ImageRegion attribute).
 CALIBRATION_PLANES = (
@@ -29,7 +30,18 @@ CALIBRATION_PLANES = (
     ("spectral_wcs", "CBAND", "cband"),
 )
 
+#: QR3's per-pixel flux corrections of QR2-processed images, attached only when asked for (and the release
+#: whose calibration tree holds them).
+L3_PLANE = ("l3_flux_corrections", "IMAGE", "flux_factor")
+L3_RELEASE = "qr3"
+
 Regions = list[tuple[ImageRegion, np.ndarray]]
+
+
+def qr2_processed(region: ImageRegion) -> bool:
+    """Whether a region comes from a QR2-processed (pipeline 6.x) file: its VERSION, else its PSF model."""
+    major = pipeline_major(region.primary_header.get("VERSION"))
+    return major < R7_MAJOR if major is not None else isinstance(region.psf, PSFCube)
 
 
 def is_absent(exc: OSError) -> bool:
@@ -40,12 +52,17 @@ def is_absent(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError)
 
 
-def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions) -> tuple[Regions, list[str]]:
-    """The regions with solid_angle / cwave / cband filled from the calibration products where present,
+def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
+                       l3_flux_correction: bool = False) -> tuple[Regions, list[str]]:
+    """The regions with solid_angle / cwave / cband filled from the calibration products where present
+    (and, with `l3_flux_correction`, a QR2-processed image's flux_factor from QR3's l3_flux_corrections),
     and notes saying why any is missing."""
     notes: list[str] = []
-    for product, extname, attr in CALIBRATION_PLANES:
-        plane = _calibration_plane(ctx, target, product, extname)
+    planes = [(*plane, None) for plane in CALIBRATION_PLANES]
+    if l3_flux_correction and qr2_processed(regions[0][0]):
+        planes.append((*L3_PLANE, L3_RELEASE))
+    for product, extname, attr, release in planes:
+        plane = _calibration_plane(ctx, target, product, extname, release)
         if isinstance(plane, str):
             notes.append(plane)
             continue
@@ -62,14 +79,16 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions)
     return regions, notes
 
 
-def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> FitsMap | str:
-    """The offset table of the target detector's calibration product, or why it is unavailable."""
-    key = (product, target.detector, target.release)
+def calibration_map(ctx: FetchContext, target: ImageTarget, product: str,
+                    release: str | None = None) -> FitsMap | str:
+    """The offset table of the target detector's calibration product (of `release`, default the image's),
+    or why it is unavailable."""
+    key = (product, target.detector, release or target.release)
     known = ctx.cache.calib.get(key)
     if known is not None:
         return known
     try:
-        path = calibration_file(ctx, target, product)
+        path = calibration_file(ctx, target, product, release)
     except LookupError as exc:
         return str(exc)
     except ReadError as exc:
@@ -86,13 +105,14 @@ def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> Fit
     return fmap
 
 
-def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, extname: str) -> CalibPlane | str:
+def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, extname: str,
+                       release: str | None = None) -> CalibPlane | str:
     """The lazily read calibration plane (cached per process), or why it is unavailable."""
-    key = (product, target.detector, target.release, extname)
+    key = (product, target.detector, release or target.release, extname)
     cached = ctx.cache.calib.get(key)
     if cached is not None:
         return cached
-    fmap = calibration_map(ctx, target, product)
+    fmap = calibration_map(ctx, target, product, release)
     if isinstance(fmap, str):
         return fmap
     if extname not in fmap or len(fmap[extname].shape) != 2 or 0 in fmap[extname].shape:

@@ -27,18 +27,19 @@ def tag_key(tag: str) -> tuple[int, int, int]:
     return (int(m[1]), int(m[2]), int(m[3])) if m else (-1, -1, -1)
 
 
-def calibration_file(ctx: FetchContext, target: ImageTarget, product: str) -> str:
-    """The path of the target detector's newest `product` file. Raises LookupError saying why there is
-    none (absent: remembered for the process), or ReadError when a listing failed for good (transient:
-    asked again next time)."""
+def calibration_file(ctx: FetchContext, target: ImageTarget, product: str, release: str | None = None) -> str:
+    """The path of the target detector's newest `product` file of `release` (default: the image's own).
+    Raises LookupError saying why there is none (absent: remembered for the process), or ReadError when a
+    listing failed for good (transient: asked again next time)."""
     if target.calib_base is None:
         raise LookupError(f"{product}: no calibration location for {target.path}")
-    key = ("where", target.calib_base, target.release, product, target.detector)
+    release = release or target.release
+    key = ("where", target.calib_base, release, product, target.detector)
     known = ctx.cache.calib.get(key)
     if known is None:
         folder = CALIBRATION_PRODUCTS.get(product, (product,))[0]
         try:
-            known = ("path", _newest(ctx, f"{target.calib_base}{target.release}/{folder}", target.detector))
+            known = ("path", _newest(ctx, f"{target.calib_base}{release}/{folder}", target.detector))
         except LookupError as exc:
             known = ("absent", f"{product}: absent ({exc})")
         ctx.cache.calib[key] = known

@@ -43,9 +43,10 @@ def decode(fetched: Fetched, fmap: FitsMap | None, tables: ImageTables, ra: np.n
     frame cutouts are placed in)."""
     plan = fetched.plan
     if isinstance(plan, RangePlan):
-        psf, notes = tables.psf_for_fitsmap(fmap)
-        regions = regions_from_ranges(fmap, plan, fetched.bodies, psf, tables.wave_for_fitsmap(fmap))
-        return Decoded(regions, plan.off_image, (), tuple(notes))
+        psf = tables.psf_for_fitsmap(fmap)
+        regions = regions_from_ranges(fmap, plan, fetched.bodies, psf.model, tables.wave_for_fitsmap(fmap))
+        regions = [(dataclasses.replace(r, psf_origin=psf.origin), m) for r, m in regions]
+        return Decoded(regions, plan.off_image, (), tuple(psf.notes))
     if isinstance(plan, WholePlan):
         return _decode_whole(fetched.bodies[0], plan.path, tables, ra, dec, halfsize)
     if isinstance(plan, CutoutPlan):
@@ -93,8 +94,8 @@ def region_from_file(data: bytes, what: str, tables: ImageTables,
     CRPIXnA cards, with its PSF from the cache (filled from the bytes in hand)."""
     with open_level2(maybe_gunzip(data), what) as hdul:
         region = region_from_hdul(hdul, parent_shape=parent_shape, with_psf=False, what=what)
-        psf, notes = tables.psf_for_hdul(hdul, check_hdul(hdul, what), what)
-    return dataclasses.replace(region, psf=psf), notes
+        psf = tables.psf_for_hdul(hdul, check_hdul(hdul, what), what)
+    return dataclasses.replace(region, psf=psf.model, psf_origin=psf.origin), psf.notes
 
 
 def sources_inside(region: ImageRegion, ra: np.ndarray, dec: np.ndarray, halfsize: int) -> np.ndarray:

@@ -10,7 +10,7 @@ fill the cache instead of a second read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
@@ -26,11 +26,24 @@ from spxbatch.level2.layout import R7, Layout, check_fitsmap
 from spxbatch.level2.read import epsf_from_bytes, wave_table_from_bytes
 from spxbatch.level2.region import PSFCube, WaveTable
 
+#: The release whose calibration tree holds the R7 ePSF products used for QR2 images (psf_source 'epsf').
+QR3_CALIBRATION = "qr3"
+
+
+@dataclass(frozen=True)
+class PSFChoice:
+    """An image's PSF model, where it came from ('file', 'average_psf', 'qr3 epsf') and notes on why."""
+
+    model: PSFCube | EPSFTable
+    origin: str = "file"
+    notes: list[str] = field(default_factory=list)
+
 
 @dataclass(frozen=True)
 class ImageTables:
     """One image's PSF and WCS-WAVE tables, read through `ctx` and kept in its cache; `psf_source` says
-    where the PSF cube comes from: 'file' (its own PSF HDU) or 'calibration' (the detector's average_psf)."""
+    where a QR2 file's PSF comes from: 'file' (its own PSF HDU), 'calibration' (the detector's average_psf)
+    or 'epsf' (QR3's ePSF product); an R7 file always has its own EPSF table."""
 
     ctx: FetchContext
     target: ImageTarget
@@ -43,7 +56,7 @@ class ImageTables:
             return True
         return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
 
-    def psf_for_fitsmap(self, fmap: FitsMap) -> tuple[PSFCube | EPSFTable, list[str]]:
+    def psf_for_fitsmap(self, fmap: FitsMap) -> PSFChoice:
         """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no model for it)."""
         layout = check_fitsmap(fmap)
         entry = fmap[layout.psf_hdu]
@@ -53,14 +66,14 @@ class ImageTables:
             return self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
 
         if layout is R7:
-            return self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes()), free=False), []
+            return PSFChoice(self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes()), free=False))
         return self._psf(entry.header.copy(), entry.shape, entry.dtype, own_bytes, free=False)
 
-    def psf_for_hdul(self, hdul: fits.HDUList, layout: Layout, what: str) -> tuple[PSFCube | EPSFTable, list[str]]:
+    def psf_for_hdul(self, hdul: fits.HDUList, layout: Layout, what: str) -> PSFChoice:
         """The PSF of an opened whole file or cutout (its bytes came along: they fill the cache for free)."""
         hdu = hdul[layout.psf_hdu]
         if layout is R7:
-            return self._epsf(hdu.header, lambda: read_epsf(hdu, what), free=True), []
+            return PSFChoice(self._epsf(hdu.header, lambda: read_epsf(hdu, what), free=True))
         big = np.dtype(hdu.data.dtype.newbyteorder(">"))
         return self._psf(hdu.header.copy(), hdu.data.shape, big, lambda: hdu.data.astype(big).tobytes(), free=True)
 
@@ -70,10 +83,19 @@ class ImageTables:
         return self.ctx.cache.epsf_table(key, load, free)
 
     def _psf(self, header: fits.Header, shape: tuple[int, ...], dtype: np.dtype, own_bytes: Callable[[], bytes],
-             free: bool) -> tuple[PSFCube, list[str]]:
-        """The image's PSF: its own header, the cube from the cache (`own_bytes` gives the file's raw cube
-        bytes; `free` says they are already in hand, so using them costs no read)."""
+             free: bool) -> PSFChoice:
+        """A QR2 image's PSF: with psf_source 'epsf' QR3's ePSF product, with 'calibration' the average_psf
+        cube (under the file's header), else (or when those are unavailable) the file's own cube from the
+        cache (`own_bytes` gives its raw bytes; `free` says they are in hand, so using them costs no read)."""
         notes = []
+        if self.psf_source == "epsf":
+            try:
+                table = self._qr3_epsf()
+            except ReadError as exc:
+                table = f"epsf: unavailable ({exc.reason})"
+            if isinstance(table, EPSFTable):
+                return PSFChoice(table, "qr3 epsf")
+            notes.append(f"{table}; file PSF used")
         if self.psf_source == "calibration":
             try:
                 cube = self._average_psf()
@@ -82,7 +104,7 @@ class ImageTables:
             if isinstance(cube, str):
                 notes.append(cube)
             elif cube[0].shape == tuple(shape):
-                return PSFCube(cube=cube[0], header=header, digest=cube[1]), notes
+                return PSFChoice(PSFCube(cube=cube[0], header=header, digest=cube[1]), "average_psf", notes)
             else:
                 notes.append(f"average_psf: shape {cube[0].shape} != the file's {tuple(shape)}; file PSF used")
         cache = self.ctx.cache
@@ -90,7 +112,20 @@ class ImageTables:
         if free and key not in cache.psf_index:
             cache.psf_index[key] = cache.add_psf_bytes(own_bytes(), dtype, shape)
         cube = cache.psf_cube(key, own_bytes, dtype, shape)
-        return PSFCube(cube=cube, header=header, digest=cache.psf_index[key]), notes
+        return PSFChoice(PSFCube(cube=cube, header=header, digest=cache.psf_index[key]), "file", notes)
+
+    def _qr3_epsf(self) -> EPSFTable | str:
+        """QR3's ePSF calibration product of the target's detector (read once per process), or why not."""
+        fmap = calibration_map(self.ctx, self.target, "epsf", QR3_CALIBRATION)
+        if isinstance(fmap, str):
+            return fmap
+        if R7.psf_hdu not in fmap:
+            return "epsf: no EPSF extension"
+        entry = fmap[R7.psf_hdu]
+        span = [(entry.data_offset, entry.data_offset + entry.data_size)]
+        key = ("qr3 epsf", self.target.detector, fmap.url)
+        return self.ctx.cache.epsf_table(
+            key, lambda: epsf_from_bytes(fmap, self.ctx.read_ranges(fmap.url, span, fmap.size)[0]), free=False)
 
     def _average_psf(self) -> tuple[np.ndarray, str] | str:
         """The average_psf cube of the target's detector and its content digest, or why it is unavailable."""

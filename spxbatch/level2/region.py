@@ -89,6 +89,10 @@ class ImageRegion:
     solid_angle: np.ndarray | None = None
     cwave: np.ndarray | None = None
     cband: np.ndarray | None = None
+    #: Per-pixel flux correction to apply (QR3's l3_flux_corrections on a QR2-processed image), or None.
+    flux_factor: np.ndarray | None = None
+    #: Where `psf` came from: 'file' (the file's own HDU), 'average_psf' or 'qr3 epsf' (calibration products).
+    psf_origin: str = "file"
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -44,7 +44,7 @@ from spxbatch.photometry.positions import frame_positions, local_pixels
 from spxbatch.photometry.psf import AnyPSFModel, psf_model_for, psf_tiles, source_psf
 from spxbatch.photometry.quality import verdicts
 from spxbatch.photometry.units import source_solid_angle, ujy_per_mjysr_pixel
-from spxbatch.photometry.wavelength import source_wavelength
+from spxbatch.photometry.wavelength import sample_map, source_wavelength
 from spxbatch.photometry.zodi import source_zodi_scale
 
 
@@ -194,6 +194,8 @@ def _measure_crop(image: _Image, crop: ImageRegion, src: _Sources) -> tuple[dict
         "psf_zone": src.zones if image.model is not None else -1,
         "fwhm": src.fwhm if src.fwhm is not None else cfg.fallback_fwhm,
         "pixel_solid_angle": omega,
+        "flux_factor": (np.ones(at.xl.size) if crop.flux_factor is None
+                        else sample_map(crop.flux_factor, at.xl, at.yl)),
         "status": np.where(bkg.failed, "no_background", np.where(measured, "ok", "no_pixels")),
     }
     return columns, condition

@@ -114,7 +114,7 @@ BOUNDS: dict[tuple[type, str], Bound] = {
 #: Allowed values of string entries whose type hint does not list them.
 CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (ClusterConfig, "kind"): ("slurm", "pbs"),
-    (FetchOptions, "psf_source"): ("file", "calibration"),
+    (FetchOptions, "psf_source"): ("file", "calibration", "epsf"),
 }
 
 

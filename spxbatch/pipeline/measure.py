@@ -37,11 +37,11 @@ def unmeasured_rows(image: dict[str, Any], source_index: np.ndarray, reason: str
 
 
 def provenance(image: dict[str, Any], region: ImageRegion | None) -> dict[str, str]:
-    """Which release and processing an image's rows come from: the plan row's release folder and tag, and
-    the file's own PRIMARY VERSION (the plan's, when nothing of the file was read)."""
+    """Which release and processing an image's rows come from: the plan row's release folder and tag, the
+    file's own PRIMARY VERSION (the plan's, when nothing of the file was read) and where its PSF came from."""
     version = region.primary_header.get("VERSION") if region is not None else image.get("pipeline_version")
     return {"release": _text(image.get("release")), "processing": _text(image.get("version")),
-            "pipeline_version": _text(version)}
+            "pipeline_version": _text(version), "psf_model": region.psf_origin if region is not None else ""}
 
 
 def _text(value: Any) -> str:

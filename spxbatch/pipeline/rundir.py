@@ -45,6 +45,7 @@ PART_EXTRA: dict[str, Column] = {
     "release": Column("object", "", "the release folder the file lies in (qr2, qr3)"),
     "processing": Column("object", "", "the file's processing tag, e.g. l2b-v26-2026-196"),
     "pipeline_version": Column("object", "", "the file's PRIMARY VERSION (6.x: QR2 layout, 7.x: R7)"),
+    "psf_model": Column("object", "", "where the PSF model came from: file, average_psf or qr3 epsf"),
 }
 #: Types of the columns whose photometry dtype is "as given".
 _GIVEN_DTYPES = {"source_index": "int64"}
