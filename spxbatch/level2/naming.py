@@ -26,6 +26,16 @@ _DID_RE = re.compile(r"\?([^/]+)/D(\d)")
 PROCESSING_TAG_RE = re.compile(r"l2b(?:_retry)?-v(\d+)-(\d{4})-(\d{3})")
 
 
+#: The exposure in a Level-2 file name: level2_<period>_<large>_<small>D<detector>_spx_...
+_FILE_RE = re.compile(r"level2_(\d{4}W\d{2}_\d[A-Z]_\d{4})_(\d)D(\d)_")
+
+
+def exposure_of_name(path: str) -> tuple[str, int] | None:
+    """(obs_id, detector) that a Level-2 file's name gives, or None for another name."""
+    m = _FILE_RE.search(path)
+    return (f"{m[1]}_{m[2]}", int(m[3])) if m else None
+
+
 def processing_tag(path: str) -> str:
     """The processing tag in a path ('' when it has none)."""
     m = PROCESSING_TAG_RE.search(path)

@@ -34,7 +34,7 @@ from spxbatch.archive.retry import (
 )
 from spxbatch.files import atomic_path
 from spxbatch.level2.constants import BANDS
-from spxbatch.level2.naming import IBE_ROOT, parse_did, processing_tag
+from spxbatch.level2.naming import IBE_ROOT, exposure_of_name, parse_did, processing_tag
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ OPTIONAL = ("a.contentlength",)
 FROM = "artifact AS a JOIN plane AS p ON a.planeid = p.planeid"
 
 _COLLECTION_RE = re.compile(r"/([^/?]+)\?")
-#: The exposure in a Level-2 file name: level2_<period>_<large>_<small>D<detector>_spx_...
-_FILE_RE = re.compile(r"level2_(\d{4}W\d{2}_\d[A-Z]_\d{4})_(\d)D(\d)_")
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -148,10 +146,10 @@ def _exposure(did: str, relpath: str) -> tuple[str, int]:
     try:
         return parse_did(did)
     except ValueError:
-        m = _FILE_RE.search(relpath)
-        if m is None:
+        exposure = exposure_of_name(relpath)
+        if exposure is None:
             raise ValueError(f"neither the DID {did!r} nor the path {relpath!r} names a SPHEREx exposure") from None
-        return f"{m[1]}_{m[2]}", int(m[3])
+        return exposure
 
 
 def normalise_tap(table) -> pd.DataFrame:
