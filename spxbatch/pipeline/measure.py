@@ -59,7 +59,8 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     """
     t0 = time.perf_counter()
     image = job.image
-    result = fetch_image(image, job.ra, job.dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
+    ra, dec, when = job.positions()
+    result = fetch_image(image, ra, dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
                          cache=cache, options=options)
     meta: dict[str, Any] = {"image_id": int(image["image_id"]), "strategy": result.strategy,
                             "bytes": int(result.bytes_read), "requests": int(result.requests),
@@ -67,8 +68,8 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     tables = []
     for region, pos in result.regions:
         pos = np.asarray(pos, dtype=np.int64)
-        out = measure_region(region, job.ra[pos], job.dec[pos], phot, source_index=job.source_index[pos],
-                             neighbours=(job.ra, job.dec))
+        out = measure_region(region, ra[pos], dec[pos], phot, source_index=job.source_index[pos],
+                             neighbours=(ra, dec))
         tables.append(pd.DataFrame(out))
     missing = np.asarray(result.missing, dtype=np.int64)
     if missing.size:
@@ -76,7 +77,7 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
         tables.append(unmeasured_rows(image, job.source_index[missing], reason))
     table = pd.concat(tables, ignore_index=True) if tables else unmeasured_rows(image, job.source_index[:0], "")
     table["image_id"] = np.int64(image["image_id"])
-    table = table.assign(**provenance(image, result.regions[0][0] if result.regions else None))
+    table = table.assign(**provenance(image, result.regions[0][0] if result.regions else None), position_mjd=when)
     meta["measured"] = int(table["measured"].sum())
     meta["seconds"] = time.perf_counter() - t0
     return table, meta

@@ -66,11 +66,15 @@ class Rendered:
     sky: dict
 
 
-def place(det: Detector, crval: tuple[float, float], pa: float, sources: pd.DataFrame) -> Placement:
-    """0-based pixel positions (exact SIP inverse) of the sources whose light can reach the image."""
+def place(det: Detector, crval: tuple[float, float], pa: float, sources: pd.DataFrame,
+          mjd: float | None = None) -> Placement:
+    """0-based pixel positions (exact SIP inverse) of the sources whose light can reach the image, at `mjd`
+    for sources with proper motions."""
     ra0, dec0 = crval
     wcs = optics.make_wcs(det.optics, ra0, dec0, pa)
-    ra, dec = np.radians(sources["ra"].to_numpy()), np.radians(sources["dec"].to_numpy())
+    ra, dec = sky.positions_at(sources, mjd) if mjd is not None else (sources["ra"].to_numpy(),
+                                                                       sources["dec"].to_numpy())
+    ra, dec = np.radians(ra), np.radians(dec)
     r0, d0 = np.radians(ra0), np.radians(dec0)
     # Angular pre-selection (TAN is meaningless far away), then the exact SIP inverse.
     cosd = np.sin(dec) * np.sin(d0) + np.cos(dec) * np.cos(d0) * np.cos(ra - r0)
