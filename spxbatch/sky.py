@@ -54,3 +54,29 @@ def tangent_offsets(ra_deg: np.ndarray, dec_deg: np.ndarray, ra0_deg: float,
     xi = np.cos(d) * np.sin(r - ra0) / cosc
     eta = (np.cos(dec0) * np.sin(d) - np.sin(dec0) * np.cos(d) * np.cos(r - ra0)) / cosc
     return xi, eta
+
+
+#: MJD of J2000.0 and days per Julian year.
+MJD_J2000 = 51544.5
+JULIAN_YEAR_D = 365.25
+
+
+def epoch_mjd(epoch) -> np.ndarray:
+    """Catalog epochs as MJD: Julian years (e.g. 2016.0, Gaia DR3) below 3000, JD above 2,400,000, else MJD."""
+    e = np.asarray(epoch, dtype=np.float64)
+    return np.where(e < 3000, MJD_J2000 + (e - 2000.0) * JULIAN_YEAR_D, np.where(e > 2.4e6, e - 2400000.5, e))
+
+
+def propagate(ra_deg, dec_deg, pmra_masyr, pmdec_masyr, from_mjd, to_mjd) -> tuple[np.ndarray, np.ndarray]:
+    """Positions moved by their proper motions (mas/yr; pmra includes cos dec, as Gaia's) from `from_mjd`
+    to `to_mjd`: along the local east and north directions, then back onto the sphere (exact for the
+    arcsec-to-arcmin motions of stars over a few years). NaN motions move nothing."""
+    dt_yr = (np.asarray(to_mjd, dtype=np.float64) - np.asarray(from_mjd, dtype=np.float64)) / JULIAN_YEAR_D
+    mas = np.radians(1.0 / 3.6e6)
+    east = np.nan_to_num(np.asarray(pmra_masyr, dtype=np.float64)) * dt_yr * mas
+    north = np.nan_to_num(np.asarray(pmdec_masyr, dtype=np.float64)) * dt_yr * mas
+    ra, dec = np.radians(np.asarray(ra_deg, dtype=np.float64)), np.radians(np.asarray(dec_deg, dtype=np.float64))
+    v = unit_vectors(ra_deg, dec_deg)
+    e = np.stack([-np.sin(ra), np.cos(ra), np.zeros_like(ra)], axis=-1)
+    n = np.stack([-np.sin(dec) * np.cos(ra), -np.sin(dec) * np.sin(ra), np.cos(dec)], axis=-1)
+    return radec_of(v + east[..., None] * e + north[..., None] * n)

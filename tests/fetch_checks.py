@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
+from spxbatch.level2.digest import array_digest
 from spxbatch.level2.layout import PLANES
 from spxbatch.level2.naming import IBE_ROOT, calibration_relpath
-from spxbatch.level2.region import array_digest
 
 HALF = 6
 
@@ -35,6 +35,18 @@ def sources_on(truth, relpath: str, n: int | None = None, spread: bool = False):
     return rows["ra"].to_numpy(), rows["dec"].to_numpy()
 
 
+def check_psf(psf, hdul) -> None:
+    """The region's PSF model is the file's own: QR2's cube (with its zone cards) or R7's ePSF table."""
+    if "EPSF" in hdul:
+        assert np.array_equal(psf.arrays, hdul["EPSF"].data["EPSF"])
+        assert np.array_equal(psf.xcentre, hdul["EPSF"].data["XCENTER"])
+        assert psf.digest == array_digest(psf.arrays) and psf.pixel_convolved
+        return
+    assert np.array_equal(psf.cube, hdul["PSF"].data)
+    assert psf.digest == array_digest(hdul["PSF"].data)  # the content key of the PSF model cache
+    assert psf.header["XCTR_1"] == hdul["PSF"].header["XCTR_1"]  # the file's own zone cards
+
+
 def check_same_as_local(result, path, n_sources: int, calib_root=None, detector=None):
     """Every region equals a local astropy read of the same pixels; every source is served once."""
     assert result.error is None, result.error
@@ -51,9 +63,7 @@ def check_same_as_local(result, path, n_sources: int, calib_root=None, detector=
                 assert got.dtype.isnative
                 assert np.array_equal(got, hdul[name].data[sl], equal_nan=True), name
             assert region.parent_shape == hdul["IMAGE"].data.shape
-            assert np.array_equal(region.psf.cube, hdul["PSF"].data)
-            assert region.psf.digest == array_digest(hdul["PSF"].data)  # the content key of the PSF model cache
-            assert region.psf.header["XCTR_1"] == hdul["PSF"].header["XCTR_1"]  # the file's own zone cards
+            check_psf(region.psf, hdul)
             assert np.array_equal(region.wave.values.ravel(), np.asarray(wave, dtype=float).ravel())
             if calib_root is not None:
                 rel = calibration_relpath("solid_angle_pixel_map", detector).removeprefix(

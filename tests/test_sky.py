@@ -73,3 +73,28 @@ def test_tangent_offsets_equal_a_tan_projection():
     px, py = w.wcs_world2pix(ra, dec, 1)  # degrees from the tangent point
     assert np.allclose(np.degrees(xi), px, rtol=0, atol=1e-9)
     assert np.allclose(np.degrees(eta), py, rtol=0, atol=1e-9)
+
+
+def test_propagation_agrees_with_astropys_space_motion():
+    import warnings
+
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.time import Time
+    from erfa import ErfaWarning
+
+    from spxbatch.sky import epoch_mjd, propagate
+
+    ra, dec = np.array([10.0, 161.0, 300.0, 45.0]), np.array([20.0, 58.0, -80.0, 89.9])
+    pmra, pmdec = np.array([4000.0, -3000.0, 500.0, 10000.0]), np.array([-2000.0, 1000.0, 7000.0, -500.0])
+    start, end = epoch_mjd(2016.0), 61000.0
+    got = SkyCoord(*propagate(ra, dec, pmra, pmdec, start, end), unit="deg")
+    c = SkyCoord(ra * u.deg, dec * u.deg, pm_ra_cosdec=pmra * u.mas / u.yr, pm_dec=pmdec * u.mas / u.yr,
+                 distance=1e6 * u.pc, radial_velocity=0 * u.km / u.s, obstime=Time(2016.0, format="jyear"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ErfaWarning)
+        want = c.apply_space_motion(new_obstime=Time(end, format="mjd"))
+    assert np.all(got.separation(SkyCoord(want.ra, want.dec)).to(u.mas).value < 0.1)  # of ~45" of motion
+    same = propagate(ra, dec, np.full(4, np.nan), np.zeros(4), start, end)
+    assert np.allclose(same[0], ra) and np.allclose(same[1], dec)
+    assert np.allclose(epoch_mjd([2016.0, 2457389.0, 57388.5]), 57388.5)

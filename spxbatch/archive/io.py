@@ -234,6 +234,19 @@ class ArchiveIO:
             raise ReadError(path, None, 1, "the server does not report the size")
         return int(result["size"])
 
+    def list_folder(self, path: str, stats: IOStats) -> list[str]:
+        """The names of a folder's entries (an HTTP index page, an S3 prefix, a local directory), retried
+        like a read; a folder that is not there raises ReadError with status 404 (FileNotFoundError locally)."""
+        if not self.is_async:
+            stats.requests += 1
+            return sorted(os.listdir(path))
+
+        async def ls():
+            return await self.fs._ls(path.rstrip("/") + "/", detail=False), 0
+
+        entries = sync(self.fs.loop, self._retrying, path, ls, stats)
+        return sorted({str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries})
+
     def _read_local(self, path: str, start: int, end: int, stats: IOStats) -> bytes:
         with open(path, "rb") as f:
             f.seek(start)

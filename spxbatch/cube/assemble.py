@@ -45,6 +45,12 @@ OBS_VARIABLES: dict[str, tuple[str, str, str]] = {
     "background": ("float64", "MJy/sr", "local background per pixel"),
     "background_err": ("float64", "MJy/sr", "uncertainty of the local background per pixel"),
     "zodi_scale": ("float64", "1", "fitted scale of the ZODI model that was subtracted"),
+    "release": ("str", "", "release folder of the file measured (qr2, qr3)"),
+    "processing": ("str", "", "processing tag of the file measured, e.g. l2b-v26-2026-196"),
+    "pipeline_version": ("str", "", "pipeline VERSION of the file measured (6.x: QR2 layout, 7.x: R7)"),
+    "psf_model": ("str", "", "PSF model used: the file's own, average_psf, or QR3's ePSF (qr3 epsf)"),
+    "position_mjd": ("float64", "d", "MJD the source position was moved to by its proper motion (NaN: none)"),
+    "flux_factor": ("float64", "1", "flux correction applied at the source pixel (QR3 l3_flux_corrections; 1: none)"),
 }
 
 
@@ -86,6 +92,20 @@ def combine_spectrum(
         err = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
     shape = (n_sources, N_CHANNELS)
     return mean.reshape(shape), err.reshape(shape), nobs.reshape(shape).astype(np.int32)
+
+
+def source_releases(n_sources: int, m: pd.DataFrame) -> np.ndarray:
+    """Per source, the releases and pipeline majors its good measurements come from, e.g. 'qr2/6, qr2/7,
+    qr3/7' ('' when none): which processings its spectrum and variability statistics mix."""
+    out = np.full(n_sources, "", dtype=object)
+    if "release" not in m.columns or m.empty:
+        return out
+    good = m[m["good"].to_numpy(bool)]
+    major = good["pipeline_version"].astype(str).str.extract(r"^\s*v?(\d+)", expand=False).fillna("?")
+    label = good["release"].astype(str) + "/" + major
+    for i, labels in label.groupby(good["source_index"].to_numpy()):
+        out[int(i)] = ", ".join(sorted(set(labels)))
+    return out
 
 
 def source_status(n_sources: int, source_index: np.ndarray, failures: pd.DataFrame,
@@ -150,6 +170,8 @@ def assemble_cube(
     data_vars["dec"] = ("source", np.asarray(dec, float), {"units": "deg", "long_name": "catalog declination"})
     data_vars["status"] = ("source", status, {"units": "", "long_name": "ok / no_coverage / failed"})
     data_vars["status_detail"] = ("source", detail, {"units": "", "long_name": "reason for the status"})
+    data_vars["source_releases"] = ("source", source_releases(n, m), {
+        "units": "", "long_name": "releases and pipelines of the good measurements behind spectra and statistics"})
 
     spec, spec_err, nobs = combine_spectrum(
         sidx, m["wavelength"].to_numpy(float), m["band"].to_numpy(int), m["flux"].to_numpy(float),

@@ -20,6 +20,7 @@ import numpy as np
 from astropy.io import fits
 
 from spxbatch.files import atomic_write_bytes
+from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.fitsmap import FitsMap
 
 #: Rows per calibration block read on demand (2040-px rows of float32: ~260 kB per block).
@@ -75,8 +76,11 @@ class FetchCache:
     fitsmaps: OrderedDict[str, FitsMap] = field(default_factory=OrderedDict)
     psf_cubes: dict[str, np.ndarray] = field(default_factory=dict)
     psf_index: dict[tuple, str] = field(default_factory=dict)
-    #: (product location[, extension]) -> FitsMap / CalibPlane, or a string saying why it is unavailable; the
-    #: location (archive root included) is the key, so two archives read in one process never share an entry.
+    #: R7 ePSF tables by (source, detector, version, EPSF header digest).
+    epsf_tables: dict[tuple, EPSFTable] = field(default_factory=dict)
+    #: Calibration products by their location (archive root included, so two archives read in one process
+    #: never share an entry): ('where', ...) -> where a product lies, (path[, extension]) -> FitsMap /
+    #: CalibPlane, or a string saying why it is unavailable.
     calib: dict[tuple, FitsMap | CalibPlane | str] = field(default_factory=dict)
     #: How many PSF cubes were read over the wire (for tests and the benchmark).
     psf_reads: int = 0
@@ -119,6 +123,17 @@ class FetchCache:
             digest = self.add_psf_bytes(raw, dtype, shape)
             self.psf_index[key] = digest
         return self.psf_cubes[digest]
+
+    def epsf_table(self, key: tuple, load: Callable[[], EPSFTable], free: bool) -> EPSFTable:
+        """The ePSF table for `key`, loaded with `load` only the first time (equal tables shared by content;
+        `free`: its bytes are in hand, so loading it is no PSF read)."""
+        table = self.epsf_tables.get(key)
+        if table is None:
+            table = load()
+            self.psf_reads += not free
+            table = next((t for t in self.epsf_tables.values() if t.digest == table.digest), table)
+            self.epsf_tables[key] = table
+        return table
 
     def add_psf_bytes(self, raw: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> str:
         """Store a cube by content (shared when already held) and return its hash."""

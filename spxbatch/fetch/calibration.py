@@ -1,7 +1,8 @@
 """Calibration products beside an image: the detector's solid-angle map and spectral_wcs CWAVE/CBAND pixels
 attached to its regions, and the offset tables of those products (the average_psf one too).
 
-Products are found beside the image (same archive, same root), scanned once per process and read lazily in
+Products are found beside the image (same archive, same root) through its folder listings
+(`fetch.calibration_files`: the newest delivery, whatever its tag), scanned once per process and read lazily in
 row blocks (`FetchCache.calib`, keyed by the product's location, so two archives in one process never share
 an entry); an absent or broken product is remembered with the reason and not asked
 again, a transient failure is not remembered. Nothing here raises for a missing product: the reason is
@@ -16,10 +17,12 @@ import numpy as np
 
 from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import CALIB_BLOCK_ROWS, CalibPlane
+from spxbatch.fetch.calibration_files import calibration_file
 from spxbatch.fetch.execute import FetchContext, scan_headers
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
-from spxbatch.level2.region import ImageRegion, native
+from spxbatch.level2.layout import R7_MAJOR, pipeline_major
+from spxbatch.level2.region import ImageRegion, PSFCube, native
 
 #: Calibration pixels attached to regions: (product, extension, ImageRegion attribute).
 CALIBRATION_PLANES = (
@@ -28,7 +31,18 @@ CALIBRATION_PLANES = (
     ("spectral_wcs", "CBAND", "cband"),
 )
 
+#: QR3's per-pixel flux corrections of QR2-processed images, attached only when asked for (and the release
+#: whose calibration tree holds them).
+L3_PLANE = ("l3_flux_corrections", "IMAGE", "flux_factor")
+L3_RELEASE = "qr3"
+
 Regions = list[tuple[ImageRegion, np.ndarray]]
+
+
+def qr2_processed(region: ImageRegion) -> bool:
+    """Whether a region comes from a QR2-processed (pipeline 6.x) file: its VERSION, else its PSF model."""
+    major = pipeline_major(region.primary_header.get("VERSION"))
+    return major < R7_MAJOR if major is not None else isinstance(region.psf, PSFCube)
 
 
 def is_absent(exc: OSError) -> bool:
@@ -39,12 +53,17 @@ def is_absent(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError)
 
 
-def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions) -> tuple[Regions, list[str]]:
-    """The regions with solid_angle / cwave / cband filled from the calibration products where present,
+def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
+                       l3_flux_correction: bool = False) -> tuple[Regions, list[str]]:
+    """The regions with solid_angle / cwave / cband filled from the calibration products where present
+    (and, with `l3_flux_correction`, a QR2-processed image's flux_factor from QR3's l3_flux_corrections),
     and notes saying why any is missing."""
     notes: list[str] = []
-    for product, extname, attr in CALIBRATION_PLANES:
-        plane = _calibration_plane(ctx, target, product, extname)
+    planes = [(*plane, None) for plane in CALIBRATION_PLANES]
+    if l3_flux_correction and qr2_processed(regions[0][0]):
+        planes.append((*L3_PLANE, L3_RELEASE))
+    for product, extname, attr, release in planes:
+        plane = _calibration_plane(ctx, target, product, extname, release)
         if isinstance(plane, str):
             notes.append(plane)
             continue
@@ -61,11 +80,16 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions)
     return regions, notes
 
 
-def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> FitsMap | str:
-    """The offset table of the target detector's calibration product, or why it is unavailable."""
-    path = target.calibration_path(product)
-    if path is None:
-        return f"{product}: no calibration location for {target.path}"
+def calibration_map(ctx: FetchContext, target: ImageTarget, product: str,
+                    release: str | None = None) -> FitsMap | str:
+    """The offset table of the target detector's calibration product (of `release`, default the image's),
+    or why it is unavailable."""
+    try:
+        path = calibration_file(ctx, target, product, release)
+    except LookupError as exc:
+        return str(exc)
+    except ReadError as exc:
+        return f"{product}: unavailable (listing: {exc.reason})"
     key = (path,)
     known = ctx.cache.calib.get(key)
     if known is not None:
@@ -82,9 +106,10 @@ def calibration_map(ctx: FetchContext, target: ImageTarget, product: str) -> Fit
     return fmap
 
 
-def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, extname: str) -> CalibPlane | str:
+def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, extname: str,
+                       release: str | None = None) -> CalibPlane | str:
     """The lazily read calibration plane (cached per process), or why it is unavailable."""
-    fmap = calibration_map(ctx, target, product)
+    fmap = calibration_map(ctx, target, product, release)
     if isinstance(fmap, str):
         return fmap
     key = (fmap.url, extname)

@@ -15,10 +15,12 @@ from spxbatch.fetch.execute import Fetched, cutout_bodies
 from spxbatch.fetch.geometry import inside, neighbourhoods
 from spxbatch.fetch.request_plan import CutoutPlan, MirrorCutoutPlan, RangePlan, WholePlan
 from spxbatch.fetch.tables import ImageTables
+from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
-from spxbatch.level2.layout import PLANES, QR2
-from spxbatch.level2.read import open_level2, region_from_hdul, region_from_planes
+from spxbatch.level2.layout import PLANES, check_fitsmap, check_hdul
+from spxbatch.level2.read import compressed_box, open_level2, region_from_hdul, region_from_planes
 from spxbatch.level2.region import ImageRegion, PSFCube, WaveTable
+from spxbatch.level2.tiled import tile_table
 from spxbatch.level2.wcs import sky_to_parent_pixel
 
 Regions = list[tuple[ImageRegion, np.ndarray]]
@@ -41,9 +43,10 @@ def decode(fetched: Fetched, fmap: FitsMap | None, tables: ImageTables, ra: np.n
     frame cutouts are placed in)."""
     plan = fetched.plan
     if isinstance(plan, RangePlan):
-        psf, notes = tables.psf_for_fitsmap(fmap)
-        regions = regions_from_ranges(fmap, plan, fetched.bodies, psf, tables.wave_for_fitsmap(fmap))
-        return Decoded(regions, plan.off_image, (), tuple(notes))
+        psf = tables.psf_for_fitsmap(fmap)
+        regions = regions_from_ranges(fmap, plan, fetched.bodies, psf.model, tables.wave_for_fitsmap(fmap))
+        regions = [(dataclasses.replace(r, psf_origin=psf.origin), m) for r, m in regions]
+        return Decoded(regions, plan.off_image, (), tuple(psf.notes))
     if isinstance(plan, WholePlan):
         return _decode_whole(fetched.bodies[0], plan.path, tables, ra, dec, halfsize)
     if isinstance(plan, CutoutPlan):
@@ -53,17 +56,34 @@ def decode(fetched: Fetched, fmap: FitsMap | None, tables: ImageTables, ra: np.n
     raise TypeError(f"not a request plan: {plan!r}")
 
 
-def regions_from_ranges(fmap: FitsMap, plan: RangePlan, blobs: tuple[bytes, ...], psf: PSFCube,
+def regions_from_ranges(fmap: FitsMap, plan: RangePlan, blobs: tuple[bytes, ...], psf: PSFCube | EPSFTable,
                         wave: WaveTable) -> Regions:
     """One region per box of a range plan from its blobs (per box, per plane: one blob for a full-width box,
-    one per row otherwise), with the file's headers, PSF and wavelength table."""
+    one per row otherwise; a compressed plane's tiles in one blob, or cut from that plane read whole), with
+    the file's headers, PSF and wavelength table."""
+    layout = check_fitsmap(fmap)
     nx = fmap["IMAGE"].shape[1]
-    blob = iter(blobs)
+    n_whole = len(plan.whole_planes)
+    whole = {name: (span[0], blob) for (name, span), blob in zip(plan.whole_planes, blobs[len(blobs) - n_whole:],
+                                                                 strict=True)}
+    blob = iter(blobs[:len(blobs) - n_whole])
     regions: Regions = []
     for read in plan.reads:
         x0, x1, y0, y1, members = read.box
         per_plane = 1 if x1 - x0 == nx else y1 - y0
-        planes = {name: b"".join(next(blob) for _ in range(per_plane)) for name in PLANES}
+        planes: dict[str, bytes | np.ndarray] = {}
+        for name in PLANES:
+            if name not in layout.compressed_planes:
+                planes[name] = b"".join(next(blob) for _ in range(per_plane))
+                continue
+            if name in whole:
+                start, data = whole[name]
+                tiles = tile_table(fmap, name)
+                lo, hi = tiles.heap_span(*tiles.tiles_for_rows(y0, y1))
+                span = data[lo - start:hi - start]
+            else:
+                span = next(blob)
+            planes[name] = compressed_box(fmap, name, (x0, x1, y0, y1), span)
         regions.append((region_from_planes(fmap, (x0, x1, y0, y1), planes, psf, wave), members))
     return regions
 
@@ -73,9 +93,9 @@ def region_from_file(data: bytes, what: str, tables: ImageTables,
     """The region of a whole file's or cutout's bytes (gzipped or not), placed in the parent frame by its
     CRPIXnA cards, with its PSF from the cache (filled from the bytes in hand)."""
     with open_level2(maybe_gunzip(data), what) as hdul:
-        region = region_from_hdul(hdul, parent_shape=parent_shape, with_psf=False)
-        psf, notes = tables.psf_for_hdu(hdul[QR2.psf_hdu])
-    return dataclasses.replace(region, psf=psf), notes
+        region = region_from_hdul(hdul, parent_shape=parent_shape, with_psf=False, what=what)
+        psf = tables.psf_for_hdul(hdul, check_hdul(hdul, what), what)
+    return dataclasses.replace(region, psf=psf.model, psf_origin=psf.origin), psf.notes
 
 
 def sources_inside(region: ImageRegion, ra: np.ndarray, dec: np.ndarray, halfsize: int) -> np.ndarray:

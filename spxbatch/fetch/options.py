@@ -34,10 +34,15 @@ class FetchOptions:
     merge_gap_rows: int | None = None
     #: Attach the solid-angle and CWAVE/CBAND calibration pixels when the archive has them.
     calibration: bool = True
-    #: Where PSF cubes come from: 'file' (default: each file's PSF HDU, read once per detector, version and
-    #: PSF header, whose DATASUM changes with the cube, so a second cube under one version is caught) or
-    #: 'calibration' (the detector's average_psf product, once per detector; the file's own when absent).
+    #: Where PSF models come from: 'file' (default: each file's own PSF cube or EPSF table, read once per
+    #: detector, version and PSF header, whose DATASUM changes with the cube, so a second cube under one
+    #: version is caught), 'calibration' (QR2 files: the detector's average_psf product, once per detector;
+    #: the file's own when absent) or 'epsf' (QR2 files: QR3's R7 ePSF calibration product of the detector,
+    #: as IRSA advises; the file's own cube when absent). R7 files always use their own EPSF table.
     psf_source: str = "file"
+    #: Multiply QR2-processed images by QR3's l3_flux_corrections (IMAGE x factor, VARIANCE x factor^2,
+    #: ZODI untouched), as IRSA advises when combining them with R7 data; R7 files are never corrected.
+    l3_flux_correction: bool = False
     #: Pack each call's byte ranges into multi-range HTTP requests (falls back by itself when unsupported).
     multirange: bool = True
     #: With multi-range requests, let the range strategy read only the sources' boxes (one byte range per

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from spxbatch.fetch.cost import PART_OVERHEAD_BYTES, Reads, cutout_bytes, estimate_costs
+from spxbatch.fetch.cost import PART_OVERHEAD_BYTES, Reads, cutout_bytes, estimate_costs, seconds
 from spxbatch.fetch.geometry import (
     Box,
     box_parts,
@@ -28,7 +28,8 @@ from spxbatch.fetch.geometry import (
 )
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.fitsmap import FitsMap
-from spxbatch.level2.layout import PLANE_ITEMSIZE, PLANES, QR2
+from spxbatch.level2.layout import PLANE_ITEMSIZE, PLANES, Layout, check_fitsmap
+from spxbatch.level2.tiled import tile_table
 from spxbatch.level2.wcs import sky_to_parent_pixel
 from spxbatch.sky import mean_direction
 
@@ -52,7 +53,8 @@ class Transport:
 @dataclass(frozen=True)
 class RegionRead:
     """One box of the parent frame and its byte ranges, plane by plane (PLANES order): one range per plane
-    for a full-width box, one per row and plane otherwise."""
+    for a full-width box, one per row and plane otherwise; a tile-compressed plane has one range, the heap
+    bytes of its rows' tiles, or none when the plan reads that plane whole."""
 
     box: Box
     ranges: tuple[tuple[int, int], ...]
@@ -73,10 +75,12 @@ class RangePlan:
     fallback: RangePlan | None = None
     #: What reading this plan is worth saying in the result's notes ('' for nothing).
     note: str = ""
+    #: Tile-compressed planes read whole (name, byte span of the HDU's data), after every box's ranges.
+    whole_planes: tuple[tuple[str, tuple[int, int]], ...] = ()
 
     def ranges(self) -> list[tuple[int, int]]:
-        """Every byte range, read by read and plane."""
-        return [r for read in self.reads for r in read.ranges]
+        """Every byte range: read by read and plane, then the planes read whole."""
+        return [r for read in self.reads for r in read.ranges] + [span for _, span in self.whole_planes]
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,9 @@ def plan_cutouts(path: str, ra: np.ndarray, dec: np.ndarray, halfsize: int, opti
 def cutout_plan_bytes(fmap: FitsMap, plan: CutoutPlan) -> int:
     """About how many bytes a cutout plan's responses weigh: each cutout carries every header, the whole PSF
     cube and the WCS-WAVE table beside its trimmed planes."""
-    fixed = sum(h.data_offset - h.header_offset for h in fmap.hdus) + fmap[QR2.psf_hdu].data_size
-    fixed += fmap[QR2.wave_hdu].data_size
+    layout = check_fitsmap(fmap)
+    fixed = sum(h.data_offset - h.header_offset for h in fmap.hdus) + fmap[layout.psf_hdu].data_size
+    fixed += fmap[layout.wave_hdu].data_size
     return sum(cutout_bytes(fixed, r.side_px, len(PLANES), PLANE_ITEMSIZE) for r in plan.requests)
 
 
@@ -169,18 +174,51 @@ def plan_image(fmap: FitsMap, ra: np.ndarray, dec: np.ndarray, halfsize: int, st
             return plan_cutouts(fmap.url, ra, dec, halfsize, options, options.cutout_gzip), estimates
         strategy = "range"
     off_image = np.flatnonzero(~ok)
-    strip_plan = _range_plan(fmap, strategy, strips, off_image)
+    layout = check_fitsmap(fmap)
+    strip_plan = _range_plan(fmap, layout, strategy, strips, off_image, options, transport)
     if boxes and estimates["range-boxes"] < estimates["range"]:
         note = f"range: {len(boxes)} boxes read as row segments"
-        return _range_plan(fmap, strategy, boxes, off_image, fallback=strip_plan, note=note), estimates
+        plan = _range_plan(fmap, layout, strategy, boxes, off_image, options, transport, fallback=strip_plan,
+                           note=note)
+        return plan, estimates
     return strip_plan, estimates
 
 
-def _range_plan(fmap: FitsMap, strategy: str, boxes: list[Box], off_image: np.ndarray,
-                fallback: RangePlan | None = None, note: str = "") -> RangePlan:
-    """The byte ranges of every plane of each box."""
-    reads = tuple(RegionRead(b, tuple(r for name in PLANES for r in fmap.box_ranges(name, *b[:4]))) for b in boxes)
-    return RangePlan(strategy, fmap.url, fmap.size, reads, off_image, fallback, note)
+def _range_plan(fmap: FitsMap, layout: Layout, strategy: str, boxes: list[Box], off_image: np.ndarray,
+                options: FetchOptions, transport: Transport, fallback: RangePlan | None = None,
+                note: str = "") -> RangePlan:
+    """The byte ranges of every plane of each box (a compressed plane's tiles, or that plane whole)."""
+    whole = {name: (fmap[name].data_offset, fmap[name].data_offset + fmap[name].data_size)
+             for name in layout.planes if name in layout.compressed_planes
+             and _read_whole(fmap, name, boxes, options, transport)}
+    reads = tuple(RegionRead(b, tuple(r for name in PLANES for r in _plane_ranges(fmap, layout, name, b, whole)))
+                  for b in boxes)
+    return RangePlan(strategy, fmap.url, fmap.size, reads, off_image, fallback, note, tuple(whole.items()))
+
+
+def _plane_ranges(fmap: FitsMap, layout: Layout, name: str, box: Box,
+                  whole: dict[str, tuple[int, int]]) -> list[tuple[int, int]]:
+    """The byte ranges of one plane of one box: its rows' segments, or a compressed plane's tiles' heap
+    bytes (none when that plane is read whole)."""
+    x0, x1, y0, y1, _ = box
+    if name not in layout.compressed_planes:
+        return fmap.box_ranges(name, x0, x1, y0, y1)
+    if name in whole:
+        return []
+    tiles = tile_table(fmap, name)
+    return [tiles.heap_span(*tiles.tiles_for_rows(y0, y1))]
+
+
+def _read_whole(fmap: FitsMap, name: str, boxes: list[Box], options: FetchOptions, transport: Transport) -> bool:
+    """Whether a compressed plane is cheaper read whole than as its boxes' tiles (always, when its tiles
+    do not span whole rows)."""
+    tiles = tile_table(fmap, name)
+    if not tiles.rows_tiled:
+        return True
+    spans = [tiles.heap_span(*tiles.tiles_for_rows(y0, y1)) for _, _, y0, y1, _ in boxes]
+    link = options.link()
+    by_tiles = seconds(link, Reads(sum(e - s for s, e in spans), transport.requests_for(len(spans)), 0))
+    return seconds(link, Reads(fmap[name].data_size, transport.requests_for(1), 0)) < by_tiles
 
 
 def _estimates(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra: np.ndarray, dec: np.ndarray,
@@ -188,7 +226,7 @@ def _estimates(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra: np
     """The cost model's seconds per strategy for the sources on this image (`ra`, `dec`)."""
     nx = fmap["IMAGE"].shape[1]
     plane_bytes = len(PLANES) * PLANE_ITEMSIZE
-    psf = Reads(0, 0, 0) if psf_cached else Reads(fmap[QR2.psf_hdu].data_size, 1, 0)
+    psf = Reads(0, 0, 0) if psf_cached else Reads(fmap[check_fitsmap(fmap).psf_hdu].data_size, 1, 0)
     rows = sum(y1 - y0 for _, _, y0, y1, _ in strips)
     strip_reads = Reads(rows * nx * plane_bytes, transport.requests_for(box_parts(strips, nx)), len(strips))
     box_reads = None

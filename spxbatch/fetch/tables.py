@@ -1,15 +1,16 @@
-"""The tables a region carries beside its pixels: the PSF cube (read once per content, from the process
+"""The tables a region carries beside its pixels: the PSF model (read once per content, from the process
 cache) and the WCS-WAVE table.
 
-The PSF cube is the file's own PSF HDU, cached by (detector, version, PSF header digest), or with
-psf_source 'calibration' the detector's average_psf product (the file's own when that is absent or of
-another shape). The bytes a cutout or a whole file carries anyway fill the cache instead of a second read.
+The PSF model is the file's own: QR2's PSF cube or R7's EPSF table, cached by (detector, version, PSF
+header digest); with psf_source 'calibration' a QR2 file takes the detector's average_psf product (the
+file's own when that is absent or of another shape). The bytes a cutout or a whole file carries anyway
+fill the cache instead of a second read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
@@ -19,46 +20,82 @@ from spxbatch.fetch.cache import header_digest
 from spxbatch.fetch.calibration import calibration_map
 from spxbatch.fetch.execute import FetchContext
 from spxbatch.fetch.target import ImageTarget
+from spxbatch.level2.epsf import EPSFTable, read_epsf
 from spxbatch.level2.fitsmap import FitsMap
-from spxbatch.level2.layout import QR2
-from spxbatch.level2.read import wave_table_from_bytes
+from spxbatch.level2.layout import R7, Layout, check_fitsmap
+from spxbatch.level2.read import epsf_from_bytes, wave_table_from_bytes
 from spxbatch.level2.region import PSFCube, WaveTable
+
+#: The release whose calibration tree holds the R7 ePSF products used for QR2 images (psf_source 'epsf').
+QR3_CALIBRATION = "qr3"
+
+
+@dataclass(frozen=True)
+class PSFChoice:
+    """An image's PSF model, where it came from ('file', 'average_psf', 'qr3 epsf') and notes on why."""
+
+    model: PSFCube | EPSFTable
+    origin: str = "file"
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ImageTables:
     """One image's PSF and WCS-WAVE tables, read through `ctx` and kept in its cache; `psf_source` says
-    where the PSF cube comes from: 'file' (its own PSF HDU) or 'calibration' (the detector's average_psf)."""
+    where a QR2 file's PSF comes from: 'file' (its own PSF HDU), 'calibration' (the detector's average_psf)
+    or 'epsf' (QR3's ePSF product); an R7 file always has its own EPSF table."""
 
     ctx: FetchContext
     target: ImageTarget
     psf_source: str = "file"
 
     def psf_cached(self) -> bool:
-        """Whether this process already holds a PSF cube for this detector (and version, for file PSFs)."""
-        index = self.ctx.cache.psf_index
-        t = self.target
-        if self.psf_source == "calibration" and ("average_psf", t.detector, t.release) in index:
+        """Whether this process already holds a PSF model for this detector (and version, for file PSFs)."""
+        cache, t = self.ctx.cache, self.target
+        if self.psf_source == "calibration" and ("average_psf", t.detector, t.release) in cache.psf_index:
             return True
-        return any(k[:3] == ("file", t.detector, t.version) for k in index)
+        return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
 
-    def psf_for_fitsmap(self, fmap: FitsMap) -> tuple[PSFCube, list[str]]:
-        """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no cube for it)."""
-        entry = fmap[QR2.psf_hdu]
+    def psf_for_fitsmap(self, fmap: FitsMap) -> PSFChoice:
+        """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no model for it)."""
+        layout = check_fitsmap(fmap)
+        entry = fmap[layout.psf_hdu]
         span = [(entry.data_offset, entry.data_offset + entry.data_size)]
-        return self._psf(entry.header.copy(), entry.shape, entry.dtype,
-                         lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0], free=False)
 
-    def psf_for_hdu(self, hdu: fits.ImageHDU) -> tuple[PSFCube, list[str]]:
+        def own_bytes() -> bytes:
+            return self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
+
+        if layout is R7:
+            return PSFChoice(self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes()), free=False))
+        return self._psf(entry.header.copy(), entry.shape, entry.dtype, own_bytes, free=False)
+
+    def psf_for_hdul(self, hdul: fits.HDUList, layout: Layout, what: str) -> PSFChoice:
         """The PSF of an opened whole file or cutout (its bytes came along: they fill the cache for free)."""
+        hdu = hdul[layout.psf_hdu]
+        if layout is R7:
+            return PSFChoice(self._epsf(hdu.header, lambda: read_epsf(hdu, what), free=True))
         big = np.dtype(hdu.data.dtype.newbyteorder(">"))
         return self._psf(hdu.header.copy(), hdu.data.shape, big, lambda: hdu.data.astype(big).tobytes(), free=True)
 
+    def _epsf(self, header: fits.Header, load: Callable[[], EPSFTable], free: bool) -> EPSFTable:
+        """The file's ePSF table from the cache, by (detector, version, EPSF header digest), loaded once."""
+        key = ("file", self.target.detector, self.target.version, header_digest(header))
+        return self.ctx.cache.epsf_table(key, load, free)
+
     def _psf(self, header: fits.Header, shape: tuple[int, ...], dtype: np.dtype, own_bytes: Callable[[], bytes],
-             free: bool) -> tuple[PSFCube, list[str]]:
-        """The image's PSF: its own header, the cube from the cache (`own_bytes` gives the file's raw cube
-        bytes; `free` says they are already in hand, so using them costs no read)."""
+             free: bool) -> PSFChoice:
+        """A QR2 image's PSF: with psf_source 'epsf' QR3's ePSF product, with 'calibration' the average_psf
+        cube (under the file's header), else (or when those are unavailable) the file's own cube from the
+        cache (`own_bytes` gives its raw bytes; `free` says they are in hand, so using them costs no read)."""
         notes = []
+        if self.psf_source == "epsf":
+            try:
+                table = self._qr3_epsf()
+            except ReadError as exc:
+                table = f"epsf: unavailable ({exc.reason})"
+            if isinstance(table, EPSFTable):
+                return PSFChoice(table, "qr3 epsf")
+            notes.append(f"{table}; file PSF used")
         if self.psf_source == "calibration":
             try:
                 cube = self._average_psf()
@@ -67,7 +104,7 @@ class ImageTables:
             if isinstance(cube, str):
                 notes.append(cube)
             elif cube[0].shape == tuple(shape):
-                return PSFCube(cube=cube[0], header=header, digest=cube[1]), notes
+                return PSFChoice(PSFCube(cube=cube[0], header=header, digest=cube[1]), "average_psf", notes)
             else:
                 notes.append(f"average_psf: shape {cube[0].shape} != the file's {tuple(shape)}; file PSF used")
         cache = self.ctx.cache
@@ -75,7 +112,20 @@ class ImageTables:
         if free and key not in cache.psf_index:
             cache.psf_index[key] = cache.add_psf_bytes(own_bytes(), dtype, shape)
         cube = cache.psf_cube(key, own_bytes, dtype, shape)
-        return PSFCube(cube=cube, header=header, digest=cache.psf_index[key]), notes
+        return PSFChoice(PSFCube(cube=cube, header=header, digest=cache.psf_index[key]), "file", notes)
+
+    def _qr3_epsf(self) -> EPSFTable | str:
+        """QR3's ePSF calibration product of the target's detector (read once per process), or why not."""
+        fmap = calibration_map(self.ctx, self.target, "epsf", QR3_CALIBRATION)
+        if isinstance(fmap, str):
+            return fmap
+        if R7.psf_hdu not in fmap:
+            return "epsf: no EPSF extension"
+        entry = fmap[R7.psf_hdu]
+        span = [(entry.data_offset, entry.data_offset + entry.data_size)]
+        key = ("qr3 epsf", self.target.detector, fmap.url)
+        return self.ctx.cache.epsf_table(
+            key, lambda: epsf_from_bytes(fmap, self.ctx.read_ranges(fmap.url, span, fmap.size)[0]), free=False)
 
     def _average_psf(self) -> tuple[np.ndarray, str] | str:
         """The average_psf cube of the target's detector and its content digest, or why it is unavailable."""
@@ -93,9 +143,10 @@ class ImageTables:
 
     def wave_for_fitsmap(self, fmap: FitsMap) -> WaveTable:
         """The WCS-WAVE table of a scanned file, from the bytes the header scan kept or one small range read."""
-        entry = fmap[QR2.wave_hdu]
+        layout = check_fitsmap(fmap)
+        entry = fmap[layout.wave_hdu]
         data = fmap.small.get(entry.index)
         if data is None:
             span = [(entry.data_offset, entry.data_offset + entry.data_size)]
             data = self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
-        return wave_table_from_bytes(fmap, data)
+        return wave_table_from_bytes(fmap, layout, data)

@@ -11,7 +11,6 @@ import numpy as np
 from spxbatch.archive.location import fsspec_location, relative_to_root
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.constants import DETECTOR_NPIX
-from spxbatch.level2.naming import calibration_relpath
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,6 @@ class ImageTarget:
     def has_cutout_service(self) -> bool:
         """Whether the image is served by an IRSA-like HTTP server (S3 and local files have no cutouts)."""
         return self.protocol in ("http", "https")
-
-    def calibration_path(self, product: str) -> str | None:
-        """Where this detector's calibration product lies beside the image (same archive, same root)."""
-        if self.calib_base is None:
-            return None
-        return self.calib_base + relative_to_root(calibration_relpath(product, self.detector, self.release))
 
 
 def file_location(row: Mapping, options: FetchOptions) -> tuple[str, str]:

@@ -88,11 +88,32 @@ FLAG_BITS: dict[str, int] = {
 }
 
 
-#: SPXQuery's default bad flags (mask 708295): every named flag but PHANTOM, FULLSAMPLE and SOURCE.
-DEFAULT_BAD_FLAGS: tuple[str, ...] = (
+#: R7 FLAGS bits (the file's MSKNxxxx cards are authoritative): QR2's and the new ones (spherex-r7.md).
+R7_FLAG_BITS: dict[str, int] = {
+    **FLAG_BITS,
+    "CROSSTALK": 20,
+    "GHOST": 22,
+    "GHOST_FPA": 23,
+    "GHOST_EXT": 24,
+    "STREAK": 25,
+    "BLOOM": 26,
+    "SNOWBALL": 27,
+    "HALO": 28,
+    "SATELLITE_HALO": 29,
+}
+
+#: Bad by default: SPXQuery's QR2 set (mask 708295: every named QR2 flag but PHANTOM, FULLSAMPLE and
+#: SOURCE), and every R7-only bit. Each R7 bit marks pixels whose value is not the sky's at that place:
+#: BLOOM a saturated core and its bleed (in R7 a saturated star may carry BLOOM and not OVERFLOW, so it
+#: must be bad for the core not to pass as good), SNOWBALL a charge deposit, STREAK a satellite or
+#: asteroid trail, CROSSTALK an electronic echo of a bright pixel, GHOST* reflected light, HALO and
+#: SATELLITE_HALO scattered light around bright objects. Masked pixels in the aperture are made up by the
+#: aperture correction and flag the measurement; a user who prefers to keep them edits `bad_flags`.
+QR2_DEFAULT_BAD_FLAGS: tuple[str, ...] = (
     "TRANSIENT", "OVERFLOW", "SUR_ERROR", "NONFUNC", "DICHROIC", "MISSING_DATA",
     "HOT", "COLD", "PHANMISS", "NONLINEAR", "PERSIST", "OUTLIER",
 )
+DEFAULT_BAD_FLAGS: tuple[str, ...] = QR2_DEFAULT_BAD_FLAGS + tuple(n for n in R7_FLAG_BITS if n not in FLAG_BITS)
 
 
 #: HDU names in file order.

@@ -10,13 +10,12 @@ Zone centres `XCENTER`, `YCENTER` are 0-based parent pixels. See shared/docs/sph
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 from astropy.io import fits
 
+from spxbatch.level2.digest import array_digest
 from spxbatch.level2.fitsmap import FitsStructureError
-from spxbatch.level2.region import array_digest
 
 #: Columns an EPSF table must have.
 EPSF_COLUMNS = ("XCENTER", "YCENTER", "EPSF")
@@ -47,7 +46,7 @@ class EPSFTable:
         """Number of zones (table rows)."""
         return int(self.arrays.shape[0])
 
-    @cached_property
+    @property
     def zone_centres(self) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) 0-based parent-pixel centres of the zones, in row order (as `PSFCube.zone_centres`)."""
         return self.xcentre, self.ycentre

@@ -4,7 +4,8 @@
 where the following headers lie (equal-sized planes with similar headers follow each other in a Level-2
 file) and reads windows at all those places in one concurrent round; it reads further only when a guess
 missed or a header is longer than its window. The result, a `FitsMap`, gives each HDU's header and the
-byte span of its data, and keeps the data of small HDUs (WCS-WAVE) that came along for free.
+byte span of its data, and keeps the data of small HDUs (WCS-WAVE) that came along for free and the tile
+tables of compressed images (R7's FLAGS), which place each image row's bytes in the heap.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class FitsStructureError(ValueError):
     """The bytes are not the FITS file we expected (no END card, data past the end, wrong HDUs)."""
 
 
+def is_compressed(header: fits.Header) -> bool:
+    """Whether a raw header is a tile-compressed image's (a binary table with ZIMAGE = T)."""
+    return str(header.get("XTENSION", "")).strip() == "BINTABLE" and bool(header.get("ZIMAGE", False))
+
+
 def padded(n: int) -> int:
     """`n` rounded up to whole 2880-byte blocks."""
     return -(-n // BLOCK) * BLOCK
@@ -70,26 +76,39 @@ class HDUEntry:
         return self.data_offset + padded(self.data_size)
 
     @property
+    def compressed(self) -> bool:
+        """Whether this HDU is a tile-compressed image (a binary table with ZIMAGE = T)."""
+        return is_compressed(self.header)
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        """Numpy shape of an image HDU's data (NAXISn reversed)."""
-        naxis = int(self.header.get("NAXIS", 0))
-        return tuple(int(self.header[f"NAXIS{i}"]) for i in range(naxis, 0, -1))
+        """Numpy shape of an image HDU's pixels (NAXISn reversed; ZNAXISn for a compressed image)."""
+        z = "Z" if self.compressed else ""
+        naxis = int(self.header.get(f"{z}NAXIS", 0))
+        return tuple(int(self.header[f"{z}NAXIS{i}"]) for i in range(naxis, 0, -1))
 
     @property
     def dtype(self) -> np.dtype:
-        """Big-endian dtype of an image HDU's pixels, from BITPIX."""
+        """Big-endian dtype of an image HDU's pixels, from BITPIX (ZBITPIX for a compressed image)."""
         codes = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-        return np.dtype(codes[int(self.header["BITPIX"])])
+        return np.dtype(codes[int(self.header["ZBITPIX" if self.compressed else "BITPIX"])])
+
+    @property
+    def table_size(self) -> int:
+        """Bytes of a binary table's rows (NAXIS1 x NAXIS2), the heap excluded."""
+        return int(self.header.get("NAXIS1", 0)) * int(self.header.get("NAXIS2", 0))
 
 
 @dataclass
 class FitsMap:
-    """The HDU table of one file (by URL/path), plus the raw data of small HDUs read during the scan."""
+    """The HDU table of one file (by URL/path), plus the raw data of small HDUs read during the scan and the
+    tile tables (descriptor rows, no heap) of compressed images, which say where each row's bytes lie."""
 
     url: str
     size: int
     hdus: list[HDUEntry]
     small: dict[int, bytes] = field(default_factory=dict)
+    tiles: dict[int, bytes] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> HDUEntry:
         for h in self.hdus:
@@ -107,6 +126,8 @@ class FitsMap:
     def row_range(self, name: str, y0: int, y1: int) -> tuple[int, int]:
         """Byte span [start, end) of rows y0..y1-1 (0-based) of a 2-D image HDU."""
         h = self[name]
+        if h.compressed:
+            raise FitsStructureError(f"{self.url}: {name} is tile-compressed: its rows are not one byte span")
         ny, nx = h.shape
         if not 0 <= y0 <= y1 <= ny:
             raise ValueError(f"rows {y0}:{y1} outside {name} of {ny} rows")
@@ -144,6 +165,7 @@ class FitsMap:
                 for h in self.hdus
             ],
             "small": {str(k): base64.b64encode(v).decode("ascii") for k, v in self.small.items()},
+            "tiles": {str(k): base64.b64encode(v).decode("ascii") for k, v in self.tiles.items()},
         })
 
     @classmethod
@@ -155,7 +177,8 @@ class FitsMap:
             for h in d["hdus"]
         ]
         small = {int(k): base64.b64decode(v) for k, v in d["small"].items()}
-        return cls(d["url"], d["size"], hdus, small)
+        tiles = {int(k): base64.b64decode(v) for k, v in d.get("tiles", {}).items()}
+        return cls(d["url"], d["size"], hdus, small, tiles)
 
 
 class _Chunks:
@@ -192,6 +215,7 @@ def scan_fits(read: RangeReader, size: int, url: str = "") -> FitsMap:
     chunks.add(first, read(first))
 
     hdus: list[HDUEntry] = []
+    tiles: dict[int, bytes] = {}
     pos = 0
     while pos < size:
         header_bytes = _read_header(read, chunks, pos, size, hdus, url)
@@ -203,13 +227,31 @@ def scan_fits(read: RangeReader, size: int, url: str = "") -> FitsMap:
             raise FitsStructureError(
                 f"{url}: HDU {entry.index} ({name}) data ends at {entry.end}, past the file's {size} bytes")
         pos = entry.end
-    fmap = FitsMap(url, size, hdus)
+        if entry.compressed:
+            tiles[entry.index] = _tile_table(read, chunks, entry, size, hdus)
+    fmap = FitsMap(url, size, hdus, tiles=tiles)
     for h in hdus:
         if 0 < h.data_size <= SMALL_DATA:
             blob = chunks.get(h.data_offset, h.data_offset + h.data_size)
             if blob is not None:
                 fmap.small[h.index] = blob
     return fmap
+
+
+def _tile_table(read: RangeReader, chunks: _Chunks, entry: HDUEntry, size: int, hdus: list[HDUEntry]) -> bytes:
+    """The tile table of a compressed image HDU (its rows, not the heap), read with the windows where the
+    next headers would lie when the scan does not hold it yet."""
+    span = (entry.data_offset, entry.data_offset + entry.table_size)
+    blob = chunks.get(*span)
+    if blob is None:
+        ranges = [span]
+        if entry.end + BLOCK <= size and chunks.get(entry.end, entry.end + BLOCK) is None:
+            ranges += _guess_windows(entry.end, entry.end, size, hdus)
+        chunks.add(ranges, read(ranges))
+        blob = chunks.get(*span)
+        if blob is None:
+            raise FitsStructureError(f"{entry.name}: short read of its tile table")
+    return blob
 
 
 def _read_header(read: RangeReader, chunks: _Chunks, pos: int, size: int, hdus: list[HDUEntry],
@@ -248,7 +290,8 @@ def _guess_windows(at: int, pos: int, size: int, hdus: list[HDUEntry]) -> list[t
         return [(at, min(size, at + max(WINDOW_BYTES, at - pos)))]
     if not hdus:
         return [(at, min(size, at + WINDOW_BYTES))]
-    last = hdus[-1]
+    # the HDUs ahead are like the last plain one (a compressed FLAGS between the planes is not a guide)
+    last = next((h for h in reversed(hdus) if not h.compressed), hdus[-1])
     step = padded(last.data_size)
     hlen = last.data_offset - last.header_offset
     ranges = [(at, min(size, at + max(WINDOW_BYTES, hlen + 2 * BLOCK)))]

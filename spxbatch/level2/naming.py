@@ -22,6 +22,33 @@ _OBS_ID_RE = re.compile(r"^(?P<period>\d{4}W\d{2}_\d[A-Z])_(?P<large>\d{4})_(?P<
 _DID_RE = re.compile(r"\?([^/]+)/D(\d)")
 
 
+#: A Level-2 processing tag as it appears in paths: 'l2b-v21-2025-354', or a retry 'l2b_retry-v26-2026-197'.
+PROCESSING_TAG_RE = re.compile(r"l2b(?:_retry)?-v(\d+)-(\d{4})-(\d{3})")
+
+
+#: The exposure in a Level-2 file name: level2_<period>_<large>_<small>D<detector>_spx_...
+_FILE_RE = re.compile(r"level2_(\d{4}W\d{2}_\d[A-Z]_\d{4})_(\d)D(\d)_")
+
+
+def exposure_of_name(path: str) -> tuple[str, int] | None:
+    """(obs_id, detector) that a Level-2 file's name gives, or None for another name."""
+    m = _FILE_RE.search(path)
+    return (f"{m[1]}_{m[2]}", int(m[3])) if m else None
+
+
+def processing_tag(path: str) -> str:
+    """The processing tag in a path ('' when it has none)."""
+    m = PROCESSING_TAG_RE.search(path)
+    return m.group(0) if m else ""
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """Sort key of a processing tag, newest last: (tag version, year, day of year), so a retry of v26 made
+    a day later sorts after the v26 it retried; unknown tags sort first."""
+    m = PROCESSING_TAG_RE.fullmatch(version or "")
+    return (int(m[1]), int(m[2]), int(m[3])) if m else (-1, -1, -1)
+
+
 def obs_id_parts(obs_id: str) -> tuple[str, int, int]:
     """('2025W18_2B', large slew, small slew) from an observation ID like '2025W18_2B_0001_1'."""
     m = _OBS_ID_RE.match(obs_id)

@@ -8,19 +8,14 @@ positions are computed identically whatever region was fetched.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 from astropy.io import fits
 
-
-def array_digest(a: np.ndarray) -> str:
-    """The content digest of an array: sha1 of its big-endian bytes, i.e. of the bytes a FITS file holds
-    (so a cube read from a file and the same cube made in memory have one digest)."""
-    big = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">"))
-    return hashlib.sha1(big.view(np.uint8).reshape(-1)).hexdigest()
+from spxbatch.level2.digest import array_digest
+from spxbatch.level2.epsf import EPSFTable
 
 
 @dataclass(frozen=True)
@@ -87,12 +82,17 @@ class ImageRegion:
     x0: int
     y0: int
     wave: WaveTable
-    psf: PSFCube | None = None
+    #: The PSF model of the file: QR2's cube, or R7's ePSF table (pixel-convolved).
+    psf: PSFCube | EPSFTable | None = None
     parent_shape: tuple[int, int] = (2040, 2040)
     #: Optional calibration pixels for the same region: solid angle (arcsec^2), CWAVE and CBAND (um).
     solid_angle: np.ndarray | None = None
     cwave: np.ndarray | None = None
     cband: np.ndarray | None = None
+    #: Per-pixel flux correction to apply (QR3's l3_flux_corrections on a QR2-processed image), or None.
+    flux_factor: np.ndarray | None = None
+    #: Where `psf` came from: 'file' (the file's own HDU), 'average_psf' or 'qr3 epsf' (calibration products).
+    psf_origin: str = "file"
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -14,13 +14,14 @@ from typing import NamedTuple
 import numpy as np
 import sep
 
+from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.region import PSFCube
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.gather import Boxes, chunks_of, ring_size
 from spxbatch.photometry.masks import Pixels
 from spxbatch.photometry.overlap import circle_pixel_overlap
 from spxbatch.photometry.positions import LocalPixels
-from spxbatch.photometry.psf import PSFModel, psf_model_for
+from spxbatch.photometry.psf import AnyPSFModel, psf_model_for
 
 
 def aperture_radius(config: PhotometryConfig, fwhm: np.ndarray | float | None) -> np.ndarray:
@@ -51,7 +52,7 @@ def annulus_radii(config: PhotometryConfig, radius: np.ndarray) -> tuple[np.ndar
     return r_in, r_out
 
 
-def max_radius(config: PhotometryConfig, psf: PSFModel | None) -> float:
+def max_radius(config: PhotometryConfig, psf: AnyPSFModel | None) -> float:
     """Largest aperture radius any source can get with this config (and PSF, when known)."""
     if config.aperture == "fixed":
         return float(min(config.fixed_radius, config.max_aperture_radius))
@@ -70,13 +71,13 @@ def background_extent(config: PhotometryConfig, radius: float) -> float:
     return 0.0
 
 
-def neighbourhood_halfsize(config: PhotometryConfig, psf: PSFModel | PSFCube | None = None) -> int:
+def neighbourhood_halfsize(config: PhotometryConfig, psf: AnyPSFModel | PSFCube | EPSFTable | None = None) -> int:
     """Half-size (px) of the square around a source's nearest pixel that a measurement may read.
 
-    `psf` may be a PSFModel or a level2 PSFCube; without it the bound holds for any PSF (FWHM-based radii
+    `psf` may be a PSF model or a level2 PSFCube or EPSFTable; without it the bound holds for any PSF (FWHM-based radii
     are capped at max_aperture_radius). background='global' reads the whole region and is exempt.
     """
-    model = psf_model_for(psf) if isinstance(psf, PSFCube) else psf
+    model = psf_model_for(psf) if isinstance(psf, PSFCube | EPSFTable) else psf
     r = max_radius(config, model)
     reach = max(r + 0.5, background_extent(config, r) + 0.5)
     if config.zodi == "fit":

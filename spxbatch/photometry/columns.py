@@ -48,6 +48,8 @@ COLUMNS: dict[str, Column] = {
     "psf_zone": Column("int16", -1, "0-based PSF zone (-1: no PSF)"),
     "fwhm": Column("float64", np.nan, "native px, of the source's PSF zone (fallback_fwhm without a PSF)"),
     "pixel_solid_angle": Column("float64", np.nan, "arcsec^2, of the source pixel"),
+    "flux_factor": Column("float64", np.nan,
+                          "flux correction applied at the source pixel (QR3's l3_flux_corrections; 1: none)"),
     "status": Column(STATUS_DTYPE, "ok", "ok, or why not measured (positions.FramePositions, no_background, "
                                          "no_pixels)"),
 }

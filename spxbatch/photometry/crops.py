@@ -64,5 +64,5 @@ def crop(region: ImageRegion, x0: int, y0: int, x1: int, y1: int) -> ImageRegion
     return replace(
         region, image=cut(region.image), flags=cut(region.flags), variance=cut(region.variance),
         zodi=cut(region.zodi), x0=region.x0 + x0, y0=region.y0 + y0, solid_angle=cut(region.solid_angle),
-        cwave=cut(region.cwave), cband=cut(region.cband),
+        cwave=cut(region.cwave), cband=cut(region.cband), flux_factor=cut(region.flux_factor),
     )

@@ -62,16 +62,26 @@ def repair_variance(variance: np.ndarray, bad: np.ndarray, half: int) -> tuple[n
     return var, todo
 
 
+def corrected_planes(region: ImageRegion) -> tuple[np.ndarray, np.ndarray]:
+    """IMAGE and VARIANCE with the region's flux correction applied (IMAGE x f, VARIANCE x f^2; ZODI is
+    left alone, as IRSA prescribes for l3_flux_corrections), or as they are when it has none."""
+    image = np.ascontiguousarray(region.image)
+    if region.flux_factor is None:
+        return image, region.variance
+    f = region.flux_factor.astype(np.float64)
+    return np.ascontiguousarray(image * f), region.variance * f * f
+
+
 def region_pixels(region: ImageRegion, config: PhotometryConfig, bits: dict[str, int]) -> Pixels:
     """The planes and masks of `region` under `config` (bad_flags, zodi, variance_repair_halfsize,
     background_avoid_flags), flag names resolved through the file's `bits`."""
     flags = np.ascontiguousarray(region.flags)
-    image = np.ascontiguousarray(region.image)
+    image, variance = corrected_planes(region)
     zodi = np.ascontiguousarray(region.zodi)
     bad = ((flags & known_mask(config.bad_flags, bits)) != 0) | ~np.isfinite(image)
     if config.zodi != "none":
         bad |= ~np.isfinite(zodi)
-    var, repaired = repair_variance(region.variance, bad, config.variance_repair_halfsize)
+    var, repaired = repair_variance(variance, bad, config.variance_repair_halfsize)
     bad |= ~np.isfinite(var)
     avoid = None
     if config.background_avoid_flags:

@@ -20,6 +20,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.region import ImageRegion, PSFCube, parent_image_header
 from spxbatch.level2.wcs import celestial_wcs
 from spxbatch.photometry.aperture import (
@@ -40,10 +41,10 @@ from spxbatch.photometry.flux import source_fluxes
 from spxbatch.photometry.masks import flag_bits, region_pixels
 from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_mask
 from spxbatch.photometry.positions import frame_positions, local_pixels
-from spxbatch.photometry.psf import PSFModel, psf_model_for, psf_tiles, source_psf
+from spxbatch.photometry.psf import AnyPSFModel, psf_model_for, psf_tiles, source_psf
 from spxbatch.photometry.quality import verdicts
 from spxbatch.photometry.units import source_solid_angle, ujy_per_mjysr_pixel
-from spxbatch.photometry.wavelength import source_wavelength
+from spxbatch.photometry.wavelength import sample_map, source_wavelength
 from spxbatch.photometry.zodi import source_zodi_scale
 
 
@@ -52,7 +53,7 @@ class _Image:
     """What every crop of one measure_region call shares."""
 
     config: PhotometryConfig
-    model: PSFModel | None
+    model: AnyPSFModel | None
     parent_header: fits.Header
     wcs: WCS
     bits: dict[str, int]
@@ -87,7 +88,7 @@ def measure_region(
     config: PhotometryConfig | None = None,
     source_index: np.ndarray | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
-    psf_model: PSFModel | None = None,
+    psf_model: AnyPSFModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Measure every source (ra, dec in deg) on `region`; one row per input source, in input order.
 
@@ -117,9 +118,9 @@ def measure_region(
     return out
 
 
-def _psf(region: ImageRegion, override: PSFModel | None) -> tuple[PSFModel | None, PSFCube | None]:
-    """The PSF model to measure with and the cube whose zone cards place the sources (the region's own:
-    a model is shared by every cube of equal content, whatever cards they carry)."""
+def _psf(region: ImageRegion, override: AnyPSFModel | None) -> tuple[AnyPSFModel | None, PSFCube | EPSFTable | None]:
+    """The PSF model to measure with (of a QR2 cube or an R7 ePSF table) and the PSF whose zone centres place
+    the sources (the region's own: a model is shared by every PSF of equal content, whatever cards they carry)."""
     if override is not None:
         return override, override.psf
     if region.psf is None:
@@ -129,7 +130,7 @@ def _psf(region: ImageRegion, override: PSFModel | None) -> tuple[PSFModel | Non
 
 def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: PhotometryConfig,
                      out: dict[str, np.ndarray], m: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray] | None,
-                     psf_model: PSFModel | None) -> None:
+                     psf_model: AnyPSFModel | None) -> None:
     """Measure the rows `m` of `out` (all on the frame and in the region), crop by crop."""
     x, y = out["x"], out["y"]
     model, psf = _psf(region, psf_model)
@@ -193,6 +194,8 @@ def _measure_crop(image: _Image, crop: ImageRegion, src: _Sources) -> tuple[dict
         "psf_zone": src.zones if image.model is not None else -1,
         "fwhm": src.fwhm if src.fwhm is not None else cfg.fallback_fwhm,
         "pixel_solid_angle": omega,
+        "flux_factor": (np.ones(at.xl.size) if crop.flux_factor is None
+                        else sample_map(crop.flux_factor, at.xl, at.yl)),
         "status": np.where(bkg.failed, "no_background", np.where(measured, "ok", "no_pixels")),
     }
     return columns, condition

@@ -1,7 +1,8 @@
-"""The PSF: zone lookup (with the header erratum), FWHM per zone, each star's light binned onto native pixels
-(tiles) and the aperture fractions read from them; one model per cube content, cached.
+"""The PSF: zone lookup (with the header erratum), FWHM per zone, each star's light on native pixels (tiles)
+and the aperture fractions read from them; one model per PSF content, cached. A PSF is a QR2 cube
+(`PSFModel`, here) or an R7 ePSF table (`epsf.EPSFModel`); both models answer the same questions.
 
-The cube holds 11x11 zone planes oversampled OVERSAMP times; fine pixel k of a plane is centred at
+The QR2 cube holds 11x11 zone planes oversampled OVERSAMP times; fine pixel k of a plane is centred at
 (k - c) / OVERSAMP native pixels from the declared PSF centre, c = (size - 1) / 2. A star's native pixel
 is the integral of the plane over that pixel, so the fraction of the light an aperture sum collects is
 computed per star by binning the plane at the star's exact sub-pixel phase and summing the binned image
@@ -13,14 +14,16 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 import sep
 from astropy.io import fits
 
+from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.region import PSFCube, psf_zone_centres
+from spxbatch.photometry.epsf import EPSFModel
+from spxbatch.photometry.fwhm import plane_fwhm
 from spxbatch.photometry.gather import chunks_of
 
 
@@ -40,21 +43,25 @@ def psf_labels_swapped(version: str | None) -> bool:
     return tuple(int(g) for g in m.groups()) <= (6, 5, 5)
 
 
-def _corrected_centres(psf: PSFCube | fits.Header, swapped: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) centres (0-based parent pixels) of each plane, labels corrected for the erratum."""
+def _corrected_centres(psf: PSFCube | EPSFTable | fits.Header, swapped: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) centres (0-based parent pixels) of each plane, labels corrected for the erratum (QR2 cubes
+    only: an R7 table's XCENTER, YCENTER columns never were swapped)."""
+    if isinstance(psf, EPSFTable):
+        return psf.zone_centres
     xc, yc = psf.zone_centres if isinstance(psf, PSFCube) else psf_zone_centres(psf)
     return (yc, xc) if swapped else (xc, yc)
 
 
 def zone_index(
-    psf: PSFCube | fits.Header, x: np.ndarray, y: np.ndarray, version: str | None = None, method: str = "grid"
+    psf: PSFCube | EPSFTable | fits.Header, x: np.ndarray, y: np.ndarray, version: str | None = None,
+    method: str = "grid",
 ) -> np.ndarray:
-    """0-based plane index of the zone nearest each parent pixel (x, y), from a PSF's zone cards (a PSFCube,
-    whose centres are read once, or a PSF header).
+    """0-based plane (or table row) index of the zone nearest each parent pixel (x, y), from a PSF's zone
+    centres (a PSFCube, whose cards are read once, a PSF header, or an EPSFTable's XCENTER, YCENTER).
 
-    'grid': nearest of the sorted unique x and y centre values, plane = iy * nx + ix (x fastest), which
-    does not depend on which card carries which label when the lattice is square. 'header': nearest
-    labelled centre (XCTR_k, YCTR_k), with the labels swapped back for erratum versions.
+    'grid': nearest of the sorted unique x and y centre values, plane = iy * nx + ix (x fastest, any
+    nx x ny lattice, e.g. 11 x 41), which does not depend on which card carries which label when the
+    lattice is square. 'header': nearest labelled centre, with the labels swapped back for erratum versions.
     """
     xc, yc = _corrected_centres(psf, psf_labels_swapped(version))
     x = np.asarray(x, dtype=float)
@@ -95,31 +102,6 @@ def _low_rank(plane: np.ndarray, rtol: float, rank: int = 20) -> tuple[np.ndarra
     if np.abs(resid).max() > rtol * np.abs(plane).max():
         return np.linalg.svd(plane)
     return u, sv, vt
-
-
-@lru_cache(maxsize=4)
-def _radial_bins(n: int) -> np.ndarray:
-    """Fine-pixel radius bins (1-fine-pixel wide, about the plane centre) of an n x n plane."""
-    c = (n - 1) / 2.0
-    yy, xx = np.indices((n, n))
-    return np.floor(np.hypot(xx - c, yy - c) + 0.5).astype(int).ravel()
-
-
-def plane_fwhm(plane: np.ndarray, oversamp: int) -> float:
-    """FWHM in native pixels: twice the half-maximum radius of the plane's radial profile about its
-    declared centre (1-fine-pixel bins, linear interpolation), divided by OVERSAMP (as SPXQuery)."""
-    rb = _radial_bins(plane.shape[0])
-    sums = np.bincount(rb, weights=np.asarray(plane, dtype=float).ravel())
-    prof = sums / np.maximum(np.bincount(rb), 1)
-    half = prof.max() / 2.0
-    ipk = int(np.argmax(prof))
-    below = np.flatnonzero(prof[ipk:] < half)
-    if below.size == 0:
-        return float("nan")
-    i1 = ipk + int(below[0])
-    i0 = i1 - 1
-    rhalf = i0 + (prof[i0] - half) / (prof[i0] - prof[i1])
-    return 2.0 * rhalf / oversamp
 
 
 @dataclass
@@ -224,9 +206,9 @@ def aperture_fractions(
     missing: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(enclosed, kept): the fraction of each star's total light that an exact-overlap circle of
-    `radius` collects from its `tiles` (N, t, t) (PSFModel.tiles at the same phases: any PSF binned onto
-    native pixels), and the part of it on pixels not `missing` ((N, t, t) booleans, or None: kept =
-    enclosed)."""
+    `radius` collects from its `tiles` (N, t, t) (a model's tiles at the same phases: the star's light on
+    native pixels, a QR2 plane binned or an ePSF sampled at pixel centres), and the part of it on pixels
+    not `missing` ((N, t, t) booleans, or None: kept = enclosed)."""
     k, t, _ = tiles.shape
     mh = (t - 1) // 2
     radius = np.broadcast_to(np.asarray(radius, dtype=float), (k,))
@@ -247,18 +229,23 @@ def phases(v: np.ndarray) -> np.ndarray:
     return np.round((v - np.floor(v + 0.5)) * 2.0**30) / 2.0**30
 
 
-#: PSF models by content, the most recently used first out: (digest, shape, dtype, OVERSAMP) -> model.
-_MODELS: OrderedDict[tuple, PSFModel] = OrderedDict()
+#: The model of either PSF: what photometry asks of a PSF (zones' FWHM, tiles).
+AnyPSFModel = PSFModel | EPSFModel
+
+#: PSF models by content, the most recently used first out: (kind, digest, shape, dtype, OVERSAMP) -> model.
+_MODELS: OrderedDict[tuple, AnyPSFModel] = OrderedDict()
 _MAX_MODELS = 8
 
 
-def psf_model_for(psf: PSFCube) -> PSFModel:
-    """The cached PSFModel of a cube, keyed by its CONTENT digest (the same cube ships with every exposure
-    of a detector; one detector was seen shipping two cubes under one version), LRU of 8."""
-    key = (psf.digest, psf.cube.shape, psf.cube.dtype.str, psf.oversampling)
+def psf_model_for(psf: PSFCube | EPSFTable) -> AnyPSFModel:
+    """The cached model of a QR2 cube (PSFModel) or an R7 ePSF table (EPSFModel), keyed by its CONTENT
+    digest (the same PSF ships with every exposure of a detector; one detector was seen shipping two cubes
+    under one version), LRU of 8."""
+    planes = psf.arrays if isinstance(psf, EPSFTable) else psf.cube
+    key = (type(psf).__name__, psf.digest, planes.shape, planes.dtype.str, psf.oversampling)
     model = _MODELS.get(key)
     if model is None:
-        model = PSFModel.from_cube(psf)
+        model = EPSFModel(psf) if isinstance(psf, EPSFTable) else PSFModel.from_cube(psf)
         _MODELS[key] = model
     _MODELS.move_to_end(key)
     while len(_MODELS) > _MAX_MODELS:
@@ -273,8 +260,8 @@ class SourcePSF(NamedTuple):
     fwhm: np.ndarray | None
 
 
-def source_psf(model: PSFModel | None, psf: PSFCube | None, x: np.ndarray, y: np.ndarray, version: str | None,
-               method: str) -> SourcePSF:
+def source_psf(model: AnyPSFModel | None, psf: PSFCube | EPSFTable | None, x: np.ndarray, y: np.ndarray,
+               version: str | None, method: str) -> SourcePSF:
     """Zone (from `psf`'s own zone cards: equal cubes may carry other cards) and FWHM of sources at parent
     pixels (x, y)."""
     if model is None:
@@ -291,7 +278,7 @@ class PsfTiles(NamedTuple):
     phase_y: np.ndarray
 
 
-def psf_tiles(model: PSFModel, zones: np.ndarray, xl: np.ndarray, yl: np.ndarray) -> PsfTiles:
+def psf_tiles(model: AnyPSFModel, zones: np.ndarray, xl: np.ndarray, yl: np.ndarray) -> PsfTiles:
     """The PSF tiles of stars at region-local (xl, yl) in their zones (aperture correction, masked pixels,
     and the star's own light in its background pixels read them)."""
     phx, phy = phases(xl), phases(yl)

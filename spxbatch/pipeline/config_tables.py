@@ -131,7 +131,7 @@ _SCHEDULER_ADDRESS = re.compile(r"^([a-z]+://)?(\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):
 #: Allowed values of string entries whose type hint does not list them.
 CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (ClusterConfig, "kind"): ("slurm", "pbs"),
-    (FetchOptions, "psf_source"): ("file", "calibration"),
+    (FetchOptions, "psf_source"): ("file", "calibration", "epsf"),
 }
 
 

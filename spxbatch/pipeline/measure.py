@@ -16,6 +16,7 @@ from spxbatch.archive.location import resolve_archive
 from spxbatch.fetch.cache import FetchCache, process_cache
 from spxbatch.fetch.fetch import fetch_image
 from spxbatch.fetch.options import FetchOptions
+from spxbatch.level2.region import ImageRegion
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.photometry.measure import measure_region
 from spxbatch.pipeline.config import RunConfig
@@ -35,6 +36,19 @@ def unmeasured_rows(image: dict[str, Any], source_index: np.ndarray, reason: str
     })
 
 
+def provenance(image: dict[str, Any], region: ImageRegion | None) -> dict[str, str]:
+    """Which release and processing an image's rows come from: the plan row's release folder and tag, the
+    file's own PRIMARY VERSION (the plan's, when nothing of the file was read) and where its PSF came from."""
+    version = region.primary_header.get("VERSION") if region is not None else image.get("pipeline_version")
+    return {"release": _text(image.get("release")), "processing": _text(image.get("version")),
+            "pipeline_version": _text(version), "psf_model": region.psf_origin if region is not None else ""}
+
+
+def _text(value: Any) -> str:
+    """A plan or header value as text ('' for a missing one)."""
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+
+
 def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
                   options: FetchOptions | None = None, cache: FetchCache | None = None,
                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -45,7 +59,8 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     """
     t0 = time.perf_counter()
     image = job.image
-    result = fetch_image(image, job.ra, job.dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
+    ra, dec, when = job.positions()
+    result = fetch_image(image, ra, dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
                          cache=cache, options=options)
     meta: dict[str, Any] = {"image_id": int(image["image_id"]), "strategy": result.strategy,
                             "bytes": int(result.bytes_read), "requests": int(result.requests),
@@ -53,8 +68,8 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     tables = []
     for region, pos in result.regions:
         pos = np.asarray(pos, dtype=np.int64)
-        out = measure_region(region, job.ra[pos], job.dec[pos], phot, source_index=job.source_index[pos],
-                             neighbours=(job.ra, job.dec))
+        out = measure_region(region, ra[pos], dec[pos], phot, source_index=job.source_index[pos],
+                             neighbours=(ra, dec))
         tables.append(pd.DataFrame(out))
     missing = np.asarray(result.missing, dtype=np.int64)
     if missing.size:
@@ -62,6 +77,7 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
         tables.append(unmeasured_rows(image, job.source_index[missing], reason))
     table = pd.concat(tables, ignore_index=True) if tables else unmeasured_rows(image, job.source_index[:0], "")
     table["image_id"] = np.int64(image["image_id"])
+    table = table.assign(**provenance(image, result.regions[0][0] if result.regions else None), position_mjd=when)
     meta["measured"] = int(table["measured"].sum())
     meta["seconds"] = time.perf_counter() - t0
     return table, meta

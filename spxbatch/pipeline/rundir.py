@@ -43,7 +43,14 @@ NEEDS: dict[str, tuple[str, ...]] = {"plan": (), "stage": ("plan",), "measure": 
 
 
 #: Columns a part holds besides measure_region's (photometry.columns.COLUMNS): the image they come from.
-PART_EXTRA: dict[str, Column] = {"image_id": Column("int64", None, "the plan's image id of the part")}
+PART_EXTRA: dict[str, Column] = {
+    "image_id": Column("int64", None, "the plan's image id of the part"),
+    "release": Column("object", "", "the release folder the file lies in (qr2, qr3)"),
+    "processing": Column("object", "", "the file's processing tag, e.g. l2b-v26-2026-196"),
+    "pipeline_version": Column("object", "", "the file's PRIMARY VERSION (6.x: QR2 layout, 7.x: R7)"),
+    "psf_model": Column("object", "", "where the PSF model came from: file, average_psf or qr3 epsf"),
+    "position_mjd": Column("float64", np.nan, "the MJD the catalog position was moved to by its proper motion"),
+}
 #: Types of the columns whose photometry dtype is "as given".
 _GIVEN_DTYPES = {"source_index": "int64"}
 

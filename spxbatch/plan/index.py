@@ -35,11 +35,11 @@ from astropy.io import fits
 
 from spxbatch.files import atomic_path
 from spxbatch.level2.headers import image_record
-from spxbatch.level2.naming import CALIBRATION_PRODUCTS
+from spxbatch.level2.naming import CALIBRATION_PRODUCTS, processing_tag
 
 CACHE_NAME = ".spxbatch-index.parquet"
 #: Bump when the columns or their meaning change (old caches are then ignored).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
 #: Folders of calibration products under an IRSA tree (QR2's, and QR3's new ones): not Level-2 images, not indexed.
 CALIBRATION_DIRS = frozenset(folder for folder, _, _ in CALIBRATION_PRODUCTS.values()) | {"epsf", "l3_flux_corrections"}
@@ -53,7 +53,6 @@ COLUMNS = [
     "nx", "ny", "is_cutout", "x0", "y0",
 ]
 
-_VERSION_RE = re.compile(r"l2b-v\d+-\d{4}-\d{3}")
 _RELEASE_RE = re.compile(r"^(qr\d*|dr\d+)$")
 
 
@@ -125,8 +124,7 @@ def _row(root: Path, relpath: str, size: int, mtime_ns: int) -> dict:
 def _path_tags(relpath: str, header_version: str) -> dict:
     parts = relpath.split("/")
     release = next((p for p in parts[:-1] if _RELEASE_RE.match(p)), "")
-    m = _VERSION_RE.search(relpath)
-    return {"release": release, "version": m.group(0) if m else header_version}
+    return {"release": release, "version": processing_tag(relpath) or header_version}
 
 
 def read_headers(path: str | os.PathLike) -> dict:

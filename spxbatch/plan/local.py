@@ -11,16 +11,55 @@ from astropy.io import fits
 
 from spxbatch.archive.location import relative_to_root
 from spxbatch.archive.mirror import read_manifest
-from spxbatch.level2.constants import DETECTOR_NPIX
+from spxbatch.level2.constants import BANDS, DETECTOR_NPIX
 from spxbatch.level2.headers import parent_corners
-from spxbatch.level2.naming import IBE_ROOT, level2_relpath
+from spxbatch.level2.naming import IBE_ROOT, exposure_of_name, level2_relpath
 from spxbatch.plan.index import index_directory
-from spxbatch.plan.tap import IMAGE_COLUMNS, empty_images
+from spxbatch.plan.tap import IMAGE_COLUMNS, empty_images, path_parts
 
 
 def local_images(root: str) -> pd.DataFrame:
-    """The plan's image columns for every Level-2 file below a local mirror root, from their headers."""
+    """The plan's image columns for every Level-2 file below a local mirror root, from their headers; files
+    whose headers cannot be read are rows too (see `unreadable_rows`), so that they end as failures."""
     index = index_directory(root)
+    images = _readable_images(index, root)
+    unreadable, unplaced = unreadable_rows(index.attrs.get("failed", []), images)
+    out = pd.concat([images, unreadable], ignore_index=True) if len(unreadable) else images
+    out.attrs["unplaced"] = unplaced
+    return out
+
+
+def unreadable_rows(failed: list[tuple[str, str]], images: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """Plan rows for files whose headers could not be read, placed on the sky by a readable file of the same
+    exposure (another processing of its detector, else its partner detector, which sees the same sky): their
+    measurement then fails with the file's own error and is recorded. Files that no such file places, or
+    whose name names no exposure, are returned as (relpath, reason) to be reported."""
+    rows, unplaced = [], []
+    by_exposure = {(o, int(d)): i for i, (o, d) in enumerate(zip(images["obs_id"], images["detector"],
+                                                                  strict=True))}
+    for relpath, error in failed:
+        exposure = exposure_of_name(relpath)
+        if exposure is None:
+            unplaced.append((relpath, error))
+            continue
+        obs_id, detector = exposure
+        stand_in = by_exposure.get((obs_id, detector), by_exposure.get((obs_id, BANDS[detector].partner)))
+        if stand_in is None:
+            unplaced.append((relpath, error))
+            continue
+        row = images.iloc[stand_in].to_dict()
+        band = BANDS[detector]
+        release, version = path_parts(relpath)
+        row.update(relpath=f"{IBE_ROOT}/{relpath}", detector=detector, band_name=f"D{detector}", version=version,
+                   release=release, energy_lo_um=band.lo_um, energy_hi_um=band.hi_um, size_bytes=pd.NA)
+        if "cutouts" in row:  # the stand-in's cutouts are not this file's
+            row["cutouts"] = []
+        rows.append(row)
+    return pd.DataFrame(rows, columns=images.columns), unplaced
+
+
+def _readable_images(index: pd.DataFrame, root: str) -> pd.DataFrame:
+    """The plan's image rows of the files whose headers were read."""
     known = read_manifest(root)["files"]
     if not index.empty:  # a cutout at the parent's corner has CRPIXnA = 1: only the manifest tells
         staged = [known.get(r, {}).get("kind") == "cutout" for r in index["relpath"]]

@@ -34,7 +34,7 @@ from spxbatch.plan.tiles import query_tiles
 log = logging.getLogger(__name__)
 
 #: Bump when the plan's content or layout changes, so saved plans from older code are not reused.
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 
 
 @dataclass
@@ -100,6 +100,10 @@ def make_plan(catalog, location: ArchiveLocation | str, *, bands: Sequence[int |
     if loc.kind == "local" and loc.tap_url is None:
         candidates = local_images(loc.file_root)
         stats["queries"] = 0
+        stats["unreadable_unplaced"] = [list(f) for f in candidates.attrs.get("unplaced", [])]
+        for relpath, reason in stats["unreadable_unplaced"]:
+            log.warning("%s cannot be read and no other file places it on the sky: not planned (%s)", relpath,
+                        reason)
     else:
         cache = Path(run_dir) / "query_cache" if run_dir is not None else None
         client = TapClient(loc.tap_url, cache_dir=cache, mode=tap_mode, maxrec=maxrec, retry=retry)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from spxbatch.level2.constants import BANDS
-from spxbatch.plan.tap import version_key
+from spxbatch.level2.naming import version_key
 
 
 def _band_number(b: int | str) -> int:

@@ -34,7 +34,7 @@ from spxbatch.archive.retry import (
 )
 from spxbatch.files import atomic_path
 from spxbatch.level2.constants import BANDS
-from spxbatch.level2.naming import IBE_ROOT, parse_did
+from spxbatch.level2.naming import IBE_ROOT, exposure_of_name, parse_did, processing_tag
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ SELECT = ("a.uri", "a.contentlength", "p.obs_publisher_did", "p.time_bounds_lowe
 OPTIONAL = ("a.contentlength",)
 FROM = "artifact AS a JOIN plane AS p ON a.planeid = p.planeid"
 
-_VERSION_RE = re.compile(r"/(l2b-v\d+-\d{4}-\d{3})/")
 _COLLECTION_RE = re.compile(r"/([^/?]+)\?")
-#: The exposure in a Level-2 file name: level2_<period>_<large>_<small>D<detector>_spx_...
-_FILE_RE = re.compile(r"level2_(\d{4}W\d{2}_\d[A-Z]_\d{4})_(\d)D(\d)_")
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -138,17 +135,10 @@ def parse_polygon(value) -> tuple[list[float], list[float]]:
     return [x % 360.0 for x in nums[0::2]], nums[1::2]
 
 
-def version_key(version: str) -> tuple[int, int, int]:
-    """Sort key of a processing tag: 'l2b-v21-2025-354' -> (21, 2025, 354); unknown tags sort first."""
-    m = re.match(r"l2b-v(\d+)-(\d{4})-(\d{3})$", version or "")
-    return (int(m[1]), int(m[2]), int(m[3])) if m else (-1, -1, -1)
-
-
 def path_parts(relpath: str) -> tuple[str, str]:
     """(release, version) from a relative path 'ibe/data/spherex/qr2/level2/<pp>/l2b-v20-.../...'."""
     rel = relative_to_root(relpath)
-    m = _VERSION_RE.search("/" + rel)
-    return rel.split("/", 1)[0], (m[1] if m else "")
+    return rel.split("/", 1)[0], processing_tag(rel)
 
 
 def _exposure(did: str, relpath: str) -> tuple[str, int]:
@@ -156,10 +146,10 @@ def _exposure(did: str, relpath: str) -> tuple[str, int]:
     try:
         return parse_did(did)
     except ValueError:
-        m = _FILE_RE.search(relpath)
-        if m is None:
+        exposure = exposure_of_name(relpath)
+        if exposure is None:
             raise ValueError(f"neither the DID {did!r} nor the path {relpath!r} names a SPHEREx exposure") from None
-        return f"{m[1]}_{m[2]}", int(m[3])
+        return exposure
 
 
 def normalise_tap(table) -> pd.DataFrame:

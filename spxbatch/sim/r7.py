@@ -7,21 +7,8 @@ marks DECISION lives here, so it changes in one place.
 
 from __future__ import annotations
 
-from spxbatch.level2.constants import FLAG_BITS
+from spxbatch.level2.constants import FLAG_BITS, R7_FLAG_BITS
 
-#: FLAGS bits of R7 files: QR2's plus the new ones (the contract's list).
-R7_FLAG_BITS: dict[str, int] = {
-    **FLAG_BITS,
-    "CROSSTALK": 20,
-    "GHOST": 22,
-    "GHOST_FPA": 23,
-    "GHOST_EXT": 24,
-    "STREAK": 25,
-    "BLOOM": 26,
-    "SNOWBALL": 27,
-    "HALO": 28,
-    "SATELLITE_HALO": 29,
-}
 #: The bits QR2 files do not have.
 R7_ONLY_BITS: dict[str, int] = {k: v for k, v in R7_FLAG_BITS.items() if k not in FLAG_BITS}
 #: Their OR.

@@ -151,7 +151,8 @@ def _plan_files(exposures, sources, dets: dict[int, Detector], ra0, dec0, seed, 
         for q in (1, 2, 3):
             cra, cdec = sky.offsets_to_sky(ra0, dec0, *exp.pair_offsets[q - 1])
             for d in (q, q + 3):
-                where = render.place(dets[d], (float(cra), float(cdec)), exp.pa_deg, sources)
+                where = render.place(dets[d], (float(cra), float(cdec)), exp.pa_deg, sources,
+                                     0.5 * (exp.mjd_beg + exp.mjd_end))
                 centred = q == exp.centred_pair
                 if not centred and not where.on_image(npix).any():
                     continue

@@ -15,11 +15,11 @@ import pandas as pd
 from scipy.ndimage import maximum_filter
 
 from spxbatch.level2.constants import (
-    DEFAULT_BAD_FLAGS,
     FLAG_BITS,
     MJY_PER_SR_TO_UJY_PER_ARCSEC2,
     PIXEL_SCALE_ARCSEC,
     PSF_ZONES,
+    QR2_DEFAULT_BAD_FLAGS,
 )
 from spxbatch.level2.flags import flag_mask
 from spxbatch.sim import lvf, optics, psf, r7_artifacts, scene, sky
@@ -33,7 +33,7 @@ from spxbatch.sim.survey import Exposure
 PERSIST_DAYS = 1.0 / 24.0
 #: Persistent signal as a fraction of the star's peak surface brightness.
 PERSIST_FRACTION = 0.003
-_BAD_MASK = flag_mask(DEFAULT_BAD_FLAGS, FLAG_BITS)
+_BAD_MASK = flag_mask(QR2_DEFAULT_BAD_FLAGS, FLAG_BITS)
 
 #: Per detector: (end MJD of its last exposure, [(x, y, persistent MJy/sr)] of the bright stars it saw).
 Persistence = dict[int, tuple[float, list[tuple[float, float, float]]]]
@@ -66,11 +66,15 @@ class Rendered:
     sky: dict
 
 
-def place(det: Detector, crval: tuple[float, float], pa: float, sources: pd.DataFrame) -> Placement:
-    """0-based pixel positions (exact SIP inverse) of the sources whose light can reach the image."""
+def place(det: Detector, crval: tuple[float, float], pa: float, sources: pd.DataFrame,
+          mjd: float | None = None) -> Placement:
+    """0-based pixel positions (exact SIP inverse) of the sources whose light can reach the image, at `mjd`
+    for sources with proper motions."""
     ra0, dec0 = crval
     wcs = optics.make_wcs(det.optics, ra0, dec0, pa)
-    ra, dec = np.radians(sources["ra"].to_numpy()), np.radians(sources["dec"].to_numpy())
+    ra, dec = sky.positions_at(sources, mjd) if mjd is not None else (sources["ra"].to_numpy(),
+                                                                       sources["dec"].to_numpy())
+    ra, dec = np.radians(ra), np.radians(dec)
     r0, d0 = np.radians(ra0), np.radians(dec0)
     # Angular pre-selection (TAN is meaningless far away), then the exact SIP inverse.
     cosd = np.sin(dec) * np.sin(d0) + np.cos(dec) * np.cos(d0) * np.cos(ra - r0)

@@ -124,3 +124,77 @@ def flux_ujy(sources: pd.DataFrame, wavelength_um, mjd) -> np.ndarray:
     per = np.where(amp > 0, sources["var_period_d"].to_numpy(), 1.0)
     var = 1 + amp * np.sin(2 * np.pi * (t - sources["var_t0_mjd"].to_numpy()) / per + sources["var_phase"].to_numpy())
     return cont * shape * var
+
+
+#: The high-proper-motion star's motion (mas/yr, pmra including cos dec) and its catalog epoch (Julian year).
+MOVER_PM_MASYR = (4200.0, -2900.0)
+MOVER_EPOCH = 2016.0
+
+
+def add_moving_star(sources: pd.DataFrame, ra: float, dec: float, radius_px: float, seed: int, field: str,
+                    mid_mjd: float) -> pd.DataFrame:
+    """The source table with one bright, isolated high-proper-motion star (a Barnard's-star-like 5"/yr)
+    added, placed so that it is inside the field at `mid_mjd`, and proper-motion columns (pmra, pmdec in
+    mas/yr, epoch in Julian years) for every source (zero motion for the others)."""
+    rng = rng_for(seed, "mover", field)
+    rad = radius_px * PIXEL_SCALE_ARCSEC
+    # of 64 candidate places inside the field, the one farthest from every other source
+    r, phi = rad * np.sqrt(rng.uniform(0.02, 0.4, 64)), rng.uniform(0, 2 * np.pi, 64)
+    cand_ra, cand_dec = offsets_to_sky(ra, dec, r * np.cos(phi), r * np.sin(phi))
+    cos_dec = np.cos(np.radians(dec))
+    sep = np.hypot((cand_ra[:, None] - sources["ra"].to_numpy()[None, :]) * cos_dec,
+                   cand_dec[:, None] - sources["dec"].to_numpy()[None, :])
+    best = int(np.argmax(sep.min(axis=1)))
+    r_now, d_now = cand_ra[best], cand_dec[best]
+    star = sources.iloc[[0]].copy()
+    star["name"] = f"{field}-pm001"
+    star["kind"], star["f0_ujy"], star["alpha"] = "star", 2.0e4, -2.0
+    star[["line1_um", "line2_um"]] = np.nan
+    star[["line1_amp", "line2_amp", "var_amp", "var_period_d", "var_phase"]] = 0.0
+    out = pd.concat([sources.assign(pmra=0.0, pmdec=0.0, epoch=MOVER_EPOCH),
+                     star.assign(pmra=MOVER_PM_MASYR[0], pmdec=MOVER_PM_MASYR[1], epoch=MOVER_EPOCH)],
+                    ignore_index=True)
+    # its catalog position: where it was at the epoch, so that it is at (r_now, d_now) at mid_mjd
+    ra0, dec0 = positions_at(out.iloc[[-1]].assign(ra=r_now, dec=d_now, epoch=_jyear(mid_mjd)),
+                             _mjd(MOVER_EPOCH))
+    out.loc[out.index[-1], ["ra", "dec"]] = float(ra0[0]), float(dec0[0])
+    return out
+
+
+def positions_at(sources: pd.DataFrame, mjd: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) of the sources at `mjd`, moved by their proper motions from their epochs (astropy's space
+    motion: an independent check of spxbatch's own propagation); the table's positions when it has none."""
+    ra, dec = sources["ra"].to_numpy(float), sources["dec"].to_numpy(float)
+    if "pmra" not in sources.columns:
+        return ra, dec
+    moving = (sources["pmra"].to_numpy(float) != 0) | (sources["pmdec"].to_numpy(float) != 0)
+    if not moving.any():
+        return ra, dec
+    import warnings
+
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.time import Time
+    from erfa import ErfaWarning
+
+    m = sources[moving]
+    c = SkyCoord(m["ra"].to_numpy() * u.deg, m["dec"].to_numpy() * u.deg,
+                 pm_ra_cosdec=m["pmra"].to_numpy() * u.mas / u.yr, pm_dec=m["pmdec"].to_numpy() * u.mas / u.yr,
+                 distance=1e6 * u.pc, radial_velocity=0 * u.km / u.s,
+                 obstime=Time(m["epoch"].to_numpy(float), format="jyear"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ErfaWarning)
+        moved = c.apply_space_motion(new_obstime=Time(mjd, format="mjd"))
+    ra, dec = ra.copy(), dec.copy()
+    ra[moving], dec[moving] = moved.ra.deg % 360.0, moved.dec.deg
+    return ra, dec
+
+
+def _jyear(mjd: float) -> float:
+    """A Julian-year epoch of an MJD."""
+    return 2000.0 + (mjd - 51544.5) / 365.25
+
+
+def _mjd(jyear: float) -> float:
+    """The MJD of a Julian-year epoch."""
+    return 51544.5 + (jyear - 2000.0) * 365.25

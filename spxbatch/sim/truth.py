@@ -114,7 +114,8 @@ class Truth:
         tdir.mkdir(parents=True, exist_ok=True)
         paths = {k: tdir / f for k, f in FILES.items()}
         sources.to_csv(paths["sources"], index=False)
-        sources[["name", "ra", "dec"]].to_csv(paths["catalog"], index=False)
+        motion = [c for c in ("pmra", "pmdec", "epoch") if c in sources.columns]
+        sources[["name", "ra", "dec", *motion]].to_csv(paths["catalog"], index=False)
         cols = MEASUREMENT_COLUMNS
         meas = pd.concat(self.measurements, ignore_index=True)[cols] if self.measurements else pd.DataFrame(
             columns=cols)

@@ -63,7 +63,7 @@ CASES = [
     ("config-phot-radius", CFG, ("run.toml", "[photometry]\nfixed_radius = -1\n"), None,
      "aperture radii must be positive"),
     ("config-psf-source", CFG, ("run.toml", '[fetch_options]\npsf_source = "disk"\n'), None,
-     "fetch_options.psf_source must be file or calibration"),
+     "fetch_options.psf_source must be file, calibration or epsf"),
     ("config-scheduler", CFG, ("run.toml", '[cluster]\nscheduler = "garbage"\n'), None,
      "cluster.scheduler must be a Dask"),
     ("config-unknown-option", CFG, ("run.toml", "nosuch = 1\n"), None, "unknown option 'nosuch'"),

@@ -16,9 +16,9 @@ from spxbatch.archive import io as http
 from spxbatch.archive.io import RetryPolicy
 from spxbatch.fetch.cache import FetchCache
 from spxbatch.fetch.fetch import FetchOptions, fetch_image
+from spxbatch.level2.digest import array_digest
 from spxbatch.level2.layout import PLANES
 from spxbatch.level2.naming import IBE_ROOT
-from spxbatch.level2.region import array_digest
 from spxbatch.sim.server import serve_archive
 
 #: Small merge gap so that the 128-px test images are read as several strips.

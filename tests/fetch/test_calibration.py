@@ -77,9 +77,10 @@ def test_psf_is_read_once_per_detector_and_version(sim_archive):
         ctx = FetchContext.open("file", options, cache)
         tables = ImageTables(ctx, ImageTarget.from_row(_row(root, relpath), options))
         assert tables.psf_cached() == (relpath != files[0])
-        psf, notes = tables.psf_for_fitsmap(scan_headers(ctx, str(root / relpath)))
-        assert notes == [] and np.array_equal(psf.cube, fits.getdata(root / relpath, "PSF"))
-        cubes.append(psf.cube)
+        choice = tables.psf_for_fitsmap(scan_headers(ctx, str(root / relpath)))
+        assert choice.notes == [] and choice.origin == "file"
+        assert np.array_equal(choice.model.cube, fits.getdata(root / relpath, "PSF"))
+        cubes.append(choice.model.cube)
     assert cache.psf_reads == 1 and all(c is cubes[0] for c in cubes)
 
 

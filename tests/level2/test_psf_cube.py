@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from spxbatch.level2.region import PSFCube, array_digest, psf_zone_centres
+from spxbatch.level2.digest import array_digest
+from spxbatch.level2.region import PSFCube, psf_zone_centres
 
 
 def _header(n: int) -> fits.Header:

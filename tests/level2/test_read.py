@@ -9,7 +9,7 @@ from astropy.io import fits
 from fits_files import FileReader, write_mef
 
 from spxbatch.level2.fitsmap import scan_fits
-from spxbatch.level2.layout import PLANES
+from spxbatch.level2.layout import PLANES, QR2
 from spxbatch.level2.read import (
     PLANE_ATTRS,
     read_wave_table,
@@ -33,7 +33,7 @@ def test_region_from_plane_bytes_equals_astropy(scanned, box):
     x0, x1, y0, y1 = box
     planes = {name: b"".join(reader(fmap.box_ranges(name, x0, x1, y0, y1))) for name in PLANES}
     assert len(fmap.box_ranges("IMAGE", x0, x1, y0, y1)) == (1 if x1 - x0 == 96 else y1 - y0)
-    wave = wave_table_from_bytes(fmap, fmap.small[fmap["WCS-WAVE"].index])
+    wave = wave_table_from_bytes(fmap, QR2, fmap.small[fmap["WCS-WAVE"].index])
     region = region_from_planes(fmap, box, planes, None, wave)
     assert (region.x0, region.y0, region.shape, region.parent_shape) == (x0, y0, (y1 - y0, x1 - x0), (96, 96))
     with fits.open(path) as hdul:

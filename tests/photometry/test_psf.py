@@ -10,12 +10,12 @@ import sep
 
 from spxbatch.level2.region import PSFCube
 from spxbatch.photometry.config import PhotometryConfig
+from spxbatch.photometry.fwhm import plane_fwhm
 from spxbatch.photometry.measure import measure_region
 from spxbatch.photometry.psf import (
     PSFModel,
     aperture_fractions,
     phases,
-    plane_fwhm,
     psf_labels_swapped,
     psf_model_for,
     psf_tiles,

@@ -178,7 +178,7 @@ def test_tables_update_entry_by_entry_across_origins(tmp_path):
     ({"cluster": {"jobs": "4:1"}}, "cluster.jobs: --jobs takes a count like 2"),
     ({"cluster": {"kind": "lsf"}}, "cluster.kind must be slurm or pbs"),
     ({"cluster": {"memory": 8}}, "cluster.memory must be a string"),
-    ({"fetch_options": {"psf_source": "disk"}}, "fetch_options.psf_source must be file or calibration"),
+    ({"fetch_options": {"psf_source": "disk"}}, "fetch_options.psf_source must be file, calibration or epsf"),
     ({"fetch_options": {"bandwidth_bps": 0}}, "fetch_options.bandwidth_bps must be more than 0"),
     ({"fetch_options": {"retry": {}}}, "fetch_options.retry cannot be set here"),
     ({"fetch_options": {"file_root": "/x"}}, "fetch_options.file_root cannot be set here"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from plan_rows import image_rows
 
+from spxbatch.level2.naming import version_key
 from spxbatch.plan.select import apply_filters, dedupe, plan_filters
-from spxbatch.plan.tap import version_key
 
 
 def test_dedupe_keeps_newest_version_and_one_copy_per_file():
@@ -24,6 +24,7 @@ def test_dedupe_keeps_newest_version_and_one_copy_per_file():
                    ("2025W18_2B_0001_1", 4, "l2b-v20-2025-253", "spherex_qr2"),
                    ("2025W18_2B_0002_1", 1, "l2b-v20-2025-262", "spherex_qr2")]
     assert version_key("l2b-v21-2025-354") > version_key("l2b-v20-2025-362") > version_key("junk")
+    assert version_key("l2b_retry-v26-2026-197") > version_key("l2b-v26-2026-196") > version_key("l2b-v21-2025-354")
 
 
 def testplan_filters():
