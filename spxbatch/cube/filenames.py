@@ -5,6 +5,8 @@ mapping written beside the files so that every file can be traced back to its so
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,13 +18,16 @@ from spxbatch.files import atomic_write_bytes
 MAX_STEM_BYTES = 90
 #: Hex digits of the name's digest appended to a stem that is not the name itself.
 DIGEST_CHARS = 10
+#: Characters that are not letters, digits (str.isalnum) or -_.+
+_UNSAFE = re.compile(r"[^\w\-.+]")
 #: The table of (source, file) written beside the files.
 NAME_MAP = "sources.csv"
 
 
 def safe_filename(name: str) -> str:
-    """The source name with anything unsafe in a file name replaced by an underscore."""
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+    """The source name with anything unsafe in a file name (all but letters, digits and -_.+) replaced by an
+    underscore."""
+    return _UNSAFE.sub("_", name)
 
 
 def source_file_stems(names: Sequence[str]) -> dict[str, str]:
@@ -31,8 +36,8 @@ def source_file_stems(names: Sequence[str]) -> dict[str, str]:
     name, so distinct names never share a file and a name's file does not depend on which are drawn."""
     plain = [safe_filename(n) == n and not n.startswith(".") and len(n.encode()) <= MAX_STEM_BYTES
              for n in names]
-    folded = pd.Series([n.casefold() for n, p in zip(names, plain, strict=True) if p])
-    shared = set(folded[folded.duplicated(keep=False)])
+    folded = Counter(n.casefold() for n, p in zip(names, plain, strict=True) if p)
+    shared = {f for f, count in folded.items() if count > 1}
     out = {n: n for n, p in zip(names, plain, strict=True) if p and n.casefold() not in shared}
     taken = {stem.casefold() for stem in out.values()}
     for name in names:
