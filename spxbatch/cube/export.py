@@ -11,8 +11,7 @@ import pandas as pd
 import xarray as xr
 from astropy.table import Table
 
-from spxbatch.cube.filenames import source_file_stems, write_name_map
-from spxbatch.errors import ConfigError
+from spxbatch.cube.filenames import output_file, output_folder, source_file_stems, write_name_map
 
 AB_ZERO_POINT_UJY = 3631e6
 
@@ -50,10 +49,7 @@ def spxquery_lightcurve(df: pd.DataFrame) -> pd.DataFrame:
 def export_csv(ds: xr.Dataset, outdir: str | Path) -> list[Path]:
     """One SPXQuery-style light-curve CSV per source with measurements, named after the source (unique,
     bounded names: `filenames.source_file_stems`), and the name map beside them."""
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise ConfigError(f"csv export writes a folder of light curves, and {outdir} is a file; give a folder")
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = output_folder(outdir, "light-curve CSVs")
     df = measurements_table(ds)
     stems = source_file_stems(ds["source"].values.astype(str))
     paths = []
@@ -67,7 +63,7 @@ def export_csv(ds: xr.Dataset, outdir: str | Path) -> list[Path]:
 
 def export_parquet(ds: xr.Dataset, path: str | Path) -> Path:
     """Every measurement in one Parquet table (units in the column metadata of the cube)."""
-    path = Path(path)
+    path = output_file(path, "the Parquet export")
     measurements_table(ds).to_parquet(path, index=False)
     return path
 
@@ -95,7 +91,7 @@ def export_votable(ds: xr.Dataset, path: str | Path) -> Path:
                       ("flux_err", "uJy"), ("mjd", "d"), ("x", "pix"), ("y", "pix")):
         t[col].unit = unit
     t.meta["description"] = "spxbatch forced photometry; flags = FILE bits (0-31) | condition bits (32+)"
-    path = Path(path)
+    path = output_file(path, "the VOTable export")
     t.write(path, format="votable", overwrite=True)
     return path
 

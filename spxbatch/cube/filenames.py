@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spxbatch.errors import ConfigError
 from spxbatch.files import atomic_write_bytes
 
 #: Longest stem in UTF-8 bytes (the extension and atomic-write temporaries stay far below 255 bytes).
@@ -57,6 +58,24 @@ def _digested(name: str) -> str:
     while len(head.encode()) > MAX_STEM_BYTES - DIGEST_CHARS - 1:
         head = head[:-1]
     return f"{head}-{digest}" if head else digest
+
+
+def output_folder(path: str | Path, what: str) -> Path:
+    """The folder per-source files go to, made if needed; a ConfigError (exit 2) when `path` is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} go to a folder, and {path} is a file; give a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def output_file(path: str | Path, what: str) -> Path:
+    """The file a table is exported to, its folder made if needed; a ConfigError when `path` is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} is one file, and {path} is a folder; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_name_map(outdir: str | Path, files: Iterable[tuple[str, Path]]) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from spxbatch.cube.filenames import source_file_stems, write_name_map
+from spxbatch.cube.filenames import output_folder, source_file_stems, write_name_map
 from spxbatch.cube.store import open_cube
 from spxbatch.errors import ConfigError
 from spxbatch.figures.plots import (
@@ -73,7 +73,7 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
     missing = sorted(set(wanted) - set(all_names))
     if missing:
         raise ConfigError(f"no source named {missing[0]!r} in {cube}; the names are the catalog's")
-    outdir.mkdir(parents=True, exist_ok=True)
+    output_folder(outdir, "figures")
     rows = np.flatnonzero(np.isin(all_names, wanted)) if names is not None else np.arange(all_names.size)
     workers = workers or os.cpu_count() or 1
     size = int(np.clip(-(-rows.size // (4 * workers)), *BLOCK_SOURCES))

@@ -233,7 +233,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """The options in a TOML (.toml), YAML (.yaml/.yml) or JSON (.json) file, as a dict."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         text = path.read_text()
     except UnicodeDecodeError:

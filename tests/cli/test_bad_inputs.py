@@ -94,6 +94,12 @@ CASES = [
      "photometry.clip_sigma must be more than 0"),
     ("export-csv-into-a-file", ["export", "{cube}", "--format", "csv", "-o", "{cat}"], None, GOOD_CATALOG,
      "is a file"),
+    ("export-parquet-into-a-folder", ["export", "{cube}", "--format", "parquet", "-o", "{arch}"], None, None,
+     "is a folder"),
+    ("export-votable-into-a-folder", ["export", "{cube}", "--format", "votable", "-o", "{arch}"], None, None,
+     "is a folder"),
+    ("plot-into-a-file", ["plot", "{cube}", "-o", "{cat}", "--workers", "1"], None, GOOD_CATALOG, "is a file"),
+    ("config-is-a-folder", [*RUN, "--config", "{arch}"], None, None, "is a folder"),
     ("status-not-a-run", ["status", "{tmp}"], None, None, "is not a spxbatch run directory"),
 ]
 
