@@ -49,6 +49,8 @@ OBS_VARIABLES: dict[str, tuple[str, str, str]] = {
     "processing": ("str", "", "processing tag of the file measured, e.g. l2b-v26-2026-196"),
     "pipeline_version": ("str", "", "pipeline VERSION of the file measured (6.x: QR2 layout, 7.x: R7)"),
     "psf_model": ("str", "", "PSF model used: the file's own, average_psf, or QR3's ePSF (qr3 epsf)"),
+    "calibration": ("str", "", "calibration planes used, e.g. solid_angle_pixel_map/IMAGE (absent ones fell back: "
+                               "solid angle from the WCS, wavelengths from WCS-WAVE)"),
     "position_mjd": ("float64", "d", "MJD the source position was moved to by its proper motion (NaN: none)"),
     "flux_factor": ("float64", "1", "flux correction applied at the source pixel (QR3 l3_flux_corrections; 1: none)"),
 }

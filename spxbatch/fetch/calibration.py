@@ -5,8 +5,10 @@ Products are found beside the image (same archive, same root) through its folder
 (`fetch.calibration_files`: the newest delivery, whatever its tag), scanned once per process and read lazily in
 row blocks (`FetchCache.calib`, keyed by the product's location, so two archives in one process never share
 an entry); an absent or broken product is remembered with the reason and not asked
-again, a transient failure is not remembered. Nothing here raises for a missing product: the reason is
-returned as a note and the regions go without.
+again. A product that is truly absent (404, no such file) is a legitimate fallback: the reason is a note,
+the regions go without, and each measurement records which products it used (`ImageRegion.calibration`).
+A transient failure that outlasts the retries raises ReadError: that image fails and is retried by the
+next resume, so a run's numbers never depend on which requests failed.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
     planes = [(*plane, None) for plane in CALIBRATION_PLANES]
     if l3_flux_correction and qr2_processed(regions[0][0]):
         planes.append((*L3_PLANE, L3_RELEASE))
+    used: list[str] = []
     for product, extname, attr, release in planes:
         plane = _calibration_plane(ctx, target, product, extname, release)
         if isinstance(plane, str):
@@ -70,13 +73,12 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
         if plane.shape != tuple(regions[0][0].parent_shape):
             notes.append(f"{product}/{extname}: shape {plane.shape} != image {regions[0][0].parent_shape}")
             continue
-        try:
-            pixels = [_rows(ctx, plane, r.y0, r.y0 + r.shape[0])[:, r.x0:r.x0 + r.shape[1]] for r, _ in regions]
-        except ReadError as exc:  # transient: this image goes without; the next one tries again
-            notes.append(f"{product}: unavailable ({exc.reason})")
-            continue
+        # a transient failure raises ReadError: the image fails (and is retried), never measured without
+        pixels = [_rows(ctx, plane, r.y0, r.y0 + r.shape[0])[:, r.x0:r.x0 + r.shape[1]] for r, _ in regions]
         regions = [(dataclasses.replace(region, **{attr: values}), members)
                    for (region, members), values in zip(regions, pixels, strict=True)]
+        used.append(f"{product}/{extname}")
+    regions = [(dataclasses.replace(region, calibration=tuple(used)), members) for region, members in regions]
     return regions, notes
 
 
@@ -88,8 +90,6 @@ def calibration_map(ctx: FetchContext, target: ImageTarget, product: str,
         path = calibration_file(ctx, target, product, release)
     except LookupError as exc:
         return str(exc)
-    except ReadError as exc:
-        return f"{product}: unavailable (listing: {exc.reason})"
     key = (path,)
     known = ctx.cache.calib.get(key)
     if known is not None:
@@ -98,7 +98,7 @@ def calibration_map(ctx: FetchContext, target: ImageTarget, product: str,
         fmap: FitsMap | str = scan_headers(ctx, path)
     except OSError as exc:  # ReadError, or a local file that is not there
         if not is_absent(exc):
-            return f"{product}: unavailable ({getattr(exc, 'reason', exc)})"
+            raise  # transient after retries: the image fails, and the next image (or resume) tries again
         fmap = f"{product}: absent ({getattr(exc, 'reason', 'no such file')})"
     except FitsStructureError as exc:
         fmap = f"{product}: bad file ({exc})"

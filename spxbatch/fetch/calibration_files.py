@@ -34,7 +34,7 @@ def calibration_file(ctx: FetchContext, target: ImageTarget, product: str, relea
     if target.calib_base is None:
         raise LookupError(f"{product}: no calibration location for {target.path}")
     release = release or target.release
-    key = ("where", target.calib_base, release, product, target.detector)
+    key = _key(target, product, release)
     known = ctx.cache.calib.get(key)
     if known is None:
         folder = CALIBRATION_PRODUCTS.get(product, (product,))[0]
@@ -47,6 +47,18 @@ def calibration_file(ctx: FetchContext, target: ImageTarget, product: str, relea
     if kind == "absent":
         raise LookupError(text)
     return text
+
+
+def known_calibration_file(ctx: FetchContext, target: ImageTarget, product: str,
+                           release: str | None = None) -> str | None:
+    """The path `calibration_file` found for this target before, if it did (no I/O)."""
+    known = ctx.cache.calib.get(_key(target, product, release))
+    return known[1] if known is not None and known[0] == "path" else None
+
+
+def _key(target: ImageTarget, product: str, release: str | None) -> tuple:
+    """The fetch cache key of where a target's product lies."""
+    return ("where", target.calib_base, release or target.release, product, target.detector)
 
 
 def _newest(ctx: FetchContext, base: str, detector: int) -> str:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
-from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import header_digest
 from spxbatch.fetch.calibration import calibration_map
+from spxbatch.fetch.calibration_files import known_calibration_file
 from spxbatch.fetch.execute import FetchContext
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.epsf import EPSFTable, read_epsf
@@ -52,8 +52,10 @@ class ImageTables:
     def psf_cached(self) -> bool:
         """Whether this process already holds a PSF model for this detector (and version, for file PSFs)."""
         cache, t = self.ctx.cache, self.target
-        if self.psf_source == "calibration" and ("average_psf", t.detector, t.release) in cache.psf_index:
-            return True
+        if self.psf_source == "calibration":
+            path = known_calibration_file(self.ctx, t, "average_psf")
+            if path is not None and ("average_psf", path) in cache.psf_index:
+                return True
         return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
 
     def psf_for_fitsmap(self, fmap: FitsMap) -> PSFChoice:
@@ -88,19 +90,13 @@ class ImageTables:
         cube (under the file's header), else (or when those are unavailable) the file's own cube from the
         cache (`own_bytes` gives its raw bytes; `free` says they are in hand, so using them costs no read)."""
         notes = []
-        if self.psf_source == "epsf":
-            try:
-                table = self._qr3_epsf()
-            except ReadError as exc:
-                table = f"epsf: unavailable ({exc.reason})"
+        if self.psf_source == "epsf":  # a transient failure raises: the image fails, it is not measured otherwise
+            table = self._qr3_epsf()
             if isinstance(table, EPSFTable):
                 return PSFChoice(table, "qr3 epsf")
             notes.append(f"{table}; file PSF used")
         if self.psf_source == "calibration":
-            try:
-                cube = self._average_psf()
-            except ReadError as exc:
-                cube = f"average_psf: unavailable ({exc.reason})"
+            cube = self._average_psf()
             if isinstance(cube, str):
                 notes.append(cube)
             elif cube[0].shape == tuple(shape):
@@ -136,7 +132,7 @@ class ImageTables:
         if entry is None:
             return "average_psf: no 3-D PSF extension"
         span = [(entry.data_offset, entry.data_offset + entry.data_size)]
-        key = ("average_psf", self.target.detector, self.target.release)
+        key = ("average_psf", fmap.url)
         cube = self.ctx.cache.psf_cube(key, lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0],
                                        entry.dtype, entry.shape)
         return cube, self.ctx.cache.psf_index[key]

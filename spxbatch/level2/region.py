@@ -93,6 +93,9 @@ class ImageRegion:
     flux_factor: np.ndarray | None = None
     #: Where `psf` came from: 'file' (the file's own HDU), 'average_psf' or 'qr3 epsf' (calibration products).
     psf_origin: str = "file"
+    #: The calibration planes attached ('product/EXTNAME'); without them solid angles come from the WCS and
+    #: wavelengths from WCS-WAVE.
+    calibration: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -41,7 +41,8 @@ def provenance(image: dict[str, Any], region: ImageRegion | None) -> dict[str, s
     file's own PRIMARY VERSION (the plan's, when nothing of the file was read) and where its PSF came from."""
     version = region.primary_header.get("VERSION") if region is not None else image.get("pipeline_version")
     return {"release": _text(image.get("release")), "processing": _text(image.get("version")),
-            "pipeline_version": _text(version), "psf_model": region.psf_origin if region is not None else ""}
+            "pipeline_version": _text(version), "psf_model": region.psf_origin if region is not None else "",
+            "calibration": ",".join(region.calibration) if region is not None else ""}
 
 
 def _text(value: Any) -> str:

@@ -49,6 +49,7 @@ PART_EXTRA: dict[str, Column] = {
     "processing": Column("object", "", "the file's processing tag, e.g. l2b-v26-2026-196"),
     "pipeline_version": Column("object", "", "the file's PRIMARY VERSION (6.x: QR2 layout, 7.x: R7)"),
     "psf_model": Column("object", "", "where the PSF model came from: file, average_psf or qr3 epsf"),
+    "calibration": Column("object", "", "calibration planes used (product/EXTNAME, comma-separated)"),
     "position_mjd": Column("float64", np.nan, "the MJD the catalog position was moved to by its proper motion"),
 }
 #: Types of the columns whose photometry dtype is "as given".

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,18 @@ from typing import Any
 import numpy as np
 
 from spxbatch.archive.io import IOStats, ReadError
-from spxbatch.archive.location import relative_to_root, resolve_archive
+from spxbatch.archive.location import relative_to_root
 from spxbatch.archive.mirror import cutout_relpath, is_intact, read_manifest, write_manifest
 from spxbatch.fetch.cache import process_cache
-from spxbatch.fetch.calibration import is_absent
+from spxbatch.fetch.calibration import L3_RELEASE, is_absent
+from spxbatch.fetch.calibration_files import calibration_file
 from spxbatch.fetch.execute import FetchContext, cutout_bodies, read_plan, scan_headers
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.fetch.request_plan import WholePlan, cutout_plan_bytes, plan_cutouts
-from spxbatch.fetch.target import ImageTarget, file_location
+from spxbatch.fetch.tables import QR3_CALIBRATION
+from spxbatch.fetch.target import ImageTarget
 from spxbatch.files import atomic_write_bytes
-from spxbatch.level2.naming import CALIBRATION_PRODUCTS, calibration_relpath
+from spxbatch.level2.naming import CALIBRATION_PRODUCTS
 from spxbatch.level2.read import open_level2
 from spxbatch.photometry import neighbourhood_halfsize
 from spxbatch.pipeline.config import RunConfig
@@ -49,7 +50,8 @@ MANIFEST_EVERY_S = 1.0
 @dataclass
 class StageJob:
     """One file set to stage: an image (its whole file, or the cutouts of the sources on it at ra/dec) or,
-    with kind 'calibration', one calibration product (`image` holds its relpath and url only)."""
+    with kind 'calibration', one calibration product (`image` is a plan row of an image of its detector and
+    release, with the `product` and its `product_release`, None for the image's own)."""
 
     kind: str
     image: dict[str, Any]
@@ -160,12 +162,22 @@ def _stage_cutouts(job: StageJob, root: Path, halfsize: int, known: dict, option
 
 def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOptions, stats: IOStats,
                        summary: dict) -> None:
-    relpath = relative_to_root(str(job.image["relpath"]))
+    """Stage one calibration product of the job image's detector (`image['product']`, of the release
+    `image['product_release']` or the image's own), found as the fetch layer finds it: through the archive's
+    folder listings (the newest delivery). An absent product is recorded under its folder, kind 'none'."""
+    target = ImageTarget.from_row(job.image, options)
+    product, release = str(job.image["product"]), job.image.get("product_release") or target.release
+    ctx = FetchContext.open(target.protocol, options, process_cache(), stats)
+    try:
+        path = calibration_file(ctx, target, product, release)
+    except LookupError as exc:
+        folder = f"{release}/{CALIBRATION_PRODUCTS.get(product, (product,))[0]}/{target.detector}/"
+        summary["files"][folder] = {"kind": "none", "reason": str(exc)}
+        return
+    relpath = path[len(target.calib_base):] if target.calib_base else relative_to_root(path)
     if _keep_if_intact(root, relpath, known, summary):
         return
-    protocol, path = file_location(job.image, options)
     try:
-        ctx = FetchContext.open(protocol, options, process_cache(), stats)
         fetched = read_plan(WholePlan(path, None), ctx)
     except OSError as exc:  # ReadError, or a local file that is not there
         if not is_absent(exc):
@@ -180,17 +192,21 @@ def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOpt
 # ------------------------------------------------------------------------------------------------ the jobs
 
 
-def stage_jobs(plan: Plan, jobs: list[ImageJob], file_url: Callable[[str], str]) -> list[StageJob]:
-    """One staging job per image job (its file, or the cutouts of its sources), then one per calibration
-    product of each (detector, release) planned. `file_url` maps an IRSA relpath to the archive's URL."""
-    out = [StageJob("image", job.image, job.ra, job.dec) for job in jobs]
-    pairs = sorted({(int(d), str(r) or "qr2") for d, r in zip(plan.images["detector"], plan.images["release"],
-                                                                strict=True)})
+def stage_jobs(plan: Plan, jobs: list[ImageJob], options: FetchOptions | None = None) -> list[StageJob]:
+    """One staging job per image job (its file, or the cutouts of its sources at their positions at the
+    image's time), then one per calibration product of each (detector, release) planned, carried by the
+    first image of the pair (the product is found beside it, through the archive's listings): the
+    release's own products, and QR3's ePSF and l3_flux_corrections when `options` use them."""
+    out = [StageJob("image", job.image, *job.positions()[:2]) for job in jobs]
+    options = options or FetchOptions()
+    extra = [("epsf", QR3_CALIBRATION)] if options.psf_source == "epsf" else []
+    extra += [("l3_flux_corrections", L3_RELEASE)] if options.l3_flux_correction else []
     none = np.empty(0)
-    for detector, release in pairs:
-        for product in CALIBRATION_PRODUCTS:
-            rel = calibration_relpath(product, detector, release)
-            out.append(StageJob("calibration", {"relpath": rel, "url": file_url(rel)}, none, none))
+    images = plan.images.assign(release=[str(r) or "qr2" for r in plan.images["release"]])
+    for row in images.drop_duplicates(["detector", "release"]).sort_values(["detector", "release"]).to_dict(
+            "records"):
+        for product, release in [*((p, None) for p in CALIBRATION_PRODUCTS), *extra]:
+            out.append(StageJob("calibration", {**row, "product": product, "product_release": release}, none, none))
     return out
 
 
@@ -203,9 +219,9 @@ def stage_plan(config: RunConfig, plan: Plan, jobs: list[ImageJob], executor: Ex
     saved as tasks finish (at most every MANIFEST_EVERY_S), so a killed run keeps what was done. Returns
     counts and 'failures' (relpath or image: reason)."""
     mode = config.fetch if config.fetch in ("cutout", "auto") else "whole"
-    work = stage_jobs(plan, jobs, resolve_archive(config.archive).file_url)
-    halfsize = neighbourhood_halfsize(config.photometry_config)
     options = config.fetch_options_for()
+    work = stage_jobs(plan, jobs, options)
+    halfsize = neighbourhood_halfsize(config.photometry_config)
     mirror.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(mirror)
     by_image: dict[str, dict[str, dict]] = {}
@@ -217,7 +233,10 @@ def stage_plan(config: RunConfig, plan: Plan, jobs: list[ImageJob], executor: Ex
     def task_of(batch: list[StageJob]) -> Task:
         known = {}
         for job in batch:
-            known.update(by_image.get(relative_to_root(str(job.image["relpath"])), {}))
+            if job.kind == "calibration":  # its file is known only after the listing: every calibration entry
+                known.update({r: e for r, e in manifest["files"].items() if e.get("kind") in ("calibration", "none")})
+            else:
+                known.update(by_image.get(relative_to_root(str(job.image["relpath"])), {}))
         return Task(stage_batch, (batch, str(mirror), mode, halfsize, known, options))
 
     def done(batch: list[StageJob], outcome: Outcome) -> None:

@@ -186,3 +186,26 @@ def test_stage_checks_and_consistency(sim_archive, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spxbatch.cli", str(sim_archive.catalog), "-o", out,
                            "--stages", "stage", "--mirror", str(tmp_path / "m2")], capture_output=True, text=True)
     assert proc.returncode == EXIT_INPUT and "already staged its data into" in proc.stderr
+
+
+def test_staging_a_qr3_archive_takes_its_own_calibration(sim_archive_qr3, tmp_path):
+    """QR3's calibration tags are found through the listings while staging, so the mirror measures like the
+    archive itself (solid angles and wavelengths from QR3's products, not from the WCS)."""
+    from spxbatch.pipeline.executor import SerialExecutor
+
+    out, mirror = tmp_path / "cube.zarr", tmp_path / "mirror"
+    with serve_archive(sim_archive_qr3.root) as srv:
+        run(sim_archive_qr3.catalog, out, archive=srv.url, fetch="whole", progress=False,
+            executor=SerialExecutor(), stages="plan,stage", mirror=mirror)
+    calib = {k for k, e in read_manifest(mirror)["files"].items() if e["kind"] == "calibration"}
+    assert {k.split("/")[2] for k in calib if k.startswith("qr3/solid_angle")} == {"cal-sapm-v3-2026-191"}
+    assert {k.split("/")[1] for k in calib} == {"solid_angle_pixel_map", "spectral_wcs"}  # QR3 has no average_psf
+    staged = tmp_path / "staged.zarr"
+    run(sim_archive_qr3.catalog, staged, archive=str(mirror), progress=False, executor=SerialExecutor())
+    direct = tmp_path / "direct.zarr"
+    run(sim_archive_qr3.catalog, direct, archive=str(sim_archive_qr3.root), progress=False,
+        executor=SerialExecutor())
+    cube = open_cube(staged).load()
+    assert set(cube["calibration"].values.astype(str)) == {
+        "solid_angle_pixel_map/IMAGE,spectral_wcs/CWAVE,spectral_wcs/CBAND"}
+    assert_cubes_equal(open_cube(direct).load(), cube)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spxbatch.level2.naming import CALIBRATION_PRODUCTS, calibration_relpath
+from spxbatch.fetch.options import FetchOptions
+from spxbatch.level2.naming import CALIBRATION_PRODUCTS
 from spxbatch.pipeline.jobs import image_jobs, use_staged_cutouts
 from spxbatch.pipeline.stage import stage_jobs
 from spxbatch.plan.catalog import make_catalog
@@ -54,12 +55,15 @@ def test_staged_cutouts_redirect_their_images():
 def test_staging_jobs_are_the_image_jobs_then_calibration():
     plan = _plan()
     jobs = image_jobs(plan, CATALOG)
-    work = stage_jobs(plan, jobs, lambda rel: f"http://h/{rel}")
+    work = stage_jobs(plan, jobs)
     images = [w for w in work if w.kind == "image"]
     assert [w.image for w in images] == [j.image for j in jobs]
     assert all(np.array_equal(w.ra, j.ra) for w, j in zip(images, jobs, strict=True))
     calib = [w for w in work if w.kind == "calibration"]
-    # one per product of detectors 1 and 2 of qr2 (an empty release is qr2)
-    assert sorted(w.image["relpath"] for w in calib) == sorted(
-        calibration_relpath(p, d, "qr2") for p in CALIBRATION_PRODUCTS for d in (1, 2))
-    assert all(w.image["url"] == f"http://h/{w.image['relpath']}" and w.ra.size == 0 for w in calib)
+    # one per product of detectors 1 and 2 of qr2 (an empty release is qr2), each carried by an image of its pair
+    assert sorted((w.image["product"], int(w.image["detector"])) for w in calib) == sorted(
+        (p, d) for p in CALIBRATION_PRODUCTS for d in (1, 2))
+    assert all(w.image["release"] == "qr2" and w.image["product_release"] is None and w.ra.size == 0 for w in calib)
+    qr3 = stage_jobs(plan, jobs, FetchOptions(psf_source="epsf", l3_flux_correction=True))
+    extra = {(w.image["product"], w.image["product_release"]) for w in qr3 if w.kind == "calibration"}
+    assert {("epsf", "qr3"), ("l3_flux_corrections", "qr3")} <= extra
