@@ -2,9 +2,9 @@
 inverse-variance weighted linear least squares over the usable pixels of a fixed box around each source.
 
 Sources whose PSF tile reaches another's box are one group (connected components) and are fitted jointly;
-groups with the same number of members and the same (padded) box are solved together as stacked normal
-matrices. A group's numbers depend only on its members and the pixels of their boxes: every array of a
-group has a shape and layout fixed by the group alone, so a crop, a strip and the frame give the same bits.
+groups with the same number of members are solved together as stacked normal matrices. A group's numbers
+depend only on its members and the pixels of their boxes: every array of a group has a shape and layout
+fixed by the group alone, so a crop, a strip and the frame give the same bits.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-#: A group's box side is padded up to a multiple of this (fewer batches; the padding depends on the group only).
-PAD = 4
 #: Normal matrices whose scaled form has an eigenvalue ratio below this are singular: the fit failed.
 MIN_EIGEN_RATIO = 1e-10
 
@@ -60,48 +58,48 @@ def fit_psf(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarray, 
     sizes = np.bincount(labels)
     order = np.argsort(labels, kind="stable")
     starts = np.cumsum(sizes) - sizes
-    x0 = np.minimum.reduceat(ix[order], starts) - half
-    y0 = np.minimum.reduceat(iy[order], starts) - half
-    sx = -(-(np.maximum.reduceat(ix[order], starts) + half + 1 - x0) // PAD) * PAD
-    sy = -(-(np.maximum.reduceat(iy[order], starts) + half + 1 - y0) // PAD) * PAD
     out.group_size[:] = sizes[labels]
-    batch = np.stack([sizes, sx, sy], axis=1)
-    keys, inverse = np.unique(batch, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    for b, (k, bx, by) in enumerate(keys):
-        g = np.flatnonzero(inverse == b)
+    for k in np.unique(sizes):
+        g = np.flatnonzero(sizes == k)
         members = order[starts[g][:, None] + np.arange(k)]
-        _fit_batch(out, data, var, bad, ix, iy, tiles, members, x0[g], y0[g], int(bx), int(by), half)
+        _fit_batch(out, data, var, bad, ix, iy, tiles, members, half)
     return out
 
 
 def _fit_batch(out: PsfFit, data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarray, iy: np.ndarray,
-               tiles: np.ndarray, members: np.ndarray, x0: np.ndarray, y0: np.ndarray, sx: int, sy: int,
-               half: int) -> None:
-    """Fit G groups of k members (G, k) on boxes (G, sy, sx) at local origins (x0, y0); write into `out`."""
+               tiles: np.ndarray, members: np.ndarray, half: int) -> None:
+    """Fit G groups of k members (G, k); write into `out`.
+
+    A group's pixels are its members' boxes, listed box after box (G, k, B): a pixel in m boxes is listed m
+    times with 1/m of its weight, so the sums over the list are the sums over the union, in an order that
+    the group alone decides."""
     g, k = members.shape
     ny, nx = data.shape
     mh = (tiles.shape[1] - 1) // 2
-    px = x0[:, None] + np.arange(sx)  # (G, sx)
-    py = y0[:, None] + np.arange(sy)  # (G, sy)
-    inside = ((px >= 0) & (px < nx))[:, None, :] & ((py >= 0) & (py < ny))[:, :, None]
-    flat = (np.clip(py, 0, ny - 1) * nx)[:, :, None] + np.clip(px, 0, nx - 1)[:, None, :]
+    off = np.arange(-half, half + 1)
+    oy, ox = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
+    mx, my = ix[members], iy[members]
+    px = mx[:, :, None] + ox  # (G, k, B): pixel b of member i's box
+    py = my[:, :, None] + oy
+    inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
+    flat = np.clip(py, 0, ny - 1) * nx + np.clip(px, 0, nx - 1)
     d, v, bd = data.ravel()[flat], var.ravel()[flat], bad.ravel()[flat]
-    dx = px[:, None, None, :] - ix[members][:, :, None, None]  # (G, k, 1, sx)
-    dy = py[:, None, :, None] - iy[members][:, :, None, None]  # (G, k, sy, 1)
-    own = (np.abs(dx) <= half) & (np.abs(dy) <= half)  # (G, k, sy, sx)
     with np.errstate(invalid="ignore"):
-        usable = own.any(axis=1) & inside & ~bd & (v > 0) & np.isfinite(v) & np.isfinite(d)
-    w = np.where(usable, 1.0 / np.where(usable, v, 1.0), 0.0).reshape(g, -1)
-    d0 = np.where(usable, d, 0.0).reshape(g, -1)
+        usable = inside & ~bd & (v > 0) & np.isfinite(v) & np.isfinite(d)
+    ivar = np.where(usable, 1.0 / np.where(usable, v, 1.0), 0.0)
+    d0 = np.where(usable, d, 0.0)
+    dx = px[:, :, None, :] - mx[:, None, :, None]  # (G, k box, k source, B)
+    dy = py[:, :, None, :] - my[:, None, :, None]
+    copies = ((np.abs(dx) <= half) & (np.abs(dy) <= half)).sum(axis=2)  # boxes holding each listed pixel
     in_tile = (np.abs(dx) <= mh) & (np.abs(dy) <= mh)
-    psf = np.where(in_tile, tiles[members[:, :, None, None], np.clip(dy + mh, 0, 2 * mh),
-                                  np.clip(dx + mh, 0, 2 * mh)], 0.0).reshape(g, k, -1)
-    design = np.concatenate([psf, np.ones((g, 1, psf.shape[2]))], axis=1)  # (G, k+1, P)
+    psf = np.where(in_tile, tiles[members[:, None, :, None], np.clip(dy + mh, 0, 2 * mh),
+                                  np.clip(dx + mh, 0, 2 * mh)], 0.0)  # (G, k box, k source, B)
+    design = np.concatenate([psf, np.ones((g, k, 1, off.size**2))], axis=2).transpose(0, 2, 1, 3).reshape(g, k + 1, -1)
+    w = (ivar / copies).reshape(g, -1)
     weighted = design * w[:, None, :]
     normal = (weighted[:, :, None, :] * design[:, None, :, :]).sum(axis=3)
-    rhs = (weighted * d0[:, None, :]).sum(axis=2)
-    npix = usable.reshape(g, -1).sum(axis=1)
+    rhs = (weighted * d0.reshape(g, 1, -1)).sum(axis=2)
+    npix = np.rint((usable / copies).reshape(g, -1).sum(axis=1))  # usable pixels of the union
     diag = np.einsum("gii->gi", normal)
     failed = np.any(diag <= 0, axis=1) | (npix <= k + 1)
     scale = np.sqrt(np.where(diag > 0, diag, 1.0))
@@ -111,16 +109,16 @@ def _fit_batch(out: PsfFit, data: np.ndarray, var: np.ndarray, bad: np.ndarray, 
     cov = np.linalg.inv(normal)
     coef = (cov * rhs[:, None, :]).sum(axis=2)
     flux, err = coef[:, :k], np.sqrt(np.einsum("gii->gi", cov)[:, :k])
-    resid2 = w * (d0 - (coef[:, :, None] * design).sum(axis=1)) ** 2
-    own_use = own.reshape(g, k, -1) & usable.reshape(g, 1, -1)
-    n_own = own_use.sum(axis=2)
-    dof = n_own * (npix - (k + 1))[:, None] / np.maximum(npix, 1)[:, None]
+    model = (coef[:, None, :, None] * np.concatenate([psf, np.ones((g, k, 1, off.size**2))], axis=2)).sum(axis=2)
+    resid2 = ivar * (d0 - model) ** 2  # (G, k, B): over each member's own box
+    n_own = usable.sum(axis=2)
+    dof = n_own * ((npix - (k + 1)) / np.maximum(npix, 1))[:, None]
+    own = np.einsum("giib->gib", psf)
     with np.errstate(invalid="ignore", divide="ignore"):
-        chi2 = (own_use * resid2[:, None, :]).sum(axis=2) / dof
-        light = (own.reshape(g, k, 1, -1) * psf[:, None, :, :]).sum(axis=3) * np.abs(flux)[:, None, :]  # (G,i,j)
-        mine = np.einsum("gii->gi", light)
-        blend = 1.0 - mine / light.sum(axis=2)
-        unmasked = (psf * own_use).sum(axis=2) / (psf * own.reshape(g, k, -1)).sum(axis=2)
+        chi2 = resid2.sum(axis=2) / dof
+        light = psf.sum(axis=3) * np.abs(flux)[:, None, :]  # (G, box i, source j)
+        blend = 1.0 - np.einsum("gii->gi", light) / light.sum(axis=2)
+        unmasked = (own * usable).sum(axis=2) / own.sum(axis=2)
     rows = members.ravel()
     bad_fit = np.repeat(failed, k)
     out.flux[rows] = np.where(bad_fit, np.nan, flux.ravel())

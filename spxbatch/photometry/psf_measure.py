@@ -99,9 +99,15 @@ def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: d
     by_label = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[by_label], np.arange(labels.max() + 2))
     for groups, crop in region_crops(region, ax, ay, grow, False):
-        sel = np.sort(np.concatenate([by_label[bounds[g]:bounds[g + 1]] for g in groups]))
+        sel = np.sort(by_label[_ranges(bounds[groups], bounds[groups + 1])])
         _fit_crop(crop, wcs, config, bits, model, comps, labels, sel, cols, failed, clipped)
     return PsfColumns(cols, failed, clipped)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The concatenated integer ranges lo[i] .. hi[i] - 1."""
+    n = hi - lo
+    return np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())
 
 
 def _fit_crop(crop: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: dict[str, int], model: AnyPSFModel,
