@@ -9,7 +9,8 @@ then the PSF fits with the neighbours (`psf_measure`, on crops of their own), wh
 and last the verdicts (`quality`). The output columns are the table in `columns`.
 
 Every number depends only on pixels within `neighbourhood_halfsize` of its source (background='global'
-excepted), so a cutout, a row strip and the whole frame give the same results.
+excepted; a PSF fit's chain of neighbours may reach farther, and is flagged PSF_CLIPPED where the region is
+too small), so a cutout, a row strip and the whole frame give the same results.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from spxbatch.level2.wcs import celestial_wcs
 from spxbatch.photometry.aperture import (
     Footprint,
     aperture_footprint,
+    aperture_neighbourhood,
     aperture_sums,
     frame_edge,
     max_radius,
-    neighbourhood_halfsize,
     source_radii,
 )
 from spxbatch.photometry.background import source_background
@@ -146,7 +147,7 @@ def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: P
     out["condition"][m] |= condition_word(m.size, {"NO_PSF": model is None, "BLENDED": nb.blended})
     r_max = max_radius(cfg, model)
     image = _Image(cfg, model, parent_image_header(region.image_header), wcs, bits, r_max,
-                   neighbourhood_halfsize(cfg, model), nb.x, nb.y, mask_radius(cfg, r_max))
+                   aperture_neighbourhood(cfg, model), nb.x, nb.y, mask_radius(cfg, r_max))
     sources = _Sources(x[m], y[m], zf.zones, zf.fwhm, radius, nb.self_count)
     xl, yl = x[m] - region.x0, y[m] - region.y0
     for rows, crop in region_crops(region, xl, yl, image.halfsize, cfg.background == "global"):

@@ -44,10 +44,23 @@ class _Components(NamedTuple):
     row: np.ndarray
 
 
+#: Half-size (px) of the largest tile of the archive's PSFs (QR2 cubes: 101 fine px at x10, 6; R7 ePSF: 33 at
+#: x5, 4): bounds the fit's reach before the PSF is known.
+MAX_TILE_HALF = 6
+
+
 def psf_reach(config: PhotometryConfig, model: AnyPSFModel) -> int:
     """Chebyshev distance (px) within which two sources are fitted together: one's tile touches the
     other's box."""
     return config.psf_fit_halfsize + model.tile_half()
+
+
+def psf_neighbourhood(config: PhotometryConfig, model: AnyPSFModel | None) -> int:
+    """Half-size (px) of what a source's fit reads through a neighbour within reach: that neighbour's box
+    and its variance repair. A chain of neighbours may reach farther; a region too small for it is
+    flagged PSF_CLIPPED."""
+    tile = MAX_TILE_HALF if model is None else model.tile_half()
+    return tile + 2 * config.psf_fit_halfsize + config.variance_repair_halfsize + 1
 
 
 def _components(x: np.ndarray, y: np.ndarray, nb_x: np.ndarray, nb_y: np.ndarray, region: ImageRegion,
