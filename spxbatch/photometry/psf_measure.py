@@ -4,7 +4,7 @@ are grouped (`psf_fit.psf_groups`), each group is fitted on a crop holding its m
 The data is IMAGE - ZODI (scale 1: the fitted constant per group takes the level, the plane its gradient;
 with zodi='none', IMAGE), masked and variance-repaired as for apertures (`masks.region_pixels`). A group
 reads only its members' boxes, so any region holding them gives the same numbers; a group whose boxes
-reach beyond the region (inside the frame) is flagged REGION_CLIPPED.
+reach beyond the region (inside the frame) is flagged PSF_CLIPPED.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: d
                 psf: PSFCube | EPSFTable, version: str | None, x: np.ndarray, y: np.ndarray,
                 neighbours: tuple[np.ndarray, np.ndarray]) -> PsfColumns:
     """PSF fluxes of the sources at parent pixels (x, y), fitted with the catalog `neighbours` (parent
-    x, y) whose PSF reaches them; the PSF columns of the output table, per source."""
+    x, y) whose PSF reaches them; the PSF columns of the output table, per source (at least one)."""
     n = x.size
     half = config.psf_fit_halfsize
     reach = psf_reach(config, model)
@@ -102,8 +102,6 @@ def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: d
     cols["psf_group_size"] = np.zeros(n, dtype=np.int32)
     failed = np.ones(n, dtype=bool)
     clipped = np.zeros(n, dtype=bool)
-    if cx.size == 0:
-        return PsfColumns(cols, failed, clipped)
     # each group is cropped around its first member, grown by the farthest member's distance from it
     first = np.unique(labels, return_index=True)[1]
     extent = np.max(np.maximum(np.abs(cx - cx[first][labels]), np.abs(cy - cy[first][labels])))
