@@ -109,7 +109,7 @@ def _fit_batch(out: PsfFit, data: np.ndarray, var: np.ndarray, bad: np.ndarray, 
     cov = np.linalg.inv(normal)
     coef = (cov * rhs[:, None, :]).sum(axis=2)
     flux, err = coef[:, :k], np.sqrt(np.einsum("gii->gi", cov)[:, :k])
-    model = (coef[:, None, :, None] * np.concatenate([psf, np.ones((g, k, 1, off.size**2))], axis=2)).sum(axis=2)
+    model = (coef[:, :, None] * design).sum(axis=1).reshape(d0.shape)
     resid2 = ivar * (d0 - model) ** 2  # (G, k, B): over each member's own box
     n_own = usable.sum(axis=2)
     dof = n_own * ((npix - (k + 1)) / np.maximum(npix, 1))[:, None]
