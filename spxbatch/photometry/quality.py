@@ -19,8 +19,8 @@ __all__ = ["CONDITION_BITS", "condition_mask", "condition_names", "good_verdict"
 #: Conditions of the aperture measurement alone: they do not disqualify a PSF flux (the fit models the
 #: neighbours and leaves masked pixels out; psf_unmasked_fraction bounds what it may miss).
 APERTURE_ONLY = ("BLENDED", "BAD_PIXEL", "BACKGROUND_FAILED", "MASK_CORRECTED", "BACKGROUND_WIDENED",
-                 "BACKGROUND_RELAXED")
-#: Conditions that disqualify a PSF flux.
+                 "BACKGROUND_RELAXED", "REGION_CLIPPED")
+#: Conditions that disqualify a PSF flux (PSF_CLIPPED is its REGION_CLIPPED).
 PSF_DISQUALIFYING = ("PSF_FAILED", "PSF_CLIPPED")
 
 
