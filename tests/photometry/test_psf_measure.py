@@ -135,3 +135,26 @@ def test_no_psf_no_psf_fit():
     assert all("PSF_FAILED" in condition_names(c) for c in out["condition"])
     fed = measure_region(replace(region, psf=None), ra, dec, PhotometryConfig(flux_source="psf"))
     assert not fed["measured"].any() and np.all(fed["status"] == "psf_failed") and not fed["good"].any()
+
+
+def test_good_for_psf_fluxes_reads_the_fit_and_ignores_the_apertures_conditions():
+    from spxbatch.level2.constants import FLAG_BITS
+    from spxbatch.photometry.conditions import condition_mask
+    from spxbatch.photometry.quality import good_verdict
+
+    n = 7
+    table = {"flags": np.zeros(n, dtype=np.int32), "condition": np.zeros(n, dtype=np.int64),
+             "snr": np.full(n, 50.0), "measured": np.ones(n, dtype=bool), "psf_chi2": np.ones(n),
+             "psf_unmasked_fraction": np.ones(n)}
+    table["psf_chi2"][1] = 3.5
+    table["psf_unmasked_fraction"][2] = 0.7
+    table["condition"][3] = condition_mask(("BLENDED", "BAD_PIXEL", "REGION_CLIPPED"))
+    table["condition"][4] = condition_mask(("PSF_CLIPPED",))
+    table["flags"][5] = 1 << FLAG_BITS["HOT"]  # a bad pixel: left out of the fit, vetoes only the aperture
+    table["condition"][6] = condition_mask(("EDGE",))
+    psf = good_verdict(table, PhotometryConfig(flux_source="psf"))
+    aperture = good_verdict(table, PhotometryConfig())
+    assert list(psf) == [True, False, False, True, False, True, False]
+    assert list(aperture) == [True, True, True, False, True, False, False]
+    # `spxbatch qc` thresholds: recomputable from the stored columns
+    assert good_verdict(table, PhotometryConfig(flux_source="psf", psf_max_chi2=4.0))[1]
