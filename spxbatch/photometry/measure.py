@@ -44,7 +44,7 @@ from spxbatch.photometry.flux import source_fluxes
 from spxbatch.photometry.masks import Pixels, flag_bits, region_pixels
 from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_mask
 from spxbatch.photometry.positions import LocalPixels, frame_positions, local_pixels
-from spxbatch.photometry.psf import AnyPSFModel, psf_model_for, psf_tiles, source_psf
+from spxbatch.photometry.psf import AnyPSFModel, PsfTiles, phases, psf_model_for, psf_tiles, source_psf
 from spxbatch.photometry.psf_measure import measure_psf
 from spxbatch.photometry.quality import verdicts
 from spxbatch.photometry.units import source_solid_angle, ujy_per_mjysr_pixel
@@ -70,8 +70,9 @@ class _Image:
 
 
 class _Sources(NamedTuple):
-    """The sources to measure: parent pixel, PSF zone and FWHM (None without a PSF), aperture radius, and
-    how many catalog neighbours are the source itself."""
+    """The sources to measure: parent pixel, PSF zone and FWHM (None without a PSF), aperture radius, how
+    many catalog neighbours are the source itself, and PSF tiles (None without a PSF; a tile depends on the
+    sub-pixel phase only, so the aperture and the PSF phases share them)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -79,6 +80,7 @@ class _Sources(NamedTuple):
     fwhm: np.ndarray | None
     radius: np.ndarray
     self_count: np.ndarray
+    tiles: np.ndarray | None
 
     def take(self, rows: np.ndarray) -> _Sources:
         """The sources of `rows`."""
@@ -148,7 +150,8 @@ def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: P
     r_max = max_radius(cfg, model)
     image = _Image(cfg, model, parent_image_header(region.image_header), wcs, bits, r_max,
                    aperture_neighbourhood(cfg, model), nb.x, nb.y, mask_radius(cfg, r_max))
-    sources = _Sources(x[m], y[m], zf.zones, zf.fwhm, radius, nb.self_count)
+    tiles = None if model is None else psf_tiles(model, zf.zones, x[m], y[m]).tiles
+    sources = _Sources(x[m], y[m], zf.zones, zf.fwhm, radius, nb.self_count, tiles)
     xl, yl = x[m] - region.x0, y[m] - region.y0
     for rows, crop in region_crops(region, xl, yl, image.halfsize, cfg.background == "global"):
         columns, condition = _measure_crop(image, crop, sources.take(rows))
@@ -160,7 +163,7 @@ def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: P
     failed = np.ones(m.size, dtype=bool)
     clipped = np.zeros(m.size, dtype=bool)
     if model is not None:
-        fit = measure_psf(region, wcs, cfg, bits, model, psf, version, x[m], y[m], (nb.x, nb.y))
+        fit = measure_psf(region, wcs, cfg, bits, model, psf, version, x[m], y[m], tiles, (nb.x, nb.y))
         for name, values in fit.columns.items():
             out[name][m] = values
         failed, clipped = fit.failed, fit.clipped
@@ -219,7 +222,7 @@ def _aperture_phases(image: _Image, crop: ImageRegion, src: _Sources, pix: Pixel
     """The aperture measurement on one crop: zodi, sums, background, correction, fluxes; its columns and
     condition bits."""
     cfg = image.config
-    tiles = None if image.model is None else psf_tiles(image.model, src.zones, at.xl, at.yl)
+    tiles = None if src.tiles is None else PsfTiles(src.tiles, phases(at.xl), phases(at.yl))
     zodi = source_zodi_scale(cfg, crop, pix, at, image.bits)
     sums = aperture_sums(pix, at, src.radius, cfg.zodi != "none")
     mask = None

@@ -36,11 +36,11 @@ class PsfColumns(NamedTuple):
 
 
 class _Components(NamedTuple):
-    """What is fitted: parent pixels, zones, and the measured row each is (-1: a neighbour only)."""
+    """What is fitted: parent pixels, PSF tiles, and the measured row each is (-1: a neighbour only)."""
 
     x: np.ndarray
     y: np.ndarray
-    zones: np.ndarray
+    tiles: np.ndarray
     row: np.ndarray
 
 
@@ -84,10 +84,11 @@ def _components(x: np.ndarray, y: np.ndarray, nb_x: np.ndarray, nb_y: np.ndarray
 
 
 def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: dict[str, int], model: AnyPSFModel,
-                psf: PSFCube | EPSFTable, version: str | None, x: np.ndarray, y: np.ndarray,
+                psf: PSFCube | EPSFTable, version: str | None, x: np.ndarray, y: np.ndarray, tiles: np.ndarray,
                 neighbours: tuple[np.ndarray, np.ndarray]) -> PsfColumns:
-    """PSF fluxes of the sources at parent pixels (x, y), fitted with the catalog `neighbours` (parent
-    x, y) whose PSF reaches them; the PSF columns of the output table, per source (at least one)."""
+    """PSF fluxes of the sources at parent pixels (x, y) with PSF `tiles` (`psf.psf_tiles`), fitted with the
+    catalog `neighbours` (parent x, y) whose PSF reaches them; the PSF columns of the output table, per
+    source (at least one)."""
     n = x.size
     half = config.psf_fit_halfsize
     reach = psf_reach(config, model)
@@ -96,7 +97,13 @@ def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: d
     keep = np.isin(labels, labels[row >= 0])
     cx, cy, row = cx[keep], cy[keep], row[keep]
     labels = np.unique(labels[keep], return_inverse=True)[1].ravel()
-    comps = _Components(cx, cy, source_psf(model, psf, cx, cy, version, config.psf_zone_lookup).zones, row)
+    extra = row < 0
+    comp_tiles = np.empty((cx.size, *tiles.shape[1:]), dtype=tiles.dtype)
+    comp_tiles[~extra] = tiles[row[~extra]]
+    if extra.any():
+        zones = source_psf(model, psf, cx[extra], cy[extra], version, config.psf_zone_lookup).zones
+        comp_tiles[extra] = psf_tiles(model, zones, cx[extra], cy[extra]).tiles
+    comps = _Components(cx, cy, comp_tiles, row)
     cols = {name: np.full(n, np.nan) for name in ("flux_psf", "flux_psf_err", "psf_chi2", "psf_blendedness",
                                                    "psf_unmasked_fraction")}
     cols["psf_group_size"] = np.zeros(n, dtype=np.int32)
@@ -111,7 +118,7 @@ def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: d
     bounds = np.searchsorted(labels[by_label], np.arange(labels.max() + 2))
     for groups, crop in region_crops(region, ax, ay, grow, False):
         sel = np.sort(by_label[_ranges(bounds[groups], bounds[groups + 1])])
-        _fit_crop(crop, wcs, config, bits, model, comps, labels, sel, cols, failed, clipped)
+        _fit_crop(crop, wcs, config, bits, comps, labels, sel, cols, failed, clipped)
     return PsfColumns(cols, failed, clipped)
 
 
@@ -121,18 +128,17 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())
 
 
-def _fit_crop(crop: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: dict[str, int], model: AnyPSFModel,
-              comps: _Components, labels: np.ndarray, sel: np.ndarray, cols: dict[str, np.ndarray],
-              failed: np.ndarray, clipped: np.ndarray) -> None:
+def _fit_crop(crop: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: dict[str, int], comps: _Components,
+              labels: np.ndarray, sel: np.ndarray, cols: dict[str, np.ndarray], failed: np.ndarray,
+              clipped: np.ndarray) -> None:
     """Fit the components `sel` (whole groups) on one crop; write the measured ones' columns."""
     half = config.psf_fit_halfsize
-    x, y, zones, row = comps.x[sel], comps.y[sel], comps.zones[sel], comps.row[sel]
+    x, y, row = comps.x[sel], comps.y[sel], comps.row[sel]
     lab = np.unique(labels[sel], return_inverse=True)[1].ravel()
     pix = region_pixels(crop, config, bits)
     data = pix.image if config.zodi == "none" else pix.image - pix.zodi
     at = local_pixels(crop, x, y, half + config.variance_repair_halfsize, False)
-    tiles = psf_tiles(model, zones, at.xl, at.yl).tiles.astype(float)
-    fit = fit_psf(data, pix.variance, pix.bad, at.ix, at.iy, tiles, lab, half)
+    fit = fit_psf(data, pix.variance, pix.bad, at.ix, at.iy, comps.tiles[sel].astype(float), lab, half)
     group_clipped = np.bincount(lab, weights=at.clipped).astype(bool)[lab]
     m = row >= 0
     r = row[m]
