@@ -26,6 +26,7 @@ CONDITION_BITS: dict[str, int] = {
     "MASK_CORRECTED": 43,  # masked aperture pixels were replaced by the PSF correction
     "PSF_FAILED": 44,  # no PSF fit: no PSF, a singular fit or too few usable pixels
     "PSF_CLIPPED": 45,  # the PSF fit's group reaches beyond the given region (region too small)
+    "PSF_LOCAL_FIT": 46,  # its group exceeded psf_max_group: fitted with its direct neighbours only
 }
 
 

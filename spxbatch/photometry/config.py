@@ -111,6 +111,9 @@ class PhotometryConfig:
     flux_source: Literal["aperture", "psf"] = "aperture"
     #: Half-size (px) of the box of pixels around each source that its PSF fit uses.
     psf_fit_halfsize: int = 4
+    #: Largest group of sources fitted jointly; in a larger one (a crowded field) each source is fitted with
+    #: its direct neighbours only (condition PSF_LOCAL_FIT).
+    psf_max_group: int = 25
     #: With flux_source 'psf', a fit is good only with reduced chi2 <= psf_max_chi2 and a PSF-weighted
     #: usable fraction of its box >= psf_min_unmasked_fraction.
     psf_max_chi2: float = 3.0
@@ -141,8 +144,8 @@ class PhotometryConfig:
             raise ValueError(f"photometry {self.photometry!r} / flux_source {self.flux_source!r} unknown")
         if self.photometry not in (self.flux_source, "both"):
             raise ValueError(f"flux_source {self.flux_source!r} needs photometry {self.flux_source!r} or 'both'")
-        if self.psf_fit_halfsize < 1:
-            raise ValueError("psf_fit_halfsize must be >= 1")
+        if self.psf_fit_halfsize < 1 or self.psf_max_group < 1:
+            raise ValueError("psf_fit_halfsize and psf_max_group must be >= 1")
         unknown = [c for c in self.disqualifying_conditions if c not in CONDITION_BITS]
         if unknown:
             raise ValueError(f"unknown condition names: {unknown}")

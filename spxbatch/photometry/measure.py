@@ -160,14 +160,14 @@ def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: P
         out["condition"][m[rows]] |= condition
     if cfg.photometry == "aperture":
         return
-    failed = np.ones(m.size, dtype=bool)
-    clipped = np.zeros(m.size, dtype=bool)
-    if model is not None:
-        fit = measure_psf(region, wcs, cfg, bits, model, psf, version, x[m], y[m], tiles, (nb.x, nb.y))
-        for name, values in fit.columns.items():
-            out[name][m] = values
-        failed, clipped = fit.failed, fit.clipped
-    out["condition"][m] |= condition_word(m.size, {"PSF_FAILED": failed, "PSF_CLIPPED": clipped})
+    if model is None:
+        out["condition"][m] |= condition_word(m.size, {"PSF_FAILED": True})
+        return
+    fit = measure_psf(region, wcs, cfg, bits, model, psf, version, x[m], y[m], tiles, (nb.x, nb.y))
+    for name, values in fit.columns.items():
+        out[name][m] = values
+    out["condition"][m] |= condition_word(m.size, {"PSF_FAILED": fit.failed, "PSF_CLIPPED": fit.clipped,
+                                                   "PSF_LOCAL_FIT": fit.local})
 
 
 def _psf_feeds_flux(out: dict[str, np.ndarray], m: np.ndarray) -> None:

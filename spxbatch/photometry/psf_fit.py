@@ -2,9 +2,11 @@
 inverse-variance weighted linear least squares over the usable pixels of a fixed box around each source.
 
 Sources whose PSF tile reaches another's box are one group (connected components) and are fitted jointly;
-groups with the same number of members are solved together as stacked normal matrices. A group's numbers
-depend only on its members and the pixels of their boxes: every array of a group has a shape and layout
-fixed by the group alone, so a crop, a strip and the frame give the same bits.
+groups with the same number of members are solved together as stacked normal matrices. A group larger than
+`max_group` (a crowded field percolates into one) is not solved whole: each of its sources is fitted with
+its direct neighbours only (a local group, `local`). A group's numbers depend only on its members and the
+pixels of their boxes: every array of a group has a shape and layout fixed by the group alone, so a crop,
+a strip and the frame give the same bits.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from spxbatch.photometry.gather import chunks_of
+
 #: Normal matrices whose scaled form has an eigenvalue ratio below this are singular: the fit failed.
 MIN_EIGEN_RATIO = 1e-10
 
@@ -23,7 +27,8 @@ MIN_EIGEN_RATIO = 1e-10
 class PsfFit(NamedTuple):
     """Per source: `flux` (image units x px: the PSF amplitude), `flux_err` (from the covariance), `chi2`
     (reduced, over its own box), `blendedness` (share of the model light in its box that is others'),
-    `unmasked` (PSF-weighted usable fraction of its box), `group_size`, `failed` (singular or no dof)."""
+    `unmasked` (PSF-weighted usable fraction of its box), `group_size` (of the group it was fitted in),
+    `failed` (singular or no dof), `local` (fitted with its direct neighbours only: its group was too large)."""
 
     flux: np.ndarray
     flux_err: np.ndarray
@@ -32,43 +37,75 @@ class PsfFit(NamedTuple):
     unmasked: np.ndarray
     group_size: np.ndarray
     failed: np.ndarray
+    local: np.ndarray
+
+
+def _within_reach(ix: np.ndarray, iy: np.ndarray, reach: int) -> coo_matrix:
+    """The graph (N x N, upper triangle) of sources at integer pixels (ix, iy) within Chebyshev `reach`."""
+    n = ix.size
+    pairs = cKDTree(np.column_stack([ix, iy]).astype(float)).query_pairs(reach + 0.5, p=np.inf,
+                                                                         output_type="ndarray")
+    return coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
 
 
 def psf_groups(ix: np.ndarray, iy: np.ndarray, reach: int) -> np.ndarray:
     """Group label (0..G-1) of sources at integer pixels (ix, iy): connected where the Chebyshev distance
     is <= reach (one's tile touches the other's box)."""
-    n = ix.size
-    if n == 0:
+    if ix.size == 0:
         return np.zeros(0, dtype=np.int64)
-    pairs = cKDTree(np.column_stack([ix, iy]).astype(float)).query_pairs(reach + 0.5, p=np.inf,
-                                                                         output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1].astype(np.int64)
+    return connected_components(_within_reach(ix, iy, reach), directed=False)[1].astype(np.int64)
 
 
 def fit_psf(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarray, iy: np.ndarray,
-            tiles: np.ndarray, labels: np.ndarray, half: int) -> PsfFit:
+            tiles: np.ndarray, labels: np.ndarray, half: int, reach: int, max_group: int) -> PsfFit:
     """Fit sources at local pixels (ix, iy) with their PSF `tiles` (N, t, t; the star at the tile centre
     pixel + its phase) on `data` (background-level free), `var` and `bad` planes, over boxes of half-size
-    `half`, group by group (`labels` from psf_groups; members in their given order)."""
+    `half`, group by group (`labels` from psf_groups with `reach`; members in their given order); the
+    sources of groups larger than `max_group` in local groups (each with its neighbours within reach)."""
     n = ix.size
-    out = PsfFit(*(np.full(n, np.nan) for _ in range(5)), np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
+    out = PsfFit(*(np.full(n, np.nan) for _ in range(5)), np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool),
+                 np.zeros(n, dtype=bool))
     if n == 0:
         return out
     sizes = np.bincount(labels)
     order = np.argsort(labels, kind="stable")
     starts = np.cumsum(sizes) - sizes
-    out.group_size[:] = sizes[labels]
-    for k in np.unique(sizes):
+    fit = (data, var, bad, ix, iy, tiles, half)
+    for k in np.unique(sizes[sizes <= max_group]):
         g = np.flatnonzero(sizes == k)
-        members = order[starts[g][:, None] + np.arange(k)]
-        _fit_batch(out, data, var, bad, ix, iy, tiles, members, half)
+        _fit_groups(out, fit, order[starts[g][:, None] + np.arange(k)], centre_only=False)
+    big = np.flatnonzero(sizes[labels] > max_group)
+    if big.size:
+        out.local[big] = True
+        adj = _within_reach(ix[big], iy[big], reach)
+        adj = (adj + adj.T).tocsr()
+        adj.sort_indices()
+        degree = np.diff(adj.indptr)
+        for d in np.unique(degree):
+            rows = np.flatnonzero(degree == d)
+            local = np.column_stack([rows, adj.indices[adj.indptr[rows][:, None] + np.arange(d)]])
+            _fit_groups(out, fit, big[local], centre_only=True)
     return out
 
 
-def _fit_batch(out: PsfFit, data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarray, iy: np.ndarray,
-               tiles: np.ndarray, members: np.ndarray, half: int) -> None:
-    """Fit G groups of k members (G, k); write into `out`.
+def _fit_groups(out: PsfFit, fit: tuple, members: np.ndarray, centre_only: bool) -> None:
+    """Fit groups of equal size (G, k), in chunks of bounded memory; write every member's results, or with
+    `centre_only` the first member's (a local group)."""
+    g, k = members.shape
+    box = (2 * fit[-1] + 1) ** 2
+    for sl in chunks_of(g, (k + 1) ** 2 * k * box):
+        results = _fit_batch(*fit, members[sl])
+        take = slice(0, 1) if centre_only else slice(None)
+        rows = members[sl, take].ravel()
+        for name, values in zip(("flux", "flux_err", "chi2", "blendedness", "unmasked", "failed"), results,
+                                strict=True):
+            getattr(out, name)[rows] = values[:, take].ravel()
+        out.group_size[rows] = k
+
+
+def _fit_batch(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarray, iy: np.ndarray,
+               tiles: np.ndarray, half: int, members: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Fit G groups of k members (G, k): (flux, flux_err, chi2, blendedness, unmasked, failed), each (G, k).
 
     A group's pixels are its members' boxes, listed box after box (G, k, B): a pixel in m boxes is listed m
     times with 1/m of its weight, so the sums over the list are the sums over the union, in an order that
@@ -119,11 +156,6 @@ def _fit_batch(out: PsfFit, data: np.ndarray, var: np.ndarray, bad: np.ndarray, 
         light = psf.sum(axis=3) * np.abs(flux)[:, None, :]  # (G, box i, source j)
         blend = 1.0 - np.einsum("gii->gi", light) / light.sum(axis=2)
         unmasked = (own * usable).sum(axis=2) / own.sum(axis=2)
-    rows = members.ravel()
-    bad_fit = np.repeat(failed, k)
-    out.flux[rows] = np.where(bad_fit, np.nan, flux.ravel())
-    out.flux_err[rows] = np.where(bad_fit, np.nan, err.ravel())
-    out.chi2[rows] = np.where(bad_fit, np.nan, chi2.ravel())
-    out.blendedness[rows] = np.where(bad_fit, np.nan, blend.ravel())
-    out.unmasked[rows] = unmasked.ravel()
-    out.failed[rows] = bad_fit
+    bad_fit = np.repeat(failed[:, None], k, axis=1)
+    return (np.where(bad_fit, np.nan, flux), np.where(bad_fit, np.nan, err), np.where(bad_fit, np.nan, chi2),
+            np.where(bad_fit, np.nan, blend), unmasked, bad_fit)

@@ -28,20 +28,23 @@ from spxbatch.photometry.units import source_solid_angle, ujy_per_mjysr_pixel
 
 
 class PsfColumns(NamedTuple):
-    """Per measured source: the PSF columns (uJy fluxes), and where the fit failed or was clipped."""
+    """Per measured source: the PSF columns (uJy fluxes), and where the fit failed, was clipped or local."""
 
     columns: dict[str, np.ndarray]
     failed: np.ndarray
     clipped: np.ndarray
+    local: np.ndarray
 
 
 class _Components(NamedTuple):
-    """What is fitted: parent pixels, PSF tiles, and the measured row each is (-1: a neighbour only)."""
+    """What is fitted: parent pixels, PSF tiles, the measured row each is (-1: a neighbour only), and the
+    reach that groups them."""
 
     x: np.ndarray
     y: np.ndarray
     tiles: np.ndarray
     row: np.ndarray
+    reach: int
 
 
 #: Half-size (px) of the largest tile of the archive's PSFs (QR2 cubes: 101 fine px at x10, 6; R7 ePSF: 33 at
@@ -103,12 +106,13 @@ def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: d
     if extra.any():
         zones = source_psf(model, psf, cx[extra], cy[extra], version, config.psf_zone_lookup).zones
         comp_tiles[extra] = psf_tiles(model, zones, cx[extra], cy[extra]).tiles
-    comps = _Components(cx, cy, comp_tiles, row)
+    comps = _Components(cx, cy, comp_tiles, row, reach)
     cols = {name: np.full(n, np.nan) for name in ("flux_psf", "flux_psf_err", "psf_chi2", "psf_blendedness",
                                                    "psf_unmasked_fraction")}
     cols["psf_group_size"] = np.zeros(n, dtype=np.int32)
     failed = np.ones(n, dtype=bool)
     clipped = np.zeros(n, dtype=bool)
+    local = np.zeros(n, dtype=bool)
     # each group is cropped around its first member, grown by the farthest member's distance from it
     first = np.unique(labels, return_index=True)[1]
     extent = np.max(np.maximum(np.abs(cx - cx[first][labels]), np.abs(cy - cy[first][labels])))
@@ -118,8 +122,8 @@ def measure_psf(region: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: d
     bounds = np.searchsorted(labels[by_label], np.arange(labels.max() + 2))
     for groups, crop in region_crops(region, ax, ay, grow, False):
         sel = np.sort(by_label[_ranges(bounds[groups], bounds[groups + 1])])
-        _fit_crop(crop, wcs, config, bits, comps, labels, sel, cols, failed, clipped)
-    return PsfColumns(cols, failed, clipped)
+        _fit_crop(crop, wcs, config, bits, comps, labels, sel, cols, (failed, clipped, local))
+    return PsfColumns(cols, failed, clipped, local)
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -129,16 +133,19 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _fit_crop(crop: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: dict[str, int], comps: _Components,
-              labels: np.ndarray, sel: np.ndarray, cols: dict[str, np.ndarray], failed: np.ndarray,
-              clipped: np.ndarray) -> None:
-    """Fit the components `sel` (whole groups) on one crop; write the measured ones' columns."""
+              labels: np.ndarray, sel: np.ndarray, cols: dict[str, np.ndarray],
+              flags: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Fit the components `sel` (whole groups) on one crop; write the measured ones' columns and `flags`
+    (failed, clipped, local)."""
     half = config.psf_fit_halfsize
     x, y, row = comps.x[sel], comps.y[sel], comps.row[sel]
     lab = np.unique(labels[sel], return_inverse=True)[1].ravel()
     pix = region_pixels(crop, config, bits)
     data = pix.image if config.zodi == "none" else pix.image - pix.zodi
     at = local_pixels(crop, x, y, half + config.variance_repair_halfsize, False)
-    fit = fit_psf(data, pix.variance, pix.bad, at.ix, at.iy, comps.tiles[sel].astype(float), lab, half)
+    fit = fit_psf(data, pix.variance, pix.bad, at.ix, at.iy, comps.tiles[sel].astype(float), lab, half,
+                  comps.reach, config.psf_max_group)
+    # a local fit reads only its neighbours' boxes, yet flagging the whole group keeps the rule simple
     group_clipped = np.bincount(lab, weights=at.clipped).astype(bool)[lab]
     m = row >= 0
     r = row[m]
@@ -149,5 +156,5 @@ def _fit_crop(crop: ImageRegion, wcs: WCS, config: PhotometryConfig, bits: dict[
     cols["psf_blendedness"][r] = fit.blendedness[m]
     cols["psf_unmasked_fraction"][r] = fit.unmasked[m]
     cols["psf_group_size"][r] = fit.group_size[m]
-    failed[r] = fit.failed[m]
-    clipped[r] = group_clipped[m]
+    for flag, values in zip(flags, (fit.failed, group_clipped, fit.local), strict=True):
+        flag[r] = values[m]

@@ -45,10 +45,10 @@ def field(seed: int = 1):
     return x, y, flux
 
 
-def fit_field(img, ix, iy, tiles, var=None, bad=None):
+def fit_field(img, ix, iy, tiles, var=None, bad=None, max_group=25):
     var = np.ones_like(img) if var is None else var
     bad = np.zeros(img.shape, dtype=bool) if bad is None else bad
-    return fit_psf(img, var, bad, ix, iy, tiles, psf_groups(ix, iy, HALF + MH), HALF)
+    return fit_psf(img, var, bad, ix, iy, tiles, psf_groups(ix, iy, HALF + MH), HALF, HALF + MH, max_group)
 
 
 def test_noiseless_fluxes_are_exact_isolated_blended_and_negative():
@@ -137,3 +137,18 @@ def test_a_group_has_the_same_bits_alone_on_a_cutout_and_among_others():
                         var[y0:y0 + 30, x0:x0 + 30])
         for a, b in zip(sub, full, strict=True):
             assert np.array_equal(a, b[sel], equal_nan=True)
+
+
+def test_a_group_too_large_is_fitted_source_by_source_with_its_neighbours():
+    """A chain of 8 sources 6 px apart (one group) with max_group 3: each is fitted with its two direct
+    neighbours; the light of the neighbours' neighbours is left to the background, so close, not exact."""
+    x = 30.0 + 6.0 * np.arange(8) + np.linspace(0, 0.4, 8)
+    y = np.full(8, 50.3)
+    flux = np.linspace(20, 60, 8)
+    img, ix, iy, tiles = render((100, 120), x, y, flux)
+    joint = fit_field(img, ix, iy, tiles)
+    local = fit_field(img, ix, iy, tiles, max_group=3)
+    assert not joint.local.any() and np.all(joint.group_size == 8)
+    np.testing.assert_allclose(joint.flux, flux, rtol=1e-10)
+    assert local.local.all() and list(local.group_size) == [2, 3, 3, 3, 3, 3, 3, 2]
+    assert np.all(np.abs(local.flux / flux - 1) < 2e-3) and not np.allclose(local.flux, flux, rtol=1e-6)
