@@ -1,4 +1,4 @@
-"""Forced aperture photometry of catalog sources on one Level-2 image region (vectorised over sources).
+"""Forced aperture and PSF photometry of catalog sources on one Level-2 image region (vectorised over sources).
 
 The public names are imported on first use, so that the quality rules and the config (all that plotting
 and `spxbatch qc` need) load without SEP and the measurement engine."""

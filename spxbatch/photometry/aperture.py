@@ -22,6 +22,7 @@ from spxbatch.photometry.masks import Pixels
 from spxbatch.photometry.overlap import circle_pixel_overlap
 from spxbatch.photometry.positions import LocalPixels
 from spxbatch.photometry.psf import AnyPSFModel, psf_model_for
+from spxbatch.photometry.psf_measure import psf_neighbourhood
 
 
 def aperture_radius(config: PhotometryConfig, fwhm: np.ndarray | float | None) -> np.ndarray:
@@ -72,12 +73,23 @@ def background_extent(config: PhotometryConfig, radius: float) -> float:
 
 
 def neighbourhood_halfsize(config: PhotometryConfig, psf: AnyPSFModel | PSFCube | EPSFTable | None = None) -> int:
-    """Half-size (px) of the square around a source's nearest pixel that a measurement may read.
+    """Half-size (px) of the square around a source's nearest pixel that a measurement may read: the
+    aperture measurement's, and with PSF photometry on the PSF fit's through one neighbour
+    (`psf_measure.psf_neighbourhood`).
 
     `psf` may be a PSF model or a level2 PSFCube or EPSFTable; without it the bound holds for any PSF (FWHM-based radii
     are capped at max_aperture_radius). background='global' reads the whole region and is exempt.
     """
     model = psf_model_for(psf) if isinstance(psf, PSFCube | EPSFTable) else psf
+    half = aperture_neighbourhood(config, model)
+    if config.photometry != "aperture":
+        half = max(half, psf_neighbourhood(config, model))
+    return half
+
+
+def aperture_neighbourhood(config: PhotometryConfig, model: AnyPSFModel | None) -> int:
+    """Half-size (px) of what the aperture measurement reads: aperture, background region, zodi fit box, and
+    the variance-repair box around each."""
     r = max_radius(config, model)
     reach = max(r + 0.5, background_extent(config, r) + 0.5)
     if config.zodi == "fit":

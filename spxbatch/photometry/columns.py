@@ -23,10 +23,18 @@ class Column(NamedTuple):
 
 COLUMNS: dict[str, Column] = {
     "source_index": Column(None, None, "index of the source in the caller's catalog"),
-    "flux": Column("float64", np.nan, "uJy, total flux (aperture-corrected when aperture_correction is on)"),
+    "flux": Column("float64", np.nan,
+                   "uJy, total flux: the aperture flux (aperture-corrected when aperture_correction is on) or "
+                   "flux_psf, as flux_source says"),
     "flux_err": Column("float64", np.nan, "uJy, error of flux"),
     "flux_aperture": Column("float64", np.nan, "uJy, background-subtracted aperture sum before correction"),
     "aperture_correction": Column("float64", np.nan, "factor applied to the aperture sum (1 / fraction)"),
+    "flux_psf": Column("float64", np.nan, "uJy, forced PSF flux (fitted with its neighbours and a local constant)"),
+    "flux_psf_err": Column("float64", np.nan, "uJy, error of flux_psf (from the fit covariance)"),
+    "psf_chi2": Column("float64", np.nan, "reduced chi-square of the PSF fit over the source's box"),
+    "psf_blendedness": Column("float64", np.nan, "share of the model light in the source's box from other sources"),
+    "psf_unmasked_fraction": Column("float64", np.nan, "PSF-weighted fraction of the source's box that is usable"),
+    "psf_group_size": Column("int32", 0, "sources fitted jointly with this one (itself included)"),
     "wavelength": Column("float64", np.nan, "um, at the source pixel"),
     "bandwidth": Column("float64", np.nan, "um, at the source pixel"),
     "mjd": Column("float64", None, "mid-exposure MJD"),

@@ -24,6 +24,9 @@ CONDITION_BITS: dict[str, int] = {
     "BACKGROUND_RELAXED": 41,  # background_avoid_flags had to be allowed back in
     "VARIANCE_REPAIRED": 42,  # a non-finite or non-positive VARIANCE in the aperture was repaired
     "MASK_CORRECTED": 43,  # masked aperture pixels were replaced by the PSF correction
+    "PSF_FAILED": 44,  # no PSF fit: no PSF, a singular fit or too few usable pixels
+    "PSF_CLIPPED": 45,  # the PSF fit's group reaches beyond the given region (region too small)
+    "PSF_LOCAL_FIT": 46,  # its group exceeded psf_max_group: fitted with its direct neighbours only
 }
 
 

@@ -16,7 +16,7 @@ from spxbatch.photometry.conditions import CONDITION_BITS
 
 @dataclass(frozen=True)
 class PhotometryConfig:
-    """Options of forced aperture photometry on one Level-2 image (all radii in native pixels)."""
+    """Options of forced aperture and PSF photometry on one Level-2 image (all radii in native pixels)."""
 
     #: 'fwhm': radius = fwhm_multiplier * FWHM / 2 with FWHM from the PSF zone of the source (SPXQuery
     #: default, diameter = 2.5 FWHM); 'fixed': radius = fixed_radius.
@@ -104,6 +104,21 @@ class PhotometryConfig:
     #: 'header' (nearest labelled (XCTR_k, YCTR_k), with the erratum's swap undone from VERSION).
     psf_zone_lookup: Literal["grid", "header"] = "grid"
 
+    #: Which measurements to make: 'aperture', 'psf' (forced PSF fits, jointly with the neighbours whose
+    #: PSF reaches a source) or 'both'; and which of them feeds `flux`, `flux_err` and `snr` (and so the
+    #: spectra and variability statistics).
+    photometry: Literal["aperture", "psf", "both"] = "both"
+    flux_source: Literal["aperture", "psf"] = "aperture"
+    #: Half-size (px) of the box of pixels around each source that its PSF fit uses.
+    psf_fit_halfsize: int = 4
+    #: Largest group of sources fitted jointly; in a larger one (a crowded field) each source is fitted with
+    #: its direct neighbours only (condition PSF_LOCAL_FIT).
+    psf_max_group: int = 25
+    #: With flux_source 'psf', a fit is good only with reduced chi2 <= psf_max_chi2 and a PSF-weighted
+    #: usable fraction of its box >= psf_min_unmasked_fraction.
+    psf_max_chi2: float = 3.0
+    psf_min_unmasked_fraction: float = 0.8
+
     #: Sources nearer than this to the frame edge (px) are not measured (SPXQuery: max(r, 5)); apertures
     #: clipped by the edge are measured and flagged EDGE.
     min_edge_distance: float = 0.0
@@ -125,6 +140,12 @@ class PhotometryConfig:
             raise ValueError("annulus_step and annulus_steps must be >= 0")
         if self.background_min_pixels < 1:
             raise ValueError("background_min_pixels must be >= 1")
+        if self.photometry not in ("aperture", "psf", "both") or self.flux_source not in ("aperture", "psf"):
+            raise ValueError(f"photometry {self.photometry!r} / flux_source {self.flux_source!r} unknown")
+        if self.photometry not in (self.flux_source, "both"):
+            raise ValueError(f"flux_source {self.flux_source!r} needs photometry {self.flux_source!r} or 'both'")
+        if self.psf_fit_halfsize < 1 or self.psf_max_group < 1:
+            raise ValueError("psf_fit_halfsize and psf_max_group must be >= 1")
         unknown = [c for c in self.disqualifying_conditions if c not in CONDITION_BITS]
         if unknown:
             raise ValueError(f"unknown condition names: {unknown}")

@@ -1,14 +1,16 @@
-"""measure_region: forced aperture photometry of every given source on one image region, vectorised.
+"""measure_region: forced aperture and PSF photometry of every given source on one image region, vectorised.
 
 One pass per region, one function per phase, each in the module of its job: positions (`positions`), PSF
 zone and FWHM (`psf`), aperture radii (`aperture`), catalog neighbours (`neighbours`); then per crop of the
 region (`crops`): masks and variance repair (`masks`), aperture footprints (`aperture`), PSF tiles (`psf`),
 zodi scale (`zodi`), aperture sums (`aperture`), background (`background`), aperture correction
 (`correction`), units and wavelength (`units`, `wavelength`), fluxes (`flux`), conditions (`conditions`);
-last the verdicts (`quality`). The output columns are the table in `columns`.
+then the PSF fits with the neighbours (`psf_measure`, on crops of their own), which of the two feeds `flux`,
+and last the verdicts (`quality`). The output columns are the table in `columns`.
 
 Every number depends only on pixels within `neighbourhood_halfsize` of its source (background='global'
-excepted), so a cutout, a row strip and the whole frame give the same results.
+excepted; a PSF fit's chain of neighbours may reach farther, and is flagged PSF_CLIPPED where the region is
+too small), so a cutout, a row strip and the whole frame give the same results.
 """
 
 from __future__ import annotations
@@ -24,24 +26,26 @@ from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.region import ImageRegion, PSFCube, parent_image_header
 from spxbatch.level2.wcs import celestial_wcs
 from spxbatch.photometry.aperture import (
+    Footprint,
     aperture_footprint,
+    aperture_neighbourhood,
     aperture_sums,
     frame_edge,
     max_radius,
-    neighbourhood_halfsize,
     source_radii,
 )
 from spxbatch.photometry.background import source_background
 from spxbatch.photometry.columns import empty_table, image_columns
-from spxbatch.photometry.conditions import condition_word
+from spxbatch.photometry.conditions import condition_mask, condition_word
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.correction import aperture_correction
 from spxbatch.photometry.crops import region_crops
 from spxbatch.photometry.flux import source_fluxes
-from spxbatch.photometry.masks import flag_bits, region_pixels
+from spxbatch.photometry.masks import Pixels, flag_bits, region_pixels
 from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_mask
-from spxbatch.photometry.positions import frame_positions, local_pixels
-from spxbatch.photometry.psf import AnyPSFModel, psf_model_for, psf_tiles, source_psf
+from spxbatch.photometry.positions import LocalPixels, frame_positions, local_pixels
+from spxbatch.photometry.psf import AnyPSFModel, PsfTiles, phases, psf_model_for, psf_tiles, source_psf
+from spxbatch.photometry.psf_measure import measure_psf
 from spxbatch.photometry.quality import verdicts
 from spxbatch.photometry.units import source_solid_angle, ujy_per_mjysr_pixel
 from spxbatch.photometry.wavelength import sample_map, source_wavelength
@@ -66,8 +70,9 @@ class _Image:
 
 
 class _Sources(NamedTuple):
-    """The sources to measure: parent pixel, PSF zone and FWHM (None without a PSF), aperture radius, and
-    how many catalog neighbours are the source itself."""
+    """The sources to measure: parent pixel, PSF zone and FWHM (None without a PSF), aperture radius, how
+    many catalog neighbours are the source itself, and PSF tiles (None without a PSF; a tile depends on the
+    sub-pixel phase only, so the aperture and the PSF phases share them)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -75,6 +80,7 @@ class _Sources(NamedTuple):
     fwhm: np.ndarray | None
     radius: np.ndarray
     self_count: np.ndarray
+    tiles: np.ndarray | None
 
     def take(self, rows: np.ndarray) -> _Sources:
         """The sources of `rows`."""
@@ -114,6 +120,8 @@ def measure_region(
     m = np.flatnonzero(pos.status == "ok")
     if m.size:
         _measure_sources(region, wcs, bits, cfg, out, m, neighbours, psf_model)
+        if cfg.flux_source == "psf":
+            _psf_feeds_flux(out, m)
     out["detected"], out["good"] = verdicts(out, cfg, bits)
     return out
 
@@ -141,24 +149,80 @@ def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: P
     out["condition"][m] |= condition_word(m.size, {"NO_PSF": model is None, "BLENDED": nb.blended})
     r_max = max_radius(cfg, model)
     image = _Image(cfg, model, parent_image_header(region.image_header), wcs, bits, r_max,
-                   neighbourhood_halfsize(cfg, model), nb.x, nb.y, mask_radius(cfg, r_max))
-    sources = _Sources(x[m], y[m], zf.zones, zf.fwhm, radius, nb.self_count)
+                   aperture_neighbourhood(cfg, model), nb.x, nb.y, mask_radius(cfg, r_max))
+    tiles = None if model is None else psf_tiles(model, zf.zones, x[m], y[m]).tiles
+    sources = _Sources(x[m], y[m], zf.zones, zf.fwhm, radius, nb.self_count, tiles)
     xl, yl = x[m] - region.x0, y[m] - region.y0
     for rows, crop in region_crops(region, xl, yl, image.halfsize, cfg.background == "global"):
         columns, condition = _measure_crop(image, crop, sources.take(rows))
         for name, values in columns.items():
             out[name][m[rows]] = values
         out["condition"][m[rows]] |= condition
+    if cfg.photometry == "aperture":
+        return
+    if model is None:
+        out["condition"][m] |= condition_word(m.size, {"PSF_FAILED": True})
+        return
+    fit = measure_psf(region, wcs, cfg, bits, model, psf, version, x[m], y[m], tiles, (nb.x, nb.y))
+    for name, values in fit.columns.items():
+        out[name][m] = values
+    out["condition"][m] |= condition_word(m.size, {"PSF_FAILED": fit.failed, "PSF_CLIPPED": fit.clipped,
+                                                   "PSF_LOCAL_FIT": fit.local})
+
+
+def _psf_feeds_flux(out: dict[str, np.ndarray], m: np.ndarray) -> None:
+    """`flux`, `flux_err`, `snr` and `measured` of the rows `m` from the PSF fit (flux_source 'psf')."""
+    flux, err = out["flux_psf"][m], out["flux_psf_err"][m]
+    measured = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    out["flux"][m] = np.where(measured, flux, np.nan)
+    out["flux_err"][m] = np.where(measured, err, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["snr"][m] = np.where(measured, flux / err, np.nan)
+    out["measured"][m] = measured
+    out["status"][m] = np.where(measured, "ok", "psf_failed")
+    bit = np.int64(condition_mask(("NOT_MEASURED",)))
+    out["condition"][m] = np.where(measured, out["condition"][m] & ~bit, out["condition"][m] | bit)
 
 
 def _measure_crop(image: _Image, crop: ImageRegion, src: _Sources) -> tuple[dict[str, object], np.ndarray]:
-    """The phases on one crop: the measured columns of its sources and the condition bits they raise."""
+    """The phases on one crop: the measured columns of its sources and the condition bits they raise (the
+    aperture's only when it is measured)."""
     cfg = image.config
     at = local_pixels(crop, src.x, src.y, image.halfsize, cfg.background == "global")
     pix = region_pixels(crop, cfg, image.bits)
     footprint = aperture_footprint(pix, at, src.radius, image.r_max, cfg.error_weights)
     at_edge = frame_edge(src.x, src.y, src.radius, crop.parent_shape)
-    tiles = None if image.model is None else psf_tiles(image.model, src.zones, at.xl, at.yl)
+    omega = source_solid_angle(crop, image.wcs, at.xl, at.yl, src.x, src.y)
+    lam, dlam = source_wavelength(crop, image.parent_header, at.xl, at.yl, src.x, src.y)
+    condition = condition_word(at.xl.size, {
+        "REGION_CLIPPED": at.clipped, "BAD_PIXEL": footprint.has_masked, "EDGE": at_edge,
+        "VARIANCE_REPAIRED": footprint.variance_repaired,
+    })
+    columns = {
+        "wavelength": lam,
+        "bandwidth": dlam,
+        "flags": footprint.flags_or.astype(np.int32),
+        "aperture_radius": src.radius,
+        "psf_zone": src.zones if image.model is not None else -1,
+        "fwhm": src.fwhm if src.fwhm is not None else cfg.fallback_fwhm,
+        "pixel_solid_angle": omega,
+        "flux_factor": (np.ones(at.xl.size) if crop.flux_factor is None
+                        else sample_map(crop.flux_factor, at.xl, at.yl)),
+    }
+    if cfg.photometry != "psf":
+        aperture, aperture_condition = _aperture_phases(image, crop, src, pix, at, footprint, at_edge, omega)
+        columns.update(aperture)
+        condition |= aperture_condition
+    return columns, condition
+
+
+def _aperture_phases(image: _Image, crop: ImageRegion, src: _Sources, pix: Pixels, at: LocalPixels,
+                     footprint: Footprint, at_edge: np.ndarray, omega: np.ndarray) -> tuple[dict[str, object],
+                                                                                          np.ndarray]:
+    """The aperture measurement on one crop: zodi, sums, background, correction, fluxes; its columns and
+    condition bits."""
+    cfg = image.config
+    tiles = None if src.tiles is None else PsfTiles(src.tiles, phases(at.xl), phases(at.yl))
     zodi = source_zodi_scale(cfg, crop, pix, at, image.bits)
     sums = aperture_sums(pix, at, src.radius, cfg.zodi != "none")
     mask = None
@@ -167,35 +231,23 @@ def _measure_crop(image: _Image, crop: ImageRegion, src: _Sources) -> tuple[dict
     bkg = source_background(cfg, pix, at, src.radius, zodi.scale, tiles, mask, image.r_max)
     corr = aperture_correction(cfg, tiles, pix.bad, at, src.radius, footprint.area, bkg.own_light,
                                footprint.has_masked | at_edge | at.clipped)
-    omega = source_solid_angle(crop, image.wcs, at.xl, at.yl, src.x, src.y)
     flux = source_fluxes(sums, zodi.scale, bkg, footprint, corr.fraction, ujy_per_mjysr_pixel(omega))
-    lam, dlam = source_wavelength(crop, image.parent_header, at.xl, at.yl, src.x, src.y)
     measured = ~bkg.failed & np.isfinite(flux.flux) & np.isfinite(flux.flux_err)
     condition = condition_word(at.xl.size, {
-        "REGION_CLIPPED": at.clipped, "BAD_PIXEL": footprint.has_masked, "EDGE": at_edge,
-        "VARIANCE_REPAIRED": footprint.variance_repaired, "ZODI_FALLBACK": zodi.fell_back, **bkg.conditions,
-        "MASK_CORRECTED": corr.mask_corrected, "NOT_MEASURED": ~measured,
+        "ZODI_FALLBACK": zodi.fell_back, **bkg.conditions, "MASK_CORRECTED": corr.mask_corrected,
+        "NOT_MEASURED": ~measured,
     })
     columns = {
         "flux": np.where(measured, flux.flux, np.nan),
         "flux_err": np.where(measured, flux.flux_err, np.nan),
         "flux_aperture": np.where(measured, flux.flux_aperture, np.nan),
         "aperture_correction": flux.aperture_correction,
-        "wavelength": lam,
-        "bandwidth": dlam,
-        "flags": footprint.flags_or.astype(np.int32),
         "measured": measured,
         "snr": np.where(measured, flux.snr, np.nan),
-        "aperture_radius": src.radius,
         "background": bkg.level,
         "background_err": bkg.err,
         "background_npix": bkg.npix,
         "zodi_scale": zodi.scale,
-        "psf_zone": src.zones if image.model is not None else -1,
-        "fwhm": src.fwhm if src.fwhm is not None else cfg.fallback_fwhm,
-        "pixel_solid_angle": omega,
-        "flux_factor": (np.ones(at.xl.size) if crop.flux_factor is None
-                        else sample_map(crop.flux_factor, at.xl, at.yl)),
         "status": np.where(bkg.failed, "no_background", np.where(measured, "ok", "no_pixels")),
     }
     return columns, condition

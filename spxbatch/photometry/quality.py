@@ -16,18 +16,47 @@ from spxbatch.photometry.config import PhotometryConfig
 
 __all__ = ["CONDITION_BITS", "condition_mask", "condition_names", "good_verdict", "verdicts"]
 
+#: Conditions of the aperture measurement alone: they do not disqualify a PSF flux (the fit models the
+#: neighbours and leaves masked pixels out; psf_unmasked_fraction bounds what it may miss).
+APERTURE_ONLY = ("BLENDED", "BAD_PIXEL", "BACKGROUND_FAILED", "MASK_CORRECTED", "BACKGROUND_WIDENED",
+                 "BACKGROUND_RELAXED", "REGION_CLIPPED")
+#: Conditions that disqualify a PSF flux (PSF_CLIPPED is its REGION_CLIPPED).
+PSF_DISQUALIFYING = ("PSF_FAILED", "PSF_CLIPPED")
+
+
+def disqualifying(config: PhotometryConfig) -> tuple[str, ...]:
+    """The condition names that make a measurement not good: the config's, for a PSF flux without the
+    aperture's own and with the fit's."""
+    if config.flux_source != "psf":
+        return tuple(config.disqualifying_conditions)
+    kept = tuple(c for c in config.disqualifying_conditions if c not in APERTURE_ONLY)
+    return kept + PSF_DISQUALIFYING
+
+
+def _psf_fit_ok(table: Mapping[str, Any] | Any, config: PhotometryConfig) -> np.ndarray | bool:
+    """Where a PSF flux's fit passes the thresholds (chi2, usable fraction); True for aperture fluxes."""
+    if config.flux_source != "psf":
+        return True
+    chi2 = np.asarray(table["psf_chi2"], dtype=float)
+    unmasked = np.asarray(table["psf_unmasked_fraction"], dtype=float)
+    with np.errstate(invalid="ignore"):
+        return (chi2 <= config.psf_max_chi2) & (unmasked >= config.psf_min_unmasked_fraction)
+
 
 def good_verdict(
     table: Mapping[str, Any] | Any, config: PhotometryConfig, flag_bits: dict[str, int] | None = None
 ) -> np.ndarray:
     """`good` from an output table (dict of arrays or DataFrame) without measuring again.
 
-    good = measured & snr >= threshold & no bad FLAGS bit in the aperture & no disqualifying condition.
+    good = measured & snr >= threshold & no bad FLAGS bit in the aperture & no disqualifying condition
+    (`disqualifying`); for a PSF flux (flux_source 'psf') only extra_disqualifying_flags count (bad pixels
+    are out of the fit) and the fit must be within psf_max_chi2 and psf_min_unmasked_fraction.
     `flag_bits` (name -> bit, from the file's MP_* cards) defaults to spherex.FLAG_BITS; names missing
     from it are ignored (a file without that flag cannot have it set).
     """
     bits = FLAG_BITS if flag_bits is None else flag_bits
-    names = tuple(config.bad_flags) + tuple(config.extra_disqualifying_flags)
+    # a PSF fit leaves the bad_flags pixels out (psf_unmasked_fraction bounds that): only the extra flags
+    names = (() if config.flux_source == "psf" else tuple(config.bad_flags)) + tuple(config.extra_disqualifying_flags)
     bad = 0
     for name in names:
         if name in bits:
@@ -42,7 +71,8 @@ def good_verdict(
         measured
         & ok_snr
         & ((flags & bad) == 0)
-        & ((condition & condition_mask(config.disqualifying_conditions)) == 0)
+        & ((condition & condition_mask(disqualifying(config))) == 0)
+        & _psf_fit_ok(table, config)
     )
 
 

@@ -93,13 +93,14 @@ def test_region_independence_cutout_strip_frame(field, background):
     whole = measure_region(region, ra[sel], dec[sel], cfg)
     from spxbatch.photometry import neighbourhood_halfsize
 
-    h = neighbourhood_halfsize(cfg)
-    lo_x = int(np.floor(x[sel].min() + 0.5)) - h
-    hi_x = int(np.floor(x[sel].max() + 0.5)) + h
-    lo_y = int(np.floor(_y[sel].min() + 0.5)) - h
-    hi_y = int(np.floor(_y[sel].max() + 0.5)) + h
-    lo_x, lo_y = max(lo_x, 0), max(lo_y, 0)
-    hi_x, hi_y = min(hi_x, NPIX - 1), min(hi_y, NPIX - 1)
+    def bounds(h):
+        lo_x = max(int(np.floor(x[sel].min() + 0.5)) - h, 0)
+        hi_x = min(int(np.floor(x[sel].max() + 0.5)) + h, NPIX - 1)
+        lo_y = max(int(np.floor(_y[sel].min() + 0.5)) - h, 0)
+        hi_y = min(int(np.floor(_y[sel].max() + 0.5)) + h, NPIX - 1)
+        return lo_x, hi_x, lo_y, hi_y
+
+    lo_x, hi_x, lo_y, hi_y = bounds(neighbourhood_halfsize(cfg))  # aperture and PSF fit
     cut = subregion(region, lo_x, lo_y, hi_x - lo_x + 1, hi_y - lo_y + 1, as_cutout=True)
     strip = subregion(region, 0, lo_y, NPIX, hi_y - lo_y + 1, as_cutout=False)
     for sub in (cut, strip):
@@ -107,7 +108,9 @@ def test_region_independence_cutout_strip_frame(field, background):
         ref = measure_region(region, ra[sel], dec[sel], cfg, neighbours=(ra[sel], dec[sel]))
         _same(ref, part)
     assert np.all(whole["measured"])
-    # one pixel less and the outermost sources are flagged REGION_CLIPPED, not silently changed
+    # one pixel less than the aperture needs and the outermost sources are flagged REGION_CLIPPED, not
+    # silently changed
+    lo_x, hi_x, lo_y, hi_y = bounds(neighbourhood_halfsize(cfg.with_(photometry="aperture")))
     small = subregion(region, lo_x + 1, lo_y, hi_x - lo_x, hi_y - lo_y + 1)
     part = measure_region(small, ra[sel], dec[sel], cfg)
     assert np.any(part["condition"] & bit("REGION_CLIPPED"))

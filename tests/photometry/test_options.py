@@ -70,6 +70,13 @@ OPTIONS = [
     ({}, {"snr_threshold": 50.0}),
     ({}, {"disqualifying_conditions": ()}),
     ({}, {"extra_disqualifying_flags": ("SOURCE",)}),
+    ({}, {"photometry": "aperture"}),
+    ({"flux_source": "psf"}, {"photometry": "psf"}),
+    ({}, {"flux_source": "psf"}),
+    ({}, {"psf_fit_halfsize": 2}),
+    ({}, {"psf_max_group": 1}),
+    ({"flux_source": "psf"}, {"psf_max_chi2": 0.5}),
+    ({"flux_source": "psf"}, {"psf_min_unmasked_fraction": 0.995}),
 ]
 
 
