@@ -78,6 +78,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--phot", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
                    help="a photometry option, e.g. --phot aperture=fixed or --phot preset=spxquery "
                    "(`spxbatch --help-photometry` lists them all with their defaults)")
+    g.add_argument("--photometry", choices=["aperture", "psf", "both"],
+                   help="aperture sums, forced PSF fits with the catalog's neighbours, or both (default both)")
+    g.add_argument("--flux-source", choices=["aperture", "psf"], dest="flux_source",
+                   help="which measurement feeds flux, the spectra and the variability statistics (default "
+                   "aperture)")
     g = p.add_argument_group("execution")
     g.add_argument("--config", help="a TOML, YAML or JSON file of options (flags override it)")
     g.add_argument("--stages", help="comma-separated subset of plan,stage,measure,assemble (default "
@@ -113,8 +118,17 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
         "name_col": args.name_col, "ra_col": args.ra_col, "dec_col": args.dec_col,
         "images_per_task": args.images_per_task, "fetch_attempts": args.fetch_attempts,
         "progress": args.progress,
-        "photometry": dict(args.phot) or None, "cluster": cluster,
+        "photometry": photometry_values(args), "cluster": cluster,
     }
+
+
+def photometry_values(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --phot KEY=VALUE options, with --photometry and --flux-source as the keys they stand for."""
+    values = dict(args.phot)
+    for key in ("photometry", "flux_source"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    return values or None
 
 
 def make_config(args: argparse.Namespace):

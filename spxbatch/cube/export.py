@@ -43,6 +43,8 @@ def spxquery_lightcurve(df: pd.DataFrame) -> pd.DataFrame:
         "flag_binary": [np.binary_repr(f, width=32) for f in flags], "pix_x": df["x"], "pix_y": df["y"],
         "is_upper_limit": df["flux_err"] > df["flux"], "snr": df["flux"] / df["flux_err"], "good": df["good"],
     })
+    if "flux_psf" in df.columns:  # the PSF fit beside whichever flux feeds `flux`
+        out["flux_psf"], out["flux_psf_error"] = df["flux_psf"].to_numpy(), df["flux_psf_err"].to_numpy()
     return out.sort_values("mjd", kind="stable").reset_index(drop=True)
 
 

@@ -95,3 +95,17 @@ def test_errors_become_exit_codes(error, code, monkeypatch, capsys):
     err = capsys.readouterr().err
     _one_sentence(err)
     assert ("unexpected error" in err) == (exit_code(error) is None and not isinstance(error, KeyboardInterrupt))
+
+
+def test_photometry_and_flux_source_flags_are_the_photometry_options(catalog):
+    from spxbatch.cli.options import make_config
+    from spxbatch.cli.run import run_parser
+
+    cfg = make_config(run_parser().parse_args([str(catalog), "--photometry", "psf", "--flux-source", "psf",
+                                               "--phot", "snr_threshold=3"]))
+    phot = cfg.photometry_config
+    assert (phot.photometry, phot.flux_source, phot.snr_threshold) == ("psf", "psf", 3)
+    default = make_config(run_parser().parse_args([str(catalog)])).photometry_config
+    assert (default.photometry, default.flux_source) == ("both", "aperture")
+    with pytest.raises(SystemExit):
+        run_parser().parse_args([str(catalog), "--photometry", "tractor"])

@@ -120,3 +120,24 @@ def test_requalify_changes_good_spectrum_and_keeps_measurements(tmp_path):
     assert flux_by_good[2.0] is True and flux_by_good[4.0] is True  # snr 20
     np.testing.assert_array_equal(back["flux"].values, ds["flux"].values)
     assert int(back["spectrum_nobs"].values.sum()) == int(back["good"].values.sum())
+
+
+def test_qc_keeps_the_measured_options_and_refuses_to_change_the_flux_source(tmp_path):
+    """`qc` overrides the rules the cube was measured with; which measurement feeds flux is not a rule."""
+    import json
+
+    from spxbatch.cube.requalify import requalify
+    from spxbatch.errors import ConfigError
+
+    m = _measurements()
+    m["snr"] = m["flux"] / m["flux_err"]
+    m["condition"] = np.zeros(len(m), dtype=np.int64)
+    m["good"] = True
+    measured = {"photometry": {"snr_threshold": 7.0, "flux_source": "aperture"}}
+    ds = assemble_cube(np.array(["a", "b", "c"]), np.zeros(3), np.zeros(3), m,
+                       attrs={"config": json.dumps(measured)})
+    path = write_cube(ds, tmp_path / "c.zarr")
+    rules = json.loads(requalify(path, {"variance_repair_halfsize": 3}).attrs["quality_rules"])
+    assert rules["snr_threshold"] == 7.0 and rules["variance_repair_halfsize"] == 3  # kept, and overridden
+    with pytest.raises(ConfigError, match="flux_source is chosen when measuring"):
+        requalify(path, {"flux_source": "psf"})
