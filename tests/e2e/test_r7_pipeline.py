@@ -108,7 +108,7 @@ def test_calibration_tree_against_the_files_own_tables(qr3_runs, qr3_archive):
     np.testing.assert_allclose(files["flux"].values, cal["flux"].values, rtol=1e-5)
 
 
-@pytest.mark.slow  # ~2.5 min: 24 visits (~700 MB) for ~6,000 isolated good measurements
+@pytest.mark.slow  # ~5 min on 2 busy cores: 24 visits (~600 MB) for ~6,000 isolated measurements
 def test_r7_pipeline_strict_pull_bars_on_24_visits(tmp_path):
     info = make_archive(tmp_path / "arch", npix=512, seed=3, n_visits=24, release="qr3")
     runs = pipeline_runs(info, tmp_path)
