@@ -2,14 +2,17 @@
 image and per measurement, next to the physical bound, and a check that both give bit-identical fluxes.
 
 Builds (or reuses) a simulated QR3 archive of full-size 2040 x 2040 detectors (two exposures: eight R7
-files with tile-compressed FLAGS and an EPSF table), serves it on loopback, plans the catalog through TAP
-as a run does, then fetches and measures every planned image with `--fetch range` and `--fetch whole`,
-for 10, 100 and 1000 of each image's sources, as one worker does (one fresh cache per repeat, so the
-calibration products are read once per detector). Bytes are the server's: level-2 file bytes per image
-(against the file's size) apart from the calibration bytes of the whole pass. The physical bound is the
-bytes the measurements themselves need: the union of the pixels within each source's background reach
-(aperture + annulus) in the four planes (IMAGE, FLAGS as decompressed int32, VARIANCE, ZODI; 16 bytes a
-pixel) plus one EPSF table row per zone used; headers excluded.
+files with tile-compressed FLAGS and an EPSF table; two detectors hold ~1,460 sources on one exposure
+and a few on the other), serves it on loopback, plans the catalog through TAP as a run does, then fetches
+and measures those two full images with `--fetch range` and `--fetch whole` for 10, 100 and 1000 of
+their sources. 'cold' is a fresh cache (the first image of a detector on a worker: header scan, ePSF
+table, calibration reads); 'warm' is the steady state of a long run: the cache primed by the other image
+of the same detector, so its ePSF and the calibration blocks already read are cached but the image's own
+header scan is not. Bytes are the server's: the level-2 file's (against its size) and the calibration
+products' (and listings') apart. The physical bound is the bytes the measurements themselves need: the
+union of the pixels within each source's background reach (aperture + annulus) in the four planes
+(IMAGE, FLAGS as decompressed int32, VARIANCE, ZODI; 16 bytes a pixel) plus one EPSF table row per zone
+used; headers excluded.
 
     python benchmarks/r7_range_reads.py [--root DIR] [--npix 2040] [--counts 10,100,1000] [--repeats 3]
         [--latency 0.02] [--bandwidth 0]
@@ -21,6 +24,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -43,7 +47,7 @@ PLANE_BYTES = 4 * 4
 
 
 def build(root: Path, npix: int) -> Path:
-    """A two-exposure QR3 archive (eight R7 files, ~1,450 sources each); reused when already there."""
+    """A two-exposure QR3 archive (eight R7 files); reused when already there."""
     if not (root / "truth" / "measurements.parquet").exists():
         make_archive(root, npix=npix, n_visits=2, n_sources=1500, seed=11, release="qr3")
     return root
@@ -63,45 +67,37 @@ def bound_bytes(table: pd.DataFrame, shape: tuple[int, int], phot: PhotometryCon
     return int(need.sum()) * PLANE_BYTES + m["psf_zone"].nunique() * epsf_row_bytes
 
 
-def epsf_row_bytes(root: Path, jobs: list[ImageJob]) -> dict[int, int]:
-    """Image id -> the byte length of one row (one zone) of its file's EPSF table."""
-    out = {}
-    for job in jobs:
-        with fits.open(root / job.image["relpath"].split(f"{IBE_ROOT}/")[-1]) as hdul:
-            out[int(job.image["image_id"])] = int(hdul["EPSF"].header["NAXIS1"])
-    return out
+def epsf_row_bytes(root: Path, job: ImageJob) -> int:
+    """The byte length of one row (one zone) of the image's EPSF table."""
+    with fits.open(root / job.image["relpath"].split(f"{IBE_ROOT}/")[-1]) as hdul:
+        return int(hdul["EPSF"].header["NAXIS1"])
 
 
-def subsample(jobs: list[ImageJob], count: int) -> list[ImageJob]:
-    """Each image with `count` of its sources (a fixed random choice; all when it has fewer)."""
-    rng = np.random.default_rng(0)
-    out = []
-    for job in jobs:
-        pick = np.sort(rng.choice(job.source_index.size, size=min(count, job.source_index.size), replace=False))
-        out.append(ImageJob(job.image, job.source_index[pick], job.ra[pick], job.dec[pick]))
-    return out
+def subsample(job: ImageJob, count: int) -> ImageJob:
+    """The image with `count` of its sources (a fixed random choice)."""
+    pick = np.sort(np.random.default_rng(0).choice(job.source_index.size, size=count, replace=False))
+    return ImageJob(job.image, job.source_index[pick], job.ra[pick], job.dec[pick])
 
 
-def measure_all(jobs: list[ImageJob], fetch: str, phot: PhotometryConfig, options, srv) -> tuple[pd.DataFrame, dict]:
-    """Fetch and measure every image from one fresh cache: the measurements, and the totals with the
-    server's bytes split into level-2 files and everything else (calibration products, listings)."""
+def measure_once(job: ImageJob, fetch: str, phot: PhotometryConfig, options, srv,
+                 primer: ImageJob | None) -> tuple[pd.DataFrame, dict]:
+    """Fetch and measure one image from a fresh cache (primed with `primer` when warm): its measurements,
+    and the server's bytes of its file and of everything else, its requests and seconds."""
     cache = FetchCache()
+    if primer is not None:
+        measure_image(primer, fetch, phot, options, cache)
     srv.clear_log()
-    tables, requests = [], 0
     t0 = time.monotonic()
-    for job in jobs:
-        table, meta = measure_image(job, fetch, phot, options, cache)
-        if meta["error"]:
-            raise RuntimeError(f"{fetch}: image {meta['image_id']}: {meta['error']}")
-        tables.append(table)
-        requests += meta["requests"]
+    table, meta = measure_image(job, fetch, phot, options, cache)
     seconds = time.monotonic() - t0
+    if meta["error"]:
+        raise RuntimeError(f"{fetch}: image {meta['image_id']}: {meta['error']}")
+    path = urlparse(job.image["url"]).path
     log = srv.access_log
-    level2 = sum(e["bytes"] for e in log if "/level2/" in e["path"])
-    totals = {"seconds": seconds, "requests": requests, "level2_bytes": level2,
-              "other_bytes": sum(e["bytes"] for e in log) - level2}
-    out = pd.concat(tables, ignore_index=True).sort_values(["image_id", "source_index"], kind="stable")
-    return out.reset_index(drop=True), totals
+    level2 = sum(e["bytes"] for e in log if e["path"] == path)
+    return table.sort_values("source_index").reset_index(drop=True), {
+        "seconds": seconds, "requests": meta["requests"], "level2_bytes": level2,
+        "other_bytes": sum(e["bytes"] for e in log) - level2}
 
 
 def main() -> None:
@@ -113,69 +109,81 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.02, help="server latency per request (s)")
     ap.add_argument("--bandwidth", type=float, default=0.0, help="server bandwidth cap (bytes/s, 0 = none)")
     args = ap.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
 
     t0 = time.monotonic()
     root = build(args.root, args.npix)
     print(f"archive {root} ready in {time.monotonic() - t0:.0f} s", flush=True)
-    rows, identical = [], True
+    rows, identical, reference = [], True, {}
     server = serve_archive(root, latency=args.latency, bandwidth=args.bandwidth or None)
     with server as srv, tempfile.TemporaryDirectory() as tmp:
         config = RunConfig(catalog=str(root / "truth" / "catalog.csv"), output=f"{tmp}/plan.zarr",
                            archive=srv.url, progress=False)
         pipeline = Pipeline(config)
         plan = pipeline.plan()
-        all_jobs = image_jobs(plan, pipeline.catalog)
+        jobs = image_jobs(plan, pipeline.catalog)
         phot, options = pipeline.photometry_config, pipeline.config.fetch_options_for(None)
         sizes = plan.images.set_index("image_id")["size_bytes"]
-        file_bytes = float(sizes.loc[[int(j.image["image_id"]) for j in all_jobs]].sum())
-        n_images = len(all_jobs)
-        row_bytes = epsf_row_bytes(root, all_jobs)
-        for count in (int(c) for c in args.counts.split(",")):
-            jobs = subsample(all_jobs, count)
-            runs: dict[str, list] = {"range": [], "whole": []}
-            for _ in range(args.repeats):
-                for fetch in runs:
-                    runs[fetch].append(measure_all(jobs, fetch, phot, options, srv))
-            reference = runs["whole"][0][0]
-            for fetch_runs in runs.values():
-                for t, _ in fetch_runs:
-                    identical &= all(np.array_equal(t[c].to_numpy(), reference[c].to_numpy(), equal_nan=True)
-                                     for c in ("flux", "flux_err", "flux_aperture", "background"))
-            n_meas = int(reference["measured"].sum())
-            bound = sum(bound_bytes(t, (args.npix, args.npix), phot, row_bytes[int(i)])
-                        for i, t in reference.groupby("image_id"))
-            rows.append(_row(count, "physical bound", bound, n_meas, n_images, file_bytes))
-            for fetch, fetch_runs in runs.items():
-                totals = fetch_runs[0][1]
-                rows.append(_row(count, fetch, totals["level2_bytes"], n_meas, n_images, file_bytes,
-                                 requests=totals["requests"] / n_images, calibration=totals["other_bytes"],
-                                 seconds=float(np.median([t["seconds"] for _, t in fetch_runs]))))
-                print(f"  {count:5d} sources/image {fetch:5s}: {totals['level2_bytes'] / 1e6:8.2f} MB level-2 "
-                      f"+ {totals['other_bytes'] / 1e6:6.2f} MB other, {rows[-1]['seconds (median)']:.2f} s",
-                      flush=True)
+        # the images holding enough sources whose detector has another image to warm the cache with
+        primers = {int(t.image["image_id"]): p for t in jobs for p in jobs
+                   if t.source_index.size >= max(counts) and p is not t and p.image["detector"] == t.image["detector"]}
+        targets = [j for j in jobs if int(j.image["image_id"]) in primers]
+        for count in counts:
+            for fetch in ("range", "whole"):
+                for state in ("cold", "warm"):
+                    per_image, tables = [], []
+                    for target in targets:
+                        image_id = int(target.image["image_id"])
+                        primer = primers[image_id] if state == "warm" else None
+                        passes = [measure_once(subsample(target, count), fetch, phot, options, srv, primer)
+                                  for _ in range(args.repeats)]
+                        tables += [t for t, _ in passes]
+                        totals = passes[0][1]
+                        per_image.append({**totals, "file": float(sizes.loc[image_id]),
+                                          "seconds": float(np.median([t["seconds"] for _, t in passes])),
+                                          "measured": int(passes[0][0]["measured"].sum()),
+                                          "bound": bound_bytes(passes[0][0], (args.npix, args.npix), phot,
+                                                               epsf_row_bytes(root, target))})
+                    identical &= _same_numbers(tables, reference.setdefault(count, tables))
+                    rows.append(_row(count, fetch, state, pd.DataFrame(per_image)))
+                    print(f"  {count:5d} sources/image {fetch:5s} {state}: {rows[-1]['MB / image']:7.2f} MB "
+                          f"+ {rows[-1]['calibration MB / image']:6.2f} MB calibration, "
+                          f"{rows[-1]['seconds / image']:.2f} s", flush=True)
     table = pd.DataFrame(rows)
-    for col, ref in (("x bound", "physical bound"), ("x whole", "whole")):
-        base = table[table["reads"] == ref].set_index("sources / image")["kB / measurement"]
-        table[col] = table["kB / measurement"] / table["sources / image"].map(base)
-    pd.set_option("display.width", 200)
-    print(f"\n{n_images} R7 images of {args.npix} x {args.npix} px ({file_bytes / n_images / 1e6:.1f} MB a file), "
-          f"server latency {args.latency} s, bandwidth {args.bandwidth / 1e6 or 'unlimited'} MB/s,\n"
-          f"median of {args.repeats} passes, each from a fresh cache; level-2 "
-          "bytes per image and measurement, calibration (and listing) bytes of the whole pass apart")
+    table["x bound"] = table["kB / measurement"] / table["bound kB / measurement"]
+    whole = table[table["reads"] == "whole"].set_index(["sources / image", "cache"])["kB / measurement"]
+    table["x whole"] = table["kB / measurement"] / whole.loc[list(zip(table["sources / image"], table["cache"],
+                                                                      strict=True))].to_numpy()
+    pd.set_option("display.width", 220)
+    print(f"\n{len(targets)} R7 images of {args.npix} x {args.npix} px "
+          f"({sizes.loc[[int(t.image['image_id']) for t in targets]].mean() / 1e6:.1f} MB a file), server latency "
+          f"{args.latency} s, bandwidth {args.bandwidth / 1e6 or 'unlimited'} MB/s; per image, time the median "
+          f"of {args.repeats}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
     print(f"\nrange and whole-file measurements bit-identical (flux, flux_err, flux_aperture, background; every "
-          f"count and pass): {identical}")
+          f"count, cache state and repeat): {identical}")
     if not identical:
         raise SystemExit(1)
 
 
-def _row(count: int, reads: str, level2_bytes: float, n_meas: int, n_images: int, file_bytes: float,
-         requests: float = np.nan, calibration: float = np.nan, seconds: float = np.nan) -> dict:
-    """One line of the table."""
-    return {"sources / image": count, "reads": reads, "measurements": n_meas,
-            "kB / measurement": level2_bytes / n_meas / 1e3, "MB / image": level2_bytes / n_images / 1e6,
-            "% of file": 100 * level2_bytes / file_bytes, "requests / image": requests,
-            "calibration MB": calibration / 1e6, "seconds (median)": seconds}
+def _same_numbers(tables: list[pd.DataFrame], reference: list[pd.DataFrame]) -> bool:
+    """Whether two lists of measurements (the same images, sources and repeats) are equal, bit for bit."""
+    cols = ("flux", "flux_err", "flux_aperture", "background")
+    return all(np.array_equal(t[c].to_numpy(), r[c].to_numpy(), equal_nan=True)
+               for t, r in zip(tables, reference, strict=True) for c in cols)
+
+
+def _row(count: int, reads: str, state: str, per_image: pd.DataFrame) -> dict:
+    """One line of the table from the per-image figures."""
+    n_meas = per_image["measured"].sum()
+    return {"sources / image": count, "reads": reads, "cache": state, "measurements": int(n_meas),
+            "kB / measurement": per_image["level2_bytes"].sum() / n_meas / 1e3,
+            "bound kB / measurement": per_image["bound"].sum() / n_meas / 1e3,
+            "MB / image": per_image["level2_bytes"].mean() / 1e6,
+            "% of file": 100 * (per_image["level2_bytes"] / per_image["file"]).mean(),
+            "requests / image": per_image["requests"].mean(),
+            "calibration MB / image": per_image["other_bytes"].mean() / 1e6,
+            "seconds / image": per_image["seconds"].mean()}
 
 
 if __name__ == "__main__":
