@@ -25,14 +25,13 @@ from spxbatch.sim.server import serve_archive
 from spxbatch.sim.variants import level2_only
 
 
-def pipeline_runs(info, tmp, cluster_run: bool = True) -> dict:
-    """The catalog measured four ways: over HTTP with range reads (on a LocalCluster when `cluster_run`),
-    the archive read in place, over HTTP with range reads ignoring the calibration tree, and a mirror of
+def pipeline_runs(info, tmp) -> dict:
+    """The catalog measured four ways: over HTTP with range reads on a LocalCluster, the archive read in
+    place, over HTTP with range reads ignoring the calibration tree, and a mirror of
     the level-2 files alone; each cube loaded."""
     serial = {"executor": SerialExecutor()}
     with serve_archive(info.root) as srv:
-        run(info.catalog, tmp / "http.zarr", archive=srv.url, fetch="range", progress=False,
-            **({} if cluster_run else serial))
+        run(info.catalog, tmp / "http.zarr", archive=srv.url, fetch="range", progress=False)
         run(info.catalog, tmp / "http_files_only.zarr", archive=srv.url, fetch="range", progress=False,
             fetch_options={"calibration": False}, **serial)
     run(info.catalog, tmp / "local.zarr", archive=str(info.root), progress=False, **serial)
