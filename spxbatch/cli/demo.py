@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
 from spxbatch.cli.options import add_run_options, make_config
 from spxbatch.cli.run import cube_report
 
-#: Marker written once the demo archive is complete, so an interrupted build is redone.
+#: Marker written once the demo archive is complete (with what it was built from), so an interrupted
+#: build is redone and an archive built with other parameters is replaced.
 _READY = ".spxbatch-demo-ready"
+#: The demo archive's release mix: what IRSA serves today (QR2 files, R7 reprocessings of some, QR3).
+DEMO_RELEASE = "mixed"
 
 
 def demo_parser() -> argparse.ArgumentParser:
@@ -25,15 +29,33 @@ def demo_parser() -> argparse.ArgumentParser:
 
 
 def ensure_demo_archive(root: Path, npix: int) -> Path:
-    """Build the demo archive under `root` unless a complete one is there; returns its catalog path."""
+    """Build the demo archive under `root` unless a complete one of the same parameters is there;
+    returns its catalog path."""
     from spxbatch.sim import make_archive
 
     marker = root / _READY
+    params = {"npix": npix, "release": DEMO_RELEASE}
+    built = _read_marker(marker)
+    if built is not None and {k: built.get(k) for k in params} == params:
+        return Path(built["catalog"])
+    if built is not None:  # a complete demo archive of other parameters (or an older spxbatch): replace it
+        shutil.rmtree(root)
+    print(f"Building the simulated SPHEREx archive in {root} (once): QR2 files, R7 reprocessings of some "
+          "and QR3 exposures ...", flush=True)
+    info = make_archive(root, npix=npix, seed=1, field="demo", release=DEMO_RELEASE)
+    marker.write_text(json.dumps({**params, "catalog": str(info.catalog)}))
+    return info.catalog
+
+
+def _read_marker(marker: Path) -> dict | None:
+    """What a complete demo archive was built from ({} for an older spxbatch's plain marker), or None."""
     if not marker.exists():
-        print(f"Building the simulated SPHEREx archive in {root} (once) ...", flush=True)
-        info = make_archive(root, npix=npix, seed=1, field="demo")
-        marker.write_text(str(info.catalog))
-    return Path(marker.read_text())
+        return None
+    try:
+        built = json.loads(marker.read_text())
+    except ValueError:
+        return {}
+    return built if isinstance(built, dict) else {}
 
 
 def demo_main(argv: list[str]) -> int:

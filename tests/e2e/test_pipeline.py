@@ -14,21 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from cubes import assert_cubes_equal, kill_group
+from truth_match import truth_join
 
-from spxbatch.cube.export import measurements_table
 from spxbatch.cube.store import open_cube
 from spxbatch.pipeline.config import ClusterConfig
 from spxbatch.pipeline.stages import run
 from spxbatch.sim.server import serve_archive
-
-
-def truth_join(ds, archive_root: Path) -> pd.DataFrame:
-    """The cube's measurements joined to the simulator's truth for the same (source, image)."""
-    truth = pd.read_parquet(archive_root / "truth" / "measurements.parquet")
-    truth = truth[~truth["superseded"]]  # the plan keeps only the newest processing version
-    m = measurements_table(ds)
-    return m.merge(truth, left_on=["source", "obs_id", "band"], right_on=["name", "obs_id", "detector"],
-                   suffixes=("", "_true"))
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +167,6 @@ def test_persistent_failure_is_recorded_not_lost(sim_archive, tmp_path):
     assert ds.sizes["failure"] == len(Plan.load(tmp_path / "down.run").pairs)
 
 
-def _isolated(truth: pd.DataFrame, min_px: float = 10.0) -> np.ndarray:
-    """True for truth rows with no other source within `min_px` on the same file."""
-    out = np.ones(len(truth), dtype=bool)
-    for _, g in truth.groupby("relpath"):
-        xy = g[["x", "y"]].to_numpy()
-        d = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
-        np.fill_diagonal(d, np.inf)
-        out[truth.index.get_indexer(g.index)] = d.min(axis=1) > min_px
-    return out
-
-
 @pytest.mark.slow  # 33 s; the pull bars are also checked per region in tests/photometry
 def test_pipeline_pull_statistics_on_a_512px_archive(tmp_path):
     """The issue's accuracy bar, through the whole pipeline (plan, HTTP fetch, photometry, cube): isolated good
@@ -197,11 +177,7 @@ def test_pipeline_pull_statistics_on_a_512px_archive(tmp_path):
     info = make_archive(tmp_path / "arch", npix=512, seed=5, n_visits=6)
     with serve_archive(info.root) as srv:
         ds = run(info.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False)
-    truth = pd.read_parquet(info.root / "truth" / "measurements.parquet")
-    truth = truth[~truth["superseded"]].reset_index(drop=True)
-    truth["isolated"] = _isolated(truth)
-    j = measurements_table(ds).merge(truth, left_on=["source", "obs_id", "band"],
-                                     right_on=["name", "obs_id", "detector"], suffixes=("", "_true"))
+    j = truth_join(ds, info.root)
     sel = j["good"].to_numpy(bool) & j["isolated"].to_numpy(bool)
     assert sel.sum() > 500
     pull = ((j["flux"] - j["flux_ujy"]) / j["flux_err"]).to_numpy()[sel]
