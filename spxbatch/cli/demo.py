@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -58,6 +59,12 @@ def _read_marker(marker: Path) -> dict | None:
     return built if isinstance(built, dict) else {}
 
 
+def demo_config(cfg):
+    """The demo's run options: QR3's l3_flux_corrections applied to the QR2-processed files, as IRSA advises
+    when combining them with R7 data (the demo archive mixes both)."""
+    return dataclasses.replace(cfg, fetch_options=dataclasses.replace(cfg.fetch_options, l3_flux_correction=True))
+
+
 def demo_main(argv: list[str]) -> int:
     """Build the demo archive (once), serve it on loopback, and run the demo catalog against it."""
     args = demo_parser().parse_args(argv)
@@ -77,6 +84,6 @@ def demo_main(argv: list[str]) -> int:
         # The server's port is new each time, so a demo always measures afresh.
         for old in (Path(cfg.output), Path(cfg.run_dir)):
             shutil.rmtree(old, ignore_errors=True)
-        cfg = make_config(args)
+        cfg = demo_config(make_config(args))
         ds = Pipeline(cfg, replan=args.replan).run()
     return cube_report(ds, cfg)
