@@ -69,3 +69,25 @@ def test_a_run_records_each_unreadable_files_sources_as_failures(damaged, tmp_pa
         assert (r.obs_id, r.detector) in failed and (r.obs_id, r.detector) not in measured, r.kind
     reasons = cube["failure_reason"].values.astype(str)
     assert all(reason.startswith("failed") for reason in reasons)
+
+
+def test_over_http_each_unreadable_file_fails_its_image(damaged, tmp_path):
+    """TAP lists a damaged file as IRSA lists any file: planned, it fails with its reason, and its sources
+    are failure rows, whatever kind of damage it has."""
+    from spxbatch.cube.store import open_cube
+    from spxbatch.pipeline.executor import SerialExecutor
+    from spxbatch.pipeline.stages import run
+    from spxbatch.sim.server import serve_archive
+
+    info, hurt = damaged
+    out = tmp_path / "http.zarr"
+    with serve_archive(info.root, index=pd.read_parquet(info.truth["served_index"])) as srv:
+        run(info.catalog, out, archive=srv.url, progress=False, executor=SerialExecutor())
+    cube = open_cube(out).load()
+    failed = set(zip(cube["failure_obs_id"].values.astype(str), cube["failure_band"].values.astype(int),
+                     strict=True))
+    measured = set(zip(cube["obs_id"].values.astype(str), cube["band"].values.astype(int), strict=True))
+    planned = pd.read_parquet(tmp_path / "http.run" / "plan" / "images.parquet")
+    for r in hurt.itertuples():
+        assert planned.relpath.str.endswith(r.relpath).any(), r.kind
+        assert (r.obs_id, r.detector) in failed and (r.obs_id, r.detector) not in measured, r.kind
