@@ -31,6 +31,7 @@ def test_local_mirror_plan_keeps_the_newest_processing_of_each_exposure(mixed):
     assert {"spherex_qr2", "spherex_qr3", "spherex_qr3_deep"} <= set(plan.images["collection"])
 
 
+@pytest.mark.slow  # tests/e2e/test_mixed_releases.py plans the same archive over TAP in the default suite
 def test_tap_plan_equals_the_mirror_plan(mixed):
     info, catalog, _ = mixed
     with serve_archive(info.root) as srv:
