@@ -69,6 +69,10 @@ def _classify(exc: Exception) -> Failure | None:
         retry_after = retry_after_seconds((exc.headers or {}).get("Retry-After"))
         return Failure(retryable_status(exc.status), f"HTTP {exc.status} {exc.message}".strip(), exc.status,
                        retry_after)
+    if isinstance(exc, FileNotFoundError) and isinstance(exc.__cause__, Exception):
+        # fsspec's HTTP size probe turns any failed HEAD-then-GET (a 503, a stall) into FileNotFoundError,
+        # chaining what really happened: classify that, so a transient failure is not taken for a 404
+        return _classify(exc.__cause__)
     if isinstance(exc, FileNotFoundError | PermissionError):
         return Failure(False, type(exc).__name__, 404 if isinstance(exc, FileNotFoundError) else 403)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
