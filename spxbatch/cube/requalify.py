@@ -36,7 +36,8 @@ def requalify(cube: str | Path, photometry: dict[str, Any], output: str | Path |
             raise ConfigError(f"{key} is chosen when measuring (this cube: {getattr(measured, key)}); measure "
                               f"again with --{key.replace('_', '-')} {getattr(config, key)}")
     table = {"flags": ds["flags"].values, "condition": ds["condition"].values, "snr": ds["snr"].values,
-             "measured": np.ones(ds.sizes["obs"], dtype=bool)}
+             "measured": np.ones(ds.sizes["obs"], dtype=bool),
+             **{v: ds[v].values for v in ("psf_chi2", "psf_unmasked_fraction") if v in ds}}
     ds["good"] = ("obs", good_verdict(table, config), ds["good"].attrs)
     flux, err, nobs = combine_spectrum(
         ds["source_index"].values, ds["wavelength"].values, ds["band"].values, ds["flux"].values,

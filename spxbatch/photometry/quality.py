@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from spxbatch.level2.constants import FLAG_BITS
+from spxbatch.level2.constants import R7_FLAG_BITS
 from spxbatch.photometry.conditions import CONDITION_BITS, condition_mask, condition_names
 from spxbatch.photometry.config import PhotometryConfig
 
@@ -51,10 +51,11 @@ def good_verdict(
     good = measured & snr >= threshold & no bad FLAGS bit in the aperture & no disqualifying condition
     (`disqualifying`); for a PSF flux (flux_source 'psf') only extra_disqualifying_flags count (bad pixels
     are out of the fit) and the fit must be within psf_max_chi2 and psf_min_unmasked_fraction.
-    `flag_bits` (name -> bit, from the file's MP_* cards) defaults to spherex.FLAG_BITS; names missing
-    from it are ignored (a file without that flag cannot have it set).
+    `flag_bits` (name -> bit, from the file's MP_* or MSKN cards) defaults to R7's bits (QR2's and the
+    R7-only ones, which QR2 files never set), so a stored table of either layout is judged by the same
+    names; names missing from it are ignored (a file without that flag cannot have it set).
     """
-    bits = FLAG_BITS if flag_bits is None else flag_bits
+    bits = R7_FLAG_BITS if flag_bits is None else flag_bits
     # a PSF fit leaves the bad_flags pixels out (psf_unmasked_fraction bounds that): only the extra flags
     names = (() if config.flux_source == "psf" else tuple(config.bad_flags)) + tuple(config.extra_disqualifying_flags)
     bad = 0

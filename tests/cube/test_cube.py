@@ -107,6 +107,7 @@ def test_requalify_changes_good_spectrum_and_keeps_measurements(tmp_path):
     m["snr"] = m["flux"] / m["flux_err"]
     m["condition"] = np.zeros(len(m), dtype=np.int64)
     m.loc[0, "flags"] = 1 << 10  # HOT
+    m.loc[1, "flags"] = 1 << 26  # R7's BLOOM: a saturated core is not good, in qc as when measured
     m["good"] = True
     ds = assemble_cube(np.array(["a", "b", "c"]), np.zeros(3), np.zeros(3), m)
     path = write_cube(ds, tmp_path / "c.zarr")
@@ -117,7 +118,8 @@ def test_requalify_changes_good_spectrum_and_keeps_measurements(tmp_path):
     flux_by_good = dict(zip(back["flux"].values.tolist(), back["good"].values.tolist(), strict=True))
     assert flux_by_good[10.0] is False  # HOT pixel
     assert flux_by_good[12.0] is False  # snr 12 < 15
-    assert flux_by_good[2.0] is True and flux_by_good[4.0] is True  # snr 20
+    assert flux_by_good[2.0] is True  # snr 20
+    assert flux_by_good[4.0] is False  # snr 20, but BLOOM
     np.testing.assert_array_equal(back["flux"].values, ds["flux"].values)
     assert int(back["spectrum_nobs"].values.sum()) == int(back["good"].values.sum())
 
