@@ -29,7 +29,7 @@ async def realism(request: web.Request, handler):
         is_file = request.path.startswith(f"/{IBE_ROOT}/")
         if (is_file or (config.include_tap and request.path.startswith("/TAP"))) and config.applies_to(request.path):
             identity = f"{request.method} {request.path_qs} {entry['range']}"
-            request[FAULT] = srv.faults.draw(identity)
+            request[FAULT] = entry["fault"] = srv.faults.draw(identity)
         fault = request.get(FAULT)
         if fault == "stall":
             await asyncio.sleep(config.stall_s)
@@ -63,4 +63,5 @@ def _new_entry(request: web.Request) -> dict:
         "status": None,
         "bytes": 0,
         "client_closed": False,
+        "fault": None,
     }

@@ -77,6 +77,10 @@ class ArchiveServer:
                 raise TimeoutError(f"{len(self.access_log)} of {count} requests logged after {timeout} s")
             return list(self.access_log)
 
+    def set_faults(self, faults: FaultConfig | dict | None) -> None:
+        """Change the fault settings of the running server (an archive going down, then coming back)."""
+        self.faults.config = FaultConfig.coerce(faults)
+
     def clear_log(self) -> None:
         with self._logged:
             self.access_log.clear()
