@@ -32,7 +32,11 @@ async def send(request: web.Request, status: int, headers: dict, pieces: list[Pi
     resp.content_length = total
     if limit == 0:
         record(request)
-    await resp.prepare(request)
+    try:
+        await resp.prepare(request)
+    except ConnectionError:  # gone before the headers (it timed out on a stall): logged, no traceback
+        entry["client_closed"] = True
+        return resp
     if request.method == "HEAD":
         await resp.write_eof()
         return resp
