@@ -2,19 +2,21 @@
 
 Faults are drawn per request from a hash of (seed, request identity, how many times that identical request
 was seen before), so a pattern is reproducible whatever the order in which concurrent requests arrive, and
-a retry of a failed request gets a fresh draw (it can succeed).
+a retry of a failed request gets a fresh draw (it can succeed). `only` confines them to the paths a regex
+matches (e.g. the calibration products), so one kind of request can be made to fail and not the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, fields
 
 #: Fault kinds in the order their rates are stacked on [0, 1).
-FAULT_KINDS = ("http500", "http503", "http429", "drop", "truncate")
+FAULT_KINDS = ("http500", "http503", "http429", "drop", "truncate", "stall")
 
 
 @dataclass
@@ -23,8 +25,10 @@ class FaultConfig:
 
     - http500 / http503 / http429: an error status instead of the body (503 and 429 carry Retry-After);
     - drop: the connection is aborted after half of the body;
-    - truncate: Content-Length announces the full body, half is sent, then the connection is closed.
-    `include_tap` applies them to the TAP endpoints too (default: file and cutout routes only).
+    - truncate: Content-Length announces the full body, half is sent, then the connection is closed;
+    - stall: the server holds the response (not a byte) for `stall_s` seconds, then answers in full.
+    `include_tap` applies them to the TAP endpoints too (default: file and cutout routes only); `only`, a
+    regex searched in the request path, spares every path it does not match.
     """
 
     http500: float = 0.0
@@ -32,14 +36,28 @@ class FaultConfig:
     http429: float = 0.0
     drop: float = 0.0
     truncate: float = 0.0
+    stall: float = 0.0
     retry_after: int = 1
+    stall_s: float = 5.0
     include_tap: bool = False
+    only: str | None = None
 
     def __post_init__(self) -> None:
         rates = [getattr(self, k) for k in FAULT_KINDS]
         if any(r < 0 for r in rates) or sum(rates) > 1.0 + 1e-12:
             given = dict(zip(FAULT_KINDS, rates, strict=True))
             raise ValueError(f"fault rates must be >= 0 and sum to <= 1, got {given}")
+        if self.stall_s < 0:
+            raise ValueError(f"stall_s must be >= 0, got {self.stall_s}")
+        if self.only is not None:
+            try:
+                re.compile(self.only)
+            except re.error as exc:
+                raise ValueError(f"only must be a regular expression, got {self.only!r}: {exc}") from None
+
+    def applies_to(self, path: str) -> bool:
+        """Whether faults may fire on a request for `path` (the `only` filter; TAP is decided by the server)."""
+        return self.only is None or re.search(self.only, path) is not None
 
     @classmethod
     def coerce(cls, value: FaultConfig | dict | None) -> FaultConfig:

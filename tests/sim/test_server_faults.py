@@ -1,5 +1,5 @@
-"""Network realism of the simulated archive: each fault kind, seeded reproducible patterns, Retry-After,
-latency and the bandwidth cap."""
+"""Network realism of the simulated archive: each fault kind, seeded reproducible patterns, Retry-After, the
+path filter, stalls, latency and the bandwidth cap."""
 
 from __future__ import annotations
 
@@ -98,7 +98,42 @@ def test_fault_config_validation():
     with pytest.raises(ValueError):
         FaultConfig.coerce({"http404": 0.1})
     assert FaultConfig.coerce(None) == FaultConfig()
-    assert set(FAULT_KINDS) == {"http500", "http503", "http429", "drop", "truncate"}
+    with pytest.raises(ValueError, match="regular expression"):
+        FaultConfig(http503=1.0, only="spectral_wcs(")
+    with pytest.raises(ValueError, match="stall_s"):
+        FaultConfig(stall=1.0, stall_s=-1)
+    assert set(FAULT_KINDS) == {"http500", "http503", "http429", "drop", "truncate", "stall"}
+
+
+def test_only_confines_faults_to_matching_paths(sim_archive):
+    """Calibration products targeted, Level-2 files spared: the filter is a regex searched in the URL path."""
+    calib = next(f for f in sim_archive.root.rglob("*.fits") if "/spectral_wcs/" in f.as_posix())
+    calib_rel = calib.relative_to(sim_archive.root).as_posix()
+    level2 = sim_archive.files[0]
+    with serve_archive(sim_archive.root, faults={"http503": 1.0, "only": "/spectral_wcs/"}) as srv:
+        assert requests.get(srv.file_url(calib_rel), headers={"Range": "bytes=0-99"}).status_code == 503
+        assert requests.get(srv.file_url(level2), headers={"Range": "bytes=0-99"}).status_code == 206
+        assert requests.get(srv.file_url(calib_rel.rsplit("/", 1)[0] + "/")).status_code == 503  # its listing
+    assert FaultConfig(only="/level2/").applies_to("/ibe/data/spherex/qr2/level2/x.fits")
+    assert not FaultConfig(only="/level2/").applies_to("/ibe/data/spherex/qr2/spectral_wcs/x.fits")
+
+
+def test_stall_holds_the_response_past_a_client_timeout(archive, caplog):
+    """Not a byte for `stall_s`: a client with a shorter read timeout gives up (logged as gone, no server
+    traceback); a patient one gets it all."""
+    root, rel, data = archive
+    with serve_archive(root, faults={"stall": 1.0, "stall_s": 1.5}) as srv:
+        t = time.perf_counter()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.get(srv.file_url(rel), headers={"Range": "bytes=0-99"}, timeout=(5, 0.3))
+        assert time.perf_counter() - t < 1.4
+        (entry,) = srv.wait_for_log(1)
+        assert entry["fault"] == "stall" and entry["client_closed"] and entry["bytes"] == 0
+        assert "Error handling request" not in caplog.text
+        t = time.perf_counter()
+        r = requests.get(srv.file_url(rel), headers={"Range": "bytes=0-99"}, timeout=10)
+        assert r.status_code == 206 and r.content == data[:100]
+        assert time.perf_counter() - t >= 1.5
 
 
 def test_latency_and_bandwidth(archive):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from spxbatch.sim.server.state import FAULT, LOG, SERVER
+from spxbatch.sim.server.state import FAULT, LOG, SERVER, record
 
 CHUNK = 256 * 1024
 #: The media type of Level-2 files and uncompressed cutouts.
@@ -19,29 +19,38 @@ Piece = bytes | tuple[str, int, int]
 
 async def send(request: web.Request, status: int, headers: dict, pieces: list[Piece],
                content_type: str) -> web.StreamResponse:
-    """Stream `pieces` as the response body (headers only for HEAD)."""
+    """Stream `pieces` as the response body (headers only for HEAD); the access-log entry is recorded just
+    before the last byte goes out (the last chunk, or the headers when there is no body to send)."""
     total = sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
     srv = request.app[SERVER]
+    entry = request[LOG]
+    entry["status"] = status
+    fault = request.get(FAULT)
+    limit = 0 if request.method == "HEAD" else total // 2 if fault in ("drop", "truncate") else total
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_type = content_type
     resp.content_length = total
-    await resp.prepare(request)
-    entry = request[LOG]
+    if limit == 0:
+        record(request)
+    try:
+        await resp.prepare(request)
+    except ConnectionError:  # gone before the headers (it timed out on a stall): logged, no traceback
+        entry["client_closed"] = True
+        return resp
     if request.method == "HEAD":
         await resp.write_eof()
         return resp
-    fault = request.get(FAULT)
-    limit = total // 2 if fault in ("drop", "truncate") else total
     sent = 0
-    for chunk in _chunks(pieces):
-        chunk = chunk[: limit - sent]
-        if not chunk:
-            break
+    for chunk in _chunks(pieces, limit):
         await srv.bandwidth.consume(len(chunk))
+        if sent + len(chunk) == limit:
+            entry["bytes"] = limit
+            record(request)
         try:
             await resp.write(chunk)
         except ConnectionError:  # the client went away: log what was sent, no traceback
             entry["client_closed"] = True
+            entry["bytes"] = sent
             return resp
         sent += len(chunk)
         entry["bytes"] = sent
@@ -63,13 +72,21 @@ def _cut_short(request: web.Request, fault: str | None) -> None:
         transport.close()
 
 
-def _chunks(pieces: list[Piece]) -> Iterator[bytes]:
+def _chunks(pieces: list[Piece], limit: int) -> Iterator[bytes]:
+    """The body's first `limit` bytes, in chunks of at most CHUNK."""
+    left = limit
     for piece in pieces:
+        if left <= 0:
+            return
         if isinstance(piece, bytes):
+            piece = piece[:left]
+            left -= len(piece)
             for i in range(0, len(piece), CHUNK):
                 yield piece[i : i + CHUNK]
             continue
         path, start, length = piece
+        length = min(length, left)
+        left -= length
         with open(path, "rb") as fh:
             fh.seek(start)
             while length > 0:

@@ -1,5 +1,6 @@
 """The middleware around every request: the access-log entry, latency, and fault injection (an error status
-here; short bodies in `body.send`)."""
+or a stall here; short bodies in `body.send`). The entry is recorded before the response leaves (here for
+whole responses, in `body.send` for streamed ones), so a client that has its answer finds it in the log."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from aiohttp import web
 
 from spxbatch.level2.naming import IBE_ROOT
-from spxbatch.sim.server.state import FAULT, LOG, SERVER
+from spxbatch.sim.server.state import FAULT, LOG, SERVER, record
 
 #: Faults answered with a status instead of the handler's response.
 STATUS_FAULTS = ("http500", "http503", "http429")
@@ -24,14 +25,17 @@ async def realism(request: web.Request, handler):
     try:
         if srv.latency:
             await asyncio.sleep(srv.latency)
+        config = srv.faults.config
         is_file = request.path.startswith(f"/{IBE_ROOT}/")
-        if is_file or (srv.faults.config.include_tap and request.path.startswith("/TAP")):
+        if (is_file or (config.include_tap and request.path.startswith("/TAP"))) and config.applies_to(request.path):
             identity = f"{request.method} {request.path_qs} {entry['range']}"
-            request[FAULT] = srv.faults.draw(identity)
+            request[FAULT] = entry["fault"] = srv.faults.draw(identity)
         fault = request.get(FAULT)
+        if fault == "stall":
+            await asyncio.sleep(config.stall_s)
         if fault in STATUS_FAULTS:
             code = int(fault[4:])
-            headers = {} if code == 500 else {"Retry-After": str(srv.faults.config.retry_after)}
+            headers = {} if code == 500 else {"Retry-After": str(config.retry_after)}
             resp = web.Response(status=code, text=f"simulated fault {code}\n", headers=headers)
         else:
             resp = await handler(request)
@@ -45,7 +49,7 @@ async def realism(request: web.Request, handler):
     finally:
         if entry["status"] is None:
             entry["status"] = 500
-        srv.log(entry)
+        record(request)
 
 
 def _new_entry(request: web.Request) -> dict:
@@ -59,4 +63,5 @@ def _new_entry(request: web.Request) -> dict:
         "status": None,
         "bytes": 0,
         "client_closed": False,
+        "fault": None,
     }

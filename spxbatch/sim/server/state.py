@@ -69,13 +69,17 @@ class ArchiveServer:
     def wait_for_log(self, count: int, timeout: float = LOG_WAIT_S) -> list[dict]:
         """The access log once it holds at least `count` entries (since the last `clear_log`).
 
-        An entry is written when its handler returns, which can be after the client has read the whole
-        response: a test that reads the log right after its requests waits here first.
+        An answered request is logged before its last byte leaves; a request the client abandoned (closed
+        early, timed out on a stall) is logged when the server notices, later: a test expecting those waits here.
         """
         with self._logged:
             if not self._logged.wait_for(lambda: len(self.access_log) >= count, timeout):
                 raise TimeoutError(f"{len(self.access_log)} of {count} requests logged after {timeout} s")
             return list(self.access_log)
+
+    def set_faults(self, faults: FaultConfig | dict | None) -> None:
+        """Change the fault settings of the running server (an archive going down, then coming back)."""
+        self.faults.config = FaultConfig.coerce(faults)
 
     def clear_log(self) -> None:
         with self._logged:
@@ -110,3 +114,13 @@ SERVER = web.AppKey("server", ArchiveServer)
 LOG = web.RequestKey("log", dict)
 #: The fault drawn for a request, if any.
 FAULT = web.RequestKey("fault", str)
+#: Set once a request's access-log entry has been recorded.
+RECORDED = web.RequestKey("recorded", bool)
+
+
+def record(request: web.Request) -> None:
+    """Record the request's access-log entry, once: called before the response's last byte is sent, so that a
+    client holding the whole response always finds its request in the log (and again, harmlessly, at the end)."""
+    if not request.get(RECORDED):
+        request[RECORDED] = True
+        request.app[SERVER].log(request[LOG])
