@@ -63,7 +63,7 @@ def field_centre(field: str = "demo", ra: float | None = None, dec: float | None
     return float(ra) % 360.0, float(dec)
 
 
-#: Days after the survey's start at which the moving star is inside the field.
+#: Days after the survey's start at which the moving stars are where they were placed.
 MOVER_MID_DAYS = 60.0
 
 
@@ -97,7 +97,7 @@ def make_archive(
     artifacts: bool | None = None,
     calibration: bool = True,
     release: str = "qr2",
-    moving_star: bool = False,
+    moving_stars: int = 0,
 ) -> ArchiveInfo:
     """Write a simulated archive below `root` and return what was written.
 
@@ -109,17 +109,17 @@ def make_archive(
     their FLAGS go with them. `calibration` writes the calibration products of the release(s). `release`:
     'qr2' (QR2 files, the default: the same seed gives the same bytes as ever), 'qr3' (R7 files of QR3
     exposures) or 'mixed' (QR2 files, R7 reprocessings of some, QR3 exposures; see `releases`).
-    `moving_star` adds a bright high-proper-motion star (catalog position at J2016.0, ~5"/yr, so ~8 px
-    from it by the survey) and proper-motion columns to the catalog.
+    `moving_stars` adds that many bright, isolated high-proper-motion stars (catalog positions at J2016.0,
+    3-6"/yr, so 5-10 px from them by the survey) and proper-motion columns to the catalog.
     """
     root = Path(root)
     artifacts = noise if artifacts is None else artifacts
     ra0, dec0 = field_centre(field, ra, dec)
     n_visits = n_visits or (VISITS_DEEP if deep else VISITS_WIDE)
     sources = field_sources(npix=npix, seed=seed, field=field, ra=ra, dec=dec, n_sources=n_sources)
-    if moving_star:
-        sources = sky.add_moving_star(sources, ra0, dec0, FIELD_RADIUS * npix, seed, field,
-                                      survey.START_MJD + MOVER_MID_DAYS)
+    if moving_stars:
+        sources = sky.add_moving_stars(sources, ra0, dec0, FIELD_RADIUS * npix, seed, field,
+                                       survey.START_MJD + MOVER_MID_DAYS, moving_stars)
     dets = {d: Detector(d, npix) for d in range(1, 7)}
     exposures, jobs = releases.plan(release, n_visits, npix, seed, field, deep, sources, dets, ra0, dec0)
     # An archive that ships QR3's l3_flux_corrections has QR2-processed files with the error they undo.

@@ -126,38 +126,38 @@ def flux_ujy(sources: pd.DataFrame, wavelength_um, mjd) -> np.ndarray:
     return cont * shape * var
 
 
-#: The high-proper-motion star's motion (mas/yr, pmra including cos dec) and its catalog epoch (Julian year).
-MOVER_PM_MASYR = (4200.0, -2900.0)
+#: High-proper-motion stars: total motion range (mas/yr; Barnard's star moves 10"/yr), flux range (uJy at the
+#: pivot) and catalog epoch (Julian year).
+MOVER_PM_MASYR = (3000.0, 6000.0)
+MOVER_FLUX_UJY = (3.0e3, 6.0e4)
 MOVER_EPOCH = 2016.0
 
 
-def add_moving_star(sources: pd.DataFrame, ra: float, dec: float, radius_px: float, seed: int, field: str,
-                    mid_mjd: float) -> pd.DataFrame:
-    """The source table with one bright, isolated high-proper-motion star (a Barnard's-star-like 5"/yr)
-    added, placed so that it is inside the field at `mid_mjd`, and proper-motion columns (pmra, pmdec in
-    mas/yr, epoch in Julian years) for every source (zero motion for the others)."""
-    rng = rng_for(seed, "mover", field)
+def add_moving_stars(sources: pd.DataFrame, ra: float, dec: float, radius_px: float, seed: int, field: str,
+                     mid_mjd: float, n: int) -> pd.DataFrame:
+    """The source table with `n` bright, isolated high-proper-motion stars added (3-6"/yr in random
+    directions, so several pixels from their catalog positions by the survey), each placed where it is
+    farthest from every other source at `mid_mjd`, and proper-motion columns (pmra, pmdec in mas/yr, epoch in
+    Julian years) for every source (zero motion for the others)."""
+    rng = rng_for(seed, "movers", field)
     rad = radius_px * PIXEL_SCALE_ARCSEC
-    # of 64 candidate places inside the field, the one farthest from every other source
-    r, phi = rad * np.sqrt(rng.uniform(0.02, 0.4, 64)), rng.uniform(0, 2 * np.pi, 64)
-    cand_ra, cand_dec = offsets_to_sky(ra, dec, r * np.cos(phi), r * np.sin(phi))
     cos_dec = np.cos(np.radians(dec))
-    sep = np.hypot((cand_ra[:, None] - sources["ra"].to_numpy()[None, :]) * cos_dec,
-                   cand_dec[:, None] - sources["dec"].to_numpy()[None, :])
-    best = int(np.argmax(sep.min(axis=1)))
-    r_now, d_now = cand_ra[best], cand_dec[best]
-    star = sources.iloc[[0]].copy()
-    star["name"] = f"{field}-pm001"
-    star["kind"], star["f0_ujy"], star["alpha"] = "star", 2.0e4, -2.0
-    star[["line1_um", "line2_um"]] = np.nan
-    star[["line1_amp", "line2_amp", "var_amp", "var_period_d", "var_phase"]] = 0.0
-    out = pd.concat([sources.assign(pmra=0.0, pmdec=0.0, epoch=MOVER_EPOCH),
-                     star.assign(pmra=MOVER_PM_MASYR[0], pmdec=MOVER_PM_MASYR[1], epoch=MOVER_EPOCH)],
-                    ignore_index=True)
-    # its catalog position: where it was at the epoch, so that it is at (r_now, d_now) at mid_mjd
-    ra0, dec0 = positions_at(out.iloc[[-1]].assign(ra=r_now, dec=d_now, epoch=_jyear(mid_mjd)),
-                             _mjd(MOVER_EPOCH))
-    out.loc[out.index[-1], ["ra", "dec"]] = float(ra0[0]), float(dec0[0])
+    out = sources.assign(pmra=0.0, pmdec=0.0, epoch=MOVER_EPOCH)
+    for k in range(n):
+        r, phi = rad * np.sqrt(rng.uniform(0.02, 0.5, 64)), rng.uniform(0, 2 * np.pi, 64)
+        cand_ra, cand_dec = offsets_to_sky(ra, dec, r * np.cos(phi), r * np.sin(phi))
+        sep = np.hypot((cand_ra[:, None] - out["ra"].to_numpy()[None, :]) * cos_dec,
+                       cand_dec[:, None] - out["dec"].to_numpy()[None, :])
+        best = int(np.argmax(sep.min(axis=1)))
+        pm, angle = rng.uniform(*MOVER_PM_MASYR), rng.uniform(0, 2 * np.pi)
+        star = sources.iloc[[0]].assign(
+            name=f"{field}-pm{k + 1:03d}", kind="star", f0_ujy=10 ** rng.uniform(*np.log10(MOVER_FLUX_UJY)),
+            alpha=-2.0, line1_um=np.nan, line2_um=np.nan, line1_amp=0.0, line2_amp=0.0, var_amp=0.0,
+            var_period_d=0.0, var_phase=0.0, pmra=pm * np.sin(angle), pmdec=pm * np.cos(angle),
+            ra=cand_ra[best], dec=cand_dec[best], epoch=_jyear(mid_mjd))
+        # its catalog position: where it was at the catalog epoch, so that it is at the chosen place at mid_mjd
+        ra0, dec0 = positions_at(star, _mjd(MOVER_EPOCH))
+        out = pd.concat([out, star.assign(ra=ra0, dec=dec0, epoch=MOVER_EPOCH)], ignore_index=True)
     return out
 
 
