@@ -74,11 +74,11 @@ TRANSIENT = {
     "http503_level2": {"http503": 0.3, "retry_after": 0, "only": LEVEL2},
     "drop": {"drop": 0.3},
     "truncate": pytest.param({"truncate": 0.3}, marks=_SLOW),
-    "stall": {"stall": 0.1, "stall_s": 3.0},
+    "stall": pytest.param({"stall": 0.1, "stall_s": 3.0}, marks=_SLOW),
     # the calibration products' size probes met transient errors too: once taken for a 404 (fixed in
     # archive/io._classify), a product was skipped for the whole process and fluxes changed
     "http500_everywhere": pytest.param({"http500": 0.3}, marks=_SLOW),
-    "http503_everywhere": {"http503": 0.3, "retry_after": 0},
+    "http503_everywhere": pytest.param({"http503": 0.3, "retry_after": 0}, marks=_SLOW),
     "calibration_500_503_truncate": {"http500": 0.15, "http503": 0.15, "truncate": 0.05, "retry_after": 0,
                                      "only": CALIBRATION},
 }

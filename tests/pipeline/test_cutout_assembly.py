@@ -16,6 +16,7 @@ from spxbatch.plan.plan import Plan
 from spxbatch.sim.server.lifecycle import serve_archive
 
 
+@pytest.mark.slow  # 38 s; assembly of conformed parts is also covered by tests/pipeline/test_rundir.py
 def test_a_cutout_run_assembles_and_a_failed_assembly_keeps_the_parts(sim_archive, tmp_path):
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the cube's folder should be")  # makes writing the cube fail
