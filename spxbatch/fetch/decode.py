@@ -67,6 +67,7 @@ def regions_from_ranges(fmap: FitsMap, plan: RangePlan, blobs: tuple[bytes, ...]
     whole = {name: (span[0], blob) for (name, span), blob in zip(plan.whole_planes, blobs[len(blobs) - n_whole:],
                                                                  strict=True)}
     blob = iter(blobs[:len(blobs) - n_whole])
+    tables = {name: tile_table(fmap, name) for name in layout.compressed_planes}  # parsed once per plan
     regions: Regions = []
     for read in plan.reads:
         x0, x1, y0, y1, members = read.box
@@ -76,14 +77,14 @@ def regions_from_ranges(fmap: FitsMap, plan: RangePlan, blobs: tuple[bytes, ...]
             if name not in layout.compressed_planes:
                 planes[name] = b"".join(next(blob) for _ in range(per_plane))
                 continue
+            tiles = tables[name]
             if name in whole:
                 start, data = whole[name]
-                tiles = tile_table(fmap, name)
                 lo, hi = tiles.heap_span(*tiles.tiles_for_rows(y0, y1))
                 span = data[lo - start:hi - start]
             else:
                 span = next(blob)
-            planes[name] = compressed_box(fmap, name, (x0, x1, y0, y1), span)
+            planes[name] = compressed_box(tiles, (x0, x1, y0, y1), span)
         regions.append((region_from_planes(fmap, (x0, x1, y0, y1), planes, psf, wave), members))
     return regions
 

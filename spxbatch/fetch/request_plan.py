@@ -29,7 +29,7 @@ from spxbatch.fetch.geometry import (
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.fitsmap import FitsMap
 from spxbatch.level2.layout import PLANE_ITEMSIZE, PLANES, Layout, check_fitsmap
-from spxbatch.level2.tiled import tile_table
+from spxbatch.level2.tiled import TileTable, tile_table
 from spxbatch.level2.wcs import sky_to_parent_pixel
 from spxbatch.sky import mean_direction
 
@@ -188,31 +188,31 @@ def _range_plan(fmap: FitsMap, layout: Layout, strategy: str, boxes: list[Box], 
                 options: FetchOptions, transport: Transport, fallback: RangePlan | None = None,
                 note: str = "") -> RangePlan:
     """The byte ranges of every plane of each box (a compressed plane's tiles, or that plane whole)."""
+    tables = {name: tile_table(fmap, name) for name in layout.compressed_planes}  # parsed once per plan
     whole = {name: (fmap[name].data_offset, fmap[name].data_offset + fmap[name].data_size)
-             for name in layout.planes if name in layout.compressed_planes
-             and _read_whole(fmap, name, boxes, options, transport)}
-    reads = tuple(RegionRead(b, tuple(r for name in PLANES for r in _plane_ranges(fmap, layout, name, b, whole)))
+             for name, tiles in tables.items() if _read_whole(fmap, name, tiles, boxes, options, transport)}
+    reads = tuple(RegionRead(b, tuple(r for name in PLANES for r in _plane_ranges(fmap, tables, name, b, whole)))
                   for b in boxes)
     return RangePlan(strategy, fmap.url, fmap.size, reads, off_image, fallback, note, tuple(whole.items()))
 
 
-def _plane_ranges(fmap: FitsMap, layout: Layout, name: str, box: Box,
+def _plane_ranges(fmap: FitsMap, tables: dict[str, TileTable], name: str, box: Box,
                   whole: dict[str, tuple[int, int]]) -> list[tuple[int, int]]:
-    """The byte ranges of one plane of one box: its rows' segments, or a compressed plane's tiles' heap
-    bytes (none when that plane is read whole)."""
+    """The byte ranges of one plane of one box: its rows' segments, or a compressed plane's (`tables`)
+    tiles' heap bytes (none when that plane is read whole)."""
     x0, x1, y0, y1, _ = box
-    if name not in layout.compressed_planes:
+    if name not in tables:
         return fmap.box_ranges(name, x0, x1, y0, y1)
     if name in whole:
         return []
-    tiles = tile_table(fmap, name)
+    tiles = tables[name]
     return [tiles.heap_span(*tiles.tiles_for_rows(y0, y1))]
 
 
-def _read_whole(fmap: FitsMap, name: str, boxes: list[Box], options: FetchOptions, transport: Transport) -> bool:
+def _read_whole(fmap: FitsMap, name: str, tiles: TileTable, boxes: list[Box], options: FetchOptions,
+                transport: Transport) -> bool:
     """Whether a compressed plane is cheaper read whole than as its boxes' tiles (always, when its tiles
     do not span whole rows)."""
-    tiles = tile_table(fmap, name)
     if not tiles.rows_tiled:
         return True
     spans = [tiles.heap_span(*tiles.tiles_for_rows(y0, y1)) for _, _, y0, y1, _ in boxes]

@@ -13,7 +13,7 @@ from spxbatch.level2.epsf import EPSFTable, read_epsf
 from spxbatch.level2.fitsmap import FitsMap
 from spxbatch.level2.layout import PLANES, R7, Layout, check_hdul
 from spxbatch.level2.region import ImageRegion, PSFCube, WaveTable, native, parent_origin
-from spxbatch.level2.tiled import tile_table
+from spxbatch.level2.tiled import TileTable
 
 #: ImageRegion attribute of each pixel plane.
 PLANE_ATTRS = {"IMAGE": "image", "FLAGS": "flags", "VARIANCE": "variance", "ZODI": "zodi"}
@@ -87,11 +87,11 @@ def region_from_hdul(
     )
 
 
-def compressed_box(fmap: FitsMap, name: str, box: tuple[int, int, int, int], span: bytes) -> np.ndarray:
+def compressed_box(tiles: TileTable, box: tuple[int, int, int, int], span: bytes) -> np.ndarray:
     """The pixels of `box` = (x0, x1, y0, y1) of a tile-compressed plane, from the heap bytes of its rows'
-    tiles (`tile_table(fmap, name).heap_span`)."""
+    tiles (`tiles.heap_span`)."""
     x0, x1, y0, y1 = box
-    return tile_table(fmap, name).rows_from_heap(y0, y1, span)[:, x0:x1]
+    return tiles.rows_from_heap(y0, y1, span)[:, x0:x1]
 
 
 def region_from_planes(fmap: FitsMap, box: tuple[int, int, int, int], planes: Mapping[str, bytes | np.ndarray],
