@@ -20,6 +20,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+from photometry_speed import timed  # noqa: E402
 
 from spxbatch.level2.epsf import read_epsf  # noqa: E402
 from spxbatch.level2.wcs import celestial_wcs  # noqa: E402
@@ -33,18 +34,6 @@ MODES = {
     "psf": PhotometryConfig(photometry="psf", flux_source="psf"),
     "both": PhotometryConfig(),
 }
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of `repeats` calls after one warm-up call."""
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return float(np.median(wall)), float(np.median(cpu))
 
 
 def main() -> None:

@@ -55,8 +55,14 @@ def sim_run(sim_archive, tmp_path_factory):
 @pytest.fixture(scope="session")
 def truth(sim_archive):
     """The truth of `sim_archive`'s measurements, with each source's catalog position."""
-    import pandas as pd
+    from truth_match import truth_with_positions
 
-    m = pd.read_parquet(sim_archive.truth["measurements"])
-    cat = pd.read_csv(sim_archive.truth["catalog"]).set_index("name")
-    return m.join(cat[["ra", "dec"]], on="name")
+    return truth_with_positions(sim_archive)
+
+
+@pytest.fixture(scope="session")
+def truth_qr3(sim_archive_qr3):
+    """The truth of `sim_archive_qr3`'s measurements, with each source's catalog position."""
+    from truth_match import truth_with_positions
+
+    return truth_with_positions(sim_archive_qr3)

@@ -11,6 +11,13 @@ import pandas as pd
 from spxbatch.cube.export import measurements_table
 
 
+def truth_with_positions(info) -> pd.DataFrame:
+    """Every truth (source, file) row of an archive, with its source's catalog ra and dec."""
+    m = pd.read_parquet(info.truth["measurements"])
+    cat = pd.read_csv(info.truth["catalog"]).set_index("name")
+    return m.join(cat[["ra", "dec"]], on="name")
+
+
 def current_truth(archive_root: Path, min_px: float = 10.0) -> pd.DataFrame:
     """The truth's rows of the newest processings (the ones a correct run measures), with `isolated`: no
     other source within `min_px` on the same file, i.e. none in the background annulus."""

@@ -22,15 +22,6 @@ def server(sim_archive_qr3):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def truth_qr3(sim_archive_qr3):
-    import pandas as pd
-
-    m = pd.read_parquet(sim_archive_qr3.truth["measurements"])
-    cat = pd.read_csv(sim_archive_qr3.truth["catalog"]).set_index("name")
-    return m.join(cat[["ra", "dec"]], on="name")
-
-
 def _fetch(path: str, server, info, relpath: str, ra, dec):
     """One image's fetch by `path` ('local' reads the archive as a mirror)."""
     opts = FetchOptions(merge_gap_rows=2, boxes=path != "range-strips", calibration=False)

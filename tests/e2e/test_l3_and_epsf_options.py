@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from truth_match import truth_with_positions
 
 from spxbatch.fetch.cache import FetchCache
 from spxbatch.fetch.fetch import fetch_image
@@ -22,9 +23,8 @@ HALF = 12
 
 @pytest.fixture(scope="module")
 def truth(sim_archive_mixed):
-    m = pd.read_parquet(sim_archive_mixed.truth["measurements"])
-    cat = pd.read_csv(sim_archive_mixed.truth["catalog"]).set_index("name")
-    return m[~m.superseded].join(cat[["ra", "dec"]], on="name")
+    t = truth_with_positions(sim_archive_mixed)
+    return t[~t.superseded]
 
 
 def _measure(info, truth, relpath: str, **options) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from fetch_checks import HALF, sources_on
+from truth_match import truth_with_positions
 
 from spxbatch.archive.location import relative_to_root
 from spxbatch.fetch.cache import FetchCache
@@ -71,8 +72,7 @@ def test_newest_delivery_per_detector(sim_archive_mixed, over):
 
 def test_a_level2_only_mirror_measures_every_image_without_calibration(sim_archive_qr3, tmp_path):
     info = level2_only(sim_archive_qr3, tmp_path / "l2")
-    truth = pd.read_parquet(info.truth["measurements"]).join(
-        pd.read_csv(info.truth["catalog"]).set_index("name")[["ra", "dec"]], on="name")
+    truth = truth_with_positions(info)
     for rel in info.files[:3]:
         ra, dec = sources_on(truth, rel, 3)
         row = {"url": "", "relpath": f"{IBE_ROOT}/{rel}", "detector": int(rel.split("/")[4])}

@@ -21,22 +21,13 @@ SINGLE = Transport(local=False, multirange=False, ranges_per_request=1, cutout_s
 
 
 @pytest.fixture(scope="module")
-def r7_file(sim_archive_qr3, truth_qr3_rows):
+def r7_file(sim_archive_qr3, truth_qr3):
     relpath = sim_archive_qr3.files[0]
     path = sim_archive_qr3.root / relpath
     reader = FileReader(path)
     fmap = scan_fits(reader, len(reader.data), str(path))
-    rows = truth_qr3_rows[truth_qr3_rows.relpath == relpath].sort_values("y")
+    rows = truth_qr3[truth_qr3.relpath == relpath].sort_values("y")
     return path, reader, fmap, rows
-
-
-@pytest.fixture(scope="module")
-def truth_qr3_rows(sim_archive_qr3):
-    import pandas as pd
-
-    m = pd.read_parquet(sim_archive_qr3.truth["measurements"])
-    cat = pd.read_csv(sim_archive_qr3.truth["catalog"]).set_index("name")
-    return m.join(cat[["ra", "dec"]], on="name")
 
 
 def _regions(fmap, reader, plan, path):
