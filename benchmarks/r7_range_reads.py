@@ -1,18 +1,19 @@
 """Range reads against whole-file reads of R7 (QR3) files over loopback HTTP: bytes, requests and time per
 image and per measurement, next to the physical bound, and a check that both give bit-identical fluxes.
 
-Builds (or reuses) a simulated QR3 archive of full-size 2040 x 2040 detectors (two exposures: eight R7
-files with tile-compressed FLAGS and an EPSF table; two detectors hold ~1,460 sources on one exposure
-and a few on the other), serves it on loopback, plans the catalog through TAP as a run does, then fetches
-and measures those two full images with `--fetch range` and `--fetch whole` for 10, 100 and 1000 of
-their sources. 'cold' is a fresh cache (the first image of a detector on a worker: header scan, ePSF
-table, calibration reads); 'warm' is the steady state of a long run: the cache primed by the other image
-of the same detector, so its ePSF and the calibration blocks already read are cached but the image's own
-header scan is not. Bytes are the server's: the level-2 file's (against its size) and the calibration
-products' (and listings') apart. The physical bound is the bytes the measurements themselves need: the
-union of the pixels within each source's background reach (aperture + annulus) in the four planes
-(IMAGE, FLAGS as decompressed int32, VARIANCE, ZODI; 16 bytes a pixel) plus one EPSF table row per zone
-used; headers excluded.
+Builds (or reuses) a simulated QR3 archive of full-size 2040 x 2040 detectors (two exposures: eight R7 files
+with tile-compressed FLAGS and an EPSF table; two detectors hold ~1,460 sources on one exposure and a few on
+the other), serves it on loopback, plans the catalog through TAP as a run does, then fetches and measures
+those two full images with `--fetch range` and `--fetch whole` for 10, 100 and 1000 of their sources. 'cold'
+is a fresh cache (the first image of a detector on a worker: header scan, ePSF table, calibration reads);
+'warm' is the steady state of a long run: the cache primed by the other image of the same detector, so its
+ePSF and the calibration blocks already read are cached but the image's own header scan is not; 'second run'
+is a fresh process of a later run: nothing in memory, but the persistent product store (`fetch.store`) filled
+by an earlier run of the image (its PSF and calibration bytes). Bytes are the server's: the level-2 file's
+(against its size) and the calibration products' (and listings') apart. The physical bound is the bytes the
+measurements themselves need: the union of the pixels within each source's background reach (aperture +
+annulus) in the four planes (IMAGE, FLAGS as decompressed int32, VARIANCE, ZODI; 16 bytes a pixel) plus one
+EPSF table row per zone used; headers excluded.
 
     python benchmarks/r7_range_reads.py [--root DIR] [--npix 2040] [--counts 10,100,1000] [--repeats 3]
         [--latency 0.02] [--bandwidth 0]
@@ -31,6 +32,7 @@ import pandas as pd
 from astropy.io import fits
 
 from spxbatch.fetch.cache import FetchCache
+from spxbatch.fetch.store import ProductStore
 from spxbatch.level2.constants import DETECTOR_NPIX
 from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.photometry import PhotometryConfig
@@ -79,13 +81,24 @@ def subsample(job: ImageJob, count: int) -> ImageJob:
     return ImageJob(job.image, job.source_index[pick], job.ra[pick], job.dec[pick])
 
 
-def measure_once(job: ImageJob, fetch: str, phot: PhotometryConfig, options, srv,
-                 primer: ImageJob | None) -> tuple[pd.DataFrame, dict]:
-    """Fetch and measure one image from a fresh cache (primed with `primer` when warm): its measurements,
-    and the server's bytes of its file and of everything else, its requests and seconds."""
-    cache = FetchCache()
-    if primer is not None:
-        measure_image(primer, fetch, phot, options, cache)
+def measure_once(job: ImageJob, fetch: str, phot: PhotometryConfig, options, srv, state: str,
+                 primer: ImageJob) -> tuple[pd.DataFrame, dict]:
+    """Fetch and measure one image from a fresh cache ('warm': primed with `primer`; 'second run': with a
+    product store that a previous run of the same image filled): its measurements, and the server's bytes of
+    its file and of everything else, its requests and seconds."""
+    with tempfile.TemporaryDirectory() as store_dir:
+        store = ProductStore(store_dir, max_bytes=10**10) if state == "second run" else None
+        if state == "second run":
+            measure_image(job, fetch, phot, options, FetchCache(store=store))
+        cache = FetchCache(store=store)
+        if state == "warm":
+            measure_image(primer, fetch, phot, options, cache)
+        return _measured(job, fetch, phot, options, srv, cache)
+
+
+def _measured(job: ImageJob, fetch: str, phot: PhotometryConfig, options, srv,
+              cache: FetchCache) -> tuple[pd.DataFrame, dict]:
+    """Measure one image through `cache`: the measurements and the server's figures of that call."""
     srv.clear_log()
     t0 = time.monotonic()
     table, meta = measure_image(job, fetch, phot, options, cache)
@@ -130,12 +143,12 @@ def main() -> None:
         targets = [j for j in jobs if int(j.image["image_id"]) in primers]
         for count in counts:
             for fetch in ("range", "whole"):
-                for state in ("cold", "warm"):
+                for state in ("cold", "warm", "second run"):
                     per_image, tables = [], []
                     for target in targets:
                         image_id = int(target.image["image_id"])
-                        primer = primers[image_id] if state == "warm" else None
-                        passes = [measure_once(subsample(target, count), fetch, phot, options, srv, primer)
+                        passes = [measure_once(subsample(target, count), fetch, phot, options, srv, state,
+                                               primers[image_id])
                                   for _ in range(args.repeats)]
                         tables += [t for t, _ in passes]
                         totals = passes[0][1]

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from spxbatch.fetch.store import CACHE_ENV, NO_CACHE
 from spxbatch.sim import ArchiveInfo, make_archive
 
 #: The small test archive: 128 px images, 8 exposures (15 files, ~80 MB, ~3 s).
 SIM_TEST_CONFIG = {"npix": 128, "seed": 7, "n_visits": 8}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_shared_product_cache():
+    """Runs made by session and module fixtures use no persistent product cache, so that no test's PSF and
+    calibration bytes make another test's runs warm (each test gets its own cache, below)."""
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = NO_CACHE
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
+@pytest.fixture(autouse=True)
+def product_cache_dir(tmp_path, monkeypatch):
+    """The default persistent product cache (`fetch.store`) of this test's runs: fresh, in its tmp_path."""
+    path = tmp_path / "product-cache"
+    monkeypatch.setenv(CACHE_ENV, str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """Per-process cache of what many images share: HDU offset tables, PSF cubes and calibration pixels.
 
+Behind it, `store` (`fetch.store`, shared by runs and by the processes of a node) keeps the PSF and
+calibration bytes across runs: what this process has not read yet is looked up there before the archive.
+
 PSF cubes are stored by CONTENT (sha1 of the bytes): an index maps (detector, version, PSF-header digest)
 to a content hash, so the 4.9 MB cube is read once per detector and processing version (and once more only
 if a file's PSF header differs, e.g. a second cube shipped under the same version), and equal cubes share
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from spxbatch.fetch.store import ProductStore
 from spxbatch.files import atomic_write_bytes
 from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.fitsmap import FitsMap
@@ -82,7 +86,9 @@ class FetchCache:
     #: never share an entry): ('where', ...) -> where a product lies, (path[, extension]) -> FitsMap /
     #: CalibPlane, or a string saying why it is unavailable.
     calib: dict[tuple, FitsMap | CalibPlane | str] = field(default_factory=dict)
-    #: How many PSF cubes were read over the wire (for tests and the benchmark).
+    #: The persistent cache shared by runs (None: none).
+    store: ProductStore | None = None
+    #: How many PSF models were read over the wire (for tests and the benchmark).
     psf_reads: int = 0
 
     def get_fitsmap(self, url: str) -> FitsMap | None:
@@ -113,24 +119,30 @@ class FetchCache:
     def _disk_path(self, url: str) -> Path:
         return Path(self.disk_dir) / "fitsmaps" / f"{content_hash(url.encode())}.json.gz"
 
+    def stored_bytes(self, store_key: str | None, read: Callable[[], bytes]) -> bytes:
+        """Bytes runs share: from the persistent store under `store_key` when it holds them, else `read()`
+        (from the archive) and stored; `store_key` None: not storable, always read."""
+        data = self.store.get(store_key) if self.store is not None and store_key else None
+        if data is None:
+            data = read()
+            if self.store is not None and store_key:
+                self.store.put(store_key, data)
+        return data
+
     def psf_cube(self, key: tuple, load: Callable[[], bytes], dtype: np.dtype,
                  shape: tuple[int, ...]) -> np.ndarray:
         """The PSF cube for `key`, loading its raw big-endian bytes with `load` only the first time."""
         digest = self.psf_index.get(key)
         if digest is None:
-            raw = load()
-            self.psf_reads += 1
-            digest = self.add_psf_bytes(raw, dtype, shape)
+            digest = self.add_psf_bytes(load(), dtype, shape)
             self.psf_index[key] = digest
         return self.psf_cubes[digest]
 
-    def epsf_table(self, key: tuple, load: Callable[[], EPSFTable], free: bool) -> EPSFTable:
-        """The ePSF table for `key`, loaded with `load` only the first time (equal tables shared by content;
-        `free`: its bytes are in hand, so loading it is no PSF read)."""
+    def epsf_table(self, key: tuple, load: Callable[[], EPSFTable]) -> EPSFTable:
+        """The ePSF table for `key`, loaded with `load` only the first time (equal tables shared by content)."""
         table = self.epsf_tables.get(key)
         if table is None:
             table = load()
-            self.psf_reads += not free
             table = next((t for t in self.epsf_tables.values() if t.digest == table.digest), table)
             self.epsf_tables[key] = table
         return table
@@ -148,9 +160,12 @@ class FetchCache:
 _PROCESS_CACHE: FetchCache | None = None
 
 
-def process_cache(disk_dir: str | None = None) -> FetchCache:
-    """The module-level cache of this process (Dask workers each get their own)."""
+def process_cache(disk_dir: str | None = None, store: ProductStore | None = None) -> FetchCache:
+    """The module-level cache of this process (Dask workers each get their own); a new one when `disk_dir`
+    or `store` (when given) differ from the held one's."""
     global _PROCESS_CACHE
-    if _PROCESS_CACHE is None or (disk_dir and _PROCESS_CACHE.disk_dir != disk_dir):
-        _PROCESS_CACHE = FetchCache(disk_dir=disk_dir)
+    held = _PROCESS_CACHE.store if _PROCESS_CACHE is not None else None
+    other_store = store is not None and (held is None or held.root != store.root)
+    if _PROCESS_CACHE is None or (disk_dir and _PROCESS_CACHE.disk_dir != disk_dir) or other_store:
+        _PROCESS_CACHE = FetchCache(disk_dir=disk_dir, store=store)
     return _PROCESS_CACHE

@@ -21,6 +21,7 @@ from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import CALIB_BLOCK_ROWS, CalibPlane
 from spxbatch.fetch.calibration_files import calibration_file
 from spxbatch.fetch.execute import FetchContext, scan_headers
+from spxbatch.fetch.store_keys import block_key
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
 from spxbatch.level2.layout import R7_MAJOR, pipeline_major
@@ -125,22 +126,37 @@ def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, ext
 
 
 def _rows(ctx: FetchContext, plane: CalibPlane, y0: int, y1: int) -> np.ndarray:
-    """Rows y0..y1-1 of a calibration plane, reading the blocks not held yet (consecutive ones as one range)
-    through this image's context."""
-    want = plane.missing_blocks(y0, y1)
-    if want:
-        runs: list[list[int]] = []
-        for b in want:
-            if runs and b == runs[-1][-1] + 1:
-                runs[-1].append(b)
-            else:
-                runs.append([b])
-        fmap, entry = plane.fmap, plane.fmap[plane.extname]
-        ny, nx = entry.shape
-        spans = [(run[0] * CALIB_BLOCK_ROWS, min(ny, (run[-1] + 1) * CALIB_BLOCK_ROWS)) for run in runs]
+    """Rows y0..y1-1 of a calibration plane: blocks not held yet come from the persistent store, else are
+    read (consecutive ones as one range) through this image's context and stored."""
+    fmap, entry = plane.fmap, plane.fmap[plane.extname]
+    ny, nx = entry.shape
+
+    def keep(k: int, raw: bytes) -> None:
+        rows = len(raw) // (nx * entry.dtype.itemsize)
+        plane.blocks[k] = native(np.frombuffer(raw, dtype=entry.dtype).reshape(rows, nx))
+
+    store = ctx.cache.store
+    want = []
+    for k in plane.missing_blocks(y0, y1):
+        raw = store.get(block_key(fmap, entry, k, CALIB_BLOCK_ROWS)) if store is not None else None
+        if raw is None:
+            want.append(k)
+        else:
+            keep(k, raw)
+    runs: list[list[int]] = []
+    for b in want:
+        if runs and b == runs[-1][-1] + 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    spans = [(run[0] * CALIB_BLOCK_ROWS, min(ny, (run[-1] + 1) * CALIB_BLOCK_ROWS)) for run in runs]
+    if spans:
         blobs = ctx.read_ranges(fmap.url, [fmap.row_range(plane.extname, a, b) for a, b in spans], fmap.size)
-        for run, blob, (a, b) in zip(runs, blobs, spans, strict=True):
-            arr = native(np.frombuffer(blob, dtype=entry.dtype).reshape(b - a, nx))
-            for k in run:
-                plane.blocks[k] = arr[(k - run[0]) * CALIB_BLOCK_ROWS:(k - run[0] + 1) * CALIB_BLOCK_ROWS]
+        block_bytes = CALIB_BLOCK_ROWS * nx * entry.dtype.itemsize
+        for run, blob in zip(runs, blobs, strict=True):
+            for i, k in enumerate(run):
+                raw = blob[i * block_bytes:(i + 1) * block_bytes]
+                keep(k, raw)
+                if store is not None:
+                    store.put(block_key(fmap, entry, k, CALIB_BLOCK_ROWS), raw)
     return plane.rows(y0, y1)

@@ -48,6 +48,11 @@ class FetchOptions:
     #: With multi-range requests, let the range strategy read only the sources' boxes (one byte range per
     #: row and plane) instead of full-width strips when the cost model says it is cheaper.
     boxes: bool = True
+    #: The persistent cache of PSF models and calibration pixels that runs share (`fetch.store`): 'auto'
+    #: ($SPXBATCH_CACHE_DIR, else $XDG_CACHE_HOME/spxbatch/products, else ~/.cache/spxbatch/products), a
+    #: folder, or 'none' (off); and the most it may hold, in GB.
+    cache_dir: str = "auto"
+    cache_max_gb: float = 4.0
     #: A local mirror root: when set, image relpaths are read in place below it (no server).
     file_root: str | None = None
 

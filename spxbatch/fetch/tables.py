@@ -19,9 +19,10 @@ from spxbatch.fetch.cache import header_digest
 from spxbatch.fetch.calibration import calibration_map
 from spxbatch.fetch.calibration_files import known_calibration_file
 from spxbatch.fetch.execute import FetchContext
+from spxbatch.fetch.store_keys import file_psf_key, product_key
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.epsf import EPSFTable, read_epsf
-from spxbatch.level2.fitsmap import FitsMap
+from spxbatch.level2.fitsmap import FitsMap, HDUEntry
 from spxbatch.level2.layout import R7, Layout, check_fitsmap
 from spxbatch.level2.read import epsf_from_bytes, wave_table_from_bytes
 from spxbatch.level2.region import PSFCube, WaveTable
@@ -58,31 +59,42 @@ class ImageTables:
                 return True
         return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
 
-    def psf_for_fitsmap(self, fmap: FitsMap) -> PSFChoice:
-        """The PSF of a scanned file (a range read of its PSF HDU only if the cache has no model for it)."""
-        layout = check_fitsmap(fmap)
-        entry = fmap[layout.psf_hdu]
+    def _hdu_bytes(self, fmap: FitsMap, entry: HDUEntry, store_key: str | None) -> bytes:
+        """The data bytes of HDU `entry` of a scanned file: from the persistent store under `store_key`, else
+        one range read (counted in `psf_reads`)."""
         span = [(entry.data_offset, entry.data_offset + entry.data_size)]
 
-        def own_bytes() -> bytes:
+        def read() -> bytes:
+            self.ctx.cache.psf_reads += 1
             return self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
 
+        return self.ctx.cache.stored_bytes(store_key, read)
+
+    def psf_for_fitsmap(self, fmap: FitsMap) -> PSFChoice:
+        """The PSF of a scanned file (its PSF HDU read, or taken from the persistent store, only if this
+        process holds no model for it)."""
+        layout = check_fitsmap(fmap)
+        entry = fmap[layout.psf_hdu]
+
+        def own_bytes() -> bytes:
+            return self._hdu_bytes(fmap, entry, file_psf_key(fmap.url, entry.header))
+
         if layout is R7:
-            return PSFChoice(self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes()), free=False))
+            return PSFChoice(self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes())))
         return self._psf(entry.header.copy(), entry.shape, entry.dtype, own_bytes, free=False)
 
     def psf_for_hdul(self, hdul: fits.HDUList, layout: Layout, what: str) -> PSFChoice:
         """The PSF of an opened whole file or cutout (its bytes came along: they fill the cache for free)."""
         hdu = hdul[layout.psf_hdu]
         if layout is R7:
-            return PSFChoice(self._epsf(hdu.header, lambda: read_epsf(hdu, what), free=True))
+            return PSFChoice(self._epsf(hdu.header, lambda: read_epsf(hdu, what)))
         big = np.dtype(hdu.data.dtype.newbyteorder(">"))
         return self._psf(hdu.header.copy(), hdu.data.shape, big, lambda: hdu.data.astype(big).tobytes(), free=True)
 
-    def _epsf(self, header: fits.Header, load: Callable[[], EPSFTable], free: bool) -> EPSFTable:
+    def _epsf(self, header: fits.Header, load: Callable[[], EPSFTable]) -> EPSFTable:
         """The file's ePSF table from the cache, by (detector, version, EPSF header digest), loaded once."""
         key = ("file", self.target.detector, self.target.version, header_digest(header))
-        return self.ctx.cache.epsf_table(key, load, free)
+        return self.ctx.cache.epsf_table(key, load)
 
     def _psf(self, header: fits.Header, shape: tuple[int, ...], dtype: np.dtype, own_bytes: Callable[[], bytes],
              free: bool) -> PSFChoice:
@@ -118,10 +130,9 @@ class ImageTables:
         if R7.psf_hdu not in fmap:
             return "epsf: no EPSF extension"
         entry = fmap[R7.psf_hdu]
-        span = [(entry.data_offset, entry.data_offset + entry.data_size)]
         key = ("qr3 epsf", self.target.detector, fmap.url)
         return self.ctx.cache.epsf_table(
-            key, lambda: epsf_from_bytes(fmap, self.ctx.read_ranges(fmap.url, span, fmap.size)[0]), free=False)
+            key, lambda: epsf_from_bytes(fmap, self._hdu_bytes(fmap, entry, product_key(fmap, entry))))
 
     def _average_psf(self) -> tuple[np.ndarray, str] | str:
         """The average_psf cube of the target's detector and its content digest, or why it is unavailable."""
@@ -131,9 +142,8 @@ class ImageTables:
         entry = next((h for h in fmap.hdus if len(h.shape) == 3), None)
         if entry is None:
             return "average_psf: no 3-D PSF extension"
-        span = [(entry.data_offset, entry.data_offset + entry.data_size)]
         key = ("average_psf", fmap.url)
-        cube = self.ctx.cache.psf_cube(key, lambda: self.ctx.read_ranges(fmap.url, span, fmap.size)[0],
+        cube = self.ctx.cache.psf_cube(key, lambda: self._hdu_bytes(fmap, entry, product_key(fmap, entry)),
                                        entry.dtype, entry.shape)
         return cube, self.ctx.cache.psf_index[key]
 

@@ -27,6 +27,7 @@ import yaml
 from spxbatch.archive.retry import RetryPolicy
 from spxbatch.errors import ConfigError
 from spxbatch.fetch.options import FetchOptions
+from spxbatch.fetch.store import resolve_store_dir
 from spxbatch.photometry.config import PhotometryConfig, photometry_config
 from spxbatch.pipeline.config_tables import ClusterConfig, PlanConfig, entry_value, photometry_value
 from spxbatch.pipeline.validation import Bound, field_types, typed_value, unknown_keys
@@ -120,6 +121,8 @@ class RunConfig:
         changes: dict[str, Any] = {"output": output, "run_dir": run_dir}
         if self.cluster.kind and not self.cluster.log_directory:
             changes["cluster"] = {"log_directory": str(Path(run_dir) / "logs")}  # not slurm-*.out in the cwd
+        # the client's choice of cache folder, so that every worker of the run uses the same one
+        changes["fetch_options"] = {"cache_dir": resolve_store_dir(self.fetch_options.cache_dir)}
         return self.updated(changes, "resolved paths")
 
     def fetch_options_for(self, file_root: str | None = None) -> FetchOptions:

@@ -112,6 +112,7 @@ BOUNDS: dict[tuple[type, str], Bound] = {
     **{(FetchOptions, name): Bound(0) for name in ("latency_s", "region_overhead_s", "cutout_service_s",
                                                    "cutout_margin_px", "merge_gap_rows")},
     (FetchOptions, "bandwidth_bps"): Bound(0, strict=True),
+    (FetchOptions, "cache_max_gb"): Bound(0, strict=True),
     (FetchOptions, "cutout_group_px"): Bound(1),
 }
 #: Ranges of the photometry options that PhotometryConfig does not check itself.

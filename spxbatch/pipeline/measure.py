@@ -16,6 +16,7 @@ from spxbatch.archive.location import resolve_archive
 from spxbatch.fetch.cache import FetchCache, process_cache
 from spxbatch.fetch.fetch import fetch_image
 from spxbatch.fetch.options import FetchOptions
+from spxbatch.fetch.store import open_store
 from spxbatch.level2.region import ImageRegion
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.photometry.measure import measure_region
@@ -96,7 +97,8 @@ def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive
     part per image in the run directory, return their small summaries."""
     rundir = RunDir(run_dir)
     options = task_fetch_options(config, archive)
-    cache = process_cache(disk_dir=str(rundir.path / "cache"))
+    cache = process_cache(disk_dir=str(rundir.path / "cache"),
+                          store=open_store(options.cache_dir, options.cache_max_gb))
     summaries = []
     for job in jobs:
         table, meta = measure_image(job, config.fetch, config.photometry_config, options, cache)
