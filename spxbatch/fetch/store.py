@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 
 from spxbatch.files import atomic_write_bytes
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "SPXBATCH_CACHE_DIR"
 #: The value of `cache_dir` (or of CACHE_ENV) that turns the cache off.
 NO_CACHE = "none"
+#: An entry's folder and file stem: the sha256 of its key.
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 def default_store_dir() -> str:
@@ -85,9 +88,12 @@ class ProductStore:
         return sum(size for _, _, size in self._entries())
 
     def _entries(self) -> list[tuple[float, Path, int]]:
-        """(last use, path, size) of every entry."""
+        """(last use, path, size) of every entry: files named as `_path` names them, so that nothing else in the
+        folder is ever counted or removed."""
         out = []
         for path in self.root.glob("??/*.bin"):
+            if not _ENTRY_NAME.fullmatch(f"{path.parent.name}{path.stem}"):
+                continue
             try:
                 st = path.stat()
             except OSError:  # removed by another process meanwhile

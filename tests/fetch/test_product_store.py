@@ -52,3 +52,13 @@ def test_cache_dir_auto_follows_the_environment_and_none_turns_it_off(tmp_path, 
     assert resolve_store_dir("auto") == NO_CACHE and open_store("auto", 1.0) is None
     assert open_store("none", 1.0) is None and open_store("", 1.0) is None
     assert open_store(str(tmp_path / "x"), 0.5).max_bytes == 500_000_000
+
+
+def test_trimming_never_removes_files_the_store_did_not_write(tmp_path):
+    mine = tmp_path / "ab" / "notes.bin"
+    mine.parent.mkdir()
+    mine.write_bytes(b"x" * 5000)  # the user's own file in a folder given as cache_dir
+    store = ProductStore(tmp_path, max_bytes=1_500)
+    store.put("a", b"a" * 1000)
+    store.put("b", b"b" * 1000)
+    assert mine.read_bytes() == b"x" * 5000 and store.size() <= 1_500
