@@ -1,10 +1,12 @@
 """Whole-pipeline scaling: 100, 1,000 and 10,000 catalog sources on a simulated 2040x2040 field served with
 added latency and a bandwidth cap. Reports wall time, measurements per second, bytes read per measurement
 and peak memory (client + workers), for the cost model's choice ('auto') against the whole-file baseline
-('whole') in the same run.
+('whole') in the same run, each with tasks fetching their images one after another (in flight 1) and
+several at once (`images_in_flight`). The persistent product cache is off: every run is cold.
 
     python benchmarks/pipeline_scaling.py [--sizes 100,1000,10000] [--visits 3] [--latency 0.02]
-        [--bandwidth 50e6] [--workers 2] [--executor dask|serial] [--dir /tmp/spx-bench]
+        [--bandwidth 50e6] [--workers 2] [--executor dask|serial] [--dir /tmp/spx-bench] [--in-flight 1,4]
+        [--fetches auto,whole]
 
 `--executor serial` measures in this process, one task at a time (no cluster to start): the baseline the
 Dask executor's parallelism is judged against.
@@ -72,9 +74,11 @@ def catalog_of(n: int, truth_catalog: Path, ra0: float, dec0: float, radius_deg:
     return path
 
 
-def run_once(catalog: Path, out: Path, url: str, fetch: str, workers: int, executor: str) -> dict:
+def run_once(catalog: Path, out: Path, url: str, fetch: str, workers: int, executor: str,
+             in_flight: int = 4) -> dict:
     cfg = RunConfig(catalog=str(catalog), output=str(out), archive=url, fetch=fetch, progress=False,
-                    cluster=ClusterConfig(workers=workers))
+                    cluster=ClusterConfig(workers=workers),
+                    fetch_options={"images_in_flight": in_flight, "cache_dir": "none"})
     pipe = Pipeline(cfg)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
@@ -82,7 +86,8 @@ def run_once(catalog: Path, out: Path, url: str, fetch: str, workers: int, execu
         wall = time.perf_counter() - t0
     totals = pipe.rundir.read_state()["stages"]["measure"]
     n = int(ds.sizes["obs"])
-    return {"executor": executor, "fetch": fetch, "sources": int(ds.sizes["source"]), "measurements": n, "wall_s": wall,
+    return {"executor": executor, "fetch": fetch, "in_flight": in_flight, "sources": int(ds.sizes["source"]),
+            "measurements": n, "wall_s": wall,
             "meas_per_s": n / wall, "bytes_per_meas": totals["bytes"] / max(n, 1),
             "requests": totals["requests"], "MB_read": totals["bytes"] / 1e6, "peak_mem_GB": mem.peak / 1e9}
 
@@ -96,6 +101,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--executor", choices=["dask", "serial"], default="dask")
     p.add_argument("--dir", default="/tmp/spx-bench")
+    p.add_argument("--in-flight", default="1,4", help="images each task fetches at once (1: one after another)")
+    p.add_argument("--fetches", default="auto,whole")
     args = p.parse_args()
     base = Path(args.dir)
     archive = base / "archive"
@@ -106,12 +113,13 @@ def main() -> None:
     with serve_archive(archive, latency=args.latency, bandwidth=args.bandwidth) as srv:
         for n in (int(s) for s in args.sizes.split(",")):
             cat = catalog_of(n, info.catalog, info.ra, info.dec, 1.2, n, base / f"cat{n}.csv")
-            for fetch in ("auto", "whole"):
-                out = base / f"cube_{n}_{fetch}.zarr"
-                for old in (out, out.with_suffix(".run")):
-                    shutil.rmtree(old, ignore_errors=True)
-                rows.append(run_once(cat, out, srv.url, fetch, args.workers, args.executor))
-                print(rows[-1], flush=True)
+            for fetch in args.fetches.split(","):
+                for in_flight in (int(k) for k in args.in_flight.split(",")):
+                    out = base / f"cube_{n}_{fetch}_{in_flight}.zarr"
+                    for old in (out, out.with_suffix(".run")):
+                        shutil.rmtree(old, ignore_errors=True)
+                    rows.append(run_once(cat, out, srv.url, fetch, args.workers, args.executor, in_flight))
+                    print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     workers = f"{args.workers} worker processes" if args.executor == "dask" else "serial, in this process"

@@ -18,14 +18,14 @@ import dataclasses
 import numpy as np
 
 from spxbatch.archive.io import ReadError
-from spxbatch.fetch.cache import CALIB_BLOCK_ROWS, CalibPlane
+from spxbatch.fetch.cache import CalibPlane
 from spxbatch.fetch.calibration_files import calibration_file
+from spxbatch.fetch.calibration_pixels import region_pixels
 from spxbatch.fetch.execute import FetchContext, scan_headers
-from spxbatch.fetch.store_keys import block_key
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
 from spxbatch.level2.layout import R7_MAJOR, pipeline_major
-from spxbatch.level2.region import ImageRegion, PSFCube, native
+from spxbatch.level2.region import ImageRegion, PSFCube
 
 #: Calibration pixels attached to regions: (product, extension, ImageRegion attribute).
 CALIBRATION_PLANES = (
@@ -75,7 +75,7 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
             notes.append(f"{product}/{extname}: shape {plane.shape} != image {regions[0][0].parent_shape}")
             continue
         # a transient failure raises ReadError: the image fails (and is retried), never measured without
-        pixels = [_rows(ctx, plane, r.y0, r.y0 + r.shape[0])[:, r.x0:r.x0 + r.shape[1]] for r, _ in regions]
+        pixels = region_pixels(ctx, plane, [(r.x0, r.x0 + r.shape[1], r.y0, r.y0 + r.shape[0]) for r, _ in regions])
         regions = [(dataclasses.replace(region, **{attr: values}), members)
                    for (region, members), values in zip(regions, pixels, strict=True)]
         used.append(f"{product}/{extname}")
@@ -123,40 +123,3 @@ def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, ext
     plane = CalibPlane(fmap, extname)
     ctx.cache.calib[key] = plane
     return plane
-
-
-def _rows(ctx: FetchContext, plane: CalibPlane, y0: int, y1: int) -> np.ndarray:
-    """Rows y0..y1-1 of a calibration plane: blocks not held yet come from the persistent store, else are
-    read (consecutive ones as one range) through this image's context and stored."""
-    fmap, entry = plane.fmap, plane.fmap[plane.extname]
-    ny, nx = entry.shape
-
-    def keep(k: int, raw: bytes) -> None:
-        rows = len(raw) // (nx * entry.dtype.itemsize)
-        plane.blocks[k] = native(np.frombuffer(raw, dtype=entry.dtype).reshape(rows, nx))
-
-    store = ctx.cache.store
-    want = []
-    for k in plane.missing_blocks(y0, y1):
-        raw = store.get(block_key(fmap, entry, k, CALIB_BLOCK_ROWS)) if store is not None else None
-        if raw is None:
-            want.append(k)
-        else:
-            keep(k, raw)
-    runs: list[list[int]] = []
-    for b in want:
-        if runs and b == runs[-1][-1] + 1:
-            runs[-1].append(b)
-        else:
-            runs.append([b])
-    spans = [(run[0] * CALIB_BLOCK_ROWS, min(ny, (run[-1] + 1) * CALIB_BLOCK_ROWS)) for run in runs]
-    if spans:
-        blobs = ctx.read_ranges(fmap.url, [fmap.row_range(plane.extname, a, b) for a, b in spans], fmap.size)
-        block_bytes = CALIB_BLOCK_ROWS * nx * entry.dtype.itemsize
-        for run, blob in zip(runs, blobs, strict=True):
-            for i, k in enumerate(run):
-                raw = blob[i * block_bytes:(i + 1) * block_bytes]
-                keep(k, raw)
-                if store is not None:
-                    store.put(block_key(fmap, entry, k, CALIB_BLOCK_ROWS), raw)
-    return plane.rows(y0, y1)

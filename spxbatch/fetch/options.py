@@ -53,6 +53,9 @@ class FetchOptions:
     #: folder, or 'none' (off); and the most it may hold, in GB.
     cache_dir: str = "auto"
     cache_max_gb: float = 4.0
+    #: Images a measuring task fetches at once (threads; their photometry stays one at a time): enough to keep
+    #: the link busy through each image's chain of dependent round trips.
+    images_in_flight: int = 4
     #: A local mirror root: when set, image relpaths are read in place below it (no server).
     file_root: str | None = None
 

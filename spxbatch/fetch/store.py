@@ -69,6 +69,10 @@ class ProductStore:
             return None
         return data
 
+    def has(self, key: str) -> bool:
+        """Whether an entry is stored under `key` (without reading it)."""
+        return self._path(key).is_file()
+
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key` atomically, then trim the folder to its bound; failures are logged only."""
         if len(data) > self.max_bytes:

@@ -7,6 +7,7 @@ so a killed run loses at most the images in flight, and a rerun skips what is do
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from spxbatch.archive.location import resolve_archive
 from spxbatch.fetch.cache import FetchCache, process_cache
-from spxbatch.fetch.fetch import fetch_image
+from spxbatch.fetch.fetch import FetchResult, fetch_image
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.fetch.store import open_store
 from spxbatch.level2.region import ImageRegion
@@ -51,10 +52,20 @@ def _text(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
 
 
-def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
-                  options: FetchOptions | None = None, cache: FetchCache | None = None,
-                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fetch and measure one image; never raises for a bad file or a network failure (they become rows).
+def fetch_job(job: ImageJob, fetch: str, phot: PhotometryConfig, options: FetchOptions | None = None,
+              cache: FetchCache | None = None) -> tuple[FetchResult, float]:
+    """Fetch the pixels one image's sources need (never raises for a bad file or a network failure: they are
+    in the result) and the seconds it took."""
+    t0 = time.perf_counter()
+    ra, dec, _ = job.positions()
+    result = fetch_image(job.image, ra, dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
+                         cache=cache, options=options)
+    return result, time.perf_counter() - t0
+
+
+def measure_fetched(job: ImageJob, result: FetchResult, phot: PhotometryConfig,
+                    fetch_seconds: float = 0.0) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Measure the fetched regions of one image: its part's rows and summary.
 
     Sources the fetch could not serve are recorded: 'failed: <error>' when the fetch failed (a rerun
     retries the image), 'off_image' when the source simply is not on it.
@@ -62,8 +73,6 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     t0 = time.perf_counter()
     image = job.image
     ra, dec, when = job.positions()
-    result = fetch_image(image, ra, dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
-                         cache=cache, options=options)
     meta: dict[str, Any] = {"image_id": int(image["image_id"]), "strategy": result.strategy,
                             "bytes": int(result.bytes_read), "requests": int(result.requests),
                             "retries": int(result.retries), "error": result.error}
@@ -81,8 +90,16 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     table["image_id"] = np.int64(image["image_id"])
     table = table.assign(**provenance(image, result.regions[0][0] if result.regions else None), position_mjd=when)
     meta["measured"] = int(table["measured"].sum())
-    meta["seconds"] = time.perf_counter() - t0
+    meta["seconds"] = fetch_seconds + time.perf_counter() - t0
     return table, meta
+
+
+def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
+                  options: FetchOptions | None = None, cache: FetchCache | None = None,
+                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Fetch and measure one image; never raises for a bad file or a network failure (they become rows)."""
+    result, seconds = fetch_job(job, fetch, phot, options, cache)
+    return measure_fetched(job, result, phot, seconds)
 
 
 def task_fetch_options(config: RunConfig, archive: str) -> FetchOptions:
@@ -94,14 +111,23 @@ def task_fetch_options(config: RunConfig, archive: str) -> FetchOptions:
 
 def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive: str) -> list[dict[str, Any]]:
     """The task: measure a few images read from `archive` (the run's, or the mirror it staged), write one
-    part per image in the run directory, return their small summaries."""
+    part per image in the run directory, return their small summaries.
+
+    Up to `images_in_flight` images are fetched at once, in threads (I/O waits release the GIL), while this
+    thread measures them in order: an image's chain of dependent round trips (headers, PSF, calibration,
+    pixels) overlaps the others' and their photometry, so the link does not idle through latency."""
     rundir = RunDir(run_dir)
     options = task_fetch_options(config, archive)
     cache = process_cache(disk_dir=str(rundir.path / "cache"),
                           store=open_store(options.cache_dir, options.cache_max_gb))
+    phot = config.photometry_config
     summaries = []
-    for job in jobs:
-        table, meta = measure_image(job, config.fetch, config.photometry_config, options, cache)
-        rundir.write_part(int(job.image["image_id"]), table, meta)
-        summaries.append(meta)
+    with ThreadPoolExecutor(max_workers=max(1, min(options.images_in_flight, len(jobs))),
+                            thread_name_prefix="spxbatch-fetch") as pool:
+        fetches = [pool.submit(fetch_job, job, config.fetch, phot, options, cache) for job in jobs]
+        for job, fetched in zip(jobs, fetches, strict=True):
+            result, seconds = fetched.result()
+            table, meta = measure_fetched(job, result, phot, seconds)
+            rundir.write_part(int(job.image["image_id"]), table, meta)
+            summaries.append(meta)
     return summaries

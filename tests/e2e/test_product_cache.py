@@ -12,7 +12,6 @@ from astropy.io import fits
 from cubes import assert_cubes_equal
 
 from spxbatch.cube.store import open_cube
-from spxbatch.fetch.cache import CALIB_BLOCK_ROWS
 from spxbatch.pipeline.executor import SerialExecutor
 from spxbatch.pipeline.stages import run
 from spxbatch.sim.server import serve_archive
@@ -21,16 +20,11 @@ from spxbatch.sim.server.files import parse_ranges
 IBE = "/ibe/data/spherex/"
 
 
-def _hdus(root: Path, relpath: str, which) -> list[tuple[int, int, int]]:
-    """(data start, data end, bytes per row) of the HDUs `which(hdu)` selects in the file at `relpath`."""
+def _hdus(root: Path, relpath: str, which) -> list[tuple[int, int]]:
+    """(data start, data end) of the HDUs `which(hdu)` selects in the file at `relpath`."""
     with fits.open(root / relpath) as hdul:
-        out = []
-        for hdu in hdul:
-            info = hdu.fileinfo()
-            if which(hdu) and info["datSpan"]:
-                row = abs(hdu.header.get("BITPIX", 8)) // 8 * hdu.header.get("NAXIS1", 0)
-                out.append((info["datLoc"], info["datLoc"] + info["datSpan"], row))
-        return out
+        return [(info["datLoc"], info["datLoc"] + info["datSpan"]) for hdu in hdul
+                if which(hdu) and (info := hdu.fileinfo())["datSpan"]]
 
 
 def _is_psf(hdu) -> bool:
@@ -41,11 +35,11 @@ def _is_plane(hdu) -> bool:
     return hdu.name != "PRIMARY" and hdu.header.get("NAXIS") == 2
 
 
-def _reads_of(log: list[dict], root: Path, which_file, which_hdu, block_rows: int | None = None) -> int:
-    """How many GET byte ranges of the files `which_file(relpath)` selects read the data of their HDUs
-    `which_hdu` selects: ranges inside such an HDU's data that start where it starts or, with `block_rows`,
-    at a block of that many rows (how calibration planes are read); a header scan's reads start at a
-    header or at the file's start or end."""
+def _reads_of(log: list[dict], root: Path, which_file, which_hdu, dedicated: bool) -> int:
+    """How many GET byte ranges of the files `which_file(relpath)` selects read data of their HDUs
+    `which_hdu` selects: ranges inside such an HDU's data that start where it starts (`dedicated`: a PSF
+    read), or else any that is not the header scan's read of the file's tail (calibration blocks and boxes;
+    a header scan's other reads start at the file's start or at a header)."""
     hits, hdus = 0, {}
     for e in log:
         if e["method"] != "GET" or not e["path"].startswith(IBE) or e["status"] not in (200, 206):
@@ -55,11 +49,11 @@ def _reads_of(log: list[dict], root: Path, which_file, which_hdu, block_rows: in
             continue
         if relpath not in hdus:
             hdus[relpath] = _hdus(root, relpath, which_hdu)
-        ranges = parse_ranges(e["range"], (root / relpath).stat().st_size) if e["range"] else []
+        size = (root / relpath).stat().st_size
+        ranges = parse_ranges(e["range"], size) if e["range"] else []
         for a, b in ranges or []:
-            for start, end, row in hdus[relpath]:
-                aligned = a == start if block_rows is None else (a - start) % (row * block_rows) == 0
-                hits += start <= a and b < end and aligned
+            for start, end in hdus[relpath]:
+                hits += start <= a and b < end and (a == start if dedicated else b != size - 1)
     return hits
 
 
@@ -84,10 +78,10 @@ def test_second_run_reads_no_psf_or_calibration_bytes_and_gives_the_same_cube(
         second = tmp_path / "second.zarr"
         run(archive.catalog, second, archive=srv.url, fetch="range", progress=False, executor=SerialExecutor())
         warm = list(srv.access_log)
-    assert _reads_of(cold, root, _level2, _is_psf) > 0  # the first run read PSF models ...
-    assert _reads_of(cold, root, _calibration, _is_plane, CALIB_BLOCK_ROWS) > 0  # ... and calibration pixels
-    assert _reads_of(warm, root, _level2, _is_psf) == 0
-    assert _reads_of(warm, root, _calibration, _is_plane, CALIB_BLOCK_ROWS) == 0
+    assert _reads_of(cold, root, _level2, _is_psf, dedicated=True) > 0  # the first run read PSF models ...
+    assert _reads_of(cold, root, _calibration, _is_plane, dedicated=False) > 0  # ... and calibration pixels
+    assert _reads_of(warm, root, _level2, _is_psf, dedicated=True) == 0
+    assert _reads_of(warm, root, _calibration, _is_plane, dedicated=False) == 0
     assert any(product_cache_dir.rglob("*.bin"))
     assert_cubes_equal(open_cube(first).load(), open_cube(second).load())
 
@@ -99,4 +93,4 @@ def test_cache_dir_none_reads_them_again(sim_archive, tmp_path):
             srv.clear_log()
             run(sim_archive.catalog, tmp_path / f"{name}.zarr", archive=srv.url, fetch="range", progress=False,
                 executor=SerialExecutor(), fetch_options={"cache_dir": "none"})
-        assert _reads_of(list(srv.access_log), root, _level2, _is_psf) > 0
+        assert _reads_of(list(srv.access_log), root, _level2, _is_psf, dedicated=True) > 0
