@@ -20,12 +20,13 @@ import numpy as np
 from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import CalibPlane
 from spxbatch.fetch.calibration_files import calibration_file
-from spxbatch.fetch.calibration_pixels import region_pixels
+from spxbatch.fetch.calibration_pixels import Box, region_pixels
 from spxbatch.fetch.execute import FetchContext, scan_headers
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
 from spxbatch.level2.layout import R7_MAJOR, pipeline_major
 from spxbatch.level2.region import ImageRegion, PSFCube
+from spxbatch.level2.wcs import sky_to_parent_pixel
 
 #: Calibration pixels attached to regions: (product, extension, ImageRegion attribute).
 CALIBRATION_PLANES = (
@@ -56,15 +57,21 @@ def is_absent(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError)
 
 
-def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
+def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions, ra: np.ndarray, dec: np.ndarray,
                        l3_flux_correction: bool = False) -> tuple[Regions, list[str]]:
     """The regions with solid_angle / cwave / cband filled from the calibration products where present
     (and, with `l3_flux_correction`, a QR2-processed image's flux_factor from QR3's l3_flux_corrections),
-    and notes saying why any is missing."""
+    and notes saying why any is missing.
+
+    Solid angles and wavelengths are only ever sampled at a source's position (bilinearly), so those maps
+    hold the product's pixels around each member source (ra, dec indexed by the members) and NaN elsewhere:
+    a few pixels a source instead of the region. The flux correction multiplies every pixel: its map is whole."""
     notes: list[str] = []
     planes = [(*plane, None) for plane in CALIBRATION_PLANES]
     if l3_flux_correction and qr2_processed(regions[0][0]):
         planes.append((*L3_PLANE, L3_RELEASE))
+    samples = [_sample_boxes(region, ra[members], dec[members]) for region, members in regions]
+    whole = [[(r.x0, r.x0 + r.shape[1], r.y0, r.y0 + r.shape[0])] for r, _ in regions]
     used: list[str] = []
     for product, extname, attr, release in planes:
         plane = _calibration_plane(ctx, target, product, extname, release)
@@ -74,13 +81,39 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
         if plane.shape != tuple(regions[0][0].parent_shape):
             notes.append(f"{product}/{extname}: shape {plane.shape} != image {regions[0][0].parent_shape}")
             continue
+        boxes = whole if attr == "flux_factor" else samples
         # a transient failure raises ReadError: the image fails (and is retried), never measured without
-        pixels = region_pixels(ctx, plane, [(r.x0, r.x0 + r.shape[1], r.y0, r.y0 + r.shape[0]) for r, _ in regions])
+        pixels = iter(region_pixels(ctx, plane, [b for per_region in boxes for b in per_region]))
+        maps = [_region_map(region, per_region, pixels) for (region, _), per_region in zip(regions, boxes, strict=True)]
         regions = [(dataclasses.replace(region, **{attr: values}), members)
-                   for (region, members), values in zip(regions, pixels, strict=True)]
+                   for (region, members), values in zip(regions, maps, strict=True)]
         used.append(f"{product}/{extname}")
     regions = [(dataclasses.replace(region, calibration=tuple(used)), members) for region, members in regions]
     return regions, notes
+
+
+#: Pixels kept around a source's position in the sampled maps: its bilinear 2 x 2, and a margin.
+SAMPLE_HALFSIZE = 2
+
+
+def _sample_boxes(region: ImageRegion, ra: np.ndarray, dec: np.ndarray) -> list[Box]:
+    """Parent-frame boxes around the sources' pixels, clipped to the region (one per source on it)."""
+    x, y = sky_to_parent_pixel(region.image_header, ra, dec)
+    ny, nx = region.shape
+    ok = np.isfinite(x) & np.isfinite(y)
+    x0 = np.maximum(region.x0, np.floor(x[ok]).astype(int) - SAMPLE_HALFSIZE)
+    x1 = np.minimum(region.x0 + nx, np.ceil(x[ok]).astype(int) + SAMPLE_HALFSIZE + 1)
+    y0 = np.maximum(region.y0, np.floor(y[ok]).astype(int) - SAMPLE_HALFSIZE)
+    y1 = np.minimum(region.y0 + ny, np.ceil(y[ok]).astype(int) + SAMPLE_HALFSIZE + 1)
+    return [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(x0, x1, y0, y1, strict=True) if a < b and c < d]
+
+
+def _region_map(region: ImageRegion, boxes: list[Box], pixels) -> np.ndarray:
+    """A map of the region's shape: the next len(boxes) pixel arrays of `pixels` at their boxes, NaN elsewhere."""
+    out = np.full(region.shape, np.nan)
+    for x0, x1, y0, y1 in boxes:
+        out[y0 - region.y0:y1 - region.y0, x0 - region.x0:x1 - region.x0] = next(pixels)
+    return out
 
 
 def calibration_map(ctx: FetchContext, target: ImageTarget, product: str,

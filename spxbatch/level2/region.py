@@ -85,7 +85,8 @@ class ImageRegion:
     #: The PSF model of the file: QR2's cube, or R7's ePSF table (pixel-convolved).
     psf: PSFCube | EPSFTable | None = None
     parent_shape: tuple[int, int] = (2040, 2040)
-    #: Optional calibration pixels for the same region: solid angle (arcsec^2), CWAVE and CBAND (um).
+    #: Optional calibration pixels for the same region: solid angle (arcsec^2), CWAVE and CBAND (um); the fetch
+    #: layer fills them around the region's sources only (NaN elsewhere), where they are sampled.
     solid_angle: np.ndarray | None = None
     cwave: np.ndarray | None = None
     cband: np.ndarray | None = None

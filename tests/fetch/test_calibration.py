@@ -19,6 +19,7 @@ from spxbatch.fetch.tables import ImageTables
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.naming import IBE_ROOT, calibration_relpath
 from spxbatch.level2.read import region_from_hdul
+from spxbatch.level2.wcs import celestial_wcs
 
 
 def _row(root, relpath: str) -> dict:
@@ -37,6 +38,12 @@ def _strip(root, relpath: str, y0: int, y1: int):
     return region
 
 
+def _source_at(root, relpath: str, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) arrays of one source at 0-based parent pixel (x, y) of a file."""
+    ra, dec = celestial_wcs(fits.getheader(root / relpath, "IMAGE")).all_pix2world([x], [y], 0)
+    return np.asarray(ra), np.asarray(dec)
+
+
 def test_calibration_pixels_and_who_pays_for_them(sim_archive):
     """Two images of one detector share the cached product; rows the second needs are read through (and
     counted in) the second image's context, not the first's."""
@@ -47,21 +54,28 @@ def test_calibration_pixels_and_who_pays_for_them(sim_archive):
     options = FetchOptions(file_root=str(root))
     one = FetchContext.open("file", options, cache)
     regions, notes = attach_calibration(one, ImageTarget.from_row(_row(root, first), options),
-                                        [(_strip(root, first, 0, 10), np.array([0]))])
+                                        [(_strip(root, first, 0, 10), np.array([0]))],
+                                        *_source_at(root, first, 40.3, 5.6))
     assert notes == [] and one.stats.requests > 0
     spent = (one.stats.requests, one.stats.bytes_read)
     two = FetchContext.open("file", options, cache)
     more, notes = attach_calibration(two, ImageTarget.from_row(_row(root, second), options),
-                                     [(_strip(root, second, 100, 128), np.array([0]))])
+                                     [(_strip(root, second, 100, 128), np.array([0]))],
+                                     *_source_at(root, second, 60.5, 120.2))
     assert notes == [] and (one.stats.requests, one.stats.bytes_read) == spent
     assert 0 < two.stats.requests < spent[0]  # the product's headers are cached: only the new row blocks
     detector = int(first.split("/")[4])
-    for (region, _), rows in ((regions[0], np.s_[0:10]), (more[0], np.s_[100:128])):
+    # the maps hold the product's pixels around the source (the 2 x 2 it is sampled at, a margin) and NaN
+    # elsewhere: solid angles and wavelengths are only ever sampled at a source's position
+    for (region, _), near, y0 in ((regions[0], np.s_[3:9, 38:44], 0), (more[0], np.s_[118:124, 58:64], 100)):
         sapm = fits.getdata(root / calibration_relpath("solid_angle_pixel_map", detector).removeprefix(
             IBE_ROOT + "/"), "IMAGE")
         cwave = fits.getdata(root / calibration_relpath("spectral_wcs", detector).removeprefix(IBE_ROOT + "/"),
                              "CWAVE")
-        assert np.array_equal(region.solid_angle, sapm[rows]) and np.array_equal(region.cwave, cwave[rows])
+        local = (slice(near[0].start - y0, near[0].stop - y0), near[1])
+        assert np.array_equal(region.solid_angle[local], sapm[near])
+        assert np.array_equal(region.cwave[local], cwave[near])
+        assert np.isfinite(region.solid_angle).sum() == 6 * 6  # floor - 2 .. ceil + 2: 6 pixels a side
         assert region.cband is not None
 
 
@@ -114,7 +128,8 @@ def test_two_archives_in_one_process_do_not_share_calibration(sim_archive, tmp_p
         options = FetchOptions(file_root=str(root))
         ctx = FetchContext.open("file", options, cache)
         regions, notes = attach_calibration(ctx, ImageTarget.from_row(_row(root, relpath), options),
-                                            [(_strip(root, relpath, 0, 10), np.array([0]))])
+                                            [(_strip(root, relpath, 0, 10), np.array([0]))],
+                                            *_source_at(root, relpath, 30.0, 4.0))
         return regions[0][0], notes
 
     bare, notes = attach(tmp_path)
