@@ -281,3 +281,19 @@ def test_update_from_a_local_mirror_that_grows(sim_archive, steps, client, tmp_p
     fresh = _fresh(sim_archive.catalog, tmp_path / "f.zarr", str(mirror), client)
     assert_cubes_equal(fresh, open_cube(cube).load())
     assert np.array_equal(np.unique(open_cube(cube)["processing"].values), np.unique(fresh["processing"].values))
+
+
+def test_an_update_keeps_the_quality_rules_of_spxbatch_qc(sim_archive, steps, first_cube, client, tmp_path):
+    """A cube requalified by `spxbatch qc` is updated under the same rules: equal to a fresh run then qc."""
+    from spxbatch.cube.requalify import requalify
+
+    cube = _copy(first_cube, tmp_path)
+    rules = {"snr_threshold": 50}
+    requalify(cube, rules)
+    with serve_archive(sim_archive.root, index=steps["more"]) as srv:
+        update_cube(cube, archive=srv.url, executor=client, progress=False)
+        run(sim_archive.catalog, tmp_path / "f.zarr", archive=srv.url, progress=False, client=client)
+    fresh = requalify(tmp_path / "f.zarr", rules)
+    updated = open_cube(cube).load()
+    assert_cubes_equal(fresh, updated)
+    assert 0 < updated["good"].sum() < open_cube(tmp_path / "f.zarr", dask=False)["detected"].sum()

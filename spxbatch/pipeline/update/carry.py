@@ -11,12 +11,20 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from spxbatch.pipeline.rundir import PART_COLUMNS
 
 #: The cube's failure variables and the part columns they come from.
 FAILURE_COLUMNS = {"failure_source_index": "source_index", "failure_obs_id": "obs_id", "failure_band": "band",
                    "failure_url": "url", "failure_reason": "reason"}
+
+
+def cube_rows(ds: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cube's measurements (every obs variable) and failure rows (as FAILURE_COLUMNS), loaded."""
+    obs = pd.DataFrame({v: ds[v].values for v in ds.data_vars if ds[v].dims == ("obs",)})
+    failures = pd.DataFrame({col: ds[var].values for var, col in FAILURE_COLUMNS.items()})
+    return obs, failures
 
 
 def carried_parts(obs: pd.DataFrame, failures: pd.DataFrame, image_ids: dict[tuple[str, int], int],

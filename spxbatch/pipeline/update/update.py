@@ -24,6 +24,7 @@ import pandas as pd
 import xarray as xr
 from distributed import Client
 
+from spxbatch.cube.requalify import requalify
 from spxbatch.cube.store import is_spxbatch_cube, open_cube, write_cube
 from spxbatch.errors import ConfigError
 from spxbatch.files import atomic_write_bytes
@@ -31,7 +32,7 @@ from spxbatch.pipeline.config import RunConfig, config_from_dict
 from spxbatch.pipeline.executor import Executor
 from spxbatch.pipeline.rundir import RunDir
 from spxbatch.pipeline.stages import Pipeline, build_dataset
-from spxbatch.pipeline.update.carry import FAILURE_COLUMNS, carried_parts
+from spxbatch.pipeline.update.carry import carried_parts, cube_rows
 from spxbatch.pipeline.update.catalog_rows import added_rows
 from spxbatch.pipeline.update.classify import MEASURED_KINDS, classify, measured_images, not_planned, summary
 from spxbatch.pipeline.update.swap import UpdatePaths, hand_over_run_dir, swap_in
@@ -100,7 +101,7 @@ def update_cube(cube: str | Path, *, archive: str | None = None, catalog: str | 
     fingerprint = old.attrs.get("catalog_fingerprint")
     n_added = added_rows(cat, old["source"].values, old["ra"].values, old["dec"].values,
                          json.loads(fingerprint) if fingerprint else None)
-    obs, failures = _cube_rows(old)
+    obs, failures = cube_rows(old)
     held = measured_images(obs, failures)
     if dry_run:
         plan = _plan_only(pipeline)
@@ -132,6 +133,8 @@ def update_cube(cube: str | Path, *, archive: str | None = None, catalog: str | 
     ds.attrs[HISTORY_ATTR] = json.dumps([*json.loads(old.attrs.get(HISTORY_ATTR, "[]")), entry])
     result.failed_images = int(result.measured.get("failed_images", 0))
     write_cube(ds, paths.new)
+    if old.attrs.get("quality_rules"):  # the cube was requalified by `spxbatch qc`: its rules hold for new rows
+        ds = requalify(paths.new, json.loads(old.attrs["quality_rules"]))
     pipeline.rundir.mark_stage("assemble", output=str(paths.cube), obs=int(ds.sizes["obs"]),
                                failures=int(ds.sizes["failure"]))
     pipeline.rundir.write_config(cube_cfg.to_dict())  # the cube's run directory, once handed over
@@ -157,13 +160,6 @@ def _cube_config(old: xr.Dataset, paths: UpdatePaths, archive: str | None, catal
     if catalog:
         changes["catalog"] = str(catalog)
     return config_from_dict(saved).updated(changes, "command line").resolved()
-
-
-def _cube_rows(ds: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The cube's measurements (every obs variable) and failure rows (as part columns), loaded."""
-    obs = pd.DataFrame({v: ds[v].values for v in ds.data_vars if ds[v].dims == ("obs",)})
-    failures = pd.DataFrame({col: ds[var].values for var, col in FAILURE_COLUMNS.items()})
-    return obs, failures
 
 
 def _plan_only(pipeline: Pipeline) -> Plan:
