@@ -205,16 +205,18 @@ def _update_cli(cube: Path, url: str, client) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0, poll: float = 0.05) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
-def test_sigkill_during_plan_and_measure_leaves_the_old_cube_and_the_rerun_finishes(sim_archive, steps, first_cube,
-                                                                                    client, tmp_path):
+def test_sigkill_during_plan_measure_and_assembly_then_the_rerun_finishes(sim_archive, steps, first_cube, client,
+                                                                          tmp_path):
+    """Killed while planning, while measuring and while writing the new cube: each time the old cube is the one
+    in place, unchanged; the last rerun finishes, equal to a fresh run, without fetching an image again."""
     cube = _copy(first_cube, tmp_path)
     old = open_cube(cube).load()
     work = tmp_path / "cube.zarr.update-run"
@@ -237,9 +239,15 @@ def test_sigkill_during_plan_and_measure_leaves_the_old_cube_and_the_rerun_finis
         assert_cubes_equal(old, open_cube(cube).load())
         done = _measured_parts(work)
         planned = Plan.load(work).images.set_index("image_id")
-        # the rerun finishes, fetching only what was not measured before the kill
+        # killed while writing the new cube (every image measured)
         srv.set_faults(None)
         srv.clear_log()
+        proc = _update_cli(cube, srv.url, client)
+        _wait_for(lambda: any(tmp_path.glob(".cube.zarr.new.*.tmp")), proc, poll=0.005)
+        kill_group(proc)
+        assert_cubes_equal(old, open_cube(cube).load())
+        assert len(_measured_parts(work)) == len(new_files)
+        # the rerun finishes; no image measured before a kill was fetched again
         proc = _update_cli(cube, srv.url, client)
         assert proc.wait(timeout=300) == EXIT_OK, proc.stdout.read()
         refetched = _level2_paths(srv) & {f"/{r}" for r in planned.loc[done, "relpath"]}
@@ -260,6 +268,7 @@ def _measured_parts(work: Path) -> list[int]:
     return ids
 
 
+@pytest.mark.slow
 def test_update_from_a_local_mirror_that_grows(sim_archive, steps, client, tmp_path):
     """The same update from a directory (a local mirror) to which the new exposures' files are added."""
     mirror = tmp_path / "mirror"
@@ -283,6 +292,7 @@ def test_update_from_a_local_mirror_that_grows(sim_archive, steps, client, tmp_p
     assert np.array_equal(np.unique(open_cube(cube)["processing"].values), np.unique(fresh["processing"].values))
 
 
+@pytest.mark.slow
 def test_an_update_keeps_the_quality_rules_of_spxbatch_qc(sim_archive, steps, first_cube, client, tmp_path):
     """A cube requalified by `spxbatch qc` is updated under the same rules: equal to a fresh run then qc."""
     from spxbatch.cube.requalify import requalify
@@ -297,3 +307,30 @@ def test_an_update_keeps_the_quality_rules_of_spxbatch_qc(sim_archive, steps, fi
     updated = open_cube(cube).load()
     assert_cubes_equal(fresh, updated)
     assert 0 < updated["good"].sum() < open_cube(tmp_path / "f.zarr", dask=False)["detected"].sum()
+
+
+def _without_ids(ds):
+    """A cube with its failure rows in (source, obs_id, band) order and no plan image ids: how a windowed update
+    (whose plan numbers the images it did not look at after the others) compares with a fresh run."""
+    order = np.lexsort((ds["failure_band"].values, ds["failure_obs_id"].values.astype(str),
+                        ds["failure_source_index"].values))
+    return ds.isel(failure=order).drop_vars("image_id")
+
+
+def test_a_windowed_update_looks_only_inside_its_window(sim_archive, steps, first_cube, client, tmp_path):
+    """--time-range over the last period: its new exposures are measured; the reprocessing of an earlier image
+    is not looked at (that image keeps its old processing) and the earlier images are kept from the cube."""
+    cube = _copy(first_cube, tmp_path)
+    late = steps["more"].loc[~steps["more"].index.isin(steps["first"].index)]
+    window = [str(late["mjd_start"].min() - 0.01), str(late["mjd_end"].max() + 0.01)]
+    with serve_archive(sim_archive.root, index=steps["reprocessed"]) as srv:
+        args = [str(cube), "--archive", srv.url, "--scheduler", client.scheduler.address, "--no-progress"]
+        assert main(["update", *args, "--time-range", *window]) == EXIT_OK
+        assert _level2_paths(srv) == _files(late)
+    with serve_archive(sim_archive.root, index=steps["more"]) as srv:
+        fresh = _fresh(sim_archive.catalog, tmp_path / "f.zarr", srv.url, client)
+    updated = open_cube(cube).load()
+    assert_cubes_equal(_without_ids(fresh), _without_ids(updated))
+    history = json.loads(updated.attrs["update_history"])[-1]
+    assert history["window_mjd"] == [float(w) for w in window] and history["images_kept"] == len(steps["first"])
+    assert json.loads(updated.attrs["config"])["plan"]["time_range"] is None  # the cube's own range is kept
