@@ -53,9 +53,12 @@ def report(result, dry_run: bool) -> str:
     if result.up_to_date:
         return (f"{result.cube} is up to date: no new or reprocessed images among the {sum(k.values())} planned "
                 "(nothing fetched)")
-    size = f"{result.fetch_bytes / 1e6:.1f} MB at most (whole files)"
-    if result.unknown_sizes:
-        size += f"; size unknown for {result.unknown_sizes} image(s)"
+    if dry_run:
+        size = f"{result.fetch_bytes / 1e6:.1f} MB at most (whole files)"
+        if result.unknown_sizes:
+            size += f"; size unknown for {result.unknown_sizes} image(s)"
+    else:
+        size = f"{result.measured.get('bytes', 0) / 1e6:.1f} MB read"
     lines = [f"{'Would fetch' if dry_run else 'Fetched'} {result.to_measure} image(s): {k['new']} new, "
              f"{k['superseding']} reprocessed (superseding the measured processing), {k['retry']} that failed "
              f"before, {k['new_sources']} holding new sources; {size}",

@@ -31,6 +31,7 @@ from spxbatch.files import atomic_write_bytes
 from spxbatch.pipeline.config import RunConfig, config_from_dict
 from spxbatch.pipeline.executor import Executor
 from spxbatch.pipeline.rundir import RunDir
+from spxbatch.pipeline.stages import _FIXED_OPTIONS as FIXED_OPTIONS
 from spxbatch.pipeline.stages import Pipeline, build_dataset
 from spxbatch.pipeline.update.carry import carried_parts, cube_rows
 from spxbatch.pipeline.update.catalog_rows import added_rows
@@ -95,8 +96,8 @@ def update_cube(cube: str | Path, *, archive: str | None = None, catalog: str | 
     old = open_cube(paths.cube, dask=False)
     cube_cfg = _cube_config(old, paths, archive, catalog, options)
     window = look_window(cube_cfg.time_range, since, time_range)
-    pipeline = Pipeline(cube_cfg.updated({"run_dir": str(paths.work),
-                                          **({"time_range": window} if window else {})}))
+    work_cfg = cube_cfg.updated({"run_dir": str(paths.work), **({"time_range": window} if window else {})})
+    pipeline = Pipeline(work_cfg, replan=not dry_run and _other_options(paths.work, work_cfg))
     cat = pipeline.catalog
     fingerprint = old.attrs.get("catalog_fingerprint")
     n_added = added_rows(cat, old["source"].values, old["ra"].values, old["dec"].values,
@@ -217,6 +218,16 @@ def _history_entry(when: str, cfg: RunConfig, result: UpdateResult, old: xr.Data
             "images_retried": result.kinds["retry"], "images_remeasured_for_new_sources": result.kinds["new_sources"],
             "images_kept": result.kinds["old"] + result.kept_unplanned, "sources_added": result.sources_added,
             "measurements_before": int(old.sizes["obs"]), "measurements_after": int(new.sizes["obs"])}
+
+
+def _other_options(work: Path, cfg: RunConfig) -> bool:
+    """Whether the work of an interrupted update in `work` was made with other options than `cfg`'s (another
+    archive, catalog or window): then it is discarded and the update starts over (see Pipeline's replan)."""
+    saved = RunDir(work).read_config()
+    if saved is None:
+        return False
+    before = config_from_dict(saved)
+    return any(getattr(before, k) != getattr(cfg, k) for k in FIXED_OPTIONS)
 
 
 def _own_run_dir(cfg: RunConfig, cube: Path) -> Path | None:
