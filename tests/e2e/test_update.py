@@ -2,8 +2,10 @@
 lists more files at each step: new exposures, then a reprocessing of a measured image), then a catalog that
 grows: after each update the cube equals, variable by variable, a fresh run on the grown archive, and the
 server's access log shows that no image measured before was fetched again. Also: nothing new (one line, no
-image bytes), a dry run (changes nothing), a changed catalog refused, SIGKILL during the plan and during
-the measuring (the old cube untouched, the rerun equal), and a local mirror that grows."""
+image bytes), a dry run (changes nothing), a changed catalog refused, SIGKILL during the plan, the measuring
+and the writing of the new cube (the old cube untouched, the rerun equal), a windowed update, and (-m slow)
+a local mirror that grows and a cube requalified by `qc`. The swap's own kill points are in
+tests/pipeline/test_update_swap.py."""
 
 from __future__ import annotations
 
