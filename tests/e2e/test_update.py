@@ -3,7 +3,7 @@ lists more files at each step: new exposures, then a reprocessing of a measured 
 grows: after each update the cube equals, variable by variable, a fresh run on the grown archive, and the
 server's access log shows that no image measured before was fetched again. Also: nothing new (one line, no
 image bytes), a dry run (changes nothing), a changed catalog refused, SIGKILL during the plan, the measuring
-and the writing of the new cube (the old cube untouched, the rerun equal), a windowed update, and (-m slow)
+and the writing of the new cube (the old cube untouched, the rerun equal), and (-m slow) a windowed update,
 a local mirror that grows and a cube requalified by `qc`. The swap's own kill points are in
 tests/pipeline/test_update_swap.py."""
 
@@ -319,6 +319,7 @@ def _without_ids(ds):
     return ds.isel(failure=order).drop_vars("image_id")
 
 
+@pytest.mark.slow
 def test_a_windowed_update_looks_only_inside_its_window(sim_archive, steps, first_cube, client, tmp_path):
     """--time-range over the last period: its new exposures are measured; the reprocessing of an earlier image
     is not looked at (that image keeps its old processing) and the earlier images are kept from the cube."""

@@ -106,3 +106,22 @@ def test_carried_parts_assemble_to_the_same_cube(sim_run):
     again = build_dataset(read_catalog(config.catalog), plan, parts, config, config.photometry_config)
     assert_cubes_equal(cube, again)
     assert cube.sizes["failure"] > 0
+
+
+def test_unplanned_images_join_the_plan_numbered_after_it():
+    from spxbatch.pipeline.update.unplanned import carried_only, with_unplanned
+
+    plan = Plan(pd.DataFrame({"image_id": [0, 1], "obs_id": ["A", "B"], "detector": [1, 2], "version": [V1, V1],
+                              "url": ["u0", "u1"], "poly_ra": [[1.0], [1.0]], "poly_dec": [[2.0], [2.0]]}),
+                pd.DataFrame({"source_index": [0, 1], "image_id": [0, 1]}), {"fingerprint": "f"})
+    obs = pd.DataFrame({"source_index": [2, 0, 0], "obs_id": ["D", "D", "A"], "band": np.array([2, 2, 1], np.int8)})
+    failures = pd.DataFrame({"source_index": [1, 3], "obs_id": ["D", "E"], "band": [2, 3], "url": ["uD", "uE"],
+                             "reason": ["edge", "off_image"]})
+    grown = with_unplanned(plan, not_planned(plan.images, measured_images(obs.assign(processing=V1), failures)),
+                           obs, failures)
+    assert grown.images["image_id"].tolist() == [0, 1, 2, 3] and carried_only(grown.images).tolist() == [
+        False, False, True, True]
+    assert grown.images["url"].tolist() == ["u0", "u1", "uD", "uE"]
+    assert grown.pairs.values.tolist() == [[0, 0], [1, 1], [0, 2], [1, 2], [2, 2], [3, 3]]
+    assert list(grown.sources_by_image()[2]) == [0, 1, 2] and grown.meta["fingerprint"] == "f"
+    assert not carried_only(plan.images).any()

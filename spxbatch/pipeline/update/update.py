@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 from distributed import Client
@@ -37,13 +36,12 @@ from spxbatch.pipeline.update.carry import carried_parts, cube_rows
 from spxbatch.pipeline.update.catalog_rows import added_rows
 from spxbatch.pipeline.update.classify import MEASURED_KINDS, classify, measured_images, not_planned, summary
 from spxbatch.pipeline.update.swap import UpdatePaths, hand_over_run_dir, swap_in
+from spxbatch.pipeline.update.unplanned import carried_only, with_unplanned
 from spxbatch.pipeline.update.window import look_window
 from spxbatch.plan.plan import Plan, make_plan
 
 #: The cube attribute holding the updates made to it (a JSON list, oldest first).
 HISTORY_ATTR = "update_history"
-#: The plan column marking the images added to an update's plan because only the cube holds them.
-CARRIED_ONLY = "carried_only"
 
 
 @dataclass
@@ -112,7 +110,7 @@ def update_cube(cube: str | Path, *, archive: str | None = None, catalog: str | 
         record = record or {"when": _now(), "phase": "measure"}
         _write_json(paths.record, record)
         plan = pipeline.plan()
-    listed = plan.images[~plan.images.get(CARRIED_ONLY, pd.Series(False, plan.images.index)).astype(bool)]
+    listed = plan.images[~carried_only(plan.images)]
     kinds = classify(listed, plan.pairs, held, len(old["source"]))
     unplanned = not_planned(listed, held)
     sizes = pd.to_numeric(listed.set_index("image_id").get("size_bytes", pd.Series(dtype=float)), errors="coerce")
@@ -125,7 +123,9 @@ def update_cube(cube: str | Path, *, archive: str | None = None, catalog: str | 
         shutil.rmtree(paths.work, ignore_errors=True)
         paths.record.unlink(missing_ok=True)
         return result
-    plan = _with_unplanned(plan, unplanned, obs, failures, pipeline.rundir)
+    if len(unplanned) and not carried_only(plan.images).any():  # once: a rerun loads the plan with them
+        plan = with_unplanned(plan, unplanned, obs, failures)
+        plan.save(pipeline.rundir.path)
     _carry(pipeline.rundir, plan, kinds, obs, failures, str(old.attrs.get("created", "")))
     if result.to_measure:
         result.measured = pipeline.measure(executor)
@@ -171,39 +171,12 @@ def _plan_only(pipeline: Pipeline) -> Plan:
                      releases=c.plan.releases or None, retry=c.retry)
 
 
-def _with_unplanned(plan: Plan, unplanned: pd.DataFrame, obs: pd.DataFrame, failures: pd.DataFrame,
-                    rundir: RunDir) -> Plan:
-    """The plan with a row (marked CARRIED_ONLY) per image the cube holds and the plan does not list (outside the
-    window, or no longer listed by the archive), and the pairs of its sources, so that its carried rows are
-    assembled too; saved once (a rerun loads it with the rows already added)."""
-    if unplanned.empty or plan.meta.get("carried_only_images"):
-        return plan
-    first = int(plan.images["image_id"].max()) + 1 if len(plan.images) else 0
-    ids = pd.Series(np.arange(first, first + len(unplanned), dtype=np.int64),
-                    index=pd.MultiIndex.from_frame(unplanned[["obs_id", "band"]]))
-    rows = pd.concat([obs[["source_index", "obs_id", "band"]], failures[["source_index", "obs_id", "band"]]])
-    rows = rows.assign(obs_id=rows["obs_id"].astype(str), band=rows["band"].astype(np.int64))
-    rows = rows.join(ids.rename("image_id"), on=["obs_id", "band"], how="inner")
-    pairs = rows[["source_index", "image_id"]].drop_duplicates().sort_values(["image_id", "source_index"])
-    urls = failures.assign(band=failures["band"].astype(np.int64)).drop_duplicates(["obs_id", "band"])
-    urls = urls.set_index(["obs_id", "band"])["url"]
-    n = len(unplanned)
-    images = pd.DataFrame({"image_id": ids.to_numpy(), "obs_id": unplanned["obs_id"].to_numpy(),
-                           "detector": unplanned["band"].to_numpy(), "version": unplanned["processing"].to_numpy(),
-                           "url": [urls.get(k, "") for k in ids.index], "poly_ra": [[]] * n, "poly_dec": [[]] * n,
-                           CARRIED_ONLY: True})
-    plan = Plan(pd.concat([plan.images.assign(**{CARRIED_ONLY: False}), images], ignore_index=True),
-                pd.concat([plan.pairs, pairs], ignore_index=True), {**plan.meta, "carried_only_images": n})
-    plan.save(rundir.path)
-    return plan
-
-
 def _carry(rundir: RunDir, plan: Plan, kinds: pd.Series, obs: pd.DataFrame, failures: pd.DataFrame,
            created: str) -> None:
     """Write the parts of the images not measured again (kind 'old', and those only the cube holds) from the
     cube's rows; idempotent."""
     images = plan.images.set_index("image_id")
-    carried = images.index[images.get(CARRIED_ONLY, pd.Series(False, images.index)).astype(bool)].tolist()
+    carried = images.index[carried_only(images)].tolist()
     carried += kinds.index[kinds == "old"].tolist()
     keys = {(str(images.at[i, "obs_id"]), int(images.at[i, "detector"])): int(i) for i in carried}
     for image_id, table in carried_parts(obs, failures, keys, created):
