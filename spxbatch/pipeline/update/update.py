@@ -204,14 +204,16 @@ def _other_options(work: Path, cfg: RunConfig) -> bool:
 
 
 def _own_run_dir(cfg: RunConfig, cube: Path) -> Path | None:
-    """The cube's run directory when it is this cube's (absent, or a run directory whose assembly wrote this
-    cube), else None: another cube's run directory is never touched."""
+    """The cube's run directory when the update may replace it: absent, or a run directory whose assembly wrote
+    this cube and that staged no data (a staged mirror, often big and used offline, is never removed); else
+    None, and it is left alone."""
     run_dir = Path(cfg.run_dir)
     if not run_dir.exists():
         return run_dir
     rd = RunDir(run_dir)
-    assembled = rd.read_state()["stages"].get("assemble", {}) if rd.read_config() is not None else {}
-    return run_dir if assembled.get("output") == str(cube) else None
+    if rd.read_config() is None or rd.read_json("stage.json") is not None:
+        return None
+    return run_dir if rd.read_state()["stages"].get("assemble", {}).get("output") == str(cube) else None
 
 
 def _finish(paths: UpdatePaths, record: dict[str, Any]) -> None:
