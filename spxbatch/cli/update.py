@@ -63,6 +63,7 @@ def report(result, dry_run: bool) -> str:
              f"{k['superseding']} reprocessed (superseding the measured processing), {k['retry']} that failed "
              f"before, {k['new_sources']} holding new sources; {size}",
              f"Kept from the cube: {k['old'] + result.kept_unplanned} image(s); sources added: {result.sources_added}"]
+    lines += [f"  {line}" for line in result.to_fetch]
     if not dry_run:
         lines.append(f"Cube updated: {result.cube}" + (f" ({result.failed_images} image(s) failed; rerun to "
                                                        "retry them)" if result.failed_images else ""))

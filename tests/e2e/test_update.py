@@ -177,6 +177,8 @@ def test_dry_run_changes_nothing_and_nothing_new_is_one_line(sim_archive, steps,
         out = capsys.readouterr().out
         n_new = len(steps["more"]) - len(steps["first"])
         assert out.startswith(f"Would fetch {n_new} image(s): {n_new} new, 0 reprocessed") and " MB at most" in out
+        listed = {line.strip().removeprefix("new: ") for line in out.splitlines() if line.startswith("  new: ")}
+        assert {f"/{r}" for r in listed} == _files(steps["more"]) - _files(steps["first"])  # each image named
         assert not _level2_paths(srv)
         assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     with serve_archive(sim_archive.root, index=steps["first"]) as srv:

@@ -61,6 +61,8 @@ class UpdateResult:
     failed_images: int = 0
     #: True when this call only finished the swap of an update that was killed during it.
     resumed_swap: bool = False
+    #: A dry run's images to fetch: 'kind: path' each, in plan order.
+    to_fetch: list[str] = field(default_factory=list)
 
     @property
     def to_measure(self) -> int:
@@ -118,6 +120,8 @@ def update_cube(cube: str | Path, *, archive: str | None = None, catalog: str | 
     result = UpdateResult(str(paths.cube), summary(kinds), len(unplanned), n_added, int(sizes.fillna(0).sum()),
                           int(sizes.isna().sum()), window)
     if dry_run:
+        fetched = listed.set_index("image_id").loc[kinds.index[kinds.isin(MEASURED_KINDS)], "relpath"]
+        result.to_fetch = [f"{kinds[i]}: {path}" for i, path in fetched.items()]
         return result
     if result.up_to_date:  # nothing to do: what the update made goes, the cube stays as it is
         shutil.rmtree(paths.work, ignore_errors=True)
