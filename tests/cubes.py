@@ -9,8 +9,9 @@ import time
 
 import numpy as np
 
-#: Variables whose values legitimately differ between runs (the server's host:port is in the URL).
-_RUN_SPECIFIC = {"failure_url"}
+#: Variables whose values legitimately differ between runs (the server's host:port is in the URL; when each
+#: measurement was made).
+_RUN_SPECIFIC = {"failure_url", "date_added"}
 
 
 def assert_cubes_equal(a, b) -> None:

@@ -1,4 +1,4 @@
-"""`spxbatch CATALOG [options]` and the subcommands demo, stage, status, plot, export, qc and sim.
+"""`spxbatch CATALOG [options]` and the subcommands demo, stage, status, plot, export, qc, sim and update.
 
 Each subcommand is one module of this folder with a `*_main(argv)` that returns the exit code
 (`exit_codes.py`). Here: the dispatch, SIGTERM treated as Ctrl-C, and known errors as one sentence.
@@ -18,7 +18,8 @@ from spxbatch.cli.options import photometry_help
 
 #: Subcommand -> 'module:function' in this folder (imported on use, so that `--help` starts quickly).
 SUBCOMMANDS = {"demo": "demo:demo_main", "stage": "run:stage_main", "status": "status:status_main",
-               "plot": "plot:plot_main", "export": "export:export_main", "qc": "qc:qc_main", "sim": "sim:sim_main"}
+               "plot": "plot:plot_main", "export": "export:export_main", "qc": "qc:qc_main", "sim": "sim:sim_main",
+               "update": "update:update_main"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # heavy imports, not needed for --help
 
 #: The subcommands, for the main command's help.
 SUBCOMMANDS_HELP = ("subcommands: spxbatch demo | stage CATALOG -o MIRROR_DIR | status RUN_DIR | plot CUBE | "
-                    "export CUBE | qc CUBE | sim make DIR | sim serve DIR  (each has --help)")
+                    "export CUBE | qc CUBE | update CUBE | sim make DIR | sim serve DIR  (each has --help)")
 
 
 def run_parser() -> argparse.ArgumentParser:

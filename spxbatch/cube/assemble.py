@@ -59,6 +59,8 @@ OBS_VARIABLES: dict[str, tuple[str, str, str]] = {
                                "solid angle from the WCS, wavelengths from WCS-WAVE)"),
     "position_mjd": ("float64", "d", "MJD the source position was moved to by its proper motion (NaN: none)"),
     "flux_factor": ("float64", "1", "flux correction applied at the source pixel (QR3 l3_flux_corrections; 1: none)"),
+    "date_added": ("str", "", "UTC time (ISO 8601) the measurement was made and added to the cube; "
+                              "`spxbatch update` keeps it for the measurements it carries over"),
 }
 
 

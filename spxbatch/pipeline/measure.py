@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -111,7 +112,8 @@ def task_fetch_options(config: RunConfig, archive: str) -> FetchOptions:
 
 def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive: str) -> list[dict[str, Any]]:
     """The task: measure a few images read from `archive` (the run's, or the mirror it staged), write one
-    part per image in the run directory, return their small summaries.
+    part per image in the run directory (each row stamped with the time it was measured: `date_added`),
+    return their small summaries.
 
     Up to `images_in_flight` images are fetched at once, in threads (I/O waits release the GIL), while this
     thread measures them in order: an image's chain of dependent round trips (headers, PSF, calibration,
@@ -128,6 +130,7 @@ def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive
         for job, fetched in zip(jobs, fetches, strict=True):
             result, seconds = fetched.result()
             table, meta = measure_fetched(job, result, phot, seconds)
+            table["date_added"] = datetime.now(UTC).isoformat(timespec="seconds")
             rundir.write_part(int(job.image["image_id"]), table, meta)
             summaries.append(meta)
     return summaries

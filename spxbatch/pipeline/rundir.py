@@ -51,6 +51,7 @@ PART_EXTRA: dict[str, Column] = {
     "psf_model": Column("object", "", "where the PSF model came from: file, average_psf or qr3 epsf"),
     "calibration": Column("object", "", "calibration planes used (product/EXTNAME, comma-separated)"),
     "position_mjd": Column("float64", np.nan, "the MJD the catalog position was moved to by its proper motion"),
+    "date_added": Column("object", "", "UTC time (ISO 8601) the measurement was made and added to the cube"),
 }
 #: Types of the columns whose photometry dtype is "as given".
 _GIVEN_DTYPES = {"source_index": "int64"}

@@ -11,6 +11,7 @@ small summaries.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -330,6 +331,7 @@ def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConf
         "config": config.to_json(),
         "archive": config.archive,
         "catalog": str(config.catalog),
+        "catalog_fingerprint": json.dumps(catalog_fingerprint(cat)),  # the rows `spxbatch update` may extend
     }
     return assemble_cube(cat.name, cat.ra, cat.dec, m, failures, planned, attrs)
 

@@ -162,3 +162,29 @@ def test_pipeline_over_s3_equals_local_mirror(s3_endpoint, sim_archive, tmp_path
     assert all(str(u).startswith(ARCHIVE) for u in ds["failure_url"].values)
     run(sim_archive.catalog, tmp_path / "local.zarr", archive=str(sim_archive.root), progress=False, cluster=one)
     assert_cubes_equal(open_cube(tmp_path / "local.zarr").load(), open_cube(tmp_path / "s3.zarr").load())
+
+
+@pytest.mark.slow
+def test_update_over_s3_measures_only_the_new_exposures(s3_endpoint, sim_archive, tmp_path):
+    """`spxbatch update` of a cube read from S3 (planned by a TAP service that lists more exposures later): only
+    the new exposures' objects are read, and the cube equals a fresh run of the grown listing."""
+    from cubes import assert_cubes_equal
+
+    from spxbatch.cube.store import open_cube
+    from spxbatch.pipeline.executor import SerialExecutor
+    from spxbatch.pipeline.stages import run
+    from spxbatch.pipeline.update import update_cube
+
+    index = index_directory(sim_archive.root)
+    late = index["obs_id"].str[:10] == index.loc[index["mjd_start"].idxmax(), "obs_id"][:10]
+    with serve_archive(sim_archive.root, index=index[~late]) as srv:
+        run(sim_archive.catalog, tmp_path / "c.zarr", archive=ARCHIVE, tap_url=srv.tap_url, progress=False,
+            executor=SerialExecutor())
+        srv.set_index(index)
+        result = update_cube(tmp_path / "c.zarr", executor=SerialExecutor(), progress=False)
+        run(sim_archive.catalog, tmp_path / "f.zarr", archive=ARCHIVE, tap_url=srv.tap_url, progress=False,
+            executor=SerialExecutor())
+    images_before = len(index[~late].drop_duplicates(["obs_id", "detector"]))  # one processing per image
+    assert result.kinds["new"] == late.sum() and result.kinds["old"] == images_before
+    assert result.measured["images"] == late.sum()
+    assert_cubes_equal(open_cube(tmp_path / "f.zarr").load(), open_cube(tmp_path / "c.zarr").load())

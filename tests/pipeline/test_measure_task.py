@@ -76,5 +76,6 @@ def test_a_batch_writes_one_part_per_image(planned, sim_archive, tmp_path):
     assert np.allclose(parts.loc[parts["measured"], "aperture_radius"], 2.0)  # the config reached the task
     same, _ = measure_image(jobs[0], cfg.fetch, cfg.photometry_config,
                             task_fetch_options(cfg, str(sim_archive.root)))
-    pd.testing.assert_frame_equal(parts[parts["image_id"] == jobs[0].image["image_id"]].reset_index(drop=True),
-                                  same.reset_index(drop=True), check_dtype=False)
+    assert parts["date_added"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00").all()  # when measured
+    pd.testing.assert_frame_equal(parts[parts["image_id"] == jobs[0].image["image_id"]].drop(columns="date_added")
+                                  .reset_index(drop=True), same.reset_index(drop=True), check_dtype=False)

@@ -81,6 +81,12 @@ class ArchiveServer:
         """Change the fault settings of the running server (an archive going down, then coming back)."""
         self.faults.config = FaultConfig.coerce(faults)
 
+    def set_index(self, index: pd.DataFrame) -> None:
+        """Change what TAP lists while the server runs (the archive growing, as IRSA ingests new exposures and
+        reprocessings every week); files stay readable by path whether listed or not."""
+        self.index = index
+        self.engine = TapEngine(build_tables(index, base_url=self.url))
+
     def clear_log(self) -> None:
         with self._logged:
             self.access_log.clear()
