@@ -79,6 +79,21 @@ def _as_dtype(values: Any, dtype: str) -> np.ndarray:
     return np.asarray(values).astype(dtype)
 
 
+#: The failure table's column behind each failure variable.
+FAILURE_COLUMNS = {"failure_source_index": "source_index", "failure_obs_id": "obs_id", "failure_band": "band",
+                   "failure_url": "url", "failure_reason": "reason"}
+
+
+def failure_variables(failures: pd.DataFrame) -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
+    """The cube's `failure` variables of a failure table (source_index, obs_id, band, url, reason), rows in
+    the table's order: one definition for the whole cube and for a slice of it written on its own."""
+    out = {}
+    for var, col in FAILURE_COLUMNS.items():
+        dtype, units, long_name = FAILURE_VARIABLES[var]
+        out[var] = ("failure", _as_dtype(failures[col].to_numpy(), dtype), {"units": units, "long_name": long_name})
+    return out
+
+
 def combine_spectrum(
     source_index: np.ndarray, wavelength: np.ndarray, band: np.ndarray, flux: np.ndarray,
     flux_err: np.ndarray, good: np.ndarray, n_sources: int,
@@ -194,12 +209,7 @@ def assemble_cube(
     data_vars["channel_wavelength"] = ("channel", centers, {"units": "um", "long_name": "channel centre"})
     data_vars["channel_band"] = ("channel", bands.astype(np.int8), {"units": "1", "long_name": "channel band"})
 
-    fail_cols = {"failure_source_index": "source_index", "failure_obs_id": "obs_id",
-                 "failure_band": "band", "failure_url": "url", "failure_reason": "reason"}
-    for var, col in fail_cols.items():
-        dtype, units, long_name = FAILURE_VARIABLES[var]
-        data_vars[var] = ("failure", _as_dtype(failures[col].to_numpy(), dtype),
-                          {"units": units, "long_name": long_name})
+    data_vars.update(failure_variables(failures))
 
     ds = xr.Dataset(
         data_vars,

@@ -25,12 +25,23 @@ from distributed import Client
 from spxbatch import __version__
 from spxbatch.archive.location import ArchiveLocation, resolve_archive
 from spxbatch.archive.mirror import read_manifest, staged_cutouts
+from spxbatch.assembly.driver import assemble_run
+from spxbatch.assembly.parts import split_parts
 from spxbatch.cube.assemble import assemble_cube
-from spxbatch.cube.store import check_replaceable, write_cube
+from spxbatch.cube.store import check_replaceable, open_cube
 from spxbatch.errors import ConfigError, StageError
 from spxbatch.photometry import PhotometryConfig
 from spxbatch.pipeline.config import RunConfig, config_from_dict
-from spxbatch.pipeline.executor import Executor, Outcome, Task, as_executor, batched, dask_executor, run_in_waves
+from spxbatch.pipeline.executor import (
+    Executor,
+    Outcome,
+    SerialExecutor,
+    Task,
+    as_executor,
+    batched,
+    dask_executor,
+    run_in_waves,
+)
 from spxbatch.pipeline.fingerprint import catalog_fingerprint
 from spxbatch.pipeline.jobs import ImageJob, image_jobs, use_staged_cutouts
 from spxbatch.pipeline.measure import measure_batch, unmeasured_rows
@@ -245,15 +256,17 @@ class Pipeline:
         self.rundir.write_part(int(job.image["image_id"]), table, meta)
         return meta
 
-    def assemble(self) -> xr.Dataset:
-        """Build the cube from the parts and write it to the output store."""
+    def assemble(self, executor: Executor | Client | None = None) -> xr.Dataset:
+        """Build the cube from the parts, block by block on `executor` (default: in this process), and write it
+        to the output store (`spxbatch.assembly`); returns the cube as written (opened lazily)."""
         self._require("assemble")
         self._check_catalog()  # parts of other rows are never assembled under these names
-        plan = Plan.load(self.rundir.path)
         cat = self.catalog
-        parts = self.rundir.read_parts()
-        ds = build_dataset(cat, plan, parts, self.config, self.photometry_config)
-        write_cube(ds, self.config.output)
+        urls = pd.read_parquet(self.rundir.plan_dir / "images.parquet", columns=["image_id", "url"])
+        ex = SerialExecutor() if executor is None else as_executor(executor, self.config.task_retries)
+        path = assemble_run(self.rundir, self.config.output, cat.name, cat.ra, cat.dec,
+                            urls.set_index("image_id")["url"], cube_attrs(self.config, self.photometry_config), ex)
+        ds = open_cube(path)
         self.rundir.mark_stage("assemble", output=self.config.output, obs=int(ds.sizes["obs"]),
                                failures=int(ds.sizes["failure"]))
         return ds
@@ -294,44 +307,43 @@ class Pipeline:
         if mirror is not None and "stage" in stages:
             _check_mirror(mirror)
         runner = executor if executor is not None else client
-        steps: dict[str, Callable[[], Any]] = {
-            "plan": self.plan, "stage": lambda: self.stage(mirror, runner), "measure": lambda: self.measure(runner),
-            "assemble": self.assemble}
-        result = None
-        for stage in STAGES:
-            if stage in stages:
-                result = steps[stage]()
+        with contextlib.ExitStack() as stack:
+            shared: list[Executor] = []
+
+            def tasks() -> Executor:  # one executor (cluster) for every stage that runs tasks, made when needed
+                if not shared:
+                    shared.append(stack.enter_context(self._executor(runner)))
+                return shared[0]
+
+            steps: dict[str, Callable[[], Any]] = {
+                "plan": self.plan, "stage": lambda: self.stage(mirror, tasks()),
+                "measure": lambda: self.measure(tasks()), "assemble": lambda: self.assemble(tasks())}
+            result = None
+            for stage in STAGES:
+                if stage in stages:
+                    result = steps[stage]()
         return result if isinstance(result, xr.Dataset) else None
 
 
-def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,
-                  phot: PhotometryConfig) -> xr.Dataset:
-    """The cube's Dataset from the catalog, the plan and the concatenated parts."""
-    images = plan.images.set_index("image_id")
-    if parts.empty:
-        parts = pd.DataFrame({"source_index": [], "measured": [], "status": [], "image_id": [],
-                              "obs_id": [], "band": []})
-    measured = parts["measured"].astype(bool)
-    m = parts[measured].drop(columns=["measured", "status"], errors="ignore")
-    failed = parts[~measured]
-    failures = pd.DataFrame({
-        "source_index": failed["source_index"].astype(np.int64),
-        "obs_id": failed["obs_id"].astype(str),
-        "band": failed["band"].astype(np.int8),
-        "url": images.loc[failed["image_id"].astype(np.int64), "url"].astype(str).to_numpy()
-        if len(failed) else np.array([], dtype=str),
-        "reason": failed["status"].astype(str),
-    })
-    planned = np.zeros(len(cat.name), dtype=bool)
-    planned[plan.pairs["source_index"].to_numpy(np.int64)] = True
-    attrs = {
+def cube_attrs(config: RunConfig, phot: PhotometryConfig) -> dict[str, Any]:
+    """The cube's run attributes: the aperture-correction flag, software version, config, archive, catalog."""
+    return {
         "aperture_correction": int(bool(getattr(phot, "aperture_correction", True))),
         "software_version": __version__,
         "config": config.to_json(),
         "archive": config.archive,
         "catalog": str(config.catalog),
     }
-    return assemble_cube(cat.name, cat.ra, cat.dec, m, failures, planned, attrs)
+
+
+def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,
+                  phot: PhotometryConfig) -> xr.Dataset:
+    """The cube's Dataset from the catalog, the plan and the concatenated parts, in memory (the reference the
+    distributed assembly equals)."""
+    m, failures = split_parts(parts, plan.images.set_index("image_id")["url"])
+    planned = np.zeros(len(cat.name), dtype=bool)
+    planned[plan.pairs["source_index"].to_numpy(np.int64)] = True
+    return assemble_cube(cat.name, cat.ra, cat.dec, m, failures, planned, cube_attrs(config, phot))
 
 
 def run(catalog: str | Path, output: str | Path | None = None, *, config: RunConfig | None = None,
