@@ -77,15 +77,18 @@ def chunk_locks(names: list[str]) -> Iterator[None]:
 
 
 def write_region(path: str | Path, ds: xr.Dataset, dim: str, start: int, chunk: int, size: int) -> None:
-    """Write `ds` (variables along `dim` only) into rows [start, start + len) of the store's `dim`, which
-    has `size` rows in chunks of `chunk`; chunks shared with other regions are written under their locks."""
+    """Write `ds` (variables along `dim`, in the store's dtypes) into rows [start, start + len) of the store's
+    `dim`, which has `size` rows in chunks of `chunk`; chunks shared with other regions are written under
+    their locks. Values go to the Zarr arrays as they are: the template gave each array xarray's encoding,
+    and the cube's dtypes need no conversion (floats keep NaN, strings are variable-length)."""
     stop = start + ds.sizes.get(dim, 0)
     if stop == start or not ds.data_vars:
         return
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     shared = [f"spxbatch-assembly:{Path(path).resolve()}:{dim}:{k}" for k in partial_chunks(start, stop, size, chunk)]
-    with chunk_locks(shared), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds.to_zarr(path, region={dim: slice(start, stop)}, zarr_format=3, consolidated=False)
+    with chunk_locks(shared):
+        for name, var in ds.data_vars.items():
+            group[name][tuple(slice(start, stop) if d == dim else slice(None) for d in var.dims)] = var.values
 
 
 def consolidate(path: str | Path) -> None:
