@@ -29,12 +29,11 @@ import pandas as pd
 
 from spxbatch.assembly.blocks import BlockJob, StoreLayout, sample_cube, write_block, write_failures
 from spxbatch.assembly.layout import (
-    BATCH_BYTES,
-    FAILURE_CHUNK,
-    OBS_CHUNK,
+    batch_bytes,
     batches_by_size,
     n_blocks,
     offsets,
+    row_chunk,
     sources_per_block,
 )
 from spxbatch.assembly.shuffle import shuffle_batch
@@ -48,12 +47,13 @@ from spxbatch.pipeline.rundir import RunDir
 
 @dataclass(frozen=True)
 class AssemblyOptions:
-    """How the assembly cuts the work (None: sources_per_block from the catalog size)."""
+    """How the assembly cuts the work; None: from the run's size (`layout`: sources_per_block from the
+    catalog's, batch bytes from the parts', row chunks from the rows per block or batch)."""
 
     sources_per_block: int | None = None
-    obs_chunk: int = OBS_CHUNK
-    failure_chunk: int = FAILURE_CHUNK
-    batch_bytes: int = BATCH_BYTES
+    obs_chunk: int | None = None
+    failure_chunk: int | None = None
+    batch_bytes: int | None = None
 
 
 def planned_sources(pairs_path: str, n_sources: int) -> np.ndarray:
@@ -76,7 +76,8 @@ class Assembly:
         self.store = self.output.with_name(f".{self.output.name}.assembling")
         self.parts = sorted(rundir.parts_dir.glob("img_*.parquet"))
         stats = [p.stat() for p in self.parts]
-        self.batches = batches_by_size([s.st_size for s in stats], options.batch_bytes)
+        sizes = [s.st_size for s in stats]
+        self.batches = batches_by_size(sizes, options.batch_bytes or batch_bytes(sizes))
         digest = hashlib.sha256(json.dumps([self.per_block, options.obs_chunk, options.failure_chunk,
                                             options.batch_bytes, n_sources, str(self.store)]).encode())
         for p, s in zip(self.parts, stats, strict=True):
@@ -139,7 +140,9 @@ class Assembly:
             np.zeros(self.blocks, dtype=np.int64)
         fails = np.array([c["result"]["failures"] for c in counts], dtype=np.int64)
         sizes = {"source": self.n, "obs": int(rows.sum()), "failure": int(fails.sum())}
-        chunks = {"source": self.per_block, "obs": self.options.obs_chunk, "failure": self.options.failure_chunk}
+        chunks = {"source": self.per_block,
+                  "obs": self.options.obs_chunk or row_chunk(sizes["obs"], self.blocks),
+                  "failure": self.options.failure_chunk or row_chunk(sizes["failure"], len(fails))}
         return offsets(rows), offsets(fails), StoreLayout(str(self.store), str(self.spill), sizes, chunks)
 
     def create(self, layout: StoreLayout, first_block: int | None, names: np.ndarray, attrs: dict[str, Any]) -> None:

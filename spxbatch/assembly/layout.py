@@ -12,13 +12,15 @@ import numpy as np
 MAX_SOURCES_PER_BLOCK = 10_000
 #: At least this many blocks when the catalog allows it, so that small runs are spread over the workers too.
 MIN_BLOCKS = 16
-#: Rows per `obs` chunk: one source's rows fall in one chunk unless they straddle a boundary (a chunk of one
-#: float variable is ~1 MB, so reading one source reads ~1 MB per variable).
-OBS_CHUNK = 131_072
-#: Rows per `failure` chunk.
-FAILURE_CHUNK = 131_072
-#: Part bytes (Parquet, on disk) per shuffle task: ~10^5-10^6 rows, a few hundred MB in a worker's memory.
+#: Rows per `obs` (and `failure`) chunk at most: one source's rows fall in one chunk unless they straddle a
+#: boundary, and a chunk of one float variable is ~1 MB, so reading one source reads ~1 MB per variable.
+MAX_ROW_CHUNK = 131_072
+#: Rows per chunk at least (small runs: a few chunk files per variable, not one per block).
+MIN_ROW_CHUNK = 4_096
+#: Part bytes (Parquet, on disk) per shuffle task at most: ~10^6 rows, a few hundred MB in a worker's memory.
 BATCH_BYTES = 64 * 2**20
+#: At least this many shuffle tasks when the parts allow it (so that both workers shuffle a small run too).
+MIN_BATCHES = 8
 
 
 def sources_per_block(n_sources: int) -> int:
@@ -30,6 +32,19 @@ def sources_per_block(n_sources: int) -> int:
 def n_blocks(n_sources: int, per_block: int) -> int:
     """Blocks of `per_block` consecutive sources covering the catalog (the last may be shorter)."""
     return max(1, math.ceil(n_sources / per_block))
+
+
+def row_chunk(rows: int, pieces: int) -> int:
+    """Rows per chunk of a dimension of `rows` written in `pieces` regions (blocks or batches): about one
+    region's rows (a power of two), so that a region shares at most its two end chunks with its neighbours,
+    within [MIN_ROW_CHUNK, MAX_ROW_CHUNK]."""
+    per_piece = max(1, -(-rows // max(1, pieces)))
+    return min(MAX_ROW_CHUNK, max(MIN_ROW_CHUNK, 1 << (per_piece - 1).bit_length()))
+
+
+def batch_bytes(sizes: Sequence[int], most: int = BATCH_BYTES) -> int:
+    """Part bytes per shuffle task: MIN_BATCHES tasks or more, `most` bytes at most in each."""
+    return max(1, min(most, -(-sum(sizes) // MIN_BATCHES)))
 
 
 def batches_by_size(sizes: Sequence[int], target_bytes: int) -> list[range]:

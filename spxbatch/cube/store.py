@@ -93,8 +93,8 @@ class SpxAccessor:
     def source(self, name: str) -> xr.Dataset:
         """The `obs` rows of one source (time-ordered) plus its per-source and spectrum variables."""
         i = self.index(name)
-        start = int(self._ds["obs_start"].values[i])
-        size = int(self._ds["row_size"].values[i])
+        start = int(self._ds["obs_start"][i].values)  # one chunk read, not the whole per-source array
+        size = int(self._ds["row_size"][i].values)
         obs_vars = [v for v in self._ds.data_vars if self._ds[v].dims == ("obs",)]
         per_source = [v for v in self._ds.data_vars if self._ds[v].dims and self._ds[v].dims[0] == "source"]
         out = self._ds[obs_vars].isel(obs=slice(start, start + size))

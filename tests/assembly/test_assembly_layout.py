@@ -28,3 +28,18 @@ def test_partial_chunks_are_those_shared_with_other_regions():
     assert partial_chunks(5, 12, 25, 10) == [0, 1]
     assert partial_chunks(12, 18, 25, 10) == [1]
     assert partial_chunks(7, 7, 25, 10) == []  # nothing written
+
+
+def test_row_chunks_follow_the_rows_per_region():
+    from spxbatch.assembly.layout import MAX_ROW_CHUNK, MIN_ROW_CHUNK, row_chunk
+
+    assert row_chunk(10**7, 100) == MAX_ROW_CHUNK  # 10^5 rows per block: the largest chunk
+    assert row_chunk(88_000, 16) == 8192  # ~5,500 rows per block
+    assert row_chunk(300, 15) == MIN_ROW_CHUNK and row_chunk(0, 0) == MIN_ROW_CHUNK
+
+
+def test_batch_bytes_make_several_batches_of_a_small_run():
+    from spxbatch.assembly.layout import BATCH_BYTES, MIN_BATCHES, batch_bytes
+
+    assert len(batches_by_size([1000] * 80, batch_bytes([1000] * 80))) == MIN_BATCHES
+    assert batch_bytes([BATCH_BYTES] * 100) == BATCH_BYTES
