@@ -124,10 +124,20 @@ def source_releases(n_sources: int, m: pd.DataFrame) -> np.ndarray:
     if "release" not in m.columns or m.empty:
         return out
     good = m[m["good"].to_numpy(bool)]
-    major = good["pipeline_version"].astype(str).str.extract(r"^\s*v?(\d+)", expand=False).fillna("?")
-    label = good["release"].astype(str) + "/" + major
-    for i, labels in label.groupby(good["source_index"].to_numpy()):
-        out[int(i)] = ", ".join(sorted(set(labels)))
+    versions = good["pipeline_version"].astype(str)
+    known = pd.Series(pd.unique(versions))  # a few distinct versions: parse each once
+    major = known.str.extract(r"^\s*v?(\d+)", expand=False).fillna("?")
+    label = good["release"].astype(str) + "/" + versions.map(dict(zip(known, major, strict=True)))
+    # each source's set of labels as a bit mask over the few distinct labels (Python ints beyond 64 of them)
+    labels, code = np.unique(label.to_numpy(object), return_inverse=True)
+    dtype = np.uint64 if len(labels) <= 64 else object
+    mask = np.zeros(n_sources, dtype=dtype) if dtype is np.uint64 else np.full(n_sources, 0, dtype=object)
+    np.bitwise_or.at(mask, good["source_index"].to_numpy(np.int64),
+                     np.left_shift(np.ones(len(code), dtype=dtype), code.astype(dtype)))
+    has = mask != 0
+    sets, which = np.unique(mask[has], return_inverse=True)
+    text = [", ".join(labels[k] for k in range(len(labels)) if (int(u) >> k) & 1) for u in sets]
+    out[has] = np.array(text, dtype=object)[which] if text else []
     return out
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from xarray.coding.common import lazy_elemwise_func
+from xarray.core.indexing import PandasIndexingAdapter
 
 from spxbatch.errors import ConfigError
 from spxbatch.files import atomic_path
@@ -68,11 +70,19 @@ def open_cube(path: str | Path, dask: bool = True) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         ds = xr.open_zarr(path, zarr_format=3, consolidated=True, **({} if dask else {"chunks": None}))
-    # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects.
+    # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects,
+    # converted as they are read (without dask, astype would read every string variable whole at open).
     for name, var in ds.variables.items():
         if var.dtype.kind == "T":
-            ds[name] = var.astype(object)
+            if dask or isinstance(var._data, PandasIndexingAdapter):
+                ds[name] = var.astype(object)
+            else:
+                ds[name] = var.copy(data=lazy_elemwise_func(var._data, _as_objects, np.dtype(object)))
     return ds
+
+
+def _as_objects(values: np.ndarray) -> np.ndarray:
+    return values.astype(object)
 
 
 @xr.register_dataset_accessor("spx")
