@@ -2,7 +2,7 @@
 assembled into the cube by the shuffle on a LocalCluster of two workers, against the old in-memory path
 (`build_dataset` + `write_cube`, all parts in one DataFrame) at the sizes it can do. Prints wall time, the
 client's peak RSS, each worker's peak RSS, the cube's size on disk, and the time to open the cube and read
-one source's rows. Each case runs in its own process, so each peak is its own.
+one source's rows (open_cube with dask, and without). Each case runs in its own process, so each peak is its own.
 
     python benchmarks/assembly_scaling.py [--cases 1e5:1e4,1e6:1e5] [--old-max 1e6] [--workers 2]
         [--rows-per-part 2000] [--dir /tmp/spx-asm-bench]
@@ -118,7 +118,7 @@ def case(kind: str, run_dir: Path, out: Path, sources: int, workers: int) -> dic
     else:
         from distributed import Client, LocalCluster
 
-        from spxbatch.assembly.driver import assemble_run
+        from spxbatch.pipeline.assembly.driver import assemble_run
         from spxbatch.pipeline.executor import DaskExecutor
 
         urls = pd.read_parquet(rundir.plan_dir / "images.parquet").set_index("image_id")["url"]
@@ -131,15 +131,18 @@ def case(kind: str, run_dir: Path, out: Path, sources: int, workers: int) -> dic
             wall = time.perf_counter() - t0
         peaks = wp.peaks
     client_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t1 = time.perf_counter()
-    cube = open_cube(out, dask=False)
-    rows = len(cube.spx.dataframe(names[sources // 2]))
-    read_s = time.perf_counter() - t1
+    read_s = {}
+    for dask in (True, False):  # spxbatch.open_cube as users call it, and without dask (figures)
+        t1 = time.perf_counter()
+        cube = open_cube(out, dask=dask)
+        rows = len(cube.spx.dataframe(names[sources // 2]))
+        read_s[dask] = time.perf_counter() - t1
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     worker_gb = sorted((v / 1e9 for v in peaks.values()), reverse=True)[:workers]
     return {"path": kind, "wall_s": round(wall, 1), "client_peak_GB": round(client_peak / 1e9, 2),
             "worker_peak_GB": ",".join(f"{g:.2f}" for g in worker_gb) or "-", "cube_MB": round(size / 1e6, 1),
-            "obs": int(cube.sizes["obs"]), "one_source_read_s": round(read_s, 3), "one_source_rows": rows}
+            "obs": int(cube.sizes["obs"]), "open+one_source_s": round(read_s[True], 3),
+            "same_no_dask_s": round(read_s[False], 3), "one_source_rows": rows}
 
 
 def main() -> None:

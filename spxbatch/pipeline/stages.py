@@ -25,12 +25,12 @@ from distributed import Client
 from spxbatch import __version__
 from spxbatch.archive.location import ArchiveLocation, resolve_archive
 from spxbatch.archive.mirror import read_manifest, staged_cutouts
-from spxbatch.assembly.driver import assemble_run
-from spxbatch.assembly.parts import split_parts
 from spxbatch.cube.assemble import assemble_cube
 from spxbatch.cube.store import check_replaceable, open_cube
 from spxbatch.errors import ConfigError, StageError
 from spxbatch.photometry import PhotometryConfig
+from spxbatch.pipeline.assembly.driver import assemble_run
+from spxbatch.pipeline.assembly.parts import split_parts
 from spxbatch.pipeline.config import RunConfig, config_from_dict
 from spxbatch.pipeline.executor import (
     Executor,
@@ -258,7 +258,7 @@ class Pipeline:
 
     def assemble(self, executor: Executor | Client | None = None) -> xr.Dataset:
         """Build the cube from the parts, block by block on `executor` (default: in this process), and write it
-        to the output store (`spxbatch.assembly`); returns the cube as written (opened lazily)."""
+        to the output store (`spxbatch.pipeline.assembly`); returns the cube as written (opened lazily)."""
         self._require("assemble")
         self._check_catalog()  # parts of other rows are never assembled under these names
         cat = self.catalog

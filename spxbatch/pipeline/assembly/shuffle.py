@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spxbatch.assembly.parts import split_parts
+from spxbatch.pipeline.assembly.parts import split_parts
 from spxbatch.pipeline.rundir import conform_part
 
 

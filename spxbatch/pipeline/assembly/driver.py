@@ -27,8 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spxbatch.assembly.blocks import BlockJob, StoreLayout, sample_cube, write_block, write_failures
-from spxbatch.assembly.layout import (
+from spxbatch.cube.store import check_replaceable
+from spxbatch.errors import StageError
+from spxbatch.files import atomic_path, atomic_write_bytes
+from spxbatch.pipeline.assembly.blocks import BlockJob, StoreLayout, sample_cube, write_block, write_failures
+from spxbatch.pipeline.assembly.layout import (
     batch_bytes,
     batches_by_size,
     n_blocks,
@@ -36,11 +39,8 @@ from spxbatch.assembly.layout import (
     row_chunk,
     sources_per_block,
 )
-from spxbatch.assembly.shuffle import shuffle_batch
-from spxbatch.assembly.store import consolidate, create_store
-from spxbatch.cube.store import check_replaceable
-from spxbatch.errors import StageError
-from spxbatch.files import atomic_path, atomic_write_bytes
+from spxbatch.pipeline.assembly.shuffle import shuffle_batch
+from spxbatch.pipeline.assembly.store import consolidate, create_store
 from spxbatch.pipeline.executor import Executor, Outcome, Task, run_in_waves
 from spxbatch.pipeline.rundir import RunDir
 

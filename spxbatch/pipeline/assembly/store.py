@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from spxbatch.assembly.layout import partial_chunks
+from spxbatch.pipeline.assembly.layout import partial_chunks
 
 #: The dimensions written region by region (the others, channel and band_id, are written with the template).
 REGION_DIMS = ("source", "obs", "failure")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from spxbatch.assembly.layout import batches_by_size, n_blocks, offsets, partial_chunks, sources_per_block
+from spxbatch.pipeline.assembly.layout import batches_by_size, n_blocks, offsets, partial_chunks, sources_per_block
 
 
 def test_blocks_follow_the_catalog_size():
@@ -31,7 +31,7 @@ def test_partial_chunks_are_those_shared_with_other_regions():
 
 
 def test_row_chunks_follow_the_rows_per_region():
-    from spxbatch.assembly.layout import MAX_ROW_CHUNK, MIN_ROW_CHUNK, row_chunk
+    from spxbatch.pipeline.assembly.layout import MAX_ROW_CHUNK, MIN_ROW_CHUNK, row_chunk
 
     assert row_chunk(10**7, 100) == MAX_ROW_CHUNK  # 10^5 rows per block: the largest chunk
     assert row_chunk(88_000, 16) == 8192  # ~5,500 rows per block
@@ -39,7 +39,7 @@ def test_row_chunks_follow_the_rows_per_region():
 
 
 def test_batch_bytes_make_several_batches_of_a_small_run():
-    from spxbatch.assembly.layout import BATCH_BYTES, MIN_BATCHES, batch_bytes
+    from spxbatch.pipeline.assembly.layout import BATCH_BYTES, MIN_BATCHES, batch_bytes
 
     assert len(batches_by_size([1000] * 80, batch_bytes([1000] * 80))) == MIN_BATCHES
     assert batch_bytes([BATCH_BYTES] * 100) == BATCH_BYTES

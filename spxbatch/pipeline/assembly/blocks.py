@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 
-from spxbatch.assembly.parts import empty_failures
-from spxbatch.assembly.shuffle import block_dir, failure_file
-from spxbatch.assembly.store import write_region
 from spxbatch.cube.assemble import assemble_cube, failure_variables
+from spxbatch.pipeline.assembly.parts import empty_failures
+from spxbatch.pipeline.assembly.shuffle import block_dir, failure_file
+from spxbatch.pipeline.assembly.store import write_region
 
 
 @dataclass(frozen=True)

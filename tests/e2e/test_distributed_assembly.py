@@ -16,8 +16,8 @@ import pytest
 from cubes import assert_cubes_equal, kill_group
 from distributed import Client, LocalCluster
 
-from spxbatch.assembly.driver import AssemblyOptions, assemble_run
 from spxbatch.cube.store import open_cube
+from spxbatch.pipeline.assembly.driver import AssemblyOptions, assemble_run
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.executor import DaskExecutor, SerialExecutor
 from spxbatch.pipeline.measure import unmeasured_rows
