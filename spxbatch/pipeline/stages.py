@@ -54,6 +54,8 @@ from spxbatch.plan.plan import Plan, make_plan
 
 log = logging.getLogger(__name__)
 
+#: The cube `Pipeline.assemble` (and `run`) returns is loaded into memory up to this many measurements.
+IN_MEMORY_OBS = 1_000_000
 #: Options that change what finished work means: a rerun may not change them.
 _FIXED_OPTIONS = ("catalog", "archive", "bands", "time_range", "collections", "releases", "name_col", "ra_col",
                   "dec_col", "photometry")
@@ -258,7 +260,9 @@ class Pipeline:
 
     def assemble(self, executor: Executor | Client | None = None) -> xr.Dataset:
         """Build the cube from the parts, block by block on `executor` (default: in this process), and write it
-        to the output store (`spxbatch.pipeline.assembly`); returns the cube as written (opened lazily)."""
+        to the output store (`pipeline.assembly`); returns the cube as written: in memory up to IN_MEMORY_OBS
+        measurements (a Dataset that stays as it is whatever later happens to the store), opened lazily beyond
+        (so the client's memory does not grow with the run)."""
         self._require("assemble")
         self._check_catalog()  # parts of other rows are never assembled under these names
         cat = self.catalog
@@ -267,6 +271,8 @@ class Pipeline:
         path = assemble_run(self.rundir, self.config.output, cat.name, cat.ra, cat.dec,
                             urls.set_index("image_id")["url"], cube_attrs(self.config, self.photometry_config), ex)
         ds = open_cube(path)
+        if ds.sizes["obs"] <= IN_MEMORY_OBS:
+            ds = ds.load()
         self.rundir.mark_stage("assemble", output=self.config.output, obs=int(ds.sizes["obs"]),
                                failures=int(ds.sizes["failure"]))
         return ds
