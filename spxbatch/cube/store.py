@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from xarray.coding.common import lazy_elemwise_func
-from xarray.core.indexing import PandasIndexingAdapter
 
 from spxbatch.errors import ConfigError
 from spxbatch.files import atomic_path
@@ -69,16 +68,26 @@ def open_cube(path: str | Path, dask: bool = True) -> xr.Dataset:
     `dask=False` as xarray's own lazy arrays (no dask start-up, for short-lived readers of a few rows)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds = xr.open_zarr(path, zarr_format=3, consolidated=True, **({} if dask else {"chunks": None}))
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=True, create_default_indexes=False,
+                          **({} if dask else {"chunks": None}))
     # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects,
     # converted as they are read (without dask, astype would read every string variable whole at open).
+    indexed = [d for d in ds.dims if d in ds.coords]
     for name, var in ds.variables.items():
-        if var.dtype.kind == "T":
-            if dask or isinstance(var._data, PandasIndexingAdapter):
+        if var.dtype.kind == "T" and name not in indexed:
+            if dask:
                 ds[name] = var.astype(object)
             else:
                 ds[name] = var.copy(data=lazy_elemwise_func(var._data, _as_objects, np.dtype(object)))
-    return ds
+    # the dimension coordinates (source names, band ids): read whole, as objects, and indexed once (xarray's
+    # default, building the index from the stored strings and again after the conversion, cost seconds for
+    # 10^6 sources)
+    return ds.assign_coords({d: _loaded(ds[d].variable) for d in indexed})
+
+
+def _loaded(var: xr.Variable) -> xr.Variable:
+    var = var.load()
+    return var.astype(object) if var.dtype.kind == "T" else var
 
 
 def _as_objects(values: np.ndarray) -> np.ndarray:
