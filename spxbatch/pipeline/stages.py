@@ -29,7 +29,7 @@ from spxbatch.cube.assemble import assemble_cube
 from spxbatch.cube.store import check_replaceable, open_cube
 from spxbatch.errors import ConfigError, StageError
 from spxbatch.photometry import PhotometryConfig
-from spxbatch.pipeline.assembly.driver import assemble_run
+from spxbatch.pipeline.assembly.driver import AssemblyOptions, assemble_run
 from spxbatch.pipeline.assembly.parts import split_parts
 from spxbatch.pipeline.config import RunConfig, config_from_dict
 from spxbatch.pipeline.executor import (
@@ -258,8 +258,10 @@ class Pipeline:
         self.rundir.write_part(int(job.image["image_id"]), table, meta)
         return meta
 
-    def assemble(self, executor: Executor | Client | None = None) -> xr.Dataset:
-        """Build the cube from the parts, block by block on `executor` (default: in this process), and write it
+    def assemble(self, executor: Executor | Client | None = None,
+                 options: AssemblyOptions | None = None) -> xr.Dataset:
+        """Build the cube from the parts, block by block on `executor` (default: in this process; `options`:
+        how the work is cut, by default from the run's size; a resumed assembly keeps its own), and write it
         to the output store (`pipeline.assembly`); returns the cube as written: in memory up to IN_MEMORY_OBS
         measurements (a Dataset that stays as it is whatever later happens to the store), opened lazily beyond
         (so the client's memory does not grow with the run)."""
@@ -269,7 +271,8 @@ class Pipeline:
         urls = pd.read_parquet(self.rundir.plan_dir / "images.parquet", columns=["image_id", "url"])
         ex = SerialExecutor() if executor is None else as_executor(executor, self.config.task_retries)
         path = assemble_run(self.rundir, self.config.output, cat.name, cat.ra, cat.dec,
-                            urls.set_index("image_id")["url"], cube_attrs(self.config, self.photometry_config), ex)
+                            urls.set_index("image_id")["url"], cube_attrs(self.config, self.photometry_config), ex,
+                            options)
         ds = open_cube(path)
         if ds.sizes["obs"] <= IN_MEMORY_OBS:
             ds = ds.load()

@@ -1,7 +1,7 @@
 """The assembly shuffle on a real run's parts: on a LocalCluster of two workers (TCP), in several blocks and
 batches, with sources without rows and failed images, it equals the in-memory `assemble_cube` variable by
-variable (values, dtypes, attributes); a CLI killed with SIGKILL during assembly and resumed gives the same
-cube; one source's rows read from the cube quickly."""
+variable (values, dtypes, attributes); a run killed with SIGKILL during assembly and resumed by the CLI gives
+the same cube; one source's rows read from the cube quickly."""
 
 from __future__ import annotations
 
@@ -97,31 +97,45 @@ def _cli(args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_cli_killed_during_assembly_then_resumed_equals_uninterrupted(measured, sim_archive, tmp_path):
+#: Assemble a run directory on a LocalCluster of two workers, two sources per block (15 blocks).
+ASSEMBLE_IN_SMALL_BLOCKS = """
+import sys
+from distributed import Client, LocalCluster
+from spxbatch.pipeline.assembly.driver import AssemblyOptions
+from spxbatch.pipeline.stages import Pipeline
+with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster, \\
+        Client(cluster) as client:
+    Pipeline.from_run_dir(sys.argv[1]).assemble(client, AssemblyOptions(sources_per_block=2))
+"""
+
+
+def test_killed_during_assembly_then_resumed_by_the_cli_equals_uninterrupted(measured, sim_archive, tmp_path):
     pipe, ref = measured
-    run_dir = pipe.rundir.path
-    out = tmp_path / "killed.zarr"
+    out, run_dir = tmp_path / "killed.zarr", tmp_path / "killed.run"
     # the measured run directory, copied under the new output's name (parts, plan, state: measure done)
-    subprocess.run(["cp", "-a", str(run_dir), str(tmp_path / "killed.run")], check=True)
-    config = json.loads((tmp_path / "killed.run" / "config.json").read_text())
-    config.update(output=str(out), run_dir=str(tmp_path / "killed.run"))
-    (tmp_path / "killed.run" / "config.json").write_text(json.dumps(config))
-    written = tmp_path / "killed.run" / "assembly" / "written"
-    args = [str(sim_archive.catalog), "-o", str(out), "--stages", "assemble", "--workers", "2", "--no-progress"]
-    proc = _cli(args)
+    subprocess.run(["cp", "-a", str(pipe.rundir.path), str(run_dir)], check=True)
+    config = json.loads((run_dir / "config.json").read_text())
+    config.update(output=str(out), run_dir=str(run_dir))
+    (run_dir / "config.json").write_text(json.dumps(config))
+    written = run_dir / "assembly" / "written"
+    proc = subprocess.Popen([sys.executable, "-c", ASSEMBLE_IN_SMALL_BLOCKS, str(run_dir)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and len(list(written.glob("*.json"))) < 2:
         time.sleep(0.01)
-    kill_group(proc)
-    n_blocks = 15  # sources_per_block(30)
+    kill_group(proc)  # SIGKILL, the workers with it, after two blocks are written
+    n_blocks = 15
     done_first = len(list(written.glob("*.json")))
     assert 2 <= done_first < n_blocks and not out.exists()
 
-    proc = _cli(args)  # the same command resumes: only the blocks not written are assembled
+    # the CLI resumes it: the blocks not written, in the killed assembly's blocks (not the default one block)
+    proc = _cli([str(sim_archive.catalog), "-o", str(out), "--stages", "assemble", "--workers", "2", "--no-progress"])
     text, _ = proc.communicate(timeout=300)
     assert proc.returncode in (0, 1), text  # 1: some images failed (the failed parts above)
-    _assert_same_cube(open_cube(out).load(), ref, other_run=("config",))  # its output, run directory, workers
-    print(f"killed after {done_first} of {n_blocks} blocks written; resumed")
+    cube = open_cube(out).load()
+    _assert_same_cube(cube, ref, other_run=("config",))  # its output, run directory, workers
+    assert cube["spectrum_flux"].encoding["chunks"] == (2, 102)
+    print(f"killed after {done_first} of {n_blocks} blocks written; resumed by the CLI")
 
     t0 = time.perf_counter()
     cube = open_cube(out, dask=False)

@@ -6,9 +6,10 @@ from spxbatch.pipeline.assembly.layout import batches_by_size, n_blocks, offsets
 
 
 def test_blocks_follow_the_catalog_size():
-    assert sources_per_block(30) == 2 and n_blocks(30, 2) == 15  # small catalogs still make several blocks
+    assert sources_per_block(30) == 1000 and n_blocks(30, 1000) == 1  # a small catalog is one block
+    assert sources_per_block(10**5) == 6250 and n_blocks(10**5, 6250) == 16  # 16 blocks for the workers
     assert sources_per_block(10**6) == 10_000 and n_blocks(10**6, 10_000) == 100
-    assert sources_per_block(1) == 1 and n_blocks(7, 3) == 3
+    assert n_blocks(7, 3) == 3
 
 
 def test_batches_are_consecutive_and_never_empty():
@@ -41,5 +42,6 @@ def test_row_chunks_follow_the_rows_per_region():
 def test_batch_bytes_make_several_batches_of_a_small_run():
     from spxbatch.pipeline.assembly.layout import BATCH_BYTES, MIN_BATCHES, batch_bytes
 
-    assert len(batches_by_size([1000] * 80, batch_bytes([1000] * 80))) == MIN_BATCHES
+    assert len(batches_by_size([2**20] * 80, batch_bytes([2**20] * 80))) == MIN_BATCHES
+    assert len(batches_by_size([1000] * 80, batch_bytes([1000] * 80))) == 1  # a small run: one batch
     assert batch_bytes([BATCH_BYTES] * 100) == BATCH_BYTES

@@ -15,6 +15,7 @@ with the batches and blocks not yet marked; parts changed since (a rerun measure
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -67,22 +68,26 @@ class Assembly:
     """The assembly state of one run directory (RUN_DIR/assembly) and the steps that advance it."""
 
     def __init__(self, rundir: RunDir, output: str | Path, n_sources: int, options: AssemblyOptions):
+        """`options` apply to a new assembly; one resumed (same parts, catalog size and output) keeps the
+        options it started with, so its blocks and batches stay the ones its markers count."""
         self.rundir, self.output, self.n = rundir, Path(output), n_sources
-        self.per_block = options.sources_per_block or sources_per_block(n_sources)
-        self.blocks = n_blocks(n_sources, self.per_block)
-        self.options = options
         self.dir = rundir.path / "assembly"
         self.spill = self.dir / "spill"
         self.store = self.output.with_name(f".{self.output.name}.assembling")
         self.parts = sorted(rundir.parts_dir.glob("img_*.parquet"))
         stats = [p.stat() for p in self.parts]
-        sizes = [s.st_size for s in stats]
-        self.batches = batches_by_size(sizes, options.batch_bytes or batch_bytes(sizes))
-        digest = hashlib.sha256(json.dumps([self.per_block, options.obs_chunk, options.failure_chunk,
-                                            options.batch_bytes, n_sources, str(self.store)]).encode())
+        digest = hashlib.sha256(json.dumps([n_sources, str(self.store)]).encode())
         for p, s in zip(self.parts, stats, strict=True):
             digest.update(f"{p.name}:{s.st_size}:{s.st_mtime_ns}\n".encode())
         self.fingerprint = digest.hexdigest()
+        saved = rundir.read_json("assembly/state.json") or {}
+        if saved.get("fingerprint") == self.fingerprint and "options" in saved:
+            options = AssemblyOptions(**saved["options"])
+        self.options = options
+        self.per_block = options.sources_per_block or sources_per_block(n_sources)
+        self.blocks = n_blocks(n_sources, self.per_block)
+        sizes = [s.st_size for s in stats]
+        self.batches = batches_by_size(sizes, options.batch_bytes or batch_bytes(sizes))
 
     # --- state --------------------------------------------------------------------------------------------
     def _marker(self, kind: str, i: int) -> Path:
@@ -96,7 +101,7 @@ class Assembly:
         atomic_write_bytes(self._marker(kind, i), json.dumps(record).encode())
 
     def reset_if_stale(self) -> None:
-        """Discard the state of an assembly of other parts or options, or whose store is gone (moved over the
+        """Discard the state of an assembly of other parts, or whose store is gone (moved over the
         output by a run killed before it cleaned up)."""
         state = self.rundir.read_json("assembly/state.json")
         stale = state is not None and (state.get("fingerprint") != self.fingerprint
@@ -104,7 +109,8 @@ class Assembly:
         if state is None or stale:
             self.clean()
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.rundir.write_json("assembly/state.json", {"fingerprint": self.fingerprint})
+            self.rundir.write_json("assembly/state.json", {"fingerprint": self.fingerprint,
+                                                           "options": dataclasses.asdict(self.options)})
 
     def clean(self) -> None:
         """Remove the assembly state, its spill files and any half-written store."""

@@ -10,7 +10,10 @@ import numpy as np
 
 #: At most this many sources per block (and per `source` chunk: 10^4 spectra of 102 channels, ~8 MB).
 MAX_SOURCES_PER_BLOCK = 10_000
-#: At least this many blocks when the catalog allows it, so that small runs are spread over the workers too.
+#: At least this many sources per block: a small catalog is one block (a task's fixed cost is a large part
+#: of a small block's).
+MIN_SOURCES_PER_BLOCK = 1_000
+#: At least this many blocks beyond that, so that every worker has blocks to do.
 MIN_BLOCKS = 16
 #: Rows per `obs` (and `failure`) chunk at most: one source's rows fall in one chunk unless they straddle a
 #: boundary, and a chunk of one float variable is ~1 MB, so reading one source reads ~1 MB per variable.
@@ -19,14 +22,16 @@ MAX_ROW_CHUNK = 131_072
 MIN_ROW_CHUNK = 4_096
 #: Part bytes (Parquet, on disk) per shuffle task at most: ~10^6 rows, a few hundred MB in a worker's memory.
 BATCH_BYTES = 64 * 2**20
-#: At least this many shuffle tasks when the parts allow it (so that both workers shuffle a small run too).
+#: At least this many shuffle tasks when the parts allow it (so that both workers shuffle a run)...
 MIN_BATCHES = 8
+#: ... of at least this many part bytes each (a small run is one batch).
+MIN_BATCH_BYTES = 8 * 2**20
 
 
 def sources_per_block(n_sources: int) -> int:
-    """Sources per block for a catalog of `n_sources`: MIN_BLOCKS blocks or more, MAX_SOURCES_PER_BLOCK at most
-    in each; a function of the catalog size alone, so a resumed assembly finds the same blocks."""
-    return max(1, min(MAX_SOURCES_PER_BLOCK, math.ceil(n_sources / MIN_BLOCKS)))
+    """Sources per block for a catalog of `n_sources`: MIN_BLOCKS blocks or more, between MIN_SOURCES_PER_BLOCK
+    and MAX_SOURCES_PER_BLOCK sources in each (a smaller catalog is one block)."""
+    return max(1, min(MAX_SOURCES_PER_BLOCK, max(MIN_SOURCES_PER_BLOCK, math.ceil(n_sources / MIN_BLOCKS))))
 
 
 def n_blocks(n_sources: int, per_block: int) -> int:
@@ -43,8 +48,8 @@ def row_chunk(rows: int, pieces: int) -> int:
 
 
 def batch_bytes(sizes: Sequence[int], most: int = BATCH_BYTES) -> int:
-    """Part bytes per shuffle task: MIN_BATCHES tasks or more, `most` bytes at most in each."""
-    return max(1, min(most, -(-sum(sizes) // MIN_BATCHES)))
+    """Part bytes per shuffle task: MIN_BATCHES tasks or more, between MIN_BATCH_BYTES and `most` in each."""
+    return max(1, min(most, max(MIN_BATCH_BYTES, -(-sum(sizes) // MIN_BATCHES))))
 
 
 def batches_by_size(sizes: Sequence[int], target_bytes: int) -> list[range]:
