@@ -9,8 +9,9 @@
 
 The client holds per-block and per-batch counts, the catalog (names, positions: it has them anyway), the
 planned flag per source (1 bit each) and the image URLs; never a row of the parts. The state lives in
-RUN_DIR/assembly/ and is fingerprinted by the parts and the layout options: a run killed in assembly resumes
-with the batches and blocks not yet marked; parts changed since (a rerun measured again) start it over.
+RUN_DIR/assembly/ and is fingerprinted by the parts (names, sizes, times), the catalog size and the output: a
+run killed in assembly resumes, with the options it started with, the batches and blocks not yet marked;
+parts changed since (a rerun measured again) start it over.
 """
 
 from __future__ import annotations
