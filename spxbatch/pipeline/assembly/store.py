@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from spxbatch.errors import StageError
 from spxbatch.pipeline.assembly.layout import partial_chunks
 
 #: The dimensions written region by region (the others, channel and band_id, are written with the template).
@@ -86,9 +87,15 @@ def write_region(path: str | Path, ds: xr.Dataset, dim: str, start: int, chunk: 
         return
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     shared = [f"spxbatch-assembly:{Path(path).resolve()}:{dim}:{k}" for k in partial_chunks(start, stop, size, chunk)]
+    arrays = {name: group[name] for name in ds.data_vars}
+    for name, arr in arrays.items():  # Zarr would cast silently (NaN into an integer array): refuse instead
+        kinds = {ds[name].dtype.kind, arr.dtype.kind}
+        if ds[name].dtype != arr.dtype and not kinds <= set("OUT"):
+            raise StageError(f"assembly: {name} is {ds[name].dtype} in rows {start}..{stop} of {dim} but "
+                             f"{arr.dtype} in the store (its template)")
     with chunk_locks(shared):
         for name, var in ds.data_vars.items():
-            group[name][tuple(slice(start, stop) if d == dim else slice(None) for d in var.dims)] = var.values
+            arrays[name][tuple(slice(start, stop) if d == dim else slice(None) for d in var.dims)] = var.values
 
 
 def consolidate(path: str | Path) -> None:
