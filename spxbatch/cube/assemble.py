@@ -81,6 +81,21 @@ def _as_dtype(values: Any, dtype: str) -> np.ndarray:
     return np.asarray(values).astype(dtype)
 
 
+#: The failure table's column behind each failure variable.
+FAILURE_COLUMNS = {"failure_source_index": "source_index", "failure_obs_id": "obs_id", "failure_band": "band",
+                   "failure_url": "url", "failure_reason": "reason"}
+
+
+def failure_variables(failures: pd.DataFrame) -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
+    """The cube's `failure` variables of a failure table (source_index, obs_id, band, url, reason), rows in
+    the table's order: one definition for the whole cube and for a slice of it written on its own."""
+    out = {}
+    for var, col in FAILURE_COLUMNS.items():
+        dtype, units, long_name = FAILURE_VARIABLES[var]
+        out[var] = ("failure", _as_dtype(failures[col].to_numpy(), dtype), {"units": units, "long_name": long_name})
+    return out
+
+
 def combine_spectrum(
     source_index: np.ndarray, wavelength: np.ndarray, band: np.ndarray, flux: np.ndarray,
     flux_err: np.ndarray, good: np.ndarray, n_sources: int,
@@ -111,10 +126,20 @@ def source_releases(n_sources: int, m: pd.DataFrame) -> np.ndarray:
     if "release" not in m.columns or m.empty:
         return out
     good = m[m["good"].to_numpy(bool)]
-    major = good["pipeline_version"].astype(str).str.extract(r"^\s*v?(\d+)", expand=False).fillna("?")
-    label = good["release"].astype(str) + "/" + major
-    for i, labels in label.groupby(good["source_index"].to_numpy()):
-        out[int(i)] = ", ".join(sorted(set(labels)))
+    versions = good["pipeline_version"].astype(str)
+    known = pd.Series(pd.unique(versions))  # a few distinct versions: parse each once
+    major = known.str.extract(r"^\s*v?(\d+)", expand=False).fillna("?")
+    label = good["release"].astype(str) + "/" + versions.map(dict(zip(known, major, strict=True)))
+    # each source's set of labels as a bit mask over the few distinct labels (Python ints beyond 64 of them)
+    labels, code = np.unique(label.to_numpy(object), return_inverse=True)
+    dtype = np.uint64 if len(labels) <= 64 else object
+    mask = np.zeros(n_sources, dtype=dtype) if dtype is np.uint64 else np.full(n_sources, 0, dtype=object)
+    np.bitwise_or.at(mask, good["source_index"].to_numpy(np.int64),
+                     np.left_shift(np.ones(len(code), dtype=dtype), code.astype(dtype)))
+    has = mask != 0
+    sets, which = np.unique(mask[has], return_inverse=True)
+    text = [", ".join(labels[k] for k in range(len(labels)) if (int(u) >> k) & 1) for u in sets]
+    out[has] = np.array(text, dtype=object)[which] if text else []
     return out
 
 
@@ -196,12 +221,7 @@ def assemble_cube(
     data_vars["channel_wavelength"] = ("channel", centers, {"units": "um", "long_name": "channel centre"})
     data_vars["channel_band"] = ("channel", bands.astype(np.int8), {"units": "1", "long_name": "channel band"})
 
-    fail_cols = {"failure_source_index": "source_index", "failure_obs_id": "obs_id",
-                 "failure_band": "band", "failure_url": "url", "failure_reason": "reason"}
-    for var, col in fail_cols.items():
-        dtype, units, long_name = FAILURE_VARIABLES[var]
-        data_vars[var] = ("failure", _as_dtype(failures[col].to_numpy(), dtype),
-                          {"units": units, "long_name": long_name})
+    data_vars.update(failure_variables(failures))
 
     ds = xr.Dataset(
         data_vars,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from xarray.coding.common import lazy_elemwise_func
 
 from spxbatch.errors import ConfigError
 from spxbatch.files import atomic_path
@@ -67,12 +68,30 @@ def open_cube(path: str | Path, dask: bool = True) -> xr.Dataset:
     `dask=False` as xarray's own lazy arrays (no dask start-up, for short-lived readers of a few rows)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds = xr.open_zarr(path, zarr_format=3, consolidated=True, **({} if dask else {"chunks": None}))
-    # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects.
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=True, create_default_indexes=False,
+                          **({} if dask else {"chunks": None}))
+    # Zarr v3 strings come back as numpy's StringDType, which many numpy/pandas calls refuse; use objects,
+    # converted as they are read (without dask, astype would read every string variable whole at open).
+    indexed = [d for d in ds.dims if d in ds.coords]
     for name, var in ds.variables.items():
-        if var.dtype.kind == "T":
-            ds[name] = var.astype(object)
-    return ds
+        if var.dtype.kind == "T" and name not in indexed:
+            if dask:
+                ds[name] = var.astype(object)
+            else:
+                ds[name] = var.copy(data=lazy_elemwise_func(var._data, _as_objects, np.dtype(object)))
+    # the dimension coordinates (source names, band ids): read whole, as objects, and indexed once (xarray's
+    # default, building the index from the stored strings and again after the conversion, cost seconds for
+    # 10^6 sources)
+    return ds.assign_coords({d: _loaded(ds[d].variable) for d in indexed})
+
+
+def _loaded(var: xr.Variable) -> xr.Variable:
+    var = var.load()
+    return var.astype(object) if var.dtype.kind == "T" else var
+
+
+def _as_objects(values: np.ndarray) -> np.ndarray:
+    return values.astype(object)
 
 
 @xr.register_dataset_accessor("spx")
@@ -93,8 +112,8 @@ class SpxAccessor:
     def source(self, name: str) -> xr.Dataset:
         """The `obs` rows of one source (time-ordered) plus its per-source and spectrum variables."""
         i = self.index(name)
-        start = int(self._ds["obs_start"].values[i])
-        size = int(self._ds["row_size"].values[i])
+        start = int(self._ds["obs_start"][i].values)  # one chunk read, not the whole per-source array
+        size = int(self._ds["row_size"][i].values)
         obs_vars = [v for v in self._ds.data_vars if self._ds[v].dims == ("obs",)]
         per_source = [v for v in self._ds.data_vars if self._ds[v].dims and self._ds[v].dims[0] == "source"]
         out = self._ds[obs_vars].isel(obs=slice(start, start + size))

@@ -27,11 +27,22 @@ from spxbatch import __version__
 from spxbatch.archive.location import ArchiveLocation, resolve_archive
 from spxbatch.archive.mirror import read_manifest, staged_cutouts
 from spxbatch.cube.assemble import assemble_cube
-from spxbatch.cube.store import check_replaceable, write_cube
+from spxbatch.cube.store import check_replaceable, open_cube
 from spxbatch.errors import ConfigError, StageError
 from spxbatch.photometry import PhotometryConfig
+from spxbatch.pipeline.assembly.driver import AssemblyOptions, assemble_run
+from spxbatch.pipeline.assembly.parts import split_parts
 from spxbatch.pipeline.config import RunConfig, config_from_dict
-from spxbatch.pipeline.executor import Executor, Outcome, Task, as_executor, batched, dask_executor, run_in_waves
+from spxbatch.pipeline.executor import (
+    Executor,
+    Outcome,
+    SerialExecutor,
+    Task,
+    as_executor,
+    batched,
+    dask_executor,
+    run_in_waves,
+)
 from spxbatch.pipeline.fingerprint import catalog_fingerprint
 from spxbatch.pipeline.jobs import ImageJob, image_jobs, use_staged_cutouts
 from spxbatch.pipeline.measure import measure_batch, unmeasured_rows
@@ -44,15 +55,17 @@ from spxbatch.plan.plan import Plan, make_plan
 
 log = logging.getLogger(__name__)
 
+#: The cube `Pipeline.assemble` (and `run`) returns is loaded into memory up to this many measurements.
+IN_MEMORY_OBS = 1_000_000
 #: Options that change what finished work means: a rerun may not change them.
-_FIXED_OPTIONS = ("catalog", "archive", "bands", "time_range", "collections", "releases", "name_col", "ra_col",
+FIXED_OPTIONS = ("catalog", "archive", "bands", "time_range", "collections", "releases", "name_col", "ra_col",
                   "dec_col", "photometry")
 
 
 def _check_consistent(saved: dict[str, Any], cfg: RunConfig) -> None:
     """Refuse a rerun whose options would make the finished work in the run directory inconsistent."""
     before = config_from_dict(saved)
-    changed = [k for k in _FIXED_OPTIONS if getattr(before, k) != getattr(cfg, k)]
+    changed = [k for k in FIXED_OPTIONS if getattr(before, k) != getattr(cfg, k)]
     if changed:
         detail = "; ".join(f"{k}: {getattr(before, k)!r} -> {getattr(cfg, k)!r}" for k in changed)
         raise ConfigError(
@@ -246,15 +259,24 @@ class Pipeline:
         self.rundir.write_part(int(job.image["image_id"]), table, meta)
         return meta
 
-    def assemble(self) -> xr.Dataset:
-        """Build the cube from the parts and write it to the output store."""
+    def assemble(self, executor: Executor | Client | None = None,
+                 options: AssemblyOptions | None = None) -> xr.Dataset:
+        """Build the cube from the parts, block by block on `executor` (default: in this process; `options`:
+        how the work is cut, by default from the run's size; a resumed assembly keeps its own), and write it
+        to the output store (`pipeline.assembly`); returns the cube as written: in memory up to IN_MEMORY_OBS
+        measurements (a Dataset that stays as it is whatever later happens to the store), opened lazily beyond
+        (so the client's memory does not grow with the run)."""
         self._require("assemble")
         self._check_catalog()  # parts of other rows are never assembled under these names
-        plan = Plan.load(self.rundir.path)
         cat = self.catalog
-        parts = self.rundir.read_parts()
-        ds = build_dataset(cat, plan, parts, self.config, self.photometry_config)
-        write_cube(ds, self.config.output)
+        urls = pd.read_parquet(self.rundir.plan_dir / "images.parquet", columns=["image_id", "url"])
+        ex = SerialExecutor() if executor is None else as_executor(executor, self.config.task_retries)
+        path = assemble_run(self.rundir, self.config.output, cat.name, cat.ra, cat.dec,
+                            urls.set_index("image_id")["url"], cube_attrs(self.config, self.photometry_config, cat), ex,
+                            options)
+        ds = open_cube(path)
+        if ds.sizes["obs"] <= IN_MEMORY_OBS:
+            ds = ds.load()
         self.rundir.mark_stage("assemble", output=self.config.output, obs=int(ds.sizes["obs"]),
                                failures=int(ds.sizes["failure"]))
         return ds
@@ -295,37 +317,28 @@ class Pipeline:
         if mirror is not None and "stage" in stages:
             _check_mirror(mirror)
         runner = executor if executor is not None else client
-        steps: dict[str, Callable[[], Any]] = {
-            "plan": self.plan, "stage": lambda: self.stage(mirror, runner), "measure": lambda: self.measure(runner),
-            "assemble": self.assemble}
-        result = None
-        for stage in STAGES:
-            if stage in stages:
-                result = steps[stage]()
+        with contextlib.ExitStack() as stack:
+            shared: list[Executor] = []
+
+            def tasks() -> Executor:  # one executor (cluster) for every stage that runs tasks, made when needed
+                if not shared:
+                    shared.append(stack.enter_context(self._executor(runner)))
+                return shared[0]
+
+            steps: dict[str, Callable[[], Any]] = {
+                "plan": self.plan, "stage": lambda: self.stage(mirror, tasks()),
+                "measure": lambda: self.measure(tasks()), "assemble": lambda: self.assemble(tasks())}
+            result = None
+            for stage in STAGES:
+                if stage in stages:
+                    result = steps[stage]()
         return result if isinstance(result, xr.Dataset) else None
 
 
-def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,
-                  phot: PhotometryConfig) -> xr.Dataset:
-    """The cube's Dataset from the catalog, the plan and the concatenated parts."""
-    images = plan.images.set_index("image_id")
-    if parts.empty:
-        parts = pd.DataFrame({"source_index": [], "measured": [], "status": [], "image_id": [],
-                              "obs_id": [], "band": []})
-    measured = parts["measured"].astype(bool)
-    m = parts[measured].drop(columns=["measured", "status"], errors="ignore")
-    failed = parts[~measured]
-    failures = pd.DataFrame({
-        "source_index": failed["source_index"].astype(np.int64),
-        "obs_id": failed["obs_id"].astype(str),
-        "band": failed["band"].astype(np.int8),
-        "url": images.loc[failed["image_id"].astype(np.int64), "url"].astype(str).to_numpy()
-        if len(failed) else np.array([], dtype=str),
-        "reason": failed["status"].astype(str),
-    })
-    planned = np.zeros(len(cat.name), dtype=bool)
-    planned[plan.pairs["source_index"].to_numpy(np.int64)] = True
-    attrs = {
+def cube_attrs(config: RunConfig, phot: PhotometryConfig, cat: Catalog) -> dict[str, Any]:
+    """The cube's run attributes: the aperture-correction flag, software version, config, archive, catalog and
+    the fingerprint of its rows."""
+    return {
         "aperture_correction": int(bool(getattr(phot, "aperture_correction", True))),
         "software_version": __version__,
         "config": config.to_json(),
@@ -333,7 +346,16 @@ def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConf
         "catalog": str(config.catalog),
         "catalog_fingerprint": json.dumps(catalog_fingerprint(cat)),  # the rows `spxbatch update` may extend
     }
-    return assemble_cube(cat.name, cat.ra, cat.dec, m, failures, planned, attrs)
+
+
+def build_dataset(cat: Catalog, plan: Plan, parts: pd.DataFrame, config: RunConfig,
+                  phot: PhotometryConfig) -> xr.Dataset:
+    """The cube's Dataset from the catalog, the plan and the concatenated parts, in memory (the reference the
+    distributed assembly equals)."""
+    m, failures = split_parts(parts, plan.images.set_index("image_id")["url"])
+    planned = np.zeros(len(cat.name), dtype=bool)
+    planned[plan.pairs["source_index"].to_numpy(np.int64)] = True
+    return assemble_cube(cat.name, cat.ra, cat.dec, m, failures, planned, cube_attrs(config, phot, cat))
 
 
 def run(catalog: str | Path, output: str | Path | None = None, *, config: RunConfig | None = None,

@@ -6,6 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from spxbatch.pipeline.rundir import DEFAULT_STAGES, STAGES, RunDir
 
 
@@ -23,13 +25,13 @@ def run_status(run_dir: str | Path) -> str:
         lines.append(f"Mirror: {staging['mirror']}")
     for stage in STAGES:
         lines.append(_stage_line(stage, state.get(stage), staging))
-    images = planned_images(rd)
+    n_images = planned_images(rd, state)
     failed: list[int] = []
-    if images is not None:
-        finished = rd.finished_images(retry_failed=False)
+    if n_images is not None:
+        finished = {i for i in rd.finished_images(retry_failed=False) if i < n_images}
         failed = sorted(i for i in finished if (rd.part_meta(i) or {}).get("error"))
-        lines.append(f"Images: {len(images)} planned, {len(finished) - len(failed)} measured, "
-                     f"{len(failed)} failed, {len(images - finished)} not yet done")
+        lines.append(f"Images: {n_images} planned, {len(finished) - len(failed)} measured, "
+                     f"{len(failed)} failed, {n_images - len(finished)} not yet done")
         for i in failed[:5]:
             lines.append(f"  failed image {i}: {rd.part_meta(i)['error']}")
         if len(failed) > 5:
@@ -72,11 +74,11 @@ def _next_step(cfg: dict[str, Any], state: dict[str, Any], staging: dict[str, An
     return [f"{head}{offline}:", "  " + shlex.join(cmd)]
 
 
-def planned_images(rd: RunDir) -> set[int] | None:
-    """Image ids in the saved plan, or None before the plan stage."""
-    import pandas as pd
-
-    pairs = rd.plan_dir / "pairs.parquet"
-    if not pairs.exists():
-        return None
-    return set(pd.read_parquet(pairs, columns=["image_id"])["image_id"].astype(int).unique().tolist())
+def planned_images(rd: RunDir, state: dict[str, Any]) -> int | None:
+    """How many images the plan holds (their ids are 0..n-1), from summaries only: the plan stage's count in
+    state.json, else the row count in the footer of the saved image table; None before the plan stage. The
+    plan's pairs (one row per source and image) are never read."""
+    if "images" in state.get("plan", {}):
+        return int(state["plan"]["images"])
+    images = rd.plan_dir / "images.parquet"
+    return pq.read_metadata(images).num_rows if images.exists() else None

@@ -30,8 +30,7 @@ from spxbatch.files import atomic_write_bytes
 from spxbatch.pipeline.config import RunConfig, config_from_dict
 from spxbatch.pipeline.executor import Executor
 from spxbatch.pipeline.rundir import RunDir
-from spxbatch.pipeline.stages import _FIXED_OPTIONS as FIXED_OPTIONS
-from spxbatch.pipeline.stages import Pipeline, build_dataset
+from spxbatch.pipeline.stages import FIXED_OPTIONS, Pipeline, build_dataset
 from spxbatch.pipeline.update.carry import carried_parts, cube_rows
 from spxbatch.pipeline.update.catalog_rows import added_rows
 from spxbatch.pipeline.update.classify import MEASURED_KINDS, classify, measured_images, not_planned, summary
