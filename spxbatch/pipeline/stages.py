@@ -33,6 +33,7 @@ from spxbatch.photometry import PhotometryConfig
 from spxbatch.pipeline.assembly.driver import AssemblyOptions, assemble_run
 from spxbatch.pipeline.assembly.parts import split_parts
 from spxbatch.pipeline.config import RunConfig, config_from_dict
+from spxbatch.pipeline.early_start import ExecutorStarter
 from spxbatch.pipeline.executor import (
     Executor,
     Outcome,
@@ -187,6 +188,13 @@ class Pipeline:
                                sources_planned=int(plan.pairs["source_index"].nunique()))
         return plan
 
+    def _check_plan_inputs(self) -> None:
+        """Everything the plan stage checks before it contacts the archive: the catalog, the archive option,
+        the outputs and the run directory (a ConfigError, exit 2, for any of them)."""
+        _ = self.catalog
+        self.archive_location()
+        self._start()
+
     def measure(self, executor: Executor | Client | None = None) -> dict[str, Any]:
         """Measure every planned image not yet done on `executor` (default: a Dask cluster from the
         config); returns the counts of this call."""
@@ -317,21 +325,25 @@ class Pipeline:
         if mirror is not None and "stage" in stages:
             _check_mirror(mirror)
         runner = executor if executor is not None else client
-        with contextlib.ExitStack() as stack:
-            shared: list[Executor] = []
-
-            def tasks() -> Executor:  # one executor (cluster) for every stage that runs tasks, made when needed
-                if not shared:
-                    shared.append(stack.enter_context(self._executor(runner)))
-                return shared[0]
-
+        # one executor (cluster) for every stage that runs tasks, made when first needed; a local cluster of
+        # our own starts while the plan is made (its inputs checked first, so bad input starts nothing)
+        starter = ExecutorStarter(lambda: self._executor(runner))
+        try:
+            if runner is None and not self.config.cluster.kind and not self.config.cluster.scheduler \
+                    and "plan" in stages and set(stages) - {"plan"} and not self.rundir.stage_done("plan"):
+                self._check_plan_inputs()
+                starter.start_early()
             steps: dict[str, Callable[[], Any]] = {
-                "plan": self.plan, "stage": lambda: self.stage(mirror, tasks()),
-                "measure": lambda: self.measure(tasks()), "assemble": lambda: self.assemble(tasks())}
+                "plan": self.plan, "stage": lambda: self.stage(mirror, starter.get()),
+                "measure": lambda: self.measure(starter.get()), "assemble": lambda: self.assemble(starter.get())}
             result = None
             for stage in STAGES:
                 if stage in stages:
                     result = steps[stage]()
+        except BaseException as exc:
+            starter.close(type(exc), exc, exc.__traceback__)
+            raise
+        starter.close()
         return result if isinstance(result, xr.Dataset) else None
 
 
