@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from aiohttp import web
+from astropy.io import fits
 
 from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.sim.faults import Bandwidth, FaultConfig, FaultInjector
@@ -48,6 +49,7 @@ class ArchiveServer:
         self.url = ""
         self.engine: TapEngine | None = None
         self.jobs = uws.JobStore(self._run_job)
+        self._hdu_spans: dict[Path, list[tuple[str, int, int]]] = {}
 
     # -- public helpers -------------------------------------------------------------------------------------
     @property
@@ -106,11 +108,28 @@ class ArchiveServer:
                     fh.write(json.dumps(entry) + "\n")
             self._logged.notify_all()
 
+    def hdu_spans(self, path: Path) -> list[tuple[str, int, int]]:
+        """(EXTNAME, first byte, end) of each HDU of a FITS file below the root, header and data (cached per
+        file; [] for a file that is no FITS): what the `extname` fault filter matches requests against."""
+        spans = self._hdu_spans.get(path)
+        if spans is None:
+            try:
+                with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                    infos = [(h.name, h.fileinfo()) for h in hdul]
+                spans = [(name, i["hdrLoc"], i["datLoc"] + i["datSpan"]) for name, i in infos]
+            except (OSError, ValueError):
+                spans = []
+            self._hdu_spans[path] = spans
+        return spans
+
     def run_query(self, params: dict[str, str], uploads: dict[str, bytes]) -> tuple[bytes, str]:
         """Run one TAP request (blocking; called in an executor). TapError for anything the client got wrong."""
         return answer(self.engine, params, uploads)
 
     async def _run_job(self, params: dict[str, str], uploads: dict[str, bytes]) -> tuple[bytes, str]:
+        """Run an asynchronous job's query; a `job_error` fault ends the job in ERROR instead."""
+        if self.faults.job_fails(params.get("QUERY", "")):
+            raise RuntimeError("simulated fault: the job failed while executing its query")
         return await asyncio.get_running_loop().run_in_executor(None, self.run_query, params, uploads)
 
 
