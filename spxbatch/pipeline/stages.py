@@ -182,7 +182,7 @@ class Pipeline:
         plan = make_plan(cat, archive, bands=c.plan.bands or None,
                          time_range=c.plan.time_range, collections=c.plan.collections or None,
                          releases=c.plan.releases or None, run_dir=self.rundir.path,
-                         retry=c.retry)  # make_plan saves the plan in the run directory
+                         retry=c.retry, tap_mode=c.plan.tap_mode)  # make_plan saves the plan in the run directory
         self.rundir.mark_stage("plan", images=len(plan.images), pairs=len(plan.pairs),
                                sources_planned=int(plan.pairs["source_index"].nunique()))
         return plan

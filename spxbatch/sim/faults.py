@@ -16,6 +16,9 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, fields
+from pathlib import Path
+
+from astropy.io import fits
 
 #: Fault kinds in the order their rates are stacked on [0, 1).
 FAULT_KINDS = ("http500", "http503", "http429", "drop", "truncate", "stall", "stall_body")
@@ -97,6 +100,17 @@ class FaultConfig:
         return cls(**value)
 
 
+def hdu_spans(path: str | Path) -> list[tuple[str, int, int]]:
+    """(EXTNAME, first byte, end) of each HDU of a FITS file, header and data; [] for a file that is no FITS.
+    What `FaultConfig.touches_hdu` matches a request's byte ranges against."""
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+            infos = [(h.name, h.fileinfo()) for h in hdul]
+    except (OSError, ValueError):
+        return []
+    return [(name, i["hdrLoc"], i["datLoc"] + i["datSpan"]) for name, i in infos]
+
+
 class FaultInjector:
     """Decides, per request, whether and which fault fires."""
 
@@ -104,6 +118,8 @@ class FaultInjector:
         self.config = config
         self.seed = seed
         self._seen: Counter[str] = Counter()
+        #: How many times each fault kind ('job_error' included) fired.
+        self.fired: Counter[str] = Counter()
 
     def draw(self, identity: str) -> str | None:
         """The fault kind for this request (None for a normal answer); `identity` names the request."""
@@ -112,12 +128,15 @@ class FaultInjector:
         for kind in FAULT_KINDS:
             edge += getattr(self.config, kind)
             if u < edge:
+                self.fired[kind] += 1
                 return kind
         return None
 
     def job_fails(self, identity: str) -> bool:
         """Whether this asynchronous TAP job (`identity`: its query) ends in ERROR (`job_error`)."""
-        return self.config.job_error > 0 and self._uniform(f"job|{identity}") < self.config.job_error
+        fails = self.config.job_error > 0 and self._uniform(f"job|{identity}") < self.config.job_error
+        self.fired["job_error"] += fails
+        return fails
 
     def _uniform(self, identity: str) -> float:
         """A uniform draw in [0, 1) from (seed, identity, how many times that identity was drawn before)."""

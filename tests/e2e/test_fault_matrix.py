@@ -5,6 +5,7 @@ the loss recorded per (source, image) pair and exit 1. `docs/reliability.md` lis
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -20,12 +21,15 @@ import pytest
 from cubes import assert_cubes_equal
 from distributed import Client, LocalCluster
 
-from spxbatch.cli.exit_codes import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
+from spxbatch.cli.exit_codes import EXIT_ARCHIVE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
 from spxbatch.cli.main import main
 from spxbatch.cube.store import open_cube
+from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.pipeline.stages import run
 from spxbatch.plan.plan import Plan
+from spxbatch.sim.faults import FaultConfig, hdu_spans
 from spxbatch.sim.server import serve_archive
+from spxbatch.sim.server.files import parse_ranges
 
 #: Every calibration product (and its folder listings), not the Level-2 files: `FaultConfig.only`.
 CALIBRATION = r"^/ibe/data/spherex/[^/]+/(?!level2/)"
@@ -115,10 +119,11 @@ def test_429_retry_after_is_honoured_and_changes_nothing(reference, sim_archive,
     assert_cubes_equal(reference, open_cube(tmp_path / "c.zarr").load())
 
 
-def _cli_main(catalog: Path, out: Path, srv, client, tmp_path: Path) -> int:
-    """The CLI, in this process, on the module's cluster, with quick retries (3 attempts)."""
+def _cli_main(catalog: Path, out: Path, srv, client, tmp_path: Path, toml: str = "") -> int:
+    """The CLI, in this process, on the module's cluster, with quick retries (3 attempts); `toml` is added
+    to its config file."""
     config = tmp_path / "retry.toml"
-    config.write_text(RETRY_TOML)
+    config.write_text(RETRY_TOML + toml)
     return main([str(catalog), "-o", str(out), "--archive", srv.url, "--scheduler", client.scheduler.address,
                  "--config", str(config), "--fetch-attempts", "3", "--no-progress"])
 
@@ -170,6 +175,129 @@ def test_archive_down_then_back_resume_equals(reference, sim_archive, client, tm
         srv.set_faults(None)
         assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path) == EXIT_OK
     assert_cubes_equal(reference, open_cube(out).load())
+
+
+#: Every TAP request (sync queries, async jobs and their polling), not the files.
+TAP = "^/TAP"
+ASYNC_TOML = '[plan]\ntap_mode = "async"\n'
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_transient_tap_errors_change_nothing(mode, reference, sim_archive, client, tmp_path):
+    """Sync: 40 % of TAP requests answer 503 (an error VOTable); async: 60 % of the UWS jobs end in ERROR.
+    Retried under the policy, the plan and the cube are the fault-free run's."""
+    faults, seed = (({"http503": 0.4, "retry_after": 0, "include_tap": True, "only": TAP}, 2) if mode == "sync"
+                    else ({"job_error": 0.6}, 7))  # seeds under which the plan's one query meets its fault
+    with serve_archive(sim_archive.root, faults=faults, seed=seed) as srv:
+        run(sim_archive.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False, client=client, retry=RETRY,
+            plan={"tap_mode": mode})
+        log = list(srv.access_log)
+        injected = srv.faults.fired["http503" if mode == "sync" else "job_error"]
+    assert injected > 0 and all(e["path"].startswith("/TAP") for e in log if e["fault"])
+    assert Plan.load(tmp_path / "c.run").meta["tap_failures"] == injected
+    assert_cubes_equal(reference, open_cube(tmp_path / "c.zarr").load())
+
+
+@pytest.mark.parametrize("mode", ["sync", pytest.param("async", marks=_SLOW)])
+def test_tap_down_is_one_sentence_then_the_same_command_finishes(mode, reference, sim_archive, client, tmp_path,
+                                                                 capsys):
+    """Every TAP request 503 (sync) / every job ERROR (async) for the whole run: exit 4 with one sentence
+    naming the TAP service, no plan, no part, no cube; the same command once TAP is back: the reference cube."""
+    out = tmp_path / "c.zarr"
+    faults = ({"http503": 1.0, "retry_after": 0, "include_tap": True, "only": TAP} if mode == "sync"
+              else {"job_error": 1.0})
+    toml = ASYNC_TOML if mode == "async" else ""
+    with serve_archive(sim_archive.root, faults=faults) as srv:
+        assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path, toml) == EXIT_ARCHIVE
+        err = capsys.readouterr().err.strip()
+        said = [line for line in err.splitlines() if line.startswith("spxbatch:")]  # the log warns of retries
+        assert len(said) == 1 and said[0] == err.splitlines()[-1] and "Traceback" not in err, err
+        assert "TAP query to" in said[0] and "after 3 attempt(s)" in said[0] and "rerun the same command" in said[0]
+        assert ("HTTP 503" if mode == "sync" else "simulated fault") in said[0]
+        assert not out.exists() and not list((tmp_path / "c.run").glob("parts/*.parquet"))
+        assert not (tmp_path / "c.run" / "plan" / "plan.json").exists()
+        srv.set_faults(None)
+        assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path, toml) == EXIT_OK
+    assert_cubes_equal(reference, open_cube(out).load())
+
+
+@pytest.fixture(scope="module")
+def reference_qr3(sim_archive_qr3, client, tmp_path_factory):
+    """The undisturbed run of the QR3 (R7 files) test archive."""
+    out = tmp_path_factory.mktemp("reference_qr3") / "cube.zarr"
+    with serve_archive(sim_archive_qr3.root) as srv:
+        run(sim_archive_qr3.catalog, out, archive=srv.url, progress=False, client=client)
+    return open_cube(out).load()
+
+
+def _psf_requests(log: list[dict], root: Path, extname: str) -> tuple[int, int]:
+    """(Level-2 requests whose bytes touched the `extname` HDU, Level-2 requests that did not; a request without
+    Range, e.g. a size probe, is for the whole file)."""
+    cfg, touched, spared = FaultConfig(extname=extname), 0, 0
+    spans = functools.cache(hdu_spans)
+    for e in log:
+        if LEVEL2 not in e["path"]:
+            continue
+        path = root / e["path"].removeprefix(f"/{IBE_ROOT}/")
+        ranges = parse_ranges(e["range"], path.stat().st_size) if e["range"] and not e["query"] else None
+        if cfg.touches_hdu(spans(path), ranges):
+            touched += 1
+        else:
+            spared += 1
+    return touched, spared
+
+
+#: QR2 files carry a PSF cube HDU, R7 files an EPSF table: faults on the requests that read their bytes.
+PSF_FAULTS = {"http500": 0.15, "http503": 0.15, "truncate": 0.1, "retry_after": 0, "only": LEVEL2}
+
+
+@pytest.mark.parametrize("release", ["qr2", "qr3"])
+def test_transient_faults_on_the_psf_bytes_change_nothing(release, request, client, tmp_path):
+    """500/503/truncated answers to 40 % of the Level-2 requests whose byte ranges touch the PSF cube (QR2)
+    or the EPSF table (R7), and to none of the others: the cube is the fault-free run's."""
+    archive = request.getfixturevalue("sim_archive" if release == "qr2" else "sim_archive_qr3")
+    ref = request.getfixturevalue("reference" if release == "qr2" else "reference_qr3")
+    extname = "PSF" if release == "qr2" else "EPSF"
+    with serve_archive(archive.root, faults={**PSF_FAULTS, "extname": extname}, seed=4) as srv:
+        run(archive.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False, client=client, retry=RETRY)
+        log = list(srv.access_log)
+    assert set(_faults(log)) == {"http500", "http503", "truncate"}
+    touched, spared = _psf_requests([e for e in log if e["fault"]], archive.root, extname)
+    assert touched == sum(_faults(log).values()) and spared == 0  # every fault on a PSF read
+    assert _psf_requests(log, archive.root, extname)[1] > 0  # and reads of other HDUs were spared
+    cube = open_cube(tmp_path / "c.zarr").load()
+    assert cube["psf_model"].values.tolist() == ref["psf_model"].values.tolist()
+    assert_cubes_equal(ref, cube)
+
+
+def test_persistent_psf_faults_fail_their_images_then_resume_equals(reference_qr3, sim_archive_qr3, client,
+                                                                   tmp_path):
+    """Every read touching the EPSF table of band 3's files answers 503 for a whole run: exactly band 3's pairs
+    are failure rows (never measured with another PSF), exit 1, the other bands measured; the resume
+    against the healthy archive gives the reference cube."""
+    out = tmp_path / "c.zarr"
+    faults = {"http503": 1.0, "retry_after": 0, "only": r"/level2/.*/3/level2_", "extname": "EPSF"}
+    with serve_archive(sim_archive_qr3.root, faults=faults) as srv:
+        assert _cli_main(sim_archive_qr3.catalog, out, srv, client, tmp_path) == EXIT_FAILURES
+        ds = open_cube(out).load()
+        plan = Plan.load(tmp_path / "c.run")
+        band3 = plan.pairs["image_id"].map(plan.images.set_index("image_id")["relpath"]).str.contains("/3/level2_")
+        lost = np.array(["503" in r for r in ds["failure_reason"].values])
+        assert 0 < lost.sum() == band3.sum() < len(plan.pairs) and set(ds["failure_band"].values[lost]) == {3}
+        assert 3 not in set(ds["band"].values) and ds.sizes["obs"] > 0
+        srv.set_faults(None)
+        assert _cli_main(sim_archive_qr3.catalog, out, srv, client, tmp_path) == EXIT_OK
+    assert_cubes_equal(reference_qr3, open_cube(out).load())
+
+
+def test_stall_in_the_middle_of_a_body_is_retried(reference, sim_archive, client, tmp_path):
+    """10 % of file responses send their headers and half the body, then nothing for 3 s: the client's 1 s
+    stall timeout abandons them mid-body and retries; the cube is the fault-free run's."""
+    with serve_archive(sim_archive.root, faults={"stall_body": 0.1, "stall_s": 3.0}, seed=11) as srv:
+        run(sim_archive.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False, client=client, retry=RETRY)
+        stalled = [e for e in srv.wait_idle() if e["fault"] == "stall_body"]
+    assert stalled and any(e["client_closed"] and e["bytes"] > 0 for e in stalled)
+    assert_cubes_equal(reference, open_cube(tmp_path / "c.zarr").load())
 
 
 def _wait_for_parts(parts: Path, n: int, timeout: float = 240) -> int:

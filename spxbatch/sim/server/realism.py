@@ -22,6 +22,7 @@ STATUS_FAULTS = ("http500", "http503", "http429")
 async def realism(request: web.Request, handler):
     """Access log, latency and fault injection around every request."""
     srv = request.app[SERVER]
+    srv.received()
     entry = _new_entry(request)
     request[LOG] = entry
     try:

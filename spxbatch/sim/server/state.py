@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 from aiohttp import web
-from astropy.io import fits
 
 from spxbatch.level2.naming import IBE_ROOT
-from spxbatch.sim.faults import Bandwidth, FaultConfig, FaultInjector
+from spxbatch.sim.faults import Bandwidth, FaultConfig, FaultInjector, hdu_spans
 from spxbatch.sim.server import uws
 from spxbatch.sim.tap.engine import TapEngine
 from spxbatch.sim.tap.request import answer
@@ -46,6 +45,8 @@ class ArchiveServer:
         self.access_log: list[dict] = []
         self._log_path = Path(access_log) if access_log else None
         self._logged = threading.Condition()
+        #: Requests received and requests logged since the start (`wait_idle`).
+        self._received = self._recorded = 0
         self.url = ""
         self.engine: TapEngine | None = None
         self.jobs = uws.JobStore(self._run_job)
@@ -79,6 +80,20 @@ class ArchiveServer:
                 raise TimeoutError(f"{len(self.access_log)} of {count} requests logged after {timeout} s")
             return list(self.access_log)
 
+    def wait_idle(self, timeout: float = LOG_WAIT_S) -> list[dict]:
+        """The access log once every request received so far is logged (answered, or noticed abandoned):
+        after a stall the client gave up on, its entry lands when the server's hold ends; a test reading
+        those entries waits here instead of sleeping."""
+        with self._logged:
+            if not self._logged.wait_for(lambda: self._recorded >= self._received, timeout):
+                raise TimeoutError(f"{self._received - self._recorded} request(s) still unanswered after {timeout} s")
+            return list(self.access_log)
+
+    def received(self) -> None:
+        """Count a request as it arrives (the realism middleware calls this first)."""
+        with self._logged:
+            self._received += 1
+
     def set_faults(self, faults: FaultConfig | dict | None) -> None:
         """Change the fault settings of the running server (an archive going down, then coming back)."""
         self.faults.config = FaultConfig.coerce(faults)
@@ -102,6 +117,7 @@ class ArchiveServer:
     def log(self, entry: dict) -> None:
         """Record one finished request (and append it to the JSON-lines access log file, if any)."""
         with self._logged:
+            self._recorded += 1
             self.access_log.append(entry)
             if self._log_path is not None:
                 with self._log_path.open("a") as fh:
@@ -109,17 +125,10 @@ class ArchiveServer:
             self._logged.notify_all()
 
     def hdu_spans(self, path: Path) -> list[tuple[str, int, int]]:
-        """(EXTNAME, first byte, end) of each HDU of a FITS file below the root, header and data (cached per
-        file; [] for a file that is no FITS): what the `extname` fault filter matches requests against."""
+        """`faults.hdu_spans` of a file below the root, cached per file (the `extname` fault filter)."""
         spans = self._hdu_spans.get(path)
         if spans is None:
-            try:
-                with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                    infos = [(h.name, h.fileinfo()) for h in hdul]
-                spans = [(name, i["hdrLoc"], i["datLoc"] + i["datSpan"]) for name, i in infos]
-            except (OSError, ValueError):
-                spans = []
-            self._hdu_spans[path] = spans
+            spans = self._hdu_spans[path] = hdu_spans(path)
         return spans
 
     def run_query(self, params: dict[str, str], uploads: dict[str, bytes]) -> tuple[bytes, str]:
