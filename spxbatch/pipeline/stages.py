@@ -28,7 +28,7 @@ from spxbatch.archive.location import ArchiveLocation, resolve_archive
 from spxbatch.archive.mirror import read_manifest, staged_cutouts
 from spxbatch.cube.assemble import assemble_cube
 from spxbatch.cube.store import check_replaceable, open_cube
-from spxbatch.errors import ConfigError, StageError
+from spxbatch.errors import ConfigError, StageError, WriteError
 from spxbatch.photometry import PhotometryConfig
 from spxbatch.pipeline.assembly.driver import AssemblyOptions, assemble_run
 from spxbatch.pipeline.assembly.parts import split_parts
@@ -235,6 +235,8 @@ class Pipeline:
 
         def done(batch: list[ImageJob], outcome: Outcome) -> None:
             summaries = outcome.result
+            if isinstance(outcome.error, WriteError):  # the disk is full: stop, finished parts kept
+                raise outcome.error
             if outcome.error is not None:  # a task that kept failing (e.g. its workers died): record, go on
                 summaries = [self._record_task_failure(job, outcome.error) for job in batch]
             for s in summaries:

@@ -6,6 +6,7 @@ the loss recorded per (source, image) pair and exit 1. `docs/reliability.md` lis
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ import pytest
 from cubes import assert_cubes_equal
 from distributed import Client, LocalCluster
 
-from spxbatch.cli.exit_codes import EXIT_ARCHIVE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
+from spxbatch.cli.exit_codes import EXIT_ARCHIVE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_WRITE
 from spxbatch.cli.main import main
 from spxbatch.cube.store import open_cube
 from spxbatch.level2.naming import IBE_ROOT
@@ -298,6 +299,68 @@ def test_stall_in_the_middle_of_a_body_is_retried(reference, sim_archive, client
         stalled = [e for e in srv.wait_idle() if e["fault"] == "stall_body"]
     assert stalled and any(e["client_closed"] and e["bytes"] > 0 for e in stalled)
     assert_cubes_equal(reference, open_cube(tmp_path / "c.zarr").load())
+
+
+def _used(path: Path) -> int:
+    """Bytes a tree occupies on its filesystem (allocated blocks, as a full disk counts them)."""
+    return sum(f.stat().st_blocks * 512 for f in [path, *path.rglob("*")])
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Resize the ballast file on `disk` so that `leave` bytes stay free."""
+    ballast = disk / "ballast"
+    ballast.unlink(missing_ok=True)
+    st = os.statvfs(disk)
+    with ballast.open("wb") as fh:
+        fh.truncate(0)
+        fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+
+
+def _whole_parts(run_dir: Path) -> int:
+    """How many parts the run directory holds; each must read whole, and no temporary may be left."""
+    import pyarrow.parquet as pq
+
+    parts = sorted((run_dir / "parts").glob("img_*.parquet"))
+    assert not [f for f in run_dir.rglob(".*.tmp*")], "a temporary file was left behind"
+    for part in parts:
+        pq.read_table(part)  # raises on a cut file
+    return len(parts)
+
+
+def test_disk_full_stops_with_one_sentence_then_the_same_command_resumes(reference, sim_archive, client, tmp_path,
+                                                                         small_disk, capsys):
+    """The run directory and the output on a small tmpfs, filled by a ballast file: (1) room for the plan and a
+    few parts: the measuring stops with exit 6 and one sentence, every part on disk whole; (2) room for every
+    part but not the cube: exit 6 again, all parts kept, no cube; (3) ballast removed: the same command
+    gives the reference cube."""
+    out = small_disk / "c.zarr"
+    run_dir = small_disk / "c.run"
+    ref_config = json.loads(reference.attrs["config"])
+    ref_run, ref_cube = Path(ref_config["run_dir"]), Path(ref_config["output"])
+    n_images = len(list((ref_run / "parts").glob("img_*.parquet")))
+
+    def fails_for_room() -> str:
+        assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path) == EXIT_WRITE
+        err = capsys.readouterr().err
+        said = [line for line in err.splitlines() if line.startswith("spxbatch:")]
+        assert len(said) == 1 and "Traceback" not in err, err
+        assert "No space left on device" in said[0] and "rerun the same command" in said[0], said
+        assert not out.exists()
+        return said[0]
+
+    with serve_archive(sim_archive.root) as srv:
+        # the plan and its query cache fit, and a few parts (~20 kB each, with ~12 kB of cache per file)
+        _fill(small_disk, _used(ref_run / "plan") + _used(ref_run / "query_cache") + 120 * 1024)
+        assert fails_for_room().startswith(f"spxbatch: cannot write {run_dir}/")  # a part or its cache entry
+        first = _whole_parts(run_dir)
+        assert (run_dir / "plan" / "plan.json").exists() and 0 < first < n_images
+        # room for the remaining parts and their cache entries, not for the cube
+        _fill(small_disk, max(0, _used(ref_run) - _used(run_dir)) + 64 * 1024 + _used(ref_cube) // 3)
+        said = fails_for_room()
+        assert said.startswith(f"spxbatch: cannot write {out}:") and _whole_parts(run_dir) == n_images
+        (small_disk / "ballast").unlink()
+        assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path) == EXIT_OK
+    assert_cubes_equal(reference, open_cube(out).load())
 
 
 def _wait_for_parts(parts: Path, n: int, timeout: float = 240) -> int:
