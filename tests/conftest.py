@@ -1,5 +1,5 @@
 """Shared pytest fixtures: small seeded simulated archives (session-scoped, built once per test run), and a small
-filesystem that fills up."""
+filesystem that fills up, and the recorder of the reliability matrices."""
 
 from __future__ import annotations
 
@@ -92,6 +92,14 @@ def truth_qr3(sim_archive_qr3):
     from truth_match import truth_with_positions
 
     return truth_with_positions(sim_archive_qr3)
+
+
+@pytest.fixture
+def reliability(request):
+    """Records the case's row for docs/reliability.md (`reliability_record`; a no-op unless asked for)."""
+    from reliability_record import Recorder
+
+    return Recorder(request.node.name, request.node.module.__name__)
 
 
 @pytest.fixture

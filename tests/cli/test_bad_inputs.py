@@ -111,7 +111,7 @@ def _tree(root: Path) -> dict[str, bytes | None]:
 @pytest.mark.parametrize(("argv", "config", "catalog", "message"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_bad_input_is_one_sentence_and_exit_2(argv, config, catalog, message, sim_archive, sim_run, tmp_path,
-                                              capsys):
+                                              capsys, reliability):
     cat = sim_archive.catalog
     if catalog is not None:
         cat = tmp_path / "catalog.csv"
@@ -131,3 +131,4 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, config, catalog, message, si
     if config and argv is CFG:  # an option's value: the message names the file it came from
         assert f"config file {cfg}" in err, err
     assert _tree(tmp_path) == before  # nothing made: no run directory, no cube, no figures
+    reliability(exit=code, says=message)
