@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from cubes import assert_cubes_equal
 from distributed import Client, LocalCluster
 from reliability_record import describe_faults
+from waits import wait_until
 
 from spxbatch.cli.exit_codes import EXIT_ARCHIVE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_WRITE
 from spxbatch.cli.main import main
@@ -104,7 +104,7 @@ TRANSIENT = {
 def test_transient_faults_change_nothing(faults, reference, sim_archive, client, tmp_path, reliability):
     with serve_archive(sim_archive.root, faults=faults, seed=11) as srv:
         run(sim_archive.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False, client=client, retry=RETRY)
-        log = list(srv.access_log)
+        log = srv.wait_idle()  # abandoned requests are logged when the server notices
         injected = _injected(srv)
     kinds = {k for k in faults if k not in ("retry_after", "stall_s", "only")}
     assert set(_faults(log)) == kinds, _faults(log)
@@ -124,7 +124,7 @@ def test_429_retry_after_is_honoured_and_changes_nothing(reference, sim_archive,
     faults = {"http429": 0.15, "retry_after": 1, "only": LEVEL2}
     with serve_archive(sim_archive.root, faults=faults, seed=5) as srv:
         run(sim_archive.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False, client=client, retry=RETRY)
-        log = list(srv.access_log)
+        log = srv.wait_idle()  # abandoned requests are logged when the server notices
     assert _faults(log).get("http429", 0) > 0
     next_try = {}
     for e in reversed(log):  # each 429 -> the next identical request: not before Retry-After said
@@ -228,7 +228,7 @@ def test_transient_tap_errors_change_nothing(mode, reference, sim_archive, clien
     with serve_archive(sim_archive.root, faults=faults, seed=seed) as srv:
         run(sim_archive.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False, client=client, retry=RETRY,
             plan={"tap_mode": mode})
-        log = list(srv.access_log)
+        log = srv.wait_idle()  # abandoned requests are logged when the server notices
         injected = srv.faults.fired["http503" if mode == "sync" else "job_error"]
     assert injected > 0 and all(e["path"].startswith("/TAP") for e in log if e["fault"])
     assert Plan.load(tmp_path / "c.run").meta["tap_failures"] == injected
@@ -307,7 +307,7 @@ def test_transient_faults_on_the_psf_bytes_change_nothing(release, request, clie
     faults = {**PSF_FAULTS, "extname": extname}
     with serve_archive(archive.root, faults=faults, seed=4) as srv:
         run(archive.catalog, tmp_path / "c.zarr", archive=srv.url, progress=False, client=client, retry=RETRY)
-        log = list(srv.access_log)
+        log = srv.wait_idle()  # abandoned requests are logged when the server notices
     assert set(_faults(log)) == {"http500", "http503", "truncate"}
     touched, spared = _psf_requests([e for e in log if e["fault"]], archive.root, extname)
     assert touched == sum(_faults(log).values()) and spared == 0  # every fault on a PSF read
@@ -430,13 +430,8 @@ def test_disk_full_stops_with_one_sentence_then_the_same_command_resumes(referen
 
 def _wait_for_parts(parts: Path, n: int, timeout: float = 240) -> int:
     """Block until `n` parts are written; the count seen."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        done = len(list(parts.glob("img_*.parquet")))
-        if done >= n:
-            return done
-        time.sleep(0.02)
-    raise TimeoutError(f"fewer than {n} parts in {parts} after {timeout} s")
+    return wait_until(lambda: (done := len(list(parts.glob("img_*.parquet")))) >= n and done,
+                      f"{n} parts in {parts}", timeout)
 
 
 def test_worker_killed_mid_task_changes_nothing(reference, sim_archive, tmp_path, reliability):
