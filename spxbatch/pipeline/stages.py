@@ -52,6 +52,7 @@ from spxbatch.pipeline.rundir import CATALOG_RECORD, DEFAULT_STAGES, NEEDS, STAG
 from spxbatch.pipeline.stage import stage_plan
 from spxbatch.plan.catalog import Catalog, read_catalog
 from spxbatch.plan.plan import Plan, make_plan
+from spxbatch.plan.select import check_releases
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,12 @@ class Pipeline:
     def _check_catalog(self) -> None:
         """Refuse (ConfigError) a catalog whose rows differ from those the run directory's work was made from."""
         saved, fingerprint = self.rundir.read_json(CATALOG_RECORD), self.fingerprint
-        if saved is None or saved.get("sha256") == fingerprint["sha256"]:
+        if saved is None:
+            raise ConfigError(
+                f"run directory {self.rundir.path} holds finished work but no record of the catalog rows it was "
+                f"made from (it predates {CATALOG_RECORD}), so it cannot be shown to belong to {self.config.catalog}; "
+                "rerun with --replan (replan=True) to plan and measure again from this catalog, or choose another -o")
+        if saved.get("sha256") == fingerprint["sha256"]:
             return
         raise ConfigError(
             f"catalog {self.config.catalog} changed since run directory {self.rundir.path} was planned from it "
@@ -175,6 +181,8 @@ class Pipeline:
         """Query the archive in bulk and match sources to images; reuses a saved plan."""
         cat = self.catalog
         archive = None if self.rundir.stage_done("plan") else self.archive_location()  # checked before any work
+        if archive is not None:
+            check_releases(archive, self.config.plan.releases, self.config.retry)
         self._start()
         if archive is None:
             return Plan.load(self.rundir.path)
