@@ -84,21 +84,28 @@ def bad_input_table(rows: list[dict]) -> str:
 def rewrite(doc: str, blocks: dict[str, str]) -> str:
     """`doc` with each generated block replaced; every block must already be marked in it."""
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- generated: {name} -->\n).*?(\n<!-- end generated: {name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end generated: {name} -->)", re.S)
         if not pattern.search(doc):
             raise SystemExit(f"the doc has no generated block '{name}' (<!-- generated: {name} --> ... "
                              f"<!-- end generated: {name} -->)")
-        doc = pattern.sub(lambda m, body=body: m[1] + body + m[2], doc)
+        doc = pattern.sub(lambda m, body=body: m[1] + body + "\n" + m[2], doc)
     return doc
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "reliability.md")
+    parser.add_argument("--record", type=Path, help="keep the cases' JSON lines in this file (default: a "
+                                                    "temporary file); with --no-run, rewrite the doc from it")
+    parser.add_argument("--no-run", action="store_true", help="do not run the matrices: use --record as it is")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        record = Path(tmp) / "record.jsonl"
-        code = run_matrices(record)
+        record = args.record or Path(tmp) / "record.jsonl"
+        if args.no_run:
+            code = 0 if record.exists() else 1
+        else:
+            record.unlink(missing_ok=True)
+            code = run_matrices(record)
         rows = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
     if code != 0:
         print(f"reliability_report: a case failed (pytest exit {code}); {args.doc} left as it was", file=sys.stderr)
