@@ -408,8 +408,10 @@ def test_disk_full_stops_with_one_sentence_then_the_same_command_resumes(referen
         return said[0]
 
     with serve_archive(sim_archive.root) as srv:
-        # the plan and its query cache fit, and a few parts (~20 kB each, with ~12 kB of cache per file)
-        _fill(small_disk, _used(ref_run / "plan") + _used(ref_run / "query_cache") + 120 * 1024)
+        # the plan and its query cache fit, and half of what the parts and the file-header cache take (the
+        # fetches in flight write their cache entries before their parts)
+        _fill(small_disk, _used(ref_run / "plan") + _used(ref_run / "query_cache")
+              + (_used(ref_run / "parts") + _used(ref_run / "cache")) // 2)
         assert fails_for_room().startswith(f"spxbatch: cannot write {run_dir}/")  # a part or its cache entry
         first = _whole_parts(run_dir)
         assert (run_dir / "plan" / "plan.json").exists() and 0 < first < n_images
