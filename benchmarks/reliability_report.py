@@ -76,8 +76,9 @@ def bad_input_table(rows: list[dict]) -> str:
     lines = ["| Input | Exit | The one sentence says |", "|---|---|---|"]
     lines += [f"| `{_param(r['case'])}` | {r['exit']} | {_cell(r['says'])} |" for r in rows]
     codes = ", ".join(str(c) for c in sorted({int(r["exit"]) for r in rows}))
-    lines += ["", f"{len(rows)} inputs, exit {codes}: each one line on stderr naming the problem, no traceback, "
-                  "nothing created or changed beside the inputs."]
+    lines += ["", f"{len(rows)} inputs, exit {codes}: each one line on stderr naming the problem, no traceback; "
+                  "the parametrized cases create or change nothing beside the inputs (the others say what they "
+                  "leave)."]
     return "\n".join(lines)
 
 
