@@ -40,9 +40,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         cause = no_room(exc)
         if cause is None:
             raise
-        raise WriteError(f"cannot write {path}: {cause.strerror}; nothing half-written was left (every file "
-                         "spxbatch writes is whole or absent): make room there and rerun the same command, "
-                         "which keeps what is finished") from exc
+        raise write_error(path, cause) from exc
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -60,6 +58,13 @@ def no_room(exc: BaseException) -> OSError | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def write_error(path: str | Path, cause: OSError) -> WriteError:
+    """The one sentence for a write the filesystem refused (`no_room`): which file, why, what to do."""
+    return WriteError(f"cannot write {path}: {cause.strerror}; nothing half-written was left (every file "
+                      "spxbatch writes is whole or absent): make room there and rerun the same command, which "
+                      "keeps what is finished")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
