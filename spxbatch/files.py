@@ -1,8 +1,10 @@
 """Local files written so that a crash never leaves half of one: every write goes to a temporary name
-beside its target and is renamed over it only once complete; and the checksum staged files are verified by."""
+beside its target and is renamed over it only once complete (a full disk included: the write fails as one
+`WriteError`, its temporary removed); and the checksum staged files are verified by."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -11,6 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from spxbatch.errors import WriteError
+
+#: Errors that say the filesystem has no room or takes no writes, not that spxbatch did something wrong.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -18,9 +25,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     `path`, on any error it is removed and `path` is left as it was. A directory target is swapped by two
     renames, so readers see the old or the new one, never a mixture."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if tmp.is_dir() and path.is_dir():
             old = tmp.with_name(tmp.name + ".old")
@@ -29,11 +36,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as exc:
+        cause = no_room(exc)
+        if cause is None:
+            raise
+        raise write_error(path, cause) from exc
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def no_room(exc: BaseException) -> OSError | None:
+    """The OSError in `exc` or its causes that says the filesystem has no room or takes no writes, if any
+    (libraries such as Zarr may wrap it)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def write_error(path: str | Path, cause: OSError) -> WriteError:
+    """The one sentence for a write the filesystem refused (`no_room`): which file, why, what to do."""
+    return WriteError(f"cannot write {path}: {cause.strerror}; nothing half-written was left (every file "
+                      "spxbatch writes is whole or absent): make room there and rerun the same command, which "
+                      "keeps what is finished")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

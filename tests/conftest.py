@@ -1,8 +1,10 @@
-"""Shared pytest fixtures: small seeded simulated archives (session-scoped, built once per test run)."""
+"""Shared pytest fixtures: small seeded simulated archives (session-scoped, built once per test run), and a small
+filesystem that fills up, and the recorder of the reliability matrices."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -90,3 +92,26 @@ def truth_qr3(sim_archive_qr3):
     from truth_match import truth_with_positions
 
     return truth_with_positions(sim_archive_qr3)
+
+
+@pytest.fixture
+def reliability(request):
+    """Records the case's row for docs/reliability.md (`reliability_record`; a no-op unless asked for)."""
+    from reliability_record import Recorder
+
+    return Recorder(request.node.name, request.node.module.__name__)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted for the test (root only; skipped where mounting is not permitted)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import numpy as np
 
@@ -32,4 +31,3 @@ def kill_group(proc: subprocess.Popen) -> None:
     assert proc.poll() is None, proc.stdout.read()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(1.0)  # let any request already on the wire land in the server's log

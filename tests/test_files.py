@@ -1,4 +1,5 @@
-"""Atomic writes: the target is the old or the new content, never a mixture, and no temporary is left."""
+"""Atomic writes: the target is the old or the new content, never a mixture, and no temporary is left (a full
+disk included, which is one WriteError)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 
 import pytest
 
+from spxbatch.errors import WriteError
 from spxbatch.files import atomic_path, atomic_write_bytes, sha256_file
 
 
@@ -43,3 +45,20 @@ def test_sha256_file_matches_hashlib(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_full_disk_is_one_write_error_and_keeps_the_old_file(small_disk):
+    """ENOSPC mid-write (a file, a directory tree): WriteError naming the target, the old content kept, no
+    temporary left; once there is room the same write succeeds."""
+    target = small_disk / "a.bin"
+    target.write_bytes(b"old")
+    big = b"x" * (5 * 1024**2)  # more than the 4 MiB disk holds
+    with pytest.raises(WriteError, match=f"cannot write {target}: No space left on device"):
+        atomic_write_bytes(target, big)
+    with pytest.raises(WriteError, match="No space left"), atomic_path(small_disk / "tree") as tmp:
+        tmp.mkdir()
+        for i in range(5):
+            (tmp / f"{i}.bin").write_bytes(big[: 1024**2])
+    assert target.read_bytes() == b"old" and sorted(p.name for p in small_disk.iterdir()) == ["a.bin"]
+    atomic_write_bytes(target, big[: 1024**2])
+    assert target.stat().st_size == 1024**2

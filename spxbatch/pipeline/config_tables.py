@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from spxbatch.archive.retry import RetryPolicy
 from spxbatch.errors import ConfigError
@@ -66,6 +66,9 @@ class PlanConfig:
     #: Where planning queries go when not the archive's own TAP (e.g. an S3 mirror planned by IRSA's or a
     #: private TAP service); None: the archive's.
     tap_url: str | None = None
+    #: How planning queries run: 'sync' (one request each) or 'async' (UWS jobs, which IRSA advises for
+    #: long queries; a job that ends in ERROR is retried like a failed request).
+    tap_mode: Literal["sync", "async"] = "sync"
 
     def __post_init__(self) -> None:
         _checked_in_place(self, "plan")

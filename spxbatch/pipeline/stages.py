@@ -28,7 +28,7 @@ from spxbatch.archive.location import ArchiveLocation, resolve_archive
 from spxbatch.archive.mirror import read_manifest, staged_cutouts
 from spxbatch.cube.assemble import assemble_cube
 from spxbatch.cube.store import check_replaceable, open_cube
-from spxbatch.errors import ConfigError, StageError
+from spxbatch.errors import ConfigError, StageError, WriteError
 from spxbatch.photometry import PhotometryConfig
 from spxbatch.pipeline.assembly.driver import AssemblyOptions, assemble_run
 from spxbatch.pipeline.assembly.parts import split_parts
@@ -53,6 +53,7 @@ from spxbatch.pipeline.rundir import CATALOG_RECORD, DEFAULT_STAGES, NEEDS, STAG
 from spxbatch.pipeline.stage import stage_plan
 from spxbatch.plan.catalog import Catalog, read_catalog
 from spxbatch.plan.plan import Plan, make_plan
+from spxbatch.plan.select import check_releases
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,12 @@ class Pipeline:
     def _check_catalog(self) -> None:
         """Refuse (ConfigError) a catalog whose rows differ from those the run directory's work was made from."""
         saved, fingerprint = self.rundir.read_json(CATALOG_RECORD), self.fingerprint
-        if saved is None or saved.get("sha256") == fingerprint["sha256"]:
+        if saved is None:
+            raise ConfigError(
+                f"run directory {self.rundir.path} holds finished work but no record of the catalog rows it was "
+                f"made from (it predates {CATALOG_RECORD}), so it cannot be shown to belong to {self.config.catalog}; "
+                "rerun with --replan (replan=True) to plan and measure again from this catalog, or choose another -o")
+        if saved.get("sha256") == fingerprint["sha256"]:
             return
         raise ConfigError(
             f"catalog {self.config.catalog} changed since run directory {self.rundir.path} was planned from it "
@@ -176,6 +182,8 @@ class Pipeline:
         """Query the archive in bulk and match sources to images; reuses a saved plan."""
         cat = self.catalog
         archive = None if self.rundir.stage_done("plan") else self.archive_location()  # checked before any work
+        if archive is not None:
+            check_releases(archive, self.config.plan.releases, self.config.retry)
         self._start()
         if archive is None:
             return Plan.load(self.rundir.path)
@@ -183,7 +191,7 @@ class Pipeline:
         plan = make_plan(cat, archive, bands=c.plan.bands or None,
                          time_range=c.plan.time_range, collections=c.plan.collections or None,
                          releases=c.plan.releases or None, run_dir=self.rundir.path,
-                         retry=c.retry)  # make_plan saves the plan in the run directory
+                         retry=c.retry, tap_mode=c.plan.tap_mode)  # make_plan saves the plan in the run directory
         self.rundir.mark_stage("plan", images=len(plan.images), pairs=len(plan.pairs),
                                sources_planned=int(plan.pairs["source_index"].nunique()))
         return plan
@@ -243,6 +251,8 @@ class Pipeline:
 
         def done(batch: list[ImageJob], outcome: Outcome) -> None:
             summaries = outcome.result
+            if isinstance(outcome.error, WriteError):  # the disk is full: stop, finished parts kept
+                raise outcome.error
             if outcome.error is not None:  # a task that kept failing (e.g. its workers died): record, go on
                 summaries = [self._record_task_failure(job, outcome.error) for job in batch]
             for s in summaries:

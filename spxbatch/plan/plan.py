@@ -27,7 +27,7 @@ from spxbatch.files import atomic_path, atomic_write_bytes
 from spxbatch.plan.footprint import margin_deg
 from spxbatch.plan.local import local_images
 from spxbatch.plan.match import match
-from spxbatch.plan.select import apply_filters, dedupe, plan_filters
+from spxbatch.plan.select import apply_filters, check_collections, dedupe, plan_filters
 from spxbatch.plan.tap import TapClient, read_images
 from spxbatch.plan.tiles import query_tiles
 
@@ -110,6 +110,7 @@ def make_plan(catalog, location: ArchiveLocation | str, *, bands: Sequence[int |
         candidates, tiles = query_tiles(client, ra, dec, margin, filters, max_concurrency=max_concurrency)
         stats.update(queries=len(tiles), queries_sent=client.sent, tap_failures=len(client.failures))
     stats["rows"] = len(candidates)
+    check_collections(candidates, filters["collections"])
     candidates = apply_filters(candidates, filters)
     images = dedupe(candidates)
     stats["duplicates_dropped"] = len(candidates) - len(images)

@@ -1,15 +1,25 @@
 """Which candidate images a plan keeps: the band, time, collection and release filters in their canonical
-form (as recorded in the plan), and one row per exposure and detector (the newest processing version)."""
+form (as recorded in the plan), checked against what the archive has (an unknown release or collection is a
+typo to report, not an empty cube), and one row per exposure and detector (the newest processing version)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from spxbatch.archive.io import ArchiveIO, IOStats
+from spxbatch.archive.location import ArchiveLocation, fsspec_location
+from spxbatch.archive.retry import RetryPolicy
+from spxbatch.errors import ConfigError
 from spxbatch.level2.constants import BANDS
 from spxbatch.level2.naming import version_key
+
+log = logging.getLogger(__name__)
 
 
 def _band_number(b: int | str) -> int:
@@ -32,6 +42,39 @@ def plan_filters(bands, time_range, collections, releases) -> dict[str, Any]:
             "time_range": time_range,
             "collections": sorted(set(collections)) if collections else None,
             "releases": sorted({r.lower() for r in releases}) if releases else None}
+
+
+def check_releases(location: ArchiveLocation, releases: Sequence[str], retry: RetryPolicy | None = None) -> None:
+    """Refuse (ConfigError) a release the archive has no folder for, naming the folders it has: one folder
+    listing of the archive's root, before any work. A root that cannot be listed is not held against the run
+    (logged; the plan's queries then say what is wrong)."""
+    if not releases:
+        return
+    protocol, root = fsspec_location(location.file_root)
+    try:
+        names = ArchiveIO(protocol, retry).list_folder(root, IOStats())
+        if protocol == "file":
+            names = [n for n in names if (Path(root) / n).is_dir()]
+        folders = {n.lower() for n in names if not n.startswith(".")}
+    except OSError as exc:
+        log.warning("cannot list the releases of %s (%s): --release not checked", location.file_root, exc)
+        return
+    unknown = sorted({r.lower() for r in releases} - folders)
+    if unknown:
+        raise ConfigError(f"--release {', '.join(unknown)}: {location.spec or location.file_root} has no such "
+                          f"release folder (it has {', '.join(sorted(folders)) or 'none'})")
+
+
+def check_collections(candidates: pd.DataFrame, collections: Sequence[str] | None) -> None:
+    """Refuse (ConfigError) a collection that none of the candidate images (every image around the catalog's
+    sources, before the filters) belongs to, naming theirs: a misspelt name would otherwise give an empty cube."""
+    if not collections or candidates.empty:
+        return
+    present = set(candidates["collection"].astype(str))
+    unknown = sorted(set(collections) - present)
+    if unknown:
+        raise ConfigError(f"--collection {', '.join(unknown)} matches none of the {len(candidates)} images the "
+                          f"archive has around the catalog's sources (their collections: {', '.join(sorted(present))})")
 
 
 def apply_filters(images: pd.DataFrame, filters: dict[str, Any]) -> pd.DataFrame:

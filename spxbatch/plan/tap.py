@@ -207,7 +207,9 @@ def empty_images() -> pd.DataFrame:
 
 
 class _TimeoutSession(requests.Session):
-    """A requests session with a default timeout, so a stalled TAP service cannot hang the plan."""
+    """A requests session with a default timeout, so a stalled TAP service cannot hang the plan, that raises
+    `requests.HTTPError` for a transient status (5xx, 429, ...): a TAP service answers those with an error
+    document, which pyvo would read as a refused query (DALQueryError, the status lost) and so never retry."""
 
     def __init__(self, timeout_s: float):
         super().__init__()
@@ -215,7 +217,10 @@ class _TimeoutSession(requests.Session):
 
     def request(self, *args, **kwargs):
         kwargs.setdefault("timeout", self._timeout_s)
-        return super().request(*args, **kwargs)
+        response = super().request(*args, **kwargs)
+        if retryable_status(response.status_code):
+            response.raise_for_status()
+        return response
 
 
 class TapClient:
@@ -302,7 +307,8 @@ class TapClient:
                             self.retry.max_attempts - 1, decision.wait_s)
 
         def give_up(failure: Failure, attempts: int, reason: str) -> Exception:
-            return ArchiveUnreachable(f"TAP query to {self.url} failed after {attempts} attempt(s): {reason}")
+            return ArchiveUnreachable(f"TAP query to {self.url} failed after {attempts} attempt(s): {reason}; "
+                                      "nothing was planned: rerun the same command once the service answers")
 
         return call_blocking_with_retries(attempt, self.retry, self._classify, give_up, rng=self._rng,
                                           on_failure=failed)
@@ -330,6 +336,8 @@ class TapClient:
         """A failed attempt for the retry policy; None for TapOverflow (the caller splits the region)."""
         from pyvo.dal.exceptions import DALFormatError, DALQueryError, DALServiceError
 
+        if isinstance(exc, DALFormatError) and isinstance(exc.cause, requests.HTTPError):
+            exc = exc.cause  # pyvo wraps what the session raised for a transient status
         if isinstance(exc, DALQueryError):  # a refused query is final, except a UWS job that may succeed again
             return Failure(self.mode == "async", f"query error: {exc}")
         if isinstance(exc, DALServiceError):
@@ -338,6 +346,9 @@ class TapClient:
             wait = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
             return Failure(code == 0 or retryable_status(code), f"HTTP {code}: {exc}" if code else f"{exc}",
                            code or None, wait)
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:  # a transient status (the session)
+            code, headers = exc.response.status_code, exc.response.headers
+            return Failure(True, f"HTTP {code}: {exc}", code, retry_after_seconds(headers.get("Retry-After")))
         if isinstance(exc, DALFormatError | requests.RequestException | OSError):
             return Failure(True, f"{type(exc).__name__}: {exc}")
         return None

@@ -22,6 +22,9 @@ CASES = [
      "MJD_MIN 60010 is after MJD_MAX 60000"),
     ("flag-time-range-nan", [*RUN, "--time-range", "nan", "60000"], None, None, "time_range must be"),
     ("flag-workers-negative", [*RUN, "--workers", "-1"], None, None, "cluster.workers must be at least 1"),
+    ("flag-release-unknown", [*RUN, "--release", "qr9"], None, None, "--release qr9: {arch} has no such release "
+     "folder (it has qr2, truth)"),
+    ("config-tap-mode-choice", CFG, ("run.toml", '[plan]\ntap_mode = "fast"\n'), None, "plan.tap_mode must be"),
     ("flag-workers-zero", [*RUN, "--workers", "0"], None, None, "cluster.workers must be at least 1"),
     ("flag-phot-choice", [*RUN, "--phot", "aperture=square"], None, None, "photometry.aperture must be fwhm"),
     ("flag-phot-type", [*RUN, "--phot", "fixed_radius=abc"], None, None, "photometry.fixed_radius must be a"),
@@ -111,7 +114,7 @@ def _tree(root: Path) -> dict[str, bytes | None]:
 @pytest.mark.parametrize(("argv", "config", "catalog", "message"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_bad_input_is_one_sentence_and_exit_2(argv, config, catalog, message, sim_archive, sim_run, tmp_path,
-                                              capsys):
+                                              capsys, reliability):
     cat = sim_archive.catalog
     if catalog is not None:
         cat = tmp_path / "catalog.csv"
@@ -127,7 +130,28 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, config, catalog, message, si
     assert code == EXIT_INPUT, err
     assert err.startswith("spxbatch: ") and err.count("\n") == 1, err
     assert "unexpected error" not in err and "Traceback" not in err, err
-    assert message in err, err
+    assert message.format(**values) in err, err
     if config and argv is CFG:  # an option's value: the message names the file it came from
         assert f"config file {cfg}" in err, err
     assert _tree(tmp_path) == before  # nothing made: no run directory, no cube, no figures
+    reliability(exit=code, says=message)
+
+
+def test_unknown_collection_is_one_sentence_and_the_corrected_command_runs(sim_archive, tmp_path, capsys,
+                                                                           reliability):
+    """A misspelt --collection over TAP: exit 2 naming it and the collections the archive has around the
+    sources (after the plan's query: nothing planned, nothing measured); the run directory it leaves holds no
+    finished work, so the corrected command runs."""
+    from spxbatch.sim.server import serve_archive
+
+    with serve_archive(sim_archive.root) as srv:
+        argv = [str(sim_archive.catalog), "-o", str(tmp_path / "out.zarr"), "--archive", srv.url, "--stages", "plan",
+                "--no-progress"]
+        assert cli_main([*argv, "--collection", "spherex_qr9"]) == EXIT_INPUT
+        err = capsys.readouterr().err
+        assert err.startswith("spxbatch: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        says = "--collection spherex_qr9 matches none of the 15 images the archive has around the catalog's sources"
+        assert says in err and "(their collections: spherex_qr2)" in err, err
+        assert not (tmp_path / "out.run" / "plan" / "plan.json").exists()
+        assert cli_main([*argv, "--collection", "spherex_qr2"]) == 0, capsys.readouterr().err
+    reliability(exit=EXIT_INPUT, says=says)

@@ -14,9 +14,10 @@ from spxbatch.cli.exit_codes import (
     EXIT_OK,
     EXIT_STAGE,
     EXIT_UNEXPECTED,
+    EXIT_WRITE,
     exit_code,
 )
-from spxbatch.errors import CatalogError, ConfigError, StageError
+from spxbatch.errors import CatalogError, ConfigError, StageError, WriteError
 
 
 @pytest.fixture
@@ -82,6 +83,7 @@ def test_each_subcommand_is_dispatched(monkeypatch, capsys):
     (CatalogError("row 3: ra is 400"), EXIT_INPUT), (ConfigError("bad"), EXIT_INPUT),
     (FileNotFoundError("no such catalog"), EXIT_INPUT), (StageError("needs plan"), EXIT_STAGE),
     (ArchiveUnreachable("down"), EXIT_ARCHIVE), (KeyboardInterrupt(), EXIT_INTERRUPTED),
+    (WriteError("cannot write x: No space left on device"), EXIT_WRITE),
     (ValueError("odd"), EXIT_INPUT), (RuntimeError("bug"), EXIT_UNEXPECTED),
 ])
 def test_errors_become_exit_codes(error, code, monkeypatch, capsys):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from waits import wait_until
 
 from spxbatch.cli.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_STAGE
 from spxbatch.cli.main import main
@@ -78,7 +79,6 @@ def test_demo_then_status_plot_export(demo_dir, tmp_path):
 
 def test_sigterm_is_an_interrupt_with_a_resumable_run_dir(sim_archive, tmp_path):
     import signal
-    import time
 
     from spxbatch.cli.exit_codes import EXIT_INTERRUPTED
     from spxbatch.sim.server import serve_archive
@@ -88,9 +88,7 @@ def test_sigterm_is_an_interrupt_with_a_resumable_run_dir(sim_archive, tmp_path)
             [sys.executable, "-m", "spxbatch.cli", str(sim_archive.catalog), "-o", str(tmp_path / "t.zarr"),
              "--archive", srv.url, "--workers", "1", "--images-per-task", "1", "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline and not list((tmp_path / "t.run" / "parts").glob("img_*.parquet")):
-            time.sleep(0.1)
+        wait_until(lambda: list((tmp_path / "t.run" / "parts").glob("img_*.parquet")), "a first part")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, err

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
+from waits import wait_until
 
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.executor import DaskExecutor, Executor, SerialExecutor, Task, as_executor, batched, run_in_waves
@@ -67,10 +68,13 @@ def sleep_then_mark(folder: str, i: int) -> int:
 def test_cancel_drops_pending_tasks(client, tmp_path):
     ex = DaskExecutor(client)
     ex.submit([Task(sleep_then_mark, (str(tmp_path), i)) for i in range(12)])
-    time.sleep(0.3)  # the first ones are running
+    wait_until(lambda: any(client.processing().values()), "the first tasks running", timeout=30)
     ex.cancel()
     assert list(ex.as_completed()) == []
-    time.sleep(4.5)
+    # the tasks already running finish (a worker cannot stop one): their marks appear; then one task's length
+    # more, in which a queued task that wrongly started after the cancel would have marked too
+    wait_until(lambda: any(tmp_path.iterdir()), "the running tasks' marks", timeout=60)
+    time.sleep(2.5)
     ran = len(list(tmp_path.iterdir()))
     assert ran <= 4  # at most those already running on the 2 workers finished; the queued ones never ran
     assert ex.call(sum, [1, 2]) == 3  # the cluster is free for more work

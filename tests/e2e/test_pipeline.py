@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 from cubes import assert_cubes_equal, kill_group
 from truth_match import truth_join
+from waits import wait_until
 
 from spxbatch.cube.store import open_cube
 from spxbatch.pipeline.config import ClusterConfig
@@ -62,10 +62,7 @@ def test_external_scheduler_two_workers_over_tcp(http_run, sim_archive, tmp_path
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers = []
     try:
-        for _ in range(50):
-            if (tmp_path / "sched.json").exists():
-                break
-            time.sleep(0.2)
+        wait_until((tmp_path / "sched.json").exists, "the scheduler file", timeout=60)
         address = json.loads((tmp_path / "sched.json").read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         for _ in range(2):
@@ -110,15 +107,13 @@ def test_sigkill_then_resume_equals_uninterrupted(http_run, sim_archive, tmp_pat
             "--no-progress", "--fetch", "range"]
     with serve_archive(sim_archive.root, latency=0.15) as srv:
         proc = _cli([*args, "--archive", srv.url])
-        deadline = time.time() + 240
-        n_images = None
-        while time.time() < deadline and proc.poll() is None:
-            if (tmp_path / "killed.run" / "plan" / "pairs.parquet").exists() and n_images is None:
-                n_images = pd.read_parquet(tmp_path / "killed.run" / "plan" / "pairs.parquet")["image_id"].nunique()
-            if n_images and len(list(parts.glob("img_*.parquet"))) >= n_images // 2:
-                break
-            time.sleep(0.05)
-        kill_group(proc)
+        pairs = tmp_path / "killed.run" / "plan" / "pairs.parquet"
+        wait_until(lambda: pairs.exists() or proc.poll() is not None, "the plan", timeout=240)
+        n_images = pd.read_parquet(pairs)["image_id"].nunique()
+        wait_until(lambda: len(list(parts.glob("img_*.parquet"))) >= n_images // 2 or proc.poll() is not None,
+                   "half of the parts", 240)
+        kill_group(proc)  # asserts the run was still going
+        srv.wait_idle()  # what the killed run had in flight is logged before the rerun's requests
         done_first = {int(p.stem[4:]) for p in parts.glob("img_*.parquet")}
         assert 0 < len(done_first) < n_images
         assert not (out).exists()

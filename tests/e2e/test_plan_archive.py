@@ -8,6 +8,7 @@ import pytest
 
 from spxbatch.archive.location import resolve_archive
 from spxbatch.archive.retry import RetryPolicy
+from spxbatch.errors import ConfigError
 from spxbatch.level2.constants import BANDS
 from spxbatch.plan.catalog import make_catalog, read_catalog
 from spxbatch.plan.plan import Plan, dedupe, make_plan
@@ -127,8 +128,11 @@ def test_filters_over_tap_match_local(polar_archive):
                 assert len(tap.images) == len(local.images)
             else:
                 assert tap.images.empty and tap.pairs.empty
-    # the deep field has nothing in the wide collection (client-side filter, no server needed)
-    assert make_plan(cat, str(polar_archive.root), collections=["spherex_qr2"]).images.empty
+    # the deep field has nothing in the wide collection (client-side filter, no server needed): refused, naming
+    # the collections there are, rather than an empty plan
+    with pytest.raises(ConfigError, match=r"--collection spherex_qr2 matches none of the \d+ images .*"
+                                          r"\(their collections: spherex_qr2_deep\)"):
+        make_plan(cat, str(polar_archive.root), collections=["spherex_qr2"])
 
 
 def test_rerun_reuses_plan_and_query_cache(sim_archive, tmp_path):

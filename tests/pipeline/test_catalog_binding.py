@@ -68,3 +68,22 @@ def test_an_edited_catalog_is_refused_then_replanned(sim_archive, tmp_path, caps
     for name in kept:
         np.testing.assert_array_equal(new.source(name)["flux"].values, old.source(name)["flux"].values)
     assert open_cube(out, dask=False).sizes["obs"] == again.sizes["obs"]
+
+
+def test_finished_work_without_a_catalog_record_is_refused_until_replan(sim_archive, tmp_path, capsys):
+    """A run directory with finished work but no catalog.json (made before the binding existed) cannot be
+    shown to belong to the catalog: refused with one sentence pointing at --replan, nothing changed; --replan
+    binds it and runs."""
+    out = tmp_path / "stars.zarr"
+    command = [str(sim_archive.catalog), "-o", str(out), "--archive", str(sim_archive.root), "--no-progress",
+               "--stages", "plan"]
+    assert cli_main(command) == EXIT_OK
+    (tmp_path / "stars.run" / "catalog.json").unlink()
+    before = _tree(tmp_path)
+    assert cli_main(command) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("spxbatch: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "holds finished work but no record of the catalog rows" in err and "--replan" in err, err
+    assert _tree(tmp_path) == before
+    assert cli_main([*command, "--replan"]) == EXIT_OK
+    assert (tmp_path / "stars.run" / "catalog.json").exists()

@@ -1,5 +1,6 @@
 """Network realism of the simulated archive: each fault kind, seeded reproducible patterns, Retry-After, the
-path filter, stalls, latency and the bandwidth cap."""
+path and HDU filters, stalls (before and in the middle of a body), TAP jobs that error, latency and the
+bandwidth cap."""
 
 from __future__ import annotations
 
@@ -102,7 +103,11 @@ def test_fault_config_validation():
         FaultConfig(http503=1.0, only="spectral_wcs(")
     with pytest.raises(ValueError, match="stall_s"):
         FaultConfig(stall=1.0, stall_s=-1)
-    assert set(FAULT_KINDS) == {"http500", "http503", "http429", "drop", "truncate", "stall"}
+    assert set(FAULT_KINDS) == {"http500", "http503", "http429", "drop", "truncate", "stall", "stall_body"}
+    with pytest.raises(ValueError, match="extname"):
+        FaultConfig(http503=1.0, extname="PSF(")
+    with pytest.raises(ValueError, match="job_error"):
+        FaultConfig(job_error=1.5)
 
 
 def test_only_confines_faults_to_matching_paths(sim_archive):
@@ -149,3 +154,76 @@ def test_latency_and_bandwidth(archive):
         elapsed = time.perf_counter() - t
         assert r.content == data[:n]
         assert elapsed >= 0.9 * n / 4e6
+
+
+def test_extname_confines_faults_to_the_bytes_of_one_hdu(sim_archive):
+    """A Range touching the PSF cube's bytes fails, one elsewhere in the same file does not; a whole-file GET
+    holds the PSF and fails too."""
+    from astropy.io import fits
+
+    rel = sim_archive.files[0]
+    with fits.open(sim_archive.root / rel) as hdul:
+        info = {h.name: h.fileinfo() for h in hdul}
+    psf, image = info["PSF"], info["IMAGE"]
+    with serve_archive(sim_archive.root, faults={"http503": 1.0, "retry_after": 0, "extname": "PSF"}) as srv:
+        def status(rng: str | None) -> int:
+            return requests.get(srv.file_url(rel), headers={"Range": rng} if rng else {}).status_code
+
+        assert status(f"bytes={psf['datLoc'] + 10}-{psf['datLoc'] + 20}") == 503
+        assert status(f"bytes={psf['hdrLoc']}-{psf['hdrLoc'] + 79}") == 503  # its header is its bytes too
+        assert status(f"bytes={image['datLoc']}-{image['datLoc'] + 999}") == 206
+        assert status(f"bytes=0-99,{psf['datLoc']}-{psf['datLoc'] + 9}") == 503  # one of several ranges
+        assert status(None) == 503
+        assert requests.get(srv.file_url(rel.rsplit("/", 1)[0] + "/")).status_code == 200  # listings spared
+    cfg = FaultConfig(extname="E?PSF")
+    spans = [("IMAGE", 2880, 10_000), ("EPSF", 10_000, 20_000)]
+    assert cfg.touches_hdu(spans, [(12_000, 12_010)]) and not cfg.touches_hdu(spans, [(0, 9_999)])
+    assert not FaultConfig(extname="PSF").touches_hdu(spans, None)  # EXTNAME matched whole, not searched
+
+
+def test_stall_in_the_middle_of_a_body(archive, caplog):
+    """Headers and half the body, then nothing for `stall_s`: a client with a shorter read timeout gives up
+    mid-body (the bytes it got are the file's), a patient one gets it all."""
+    root, rel, data = archive
+    n = 600_000
+    with serve_archive(root, faults={"stall_body": 1.0, "stall_s": 1.5}) as srv:
+        t = time.perf_counter()
+        with pytest.raises(requests.exceptions.ConnectionError, match="timed out"):
+            r = requests.get(srv.file_url(rel), headers={"Range": f"bytes=0-{n - 1}"}, timeout=(5, 0.5),
+                             stream=True)
+            assert r.status_code == 206 and int(r.headers["Content-Length"]) == n
+            got = bytearray()
+            try:
+                for chunk in r.iter_content(65536):
+                    got += chunk
+            finally:
+                assert n // 4 <= len(got) < n and bytes(got) == data[: len(got)]
+        assert time.perf_counter() - t < 1.4
+        (entry,) = srv.wait_for_log(1)
+        assert entry["fault"] == "stall_body" and entry["client_closed"] and n // 4 <= entry["bytes"] < n
+        assert "Error handling request" not in caplog.text
+        t = time.perf_counter()
+        r = requests.get(srv.file_url(rel), headers={"Range": f"bytes=0-{n - 1}"}, timeout=10)
+        assert r.status_code == 206 and r.content == data[:n] and time.perf_counter() - t >= 1.5
+
+
+def test_tap_job_error_and_tap_status_faults(sim_archive):
+    """`job_error`: an async job ends in ERROR with a message (its retry draws again); a status fault on TAP
+    answers an error VOTable, as a TAP service does."""
+    import pyvo
+
+    query = "SELECT TOP 1 a.uri FROM artifact AS a"
+    with serve_archive(sim_archive.root, faults={"job_error": 1.0}) as srv:
+        job = pyvo.dal.TAPService(srv.tap_url).submit_job(query).run()
+        job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=30)
+        assert job.phase == "ERROR" and "simulated fault" in job._job.errorsummary.message.content
+        assert len(pyvo.dal.TAPService(srv.tap_url).run_sync(query)) == 1  # sync queries are no jobs
+    with serve_archive(sim_archive.root, faults={"job_error": 0.5}, seed=1) as srv:
+        phases = []
+        for _ in range(12):
+            job = pyvo.dal.TAPService(srv.tap_url).submit_job(query).run()
+            phases.append(job.wait(phases=["COMPLETED", "ERROR"], timeout=30).phase)
+        assert {"COMPLETED", "ERROR"} == set(phases)
+    with serve_archive(sim_archive.root, faults={"http503": 1.0, "include_tap": True, "only": "^/TAP"}) as srv:
+        r = requests.post(f"{srv.tap_url}/sync", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query})
+        assert r.status_code == 503 and "simulated fault 503" in r.text and "QUERY_STATUS" in r.text

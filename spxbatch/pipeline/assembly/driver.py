@@ -31,7 +31,7 @@ import pandas as pd
 
 from spxbatch.cube.store import check_replaceable
 from spxbatch.errors import StageError
-from spxbatch.files import atomic_path, atomic_write_bytes
+from spxbatch.files import atomic_path, atomic_write_bytes, no_room, write_error
 from spxbatch.pipeline.assembly.blocks import BlockJob, StoreLayout, sample_cube, write_block, write_failures
 from spxbatch.pipeline.assembly.layout import (
     batch_bytes,
@@ -135,6 +135,9 @@ class Assembly:
 
     def _recorder(self, kind: str) -> Callable[[list[int], Outcome], None]:
         def done(batch: list[int], outcome: Outcome) -> None:
+            cause = no_room(outcome.error) if outcome.error is not None else None
+            if cause is not None:  # a full disk: one sentence and exit 6; the marked steps are kept
+                raise write_error(cause.filename or self.spill, cause) from outcome.error
             if outcome.error is not None:
                 raise StageError(f"assembly: {kind} task {batch[0]} failed: "
                                  f"{type(outcome.error).__name__}: {outcome.error}") from outcome.error

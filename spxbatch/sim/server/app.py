@@ -7,6 +7,7 @@ from aiohttp import web
 from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.sim.server import tap_routes as tap
 from spxbatch.sim.server.files import serve_file
+from spxbatch.sim.server.listing import serve_listing
 from spxbatch.sim.server.realism import realism
 from spxbatch.sim.server.state import SERVER, ArchiveServer
 
@@ -25,5 +26,11 @@ def make_app(srv: ArchiveServer) -> web.Application:
     app.router.add_route("*", "/TAP/async/{job_id}/phase", tap.tap_job_phase)
     app.router.add_get("/TAP/async/{job_id}/results/result", tap.tap_job_result)
     app.router.add_get("/TAP/async/{job_id}/error", tap.tap_job_error)
+    app.router.add_get(f"/{IBE_ROOT}/", _serve_root)
     app.router.add_get(f"/{IBE_ROOT}/{{tail:.+}}", serve_file)
     return app
+
+
+async def _serve_root(request: web.Request) -> web.StreamResponse:
+    """The archive root's listing (its release folders), as IBE serves `ibe/data/spherex/`."""
+    return await serve_listing(request, request.app[SERVER].root)

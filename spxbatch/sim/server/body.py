@@ -1,8 +1,9 @@
-"""Response bodies streamed under the server's bandwidth cap, with the drop and truncate faults, counting the
-bytes sent into the request's access-log entry."""
+"""Response bodies streamed under the server's bandwidth cap, with the drop, truncate and stall_body faults,
+counting the bytes sent into the request's access-log entry."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -41,7 +42,10 @@ async def send(request: web.Request, status: int, headers: dict, pieces: list[Pi
         await resp.write_eof()
         return resp
     sent = 0
-    for chunk in _chunks(pieces, limit):
+    stall_at = total // 2 if fault == "stall_body" else -1  # headers and half the body out, then nothing
+    for chunk in _chunks(pieces, limit, stall_at):
+        if sent == stall_at:
+            await asyncio.sleep(srv.faults.config.stall_s)
         await srv.bandwidth.consume(len(chunk))
         if sent + len(chunk) == limit:
             entry["bytes"] = limit
@@ -72,7 +76,19 @@ def _cut_short(request: web.Request, fault: str | None) -> None:
         transport.close()
 
 
-def _chunks(pieces: list[Piece], limit: int) -> Iterator[bytes]:
+def _chunks(pieces: list[Piece], limit: int, cut: int = -1) -> Iterator[bytes]:
+    """The body's first `limit` bytes, in chunks of at most CHUNK, one of which ends at offset `cut` (if > 0)."""
+    pos = 0
+    for chunk in _pieces(pieces, limit):
+        if pos < cut < pos + len(chunk):
+            yield chunk[: cut - pos]
+            chunk = chunk[cut - pos :]
+            pos = cut
+        pos += len(chunk)
+        yield chunk
+
+
+def _pieces(pieces: list[Piece], limit: int) -> Iterator[bytes]:
     """The body's first `limit` bytes, in chunks of at most CHUNK."""
     left = limit
     for piece in pieces:

@@ -13,7 +13,7 @@ import pandas as pd
 from aiohttp import web
 
 from spxbatch.level2.naming import IBE_ROOT
-from spxbatch.sim.faults import Bandwidth, FaultConfig, FaultInjector
+from spxbatch.sim.faults import Bandwidth, FaultConfig, FaultInjector, hdu_spans
 from spxbatch.sim.server import uws
 from spxbatch.sim.tap.engine import TapEngine
 from spxbatch.sim.tap.request import answer
@@ -45,9 +45,12 @@ class ArchiveServer:
         self.access_log: list[dict] = []
         self._log_path = Path(access_log) if access_log else None
         self._logged = threading.Condition()
+        #: Requests received and requests logged since the start (`wait_idle`).
+        self._received = self._recorded = 0
         self.url = ""
         self.engine: TapEngine | None = None
         self.jobs = uws.JobStore(self._run_job)
+        self._hdu_spans: dict[Path, list[tuple[str, int, int]]] = {}
 
     # -- public helpers -------------------------------------------------------------------------------------
     @property
@@ -77,6 +80,20 @@ class ArchiveServer:
                 raise TimeoutError(f"{len(self.access_log)} of {count} requests logged after {timeout} s")
             return list(self.access_log)
 
+    def wait_idle(self, timeout: float = LOG_WAIT_S) -> list[dict]:
+        """The access log once every request received so far is logged (answered, or noticed abandoned):
+        after a stall the client gave up on, its entry lands when the server's hold ends; a test reading
+        those entries waits here instead of sleeping."""
+        with self._logged:
+            if not self._logged.wait_for(lambda: self._recorded >= self._received, timeout):
+                raise TimeoutError(f"{self._received - self._recorded} request(s) still unanswered after {timeout} s")
+            return list(self.access_log)
+
+    def received(self) -> None:
+        """Count a request as it arrives (the realism middleware calls this first)."""
+        with self._logged:
+            self._received += 1
+
     def set_faults(self, faults: FaultConfig | dict | None) -> None:
         """Change the fault settings of the running server (an archive going down, then coming back)."""
         self.faults.config = FaultConfig.coerce(faults)
@@ -100,17 +117,28 @@ class ArchiveServer:
     def log(self, entry: dict) -> None:
         """Record one finished request (and append it to the JSON-lines access log file, if any)."""
         with self._logged:
+            self._recorded += 1
             self.access_log.append(entry)
             if self._log_path is not None:
                 with self._log_path.open("a") as fh:
                     fh.write(json.dumps(entry) + "\n")
             self._logged.notify_all()
 
+    def hdu_spans(self, path: Path) -> list[tuple[str, int, int]]:
+        """`faults.hdu_spans` of a file below the root, cached per file (the `extname` fault filter)."""
+        spans = self._hdu_spans.get(path)
+        if spans is None:
+            spans = self._hdu_spans[path] = hdu_spans(path)
+        return spans
+
     def run_query(self, params: dict[str, str], uploads: dict[str, bytes]) -> tuple[bytes, str]:
         """Run one TAP request (blocking; called in an executor). TapError for anything the client got wrong."""
         return answer(self.engine, params, uploads)
 
     async def _run_job(self, params: dict[str, str], uploads: dict[str, bytes]) -> tuple[bytes, str]:
+        """Run an asynchronous job's query; a `job_error` fault ends the job in ERROR instead."""
+        if self.faults.job_fails(params.get("QUERY", "")):
+            raise RuntimeError("simulated fault: the job failed while executing its query")
         return await asyncio.get_running_loop().run_in_executor(None, self.run_query, params, uploads)
 
 
