@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
 from waits import wait_until
 
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.executor import DaskExecutor, Executor, SerialExecutor, Task, as_executor, batched, run_in_waves
 from spxbatch.pipeline.stages import Pipeline
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      host="127.0.0.1") as cluster, Client(cluster) as c:
-        c.wait_for_workers(2, timeout=60)
-        yield c
 
 
 def cube_of(batch: list[int]) -> list[int]:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clusters import local_cluster
 from cubes import assert_cubes_equal
-from distributed import Client, LocalCluster
+from distributed import Client
 from reliability_record import describe_faults
 from waits import wait_until
 
@@ -42,15 +43,6 @@ RETRY = {"max_attempts": 8, "backoff_s": 0.01, "max_backoff_s": 0.05, "stall_tim
 RETRY_TOML = "[retry]\n" + "".join(f"{k} = {v}\n" for k, v in RETRY.items() if k != "max_attempts")
 
 
-def _cluster() -> LocalCluster:
-    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                        host="127.0.0.1")
-
-
-@pytest.fixture(scope="module")
-def client():
-    with _cluster() as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -441,7 +433,7 @@ def test_worker_killed_mid_task_changes_nothing(reference, sim_archive, tmp_path
     """SIGKILL of a worker process while it runs a task: the nanny restarts it, its tasks run again."""
     out = tmp_path / "c.zarr"
     killed: dict = {}
-    with _cluster() as cluster, Client(cluster) as c, serve_archive(sim_archive.root, latency=0.05) as srv:
+    with local_cluster() as cluster, Client(cluster) as c, serve_archive(sim_archive.root, latency=0.05) as srv:
         pids = c.run(os.getpid)
 
         def kill_one() -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from cubes import assert_cubes_equal, kill_group
-from distributed import Client, LocalCluster
 
 from spxbatch.archive.mirror import MANIFEST_NAME, read_manifest
 from spxbatch.cli.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_STAGE
@@ -27,12 +26,6 @@ from spxbatch.sim.server import serve_archive
 IBE = "/ibe/data/spherex/"
 
 
-@pytest.fixture(scope="module")
-def client():
-    """One LocalCluster (2 single-threaded worker processes) shared by the tests of this module."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      host="127.0.0.1") as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import shlex
 
-import pytest
-from distributed import Client, LocalCluster
-
 from spxbatch.cli.exit_codes import EXIT_FAILURES, EXIT_OK
 from spxbatch.cli.main import main
 from spxbatch.pipeline.rundir import RunDir
 from spxbatch.pipeline.stages import run
 from spxbatch.pipeline.status import run_status
 from spxbatch.sim.server import serve_archive
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      host="127.0.0.1") as cluster, Client(cluster) as c:
-        yield c
 
 
 def _command(text: str) -> list[str]:

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from cubes import assert_cubes_equal, kill_group
-from distributed import Client, LocalCluster
 
 from spxbatch.cli.exit_codes import EXIT_INPUT, EXIT_OK
 from spxbatch.cli.main import main
@@ -36,11 +35,6 @@ from spxbatch.sim.server import serve_archive
 LEVEL2 = "/level2/"
 
 
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      host="127.0.0.1") as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
