@@ -18,7 +18,9 @@ def export_main(argv: list[str]) -> int:
     p.add_argument("--format", required=True, choices=["csv", "parquet", "votable"])
     p.add_argument("-o", "--output", required=True, help="a directory for csv, a file otherwise")
     args = p.parse_args(argv)
-    ds = open_cube(existing_cube(args.cube)).load()
+    ds = open_cube(existing_cube(args.cube))  # csv and parquet read it block by block
+    if args.format == "votable":
+        ds = ds.load()
     writers = {"csv": export_csv, "parquet": export_parquet, "votable": export_votable}
     out = writers[args.format](ds, args.output)
     n = len(out) if isinstance(out, list) else 1

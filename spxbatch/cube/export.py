@@ -1,19 +1,27 @@
 """Exports of a cube: per-source light-curve CSVs (SPXQuery's columns), one Parquet table of every
 measurement, and a VOTable in the layout of the archive's spectrophotometry service.
+
+CSV and Parquet go block of sources by block (`source_blocks`: at most EXPORT_BLOCK_ROWS measurements read at
+a time), so a cube larger than memory exports; the VOTable is written whole (astropy writes it in one go).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import xarray as xr
 from astropy.table import Table
 
 from spxbatch.cube.filenames import output_file, output_folder, source_file_stems, write_name_map
 
 AB_ZERO_POINT_UJY = 3631e6
+#: Measurements read at a time by the block-wise exports (a block holds whole sources, at least one).
+EXPORT_BLOCK_ROWS = 1_000_000
 
 
 #: SPXQuery's lightcurve.csv columns, in order.
@@ -21,10 +29,14 @@ SPXQUERY_COLUMNS = ("obs_id", "mjd", "flux", "flux_error", "mag_ab", "mag_ab_err
                     "band", "flag", "flag_binary", "pix_x", "pix_y", "is_upper_limit", "snr", "good")
 
 
+def _obs_variables(ds: xr.Dataset) -> list[str]:
+    """The per-measurement variables."""
+    return [v for v in ds.data_vars if ds[v].dims == ("obs",)]
+
+
 def measurements_table(ds: xr.Dataset) -> pd.DataFrame:
     """Every measurement as one row with its source's name, ra and dec (the cube's obs order)."""
-    obs_vars = [v for v in ds.data_vars if ds[v].dims == ("obs",)]
-    df = ds[obs_vars].to_dataframe().reset_index(drop=True)
+    df = ds[_obs_variables(ds)].to_dataframe().reset_index(drop=True)
     sidx = df["source_index"].to_numpy()
     df.insert(0, "source", ds["source"].values.astype(str)[sidx])
     df.insert(1, "ra", ds["ra"].values[sidx])
@@ -48,25 +60,52 @@ def spxquery_lightcurve(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("mjd", kind="stable").reset_index(drop=True)
 
 
-def export_csv(ds: xr.Dataset, outdir: str | Path) -> list[Path]:
+def source_blocks(ds: xr.Dataset, max_rows: int = EXPORT_BLOCK_ROWS) -> Iterator[xr.Dataset]:
+    """The cube's measurements in consecutive blocks of whole sources, each at most `max_rows` rows (or one
+    source's rows, when it has more): slices of the ragged `obs` dimension, read as they are asked for."""
+    start = ds["obs_start"].values.astype(np.int64)
+    size = ds["row_size"].values.astype(np.int64)
+    columns = ds[[*_obs_variables(ds), "ra", "dec"]]  # not the (source, channel) spectra
+    held = np.flatnonzero(size > 0)
+    first = 0
+    while first < held.size:
+        o0 = start[held[first]]
+        last = first + max(1, int(np.searchsorted(start[held] + size[held], o0 + max_rows, side="right")) - first)
+        o1 = start[held[last - 1]] + size[held[last - 1]]
+        yield columns.isel(obs=slice(int(o0), int(o1))).load()
+        first = last
+
+
+def export_csv(ds: xr.Dataset, outdir: str | Path, block_rows: int = EXPORT_BLOCK_ROWS) -> list[Path]:
     """One SPXQuery-style light-curve CSV per source with measurements, named after the source (unique,
-    bounded names: `filenames.source_file_stems`), and the name map beside them."""
+    bounded names: `filenames.source_file_stems`), and the name map beside them; block by block."""
     outdir = output_folder(outdir, "light-curve CSVs")
-    df = measurements_table(ds)
     stems = source_file_stems(ds["source"].values.astype(str))
-    paths = []
-    for name, rows in df.groupby("source", sort=False):
-        path = outdir / f"{stems[str(name)]}.csv"
-        spxquery_lightcurve(rows).to_csv(path, index=False)
-        paths.append(path)
-    write_name_map(outdir, zip(df["source"].drop_duplicates(), paths, strict=True))
-    return paths
+    named: list[tuple[str, Path]] = []
+    for block in source_blocks(ds, block_rows):
+        for name, rows in measurements_table(block).groupby("source", sort=False):
+            path = outdir / f"{stems[str(name)]}.csv"
+            spxquery_lightcurve(rows).to_csv(path, index=False)
+            named.append((str(name), path))
+    write_name_map(outdir, named)
+    return [path for _, path in named]
 
 
-def export_parquet(ds: xr.Dataset, path: str | Path) -> Path:
-    """Every measurement in one Parquet table (units in the column metadata of the cube)."""
+def export_parquet(ds: xr.Dataset, path: str | Path, block_rows: int = EXPORT_BLOCK_ROWS) -> Path:
+    """Every measurement in one Parquet table (units in the column metadata of the cube), block by block."""
     path = output_file(path, "the Parquet export")
-    measurements_table(ds).to_parquet(path, index=False)
+    writer = None
+    try:
+        for block in source_blocks(ds, block_rows):
+            table = pa.Table.from_pandas(measurements_table(block), preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table.cast(writer.schema))
+        if writer is None:  # no measurement: the table's columns, no rows
+            measurements_table(ds.isel(obs=slice(0, 0))).to_parquet(path, index=False)
+    finally:
+        if writer is not None:
+            writer.close()
     return path
 
 
