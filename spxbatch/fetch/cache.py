@@ -49,8 +49,9 @@ class CalibPlane:
     fmap: FitsMap
     extname: str
     blocks: dict[int, np.ndarray] = field(default_factory=dict)
-    #: Bytes of this plane read as boxes so far (`fetch.calibration_pixels`: rent until this reaches the plane).
-    rented: int = 0
+    #: Estimated seconds spent reading this plane as boxes so far (`fetch.calibration_pixels`: rent until this
+    #: reaches the price of reading the plane whole).
+    rented_s: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int]:

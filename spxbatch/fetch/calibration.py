@@ -22,6 +22,7 @@ from spxbatch.fetch.cache import CalibPlane
 from spxbatch.fetch.calibration_files import calibration_file
 from spxbatch.fetch.calibration_pixels import Box, region_pixels
 from spxbatch.fetch.execute import FetchContext, scan_headers
+from spxbatch.fetch.options import FetchOptions
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
 from spxbatch.level2.layout import R7_MAJOR, pipeline_major
@@ -58,17 +59,17 @@ def is_absent(exc: OSError) -> bool:
 
 
 def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions, ra: np.ndarray, dec: np.ndarray,
-                       l3_flux_correction: bool = False) -> tuple[Regions, list[str]]:
+                       options: FetchOptions) -> tuple[Regions, list[str]]:
     """The regions with solid_angle / cwave / cband filled from the calibration products where present
-    (and, with `l3_flux_correction`, a QR2-processed image's flux_factor from QR3's l3_flux_corrections),
-    and notes saying why any is missing.
+    (and, with `options.l3_flux_correction`, a QR2-processed image's flux_factor from QR3's
+    l3_flux_corrections), and notes saying why any is missing.
 
     Solid angles and wavelengths are only ever sampled at a source's position (bilinearly), so those maps
     hold the product's pixels around each member source (ra, dec indexed by the members) and NaN elsewhere:
     a few pixels a source instead of the region. The flux correction multiplies every pixel: its map is whole."""
     notes: list[str] = []
     planes = [(*plane, None) for plane in CALIBRATION_PLANES]
-    if l3_flux_correction and qr2_processed(regions[0][0]):
+    if options.l3_flux_correction and qr2_processed(regions[0][0]):
         planes.append((*L3_PLANE, L3_RELEASE))
     samples = [_sample_boxes(region, ra[members], dec[members]) for region, members in regions]
     whole = [[(r.x0, r.x0 + r.shape[1], r.y0, r.y0 + r.shape[0])] for r, _ in regions]
@@ -83,7 +84,7 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
             continue
         boxes = whole if attr == "flux_factor" else samples
         # a transient failure raises ReadError: the image fails (and is retried), never measured without
-        pixels = iter(region_pixels(ctx, plane, [b for per_region in boxes for b in per_region]))
+        pixels = iter(region_pixels(ctx, plane, [b for per_region in boxes for b in per_region], options.link()))
         maps = [_region_map(region, per_region, pixels) for (region, _), per_region in zip(regions, boxes, strict=True)]
         regions = [(dataclasses.replace(region, **{attr: values}), members)
                    for (region, members), values in zip(regions, maps, strict=True)]

@@ -3,10 +3,12 @@
 A calibration plane (2040 x 2040 float32, 16.6 MB) serves every image of its detector, so a long run reads it
 once, in row blocks kept in the process (and in the persistent product store). A short run, or the first
 images of one, needs only the pixels under their sources: a few kB per source. Which to do is a rent-or-buy
-choice, made per plane and process: an image's boxes are read on their own ("rent") until the bytes read so
-for that plane reach the plane's size, and from then on its row blocks are read and kept ("buy"), so no run
-reads more than twice what the better choice in hindsight would have. Boxes are rented only over multi-range
-HTTP (a box is one byte range per row); S3 and local files read blocks. Blocks already held, in memory or in
+choice, made per plane and process and priced by the cost model (bytes over the bandwidth, and round trips:
+a box row is one byte range): an image's boxes are read on their own ("rent") while that costs less than its
+missing row blocks, until the rent paid for the plane reaches the price of reading it whole; from then on, or
+at once for an image with many sources, its row blocks are read and kept ("buy"), so no run pays much more
+than the better choice in hindsight. Boxes are rented only over multi-range HTTP; S3 and local files read
+blocks. Blocks already held, in memory or in
 the store, are always used; an image's boxes are stored too (keyed by the boxes), so a second run of the same
 catalog reads none of these bytes.
 """
@@ -14,10 +16,12 @@ catalog reads none of these bytes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 
 from spxbatch.fetch.cache import CALIB_BLOCK_ROWS, CalibPlane
+from spxbatch.fetch.cost import PART_OVERHEAD_BYTES, Link, Reads, seconds
 from spxbatch.fetch.execute import FetchContext
 from spxbatch.fetch.store_keys import block_key, product_key
 from spxbatch.level2.region import native
@@ -26,22 +30,30 @@ from spxbatch.level2.region import native
 Box = tuple[int, int, int, int]
 
 
-def region_pixels(ctx: FetchContext, plane: CalibPlane, boxes: list[Box]) -> list[np.ndarray]:
-    """The plane's pixels under each box, read through this image's context (see the module's docstring)."""
+def region_pixels(ctx: FetchContext, plane: CalibPlane, boxes: list[Box], link: Link) -> list[np.ndarray]:
+    """The plane's pixels under each box, read through this image's context (see the module's docstring);
+    rent and buy are priced by the cost model on `link` (bytes, and requests: a box row is one range)."""
     entry = plane.fmap[plane.extname]
     ny, nx = entry.shape
     item = entry.dtype.itemsize
-    missing = {k for x0, x1, y0, y1 in boxes for k in plane.missing_blocks(y0, y1)}
+    missing = sorted({k for x0, x1, y0, y1 in boxes for k in plane.missing_blocks(y0, y1)})
     store = ctx.cache.store
     stored = store is not None and all(store.has(block_key(plane.fmap, entry, k, CALIB_BLOCK_ROWS)) for k in missing)
-    box_bytes = sum((x1 - x0) * (y1 - y0) for x0, x1, y0, y1 in boxes) * item
-    block_bytes = sum(min(ny, (k + 1) * CALIB_BLOCK_ROWS) - k * CALIB_BLOCK_ROWS for k in missing) * nx * item
+    transport = ctx.transport(plane.fmap.url)
     # boxes are one byte range per row: only multi-range requests carry them in few round trips
-    rentable = ctx.io.uses_multirange(plane.fmap.url)
-    if rentable and missing and not stored and box_bytes < block_bytes and plane.rented + box_bytes < ny * nx * item:
-        plane.rented += box_bytes
-        return _boxes(ctx, plane, boxes)
-    return [_rows(ctx, plane, y0, y1)[:, x0:x1] for x0, x1, y0, y1 in boxes]
+    if transport.multirange and missing and not stored:
+        ranges = sum(y1 - y0 for _, _, y0, y1 in boxes)
+        box_bytes = sum((x1 - x0) * (y1 - y0) for x0, x1, y0, y1 in boxes) * item
+        rent = seconds(link, Reads(box_bytes + ranges * PART_OVERHEAD_BYTES, transport.requests_for(ranges), 0))
+        runs = 1 + sum(b != a + 1 for a, b in itertools.pairwise(missing))
+        rows = sum(min(ny, (k + 1) * CALIB_BLOCK_ROWS) - k * CALIB_BLOCK_ROWS for k in missing)
+        buy = seconds(link, Reads(rows * nx * item, transport.requests_for(runs), 0))
+        whole = seconds(link, Reads(ny * nx * item, 1, 0))
+        if rent < buy and plane.rented_s + rent < whole:
+            plane.rented_s += rent
+            return _boxes(ctx, plane, boxes)
+    _fetch_blocks(ctx, plane, missing)  # every block the boxes need, in one call
+    return [plane.rows(y0, y1)[:, x0:x1] for x0, x1, y0, y1 in boxes]
 
 
 def _boxes(ctx: FetchContext, plane: CalibPlane, boxes: list[Box]) -> list[np.ndarray]:
@@ -62,9 +74,9 @@ def _boxes(ctx: FetchContext, plane: CalibPlane, boxes: list[Box]) -> list[np.nd
     return out
 
 
-def _rows(ctx: FetchContext, plane: CalibPlane, y0: int, y1: int) -> np.ndarray:
-    """Rows y0..y1-1 of a calibration plane: blocks not held yet come from the persistent store, else are
-    read (consecutive ones as one range) through this image's context and stored."""
+def _fetch_blocks(ctx: FetchContext, plane: CalibPlane, blocks: list[int]) -> None:
+    """Hold the given row blocks of a calibration plane: from the persistent store, else read in one call
+    (consecutive blocks as one range) through this image's context, and stored."""
     fmap, entry = plane.fmap, plane.fmap[plane.extname]
     ny, nx = entry.shape
 
@@ -74,7 +86,7 @@ def _rows(ctx: FetchContext, plane: CalibPlane, y0: int, y1: int) -> np.ndarray:
 
     store = ctx.cache.store
     want = []
-    for k in plane.missing_blocks(y0, y1):
+    for k in blocks:
         raw = store.get(block_key(fmap, entry, k, CALIB_BLOCK_ROWS)) if store is not None else None
         if raw is None:
             want.append(k)
@@ -96,4 +108,3 @@ def _rows(ctx: FetchContext, plane: CalibPlane, y0: int, y1: int) -> np.ndarray:
                 keep(k, raw)
                 if store is not None:
                     store.put(block_key(fmap, entry, k, CALIB_BLOCK_ROWS), raw)
-    return plane.rows(y0, y1)

@@ -104,7 +104,7 @@ def fetch_image(
         notes += [*fetched.notes, *decoded.notes]
         regions, missing = decoded.regions, decoded.missing
         if options.calibration and regions:
-            regions, calibration_notes = attach_calibration(ctx, target, regions, ra, dec, options.l3_flux_correction)
+            regions, calibration_notes = attach_calibration(ctx, target, regions, ra, dec, options)
             notes += calibration_notes
         strategy, error = fetched.plan.strategy, "; ".join(decoded.errors) or None
     except (ReadError, FitsStructureError) as exc:

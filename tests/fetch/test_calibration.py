@@ -55,13 +55,13 @@ def test_calibration_pixels_and_who_pays_for_them(sim_archive):
     one = FetchContext.open("file", options, cache)
     regions, notes = attach_calibration(one, ImageTarget.from_row(_row(root, first), options),
                                         [(_strip(root, first, 0, 10), np.array([0]))],
-                                        *_source_at(root, first, 40.3, 5.6))
+                                        *_source_at(root, first, 40.3, 5.6), options)
     assert notes == [] and one.stats.requests > 0
     spent = (one.stats.requests, one.stats.bytes_read)
     two = FetchContext.open("file", options, cache)
     more, notes = attach_calibration(two, ImageTarget.from_row(_row(root, second), options),
                                      [(_strip(root, second, 100, 128), np.array([0]))],
-                                     *_source_at(root, second, 60.5, 120.2))
+                                     *_source_at(root, second, 60.5, 120.2), options)
     assert notes == [] and (one.stats.requests, one.stats.bytes_read) == spent
     assert 0 < two.stats.requests < spent[0]  # the product's headers are cached: only the new row blocks
     detector = int(first.split("/")[4])
@@ -129,7 +129,7 @@ def test_two_archives_in_one_process_do_not_share_calibration(sim_archive, tmp_p
         ctx = FetchContext.open("file", options, cache)
         regions, notes = attach_calibration(ctx, ImageTarget.from_row(_row(root, relpath), options),
                                             [(_strip(root, relpath, 0, 10), np.array([0]))],
-                                            *_source_at(root, relpath, 30.0, 4.0))
+                                            *_source_at(root, relpath, 30.0, 4.0), options)
         return regions[0][0], notes
 
     bare, notes = attach(tmp_path)
