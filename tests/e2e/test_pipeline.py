@@ -132,6 +132,7 @@ def test_sigkill_then_resume_equals_uninterrupted(http_run, sim_archive, tmp_pat
     assert_cubes_equal(open_cube(http_run[0]).load(), open_cube(out).load())
 
 
+@pytest.mark.slow  # ~10 s; the fault matrix's default cases inject the same faults (tests/e2e/test_fault_matrix.py)
 def test_transient_faults_are_retried_and_change_nothing(http_run, sim_archive, tmp_path):
     faults = {"http503": 0.15, "http500": 0.1, "truncate": 0.1, "drop": 0.05, "retry_after": 0}
     # 40 % of requests fail: 16 attempts leave one of the run's ~400 requests (391 measured) failing for good

@@ -128,6 +128,7 @@ def test_two_worker_jobs_cube_equals_local(slurm, sim_archive, server, local_cub
     assert len(logs) == 2 and all("Start worker at" in p.read_text() for p in logs)
 
 
+@pytest.mark.slow  # ~9 s; adaptive jobs are in the default suite through test_adaptive_jobs_grow_while_...
 def test_adaptive_run_from_zero_jobs_cube_equals_local(slurm, sim_archive, server, local_cube, tmp_path):
     """`--jobs 0:2`: no job until there is work (the reachability probe asks for the first), none after."""
     out = tmp_path / "adaptive.zarr"
@@ -143,6 +144,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # ~24 s; a worker lost mid-task is in the default suite (test_worker_killed_mid_task_...)
 def test_cli_scancel_one_worker_job_mid_run(slurm, sim_archive, local_cube, tmp_path):
     out = tmp_path / "cancel.zarr"
     parts = tmp_path / "cancel.run" / "parts"
@@ -175,7 +177,7 @@ def test_adaptive_jobs_grow_while_work_is_queued_then_shrink(slurm, tmp_path):
     assert wait_until(lambda: slurm.jobs() == [], 20), slurm.jobs()
 
 
-@pytest.mark.parametrize("interrupts", [1, 3])
+@pytest.mark.parametrize("interrupts", [1, pytest.param(3, marks=pytest.mark.slow)])  # 3: an impatient user, slow
 def test_ctrl_c_cancels_worker_jobs(slurm, sim_archive, tmp_path, interrupts):
     """SIGINT to the CLI's process group (what Ctrl-C does) mid-run: exit 130 and an empty queue; an impatient
     user's repeated Ctrl-C (50 ms apart, landing while the jobs are being cancelled) leaves no job either."""
