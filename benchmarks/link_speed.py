@@ -253,7 +253,7 @@ def measure_target(label: str, sources: int, root: Path, catalog: Path, npix: in
                 if bound is None:
                     bound = {"min_bytes": minimum_bytes(ds, npix, phot, zone), "measurements": r["measurements"],
                              "images": r["images"]}
-            rows.append({"target": label, "sources": sources, "mode": mode, **r})
+            rows.append({"target": label, "sources": sources, "mode": mode, "extrapolated": False, **r})
             print(f"    {_fmt(rows[-1])}", flush=True)
     if bound is None:  # single only: the sample's bound, scaled
         s = rows[0]
