@@ -33,30 +33,58 @@ from spxbatch.sim.server import serve_archive
 
 
 class PeakMemory:
-    """Samples the summed RSS of this process and its children (the Dask workers) every 0.1 s."""
+    """Samples the summed RSS of this process and its children (the Dask workers) every 0.1 s, and the CPU
+    seconds they used (each process's last reading counts, so workers that exited before the end still
+    count, up to their last 0.1 s). `exclude`: pids left out, with their children (e.g. a server run as a
+    child process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: tuple[int, ...] = ()) -> None:
         self.peak = 0
+        self._exclude = set(exclude)
+        self._cpu: dict[tuple[int, float], float] = {}
+        self._cpu0 = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the sampled processes used since the sampling started."""
+        return sum(self._cpu.values()) - self._cpu0
+
+    def _tree(self) -> list[psutil.Process]:
         me = psutil.Process()
+        skip = set(self._exclude)
+        for pid in self._exclude:
+            with contextlib.suppress(psutil.Error):
+                skip |= {c.pid for c in psutil.Process(pid).children(recursive=True)}
+        return [me, *(c for c in me.children(recursive=True) if c.pid not in skip)]
+
+    def _sample(self) -> None:
+        total = 0
+        for p in self._tree():
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+                t = p.cpu_times()
+                self._cpu[(p.pid, p.create_time())] = t.user + t.system
+        self.peak = max(self.peak, total)
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
+            self._sample()
             time.sleep(0.1)
 
     def __enter__(self) -> PeakMemory:
+        me = psutil.Process()
+        t = me.cpu_times()
+        self._cpu0 = t.user + t.system
+        self._cpu[(me.pid, me.create_time())] = self._cpu0
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
 
 
 def catalog_of(n: int, truth_catalog: Path, ra0: float, dec0: float, radius_deg: float, seed: int,

@@ -29,23 +29,19 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-from astropy.io import fits
+from bounds import bound_bytes, psf_zone_bytes
 
 from spxbatch.fetch.cache import FetchCache
 from spxbatch.fetch.store import ProductStore
 from spxbatch.level2.constants import DETECTOR_NPIX
 from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.photometry import PhotometryConfig
-from spxbatch.photometry.aperture import background_extent
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.jobs import ImageJob, image_jobs
 from spxbatch.pipeline.measure import measure_image
 from spxbatch.pipeline.stages import Pipeline
 from spxbatch.sim import make_archive
 from spxbatch.sim.server import serve_archive
-
-#: Planes a measurement reads, at 4 bytes a pixel each (FLAGS counted decompressed).
-PLANE_BYTES = 4 * 4
 
 
 def build(root: Path, npix: int) -> Path:
@@ -55,24 +51,9 @@ def build(root: Path, npix: int) -> Path:
     return root
 
 
-def bound_bytes(table: pd.DataFrame, shape: tuple[int, int], phot: PhotometryConfig, epsf_row_bytes: int) -> int:
-    """The bytes one image's measurements need: pixels within each source's background reach (union over
-    its sources) in the four planes, plus one EPSF table row per zone used."""
-    m = table[table["measured"].astype(bool)]
-    need = np.zeros(shape, dtype=bool)
-    for x, y, r in zip(m["x"], m["y"], m["aperture_radius"], strict=True):
-        reach = background_extent(phot, float(r)) + 0.5
-        x0, x1 = max(int(x - reach), 0), min(int(x + reach) + 2, shape[1])
-        y0, y1 = max(int(y - reach), 0), min(int(y + reach) + 2, shape[0])
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        need[y0:y1, x0:x1] |= np.hypot(xx - x, yy - y) <= reach
-    return int(need.sum()) * PLANE_BYTES + m["psf_zone"].nunique() * epsf_row_bytes
-
-
 def epsf_row_bytes(root: Path, job: ImageJob) -> int:
     """The byte length of one row (one zone) of the image's EPSF table."""
-    with fits.open(root / job.image["relpath"].split(f"{IBE_ROOT}/")[-1]) as hdul:
-        return int(hdul["EPSF"].header["NAXIS1"])
+    return psf_zone_bytes(root / job.image["relpath"].split(f"{IBE_ROOT}/")[-1])
 
 
 def subsample(job: ImageJob, count: int) -> ImageJob:
