@@ -61,12 +61,13 @@ class CalibPlane:
         """The blocks of rows y0..y1-1 not held yet."""
         return [b for b in range(y0 // CALIB_BLOCK_ROWS, (y1 - 1) // CALIB_BLOCK_ROWS + 1) if b not in self.blocks]
 
-    def rows(self, y0: int, y1: int) -> np.ndarray:
-        """Rows y0..y1-1 (native float), from blocks already held."""
+    def box(self, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
+        """Pixels [x0, x1) x [y0, y1) (native float) from blocks already held: a new array of just those
+        pixels (never a view that would keep whole blocks alive: an image may ask for 10^4 small boxes)."""
         first, last = y0 // CALIB_BLOCK_ROWS, (y1 - 1) // CALIB_BLOCK_ROWS
-        stacked = np.concatenate([self.blocks[b] for b in range(first, last + 1)], axis=0)
+        stacked = np.concatenate([self.blocks[b][:, x0:x1] for b in range(first, last + 1)], axis=0)
         off = first * CALIB_BLOCK_ROWS
-        return stacked[y0 - off:y1 - off]
+        return stacked[y0 - off:y1 - off].copy()
 
 
 @dataclass

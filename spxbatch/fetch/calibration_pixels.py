@@ -53,7 +53,7 @@ def region_pixels(ctx: FetchContext, plane: CalibPlane, boxes: list[Box], link: 
             plane.rented_s += rent
             return _boxes(ctx, plane, boxes)
     _fetch_blocks(ctx, plane, missing)  # every block the boxes need, in one call
-    return [plane.rows(y0, y1)[:, x0:x1] for x0, x1, y0, y1 in boxes]
+    return [plane.box(x0, x1, y0, y1) for x0, x1, y0, y1 in boxes]
 
 
 def _boxes(ctx: FetchContext, plane: CalibPlane, boxes: list[Box]) -> list[np.ndarray]:
