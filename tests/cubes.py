@@ -1,4 +1,4 @@
-"""Test helpers for whole runs: cube equality, killing a CLI as a crash would."""
+"""Test helpers for whole runs: a reference run's cube, cube equality, killing a CLI as a crash would."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ import numpy as np
 #: Variables whose values legitimately differ between runs (the server's host:port is in the URL; when each
 #: measurement was made).
 _RUN_SPECIFIC = {"failure_url", "date_added"}
+
+
+def http_reference_cube(archive, client, folder):
+    """The cube of an undisturbed run of the simulated `archive` served over HTTP, measured on the Dask
+    `client`, written below `folder`, loaded (what fault and staging tests compare their runs with)."""
+    from spxbatch.cube.store import open_cube
+    from spxbatch.pipeline.stages import run
+    from spxbatch.sim.server import serve_archive
+
+    out = folder / "cube.zarr"
+    with serve_archive(archive.root) as srv:
+        run(archive.catalog, out, archive=srv.url, progress=False, client=client)
+    return open_cube(out).load()
 
 
 def assert_cubes_equal(a, b) -> None:

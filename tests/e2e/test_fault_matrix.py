@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clusters import local_cluster
-from cubes import assert_cubes_equal
+from cubes import assert_cubes_equal, http_reference_cube
 from distributed import Client
 from reliability_record import describe_faults
 from waits import wait_until
@@ -43,15 +43,10 @@ RETRY = {"max_attempts": 8, "backoff_s": 0.01, "max_backoff_s": 0.05, "stall_tim
 RETRY_TOML = "[retry]\n" + "".join(f"{k} = {v}\n" for k, v in RETRY.items() if k != "max_attempts")
 
 
-
-
 @pytest.fixture(scope="module")
 def reference(sim_archive, client, tmp_path_factory):
     """The cube of the undisturbed run, over HTTP on the LocalCluster."""
-    out = tmp_path_factory.mktemp("reference") / "cube.zarr"
-    with serve_archive(sim_archive.root) as srv:
-        run(sim_archive.catalog, out, archive=srv.url, progress=False, client=client)
-    return open_cube(out).load()
+    return http_reference_cube(sim_archive, client, tmp_path_factory.mktemp("reference"))
 
 
 def _lost(reference, cube) -> int:
@@ -262,10 +257,7 @@ def test_tap_down_is_one_sentence_then_the_same_command_finishes(mode, reference
 @pytest.fixture(scope="module")
 def reference_qr3(sim_archive_qr3, client, tmp_path_factory):
     """The undisturbed run of the QR3 (R7 files) test archive."""
-    out = tmp_path_factory.mktemp("reference_qr3") / "cube.zarr"
-    with serve_archive(sim_archive_qr3.root) as srv:
-        run(sim_archive_qr3.catalog, out, archive=srv.url, progress=False, client=client)
-    return open_cube(out).load()
+    return http_reference_cube(sim_archive_qr3, client, tmp_path_factory.mktemp("reference_qr3"))
 
 
 def _psf_requests(log: list[dict], root: Path, extname: str) -> tuple[int, int]:

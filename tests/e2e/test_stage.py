@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cubes import assert_cubes_equal, kill_group
+from cubes import assert_cubes_equal, http_reference_cube, kill_group
 
 from spxbatch.archive.mirror import MANIFEST_NAME, read_manifest
 from spxbatch.cli.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_STAGE
@@ -26,15 +26,10 @@ from spxbatch.sim.server import serve_archive
 IBE = "/ibe/data/spherex/"
 
 
-
-
 @pytest.fixture(scope="module")
 def http_cube(sim_archive, client, tmp_path_factory):
     """The reference: the cube measured over HTTP."""
-    out = tmp_path_factory.mktemp("stage_http") / "cube.zarr"
-    with serve_archive(sim_archive.root) as srv:
-        run(sim_archive.catalog, out, archive=srv.url, progress=False, client=client)
-    return open_cube(out).load()
+    return http_reference_cube(sim_archive, client, tmp_path_factory.mktemp("stage_http"))
 
 
 def _check_manifest(mirror: Path, plan: Plan) -> dict:

@@ -35,8 +35,6 @@ from spxbatch.sim.server import serve_archive
 LEVEL2 = "/level2/"
 
 
-
-
 @pytest.fixture(scope="module")
 def steps(sim_archive) -> dict[str, pd.DataFrame]:
     """What the archive lists at each step: 'first' (the first period's exposures, no reprocessing), 'more'
