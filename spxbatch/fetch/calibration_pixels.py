@@ -8,15 +8,13 @@ a box row is one byte range): an image's boxes are read on their own ("rent") wh
 missing row blocks, until the rent paid for the plane reaches the price of reading it whole; from then on, or
 at once for an image with many sources, its row blocks are read and kept ("buy"), so no run pays much more
 than the better choice in hindsight. Boxes are rented only over multi-range HTTP; S3 and local files read
-blocks. Blocks already held, in memory or in
-the store, are always used; an image's boxes are stored too (keyed by the boxes), so a second run of the same
-catalog reads none of these bytes.
+blocks. Blocks already held, in memory or in the store, are always used; an image's boxes are stored too
+(keyed by the boxes), so a second run of the same catalog reads none of these bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 
 import numpy as np
 
@@ -38,22 +36,33 @@ def region_pixels(ctx: FetchContext, plane: CalibPlane, boxes: list[Box], link: 
     item = entry.dtype.itemsize
     missing = sorted({k for x0, x1, y0, y1 in boxes for k in plane.missing_blocks(y0, y1)})
     store = ctx.cache.store
-    stored = store is not None and all(store.has(block_key(plane.fmap, entry, k, CALIB_BLOCK_ROWS)) for k in missing)
     transport = ctx.transport(plane.fmap.url)
-    # boxes are one byte range per row: only multi-range requests carry them in few round trips
-    if transport.multirange and missing and not stored:
+    # boxes are one byte range per row: only multi-range requests carry them in few round trips; blocks the
+    # store holds cost nothing to buy
+    if transport.multirange and missing and not (
+            store is not None and all(store.has(block_key(plane.fmap, entry, k, CALIB_BLOCK_ROWS)) for k in missing)):
         ranges = sum(y1 - y0 for _, _, y0, y1 in boxes)
         box_bytes = sum((x1 - x0) * (y1 - y0) for x0, x1, y0, y1 in boxes) * item
         rent = seconds(link, Reads(box_bytes + ranges * PART_OVERHEAD_BYTES, transport.requests_for(ranges), 0))
-        runs = 1 + sum(b != a + 1 for a, b in itertools.pairwise(missing))
         rows = sum(min(ny, (k + 1) * CALIB_BLOCK_ROWS) - k * CALIB_BLOCK_ROWS for k in missing)
-        buy = seconds(link, Reads(rows * nx * item, transport.requests_for(runs), 0))
+        buy = seconds(link, Reads(rows * nx * item, transport.requests_for(len(_consecutive_runs(missing))), 0))
         whole = seconds(link, Reads(ny * nx * item, 1, 0))
         if rent < buy and plane.rented_s + rent < whole:
             plane.rented_s += rent
             return _boxes(ctx, plane, boxes)
     _fetch_blocks(ctx, plane, missing)  # every block the boxes need, in one call
     return [plane.box(x0, x1, y0, y1) for x0, x1, y0, y1 in boxes]
+
+
+def _consecutive_runs(blocks: list[int]) -> list[list[int]]:
+    """Sorted block numbers grouped into runs of consecutive ones (each run is one byte range)."""
+    runs: list[list[int]] = []
+    for b in blocks:
+        if runs and b == runs[-1][-1] + 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return runs
 
 
 def _boxes(ctx: FetchContext, plane: CalibPlane, boxes: list[Box]) -> list[np.ndarray]:
@@ -92,12 +101,7 @@ def _fetch_blocks(ctx: FetchContext, plane: CalibPlane, blocks: list[int]) -> No
             want.append(k)
         else:
             keep(k, raw)
-    runs: list[list[int]] = []
-    for b in want:
-        if runs and b == runs[-1][-1] + 1:
-            runs[-1].append(b)
-        else:
-            runs.append([b])
+    runs = _consecutive_runs(want)
     spans = [(run[0] * CALIB_BLOCK_ROWS, min(ny, (run[-1] + 1) * CALIB_BLOCK_ROWS)) for run in runs]
     if spans:
         blobs = ctx.read_ranges(fmap.url, [fmap.row_range(plane.extname, a, b) for a, b in spans], fmap.size)

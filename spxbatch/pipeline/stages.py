@@ -92,6 +92,7 @@ class Pipeline:
         self._catalog: Catalog | None = None
         self._fingerprint: dict[str, Any] | None = None
         self._replan = replan
+        self._plan_archive: ArchiveLocation | None = None
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, **overrides: Any) -> Pipeline:
@@ -181,12 +182,10 @@ class Pipeline:
     def plan(self) -> Plan:
         """Query the archive in bulk and match sources to images; reuses a saved plan."""
         cat = self.catalog
-        archive = None if self.rundir.stage_done("plan") else self.archive_location()  # checked before any work
-        if archive is not None:
-            check_releases(archive, self.config.plan.releases, self.config.retry)
-        self._start()
-        if archive is None:
+        if self.rundir.stage_done("plan"):
+            self._start()
             return Plan.load(self.rundir.path)
+        archive = self._check_plan_inputs()  # before any work
         c = self.config
         plan = make_plan(cat, archive, bands=c.plan.bands or None,
                          time_range=c.plan.time_range, collections=c.plan.collections or None,
@@ -196,12 +195,18 @@ class Pipeline:
                                sources_planned=int(plan.pairs["source_index"].nunique()))
         return plan
 
-    def _check_plan_inputs(self) -> None:
-        """Everything the plan stage checks before it contacts the archive: the catalog, the archive option,
-        the outputs and the run directory (a ConfigError, exit 2, for any of them)."""
-        _ = self.catalog
-        self.archive_location()
-        self._start()
+    def _check_plan_inputs(self) -> ArchiveLocation:
+        """Everything the plan stage checks before it queries the archive, once (`run` checks them before it
+        starts a cluster, `plan` then finds them checked): the catalog, the archive option and its release
+        folders, the outputs and the run directory (a ConfigError, exit 2, for any of them). Returns where the
+        archive is."""
+        if self._plan_archive is None:
+            _ = self.catalog
+            archive = self.archive_location()
+            check_releases(archive, self.config.plan.releases, self.config.retry)
+            self._start()
+            self._plan_archive = archive
+        return self._plan_archive
 
     def measure(self, executor: Executor | Client | None = None) -> dict[str, Any]:
         """Measure every planned image not yet done on `executor` (default: a Dask cluster from the
