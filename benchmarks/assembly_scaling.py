@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ from spxbatch.cube.store import open_cube, write_cube
 from spxbatch.level2.constants import BANDS
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.rundir import RunDir
+from spxbatch.plan.catalog import Catalog
 from spxbatch.plan.plan import Plan
 
 
@@ -105,13 +105,14 @@ def case(kind: str, run_dir: Path, out: Path, sources: int, workers: int) -> dic
     names = _names(sources)
     ra = np.linspace(0, 1, sources)
     dec = np.zeros(sources)
+    cat = Catalog(names, ra, dec)
     config = RunConfig(catalog="synthetic.csv", output=str(out))
     peaks: dict[int, int] = {}
     if kind == "old":
         t0 = time.perf_counter()
         plan = Plan(pd.read_parquet(rundir.plan_dir / "images.parquet"),
                     pd.read_parquet(rundir.plan_dir / "pairs.parquet"), {})
-        ds = build_dataset(SimpleNamespace(name=names, ra=ra, dec=dec), plan, rundir.read_parts(), config,
+        ds = build_dataset(cat, plan, rundir.read_parts(), config,
                            config.photometry_config)
         write_cube(ds, out)
         wall = time.perf_counter() - t0
@@ -126,7 +127,7 @@ def case(kind: str, run_dir: Path, out: Path, sources: int, workers: int) -> dic
                                                host="127.0.0.1", dashboard_address=":0", memory_limit=0) as cl, \
                 Client(cl) as client:
             t0 = time.perf_counter()  # the cluster's start is not the assembly's
-            assemble_run(rundir, out, names, ra, dec, urls, cube_attrs(config, config.photometry_config),
+            assemble_run(rundir, out, names, ra, dec, urls, cube_attrs(config, config.photometry_config, cat),
                          DaskExecutor(client))
             wall = time.perf_counter() - t0
         peaks = wp.peaks

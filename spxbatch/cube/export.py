@@ -1,12 +1,14 @@
 """Exports of a cube: per-source light-curve CSVs (SPXQuery's columns), one Parquet table of every
 measurement, and a VOTable in the layout of the archive's spectrophotometry service.
 
-CSV and Parquet go block of sources by block (`source_blocks`: at most EXPORT_BLOCK_ROWS measurements read at
-a time), so a cube larger than memory exports; the VOTable is written whole (astropy writes it in one go).
+Every export goes block of sources by block (`source_blocks`: at most EXPORT_BLOCK_ROWS measurements read at
+a time), so a cube larger than memory exports; the VOTable's rows are written by astropy one block at a time
+between the header and the tail astropy writes for the first block.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +17,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
+from astropy.io.votable import from_table
 from astropy.table import Table
 
+from spxbatch.cube.blocks import BLOCK_ROWS, obs_range, source_ranges
 from spxbatch.cube.filenames import output_file, output_folder, source_file_stems, write_name_map
+from spxbatch.files import atomic_path
 
 AB_ZERO_POINT_UJY = 3631e6
 #: Measurements read at a time by the block-wise exports (a block holds whole sources, at least one).
-EXPORT_BLOCK_ROWS = 1_000_000
+EXPORT_BLOCK_ROWS = BLOCK_ROWS
+#: Where astropy's TABLEDATA rows begin and end in a VOTable it writes.
+ROWS_BEGIN, ROWS_END = b"<TABLEDATA>\n", b"</TABLEDATA>"
 
 
 #: SPXQuery's lightcurve.csv columns, in order.
@@ -63,17 +70,11 @@ def spxquery_lightcurve(df: pd.DataFrame) -> pd.DataFrame:
 def source_blocks(ds: xr.Dataset, max_rows: int = EXPORT_BLOCK_ROWS) -> Iterator[xr.Dataset]:
     """The cube's measurements in consecutive blocks of whole sources, each at most `max_rows` rows (or one
     source's rows, when it has more): slices of the ragged `obs` dimension, read as they are asked for."""
-    start = ds["obs_start"].values.astype(np.int64)
-    size = ds["row_size"].values.astype(np.int64)
     columns = ds[[*_obs_variables(ds), "ra", "dec"]]  # not the (source, channel) spectra
-    held = np.flatnonzero(size > 0)
-    first = 0
-    while first < held.size:
-        o0 = start[held[first]]
-        last = first + max(1, int(np.searchsorted(start[held] + size[held], o0 + max_rows, side="right")) - first)
-        o1 = start[held[last - 1]] + size[held[last - 1]]
-        yield columns.isel(obs=slice(int(o0), int(o1))).load()
-        first = last
+    for first, stop in source_ranges(ds, max_rows):
+        o0, o1 = obs_range(ds, first, stop)
+        if o1 > o0:
+            yield columns.isel(obs=slice(o0, o1)).load()
 
 
 def export_csv(ds: xr.Dataset, outdir: str | Path, block_rows: int = EXPORT_BLOCK_ROWS) -> list[Path]:
@@ -109,13 +110,44 @@ def export_parquet(ds: xr.Dataset, path: str | Path, block_rows: int = EXPORT_BL
     return path
 
 
-def export_votable(ds: xr.Dataset, path: str | Path) -> Path:
-    """The archive spectrophotometry service's layout: lambda, lambda_width, flux, flux_err, flags, mjd, ..."""
-    df = measurements_table(ds)
+def export_votable(ds: xr.Dataset, path: str | Path, block_rows: int = EXPORT_BLOCK_ROWS) -> Path:
+    """The archive spectrophotometry service's layout (lambda, lambda_width, flux, flux_err, flags, mjd, ...),
+    block by block: astropy writes each block's rows; the header and tail come from the first block."""
+    path = output_file(path, "the VOTable export")
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        tail = None
+        for block in source_blocks(ds, block_rows):
+            head, rows, tail = _votable_pieces(votable_table(measurements_table(block)))
+            if out.tell() == 0:
+                out.write(head)
+            out.write(rows)
+        if tail is None:  # no measurement: the table's fields, no rows
+            empty = votable_table(measurements_table(ds.isel(obs=slice(0, 0))))
+            from_table(empty).to_xml(out, tabledata_format="tabledata")
+        else:
+            out.write(tail)
+    return path
+
+
+def _votable_pieces(table: Table) -> tuple[bytes, bytes, bytes]:
+    """The VOTable astropy writes for `table`, cut into its header (up to the rows), rows and tail."""
+    buf = io.BytesIO()
+    from_table(table).to_xml(buf, tabledata_format="tabledata")
+    text = buf.getvalue()
+    begin = text.index(ROWS_BEGIN) + len(ROWS_BEGIN)
+    end = text.rindex(b"\n", 0, text.index(ROWS_END, begin)) + 1
+    return text[:begin], text[begin:end], text[end:]
+
+
+def votable_table(df: pd.DataFrame) -> Table:
+    """A measurements table in the spectrophotometry service's columns and units."""
+    # strings as objects: arraysize "*", the same header for every block (astropy cannot type an empty object
+    # column: a table without rows gets fixed-width ones)
+    text = object if len(df) else "U1"
     t = Table()
-    t["source"] = df["source"].astype(str).to_numpy()
+    t["source"] = df["source"].astype(str).to_numpy(text)
     t["ra"], t["dec"] = df["ra"].to_numpy(), df["dec"].to_numpy()
-    t["obs_id"] = df["obs_id"].astype(str).to_numpy()
+    t["obs_id"] = df["obs_id"].astype(str).to_numpy(text)
     t["band"] = df["band"].to_numpy(np.int16)
     t["lambda"] = df["wavelength"].to_numpy()
     t["lambda_width"] = df["bandwidth"].to_numpy()
@@ -132,9 +164,7 @@ def export_votable(ds: xr.Dataset, path: str | Path) -> Path:
                       ("flux_err", "uJy"), ("mjd", "d"), ("x", "pix"), ("y", "pix")):
         t[col].unit = unit
     t.meta["description"] = "spxbatch forced photometry; flags = FILE bits (0-31) | condition bits (32+)"
-    path = output_file(path, "the VOTable export")
-    t.write(path, format="votable", overwrite=True)
-    return path
+    return t
 
 
 def ab_magnitude(flux_ujy: np.ndarray, err_ujy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,15 +19,9 @@ import xarray as xr
 from spxbatch.cube.filenames import output_folder, source_file_stems, write_name_map
 from spxbatch.cube.store import open_cube
 from spxbatch.errors import ConfigError
-from spxbatch.figures.plots import (
-    SUMMARY_VARIABLES,
-    CubePoints,
-    SourceFigure,
-    longest_time_span,
-    source_rows,
-    summary_figure,
-)
+from spxbatch.figures.plots import CubePoints, SourceFigure, longest_time_span, source_rows
 from spxbatch.figures.rasterize import FrameWriter
+from spxbatch.figures.summary import summary_figure
 
 #: Sources per task, at least and at most: about four tasks per process balance the processes, and at least
 #: 25 keep opening the cube (0.1 s a task) small.
@@ -77,10 +71,10 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
     rows = np.flatnonzero(np.isin(all_names, wanted)) if names is not None else np.arange(all_names.size)
     workers = workers or os.cpu_count() or 1
     size = int(np.clip(-(-rows.size // (4 * workers)), *BLOCK_SOURCES))
-    blocks = [rows[i:i + size] for i in range(0, rows.size, size)]  # wanted rows, in catalog order
+    blocks = row_blocks(rows, size)  # wanted rows, in catalog order
     workers = min(workers, len(blocks))
     written = [outdir / "summary.png"]
-    span = longest_time_span(ds[["obs_start", "row_size", "mjd"]].load())
+    span = longest_time_span(ds)
     stems = source_file_stems(all_names)  # over every name of the cube: a source's file never depends on others
     args = [(str(cube), int(b[0]), int(b[-1]) + 1, {n: stems[n] for n in all_names[b]}, str(outdir),
              magnitude, span) for b in blocks]
@@ -102,7 +96,19 @@ def plot_cube(cube: str | Path, names: Sequence[str] | None, outdir: str | Path,
     return written + figures
 
 
+def row_blocks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    """Sorted catalog rows cut into blocks of at most `size` rows spanning at most `size` x 4 catalog rows each
+    (a block reads its span of the cube: a selection of a few sources far apart reads only theirs)."""
+    blocks: list[np.ndarray] = []
+    first = 0
+    while first < rows.size:
+        stop = min(first + size, int(np.searchsorted(rows, rows[first] + 4 * size)))
+        blocks.append(rows[first:stop])
+        first = stop
+    return blocks
+
+
 def _save_summary(ds: xr.Dataset, path: Path) -> None:
-    """The run summary figure as a PNG."""
-    FrameWriter(summary_figure(ds[list(SUMMARY_VARIABLES)].load()), []).save(path)
+    """The run summary figure as a PNG (its counts read block by block)."""
+    FrameWriter(summary_figure(ds), []).save(path)
 

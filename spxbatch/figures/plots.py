@@ -1,5 +1,5 @@
 """Figures of a cube: per source, the spectrum above the light curve (SPXQuery's combined figure, improved);
-per run, a summary. `spxbatch.plot_source(ds, name)` returns one source's figure.
+per run, a summary (figures.summary). `spxbatch.plot_source(ds, name)` returns one source's figure.
 
 A `SourceFigure` builds its axes, artists, legend and colour bars once and only replaces data, limits and
 texts per source, so that batch plotting (`spxbatch.plot_batch`) redraws one figure per worker. The
@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.path import Path as MarkerPath
 from matplotlib.ticker import MaxNLocator
 
+from spxbatch.cube.blocks import BLOCK_ROWS, source_ranges
 from spxbatch.cube.export import ab_magnitude
 from spxbatch.level2.constants import BANDS
 from spxbatch.photometry.config import PhotometryConfig, photometry_config
@@ -123,12 +124,19 @@ class CubePoints:
             spectrum_err=self.spectrum_err[i])
 
 
-def longest_time_span(ds: xr.Dataset) -> float:
+def longest_time_span(ds: xr.Dataset, block_rows: int = BLOCK_ROWS) -> float:
     """Days between the first and last measurement of the source observed over the longest time (each
-    source's measurements are time-ordered in the cube)."""
-    start, size, mjd = ds["obs_start"].values, ds["row_size"].values, ds["mjd"].values
-    start, size = start[size > 0], size[size > 0]
-    return float(np.max(mjd[start + size - 1] - mjd[start])) if size.size else 0.0
+    source's measurements are time-ordered in the cube); `mjd` read `block_rows` at a time."""
+    starts, sizes = ds["obs_start"].values, ds["row_size"].values
+    longest = 0.0
+    for first, stop in source_ranges(ds, block_rows):
+        start, size = starts[first:stop], sizes[first:stop]
+        start, size = start[size > 0], size[size > 0]
+        if size.size:
+            o0 = int(start[0])
+            mjd = ds["mjd"][o0:int(start[-1] + size[-1])].values
+            longest = max(longest, float(np.max(mjd[start - o0 + size - 1] - mjd[start - o0])))
+    return longest
 
 
 #: Mantissas of the linear axis limits: every range ends on one of these times a power of ten, so that sources
@@ -335,46 +343,3 @@ def plot_source(ds: xr.Dataset, name: str, magnitude: bool = False) -> Figure:
     import matplotlib.pyplot as plt
 
     return source_figure(ds, name, magnitude, plt.figure(figsize=(10, 8)))
-
-
-#: The variables `summary_figure` reads.
-SUMMARY_VARIABLES = ("ra", "dec", "row_size", "band", "good", "flux", "flux_err", "status")
-
-
-def summary_figure(ds: xr.Dataset, fig: Figure | None = None) -> Figure:
-    """The run at a glance: sky coverage, measurements per band, SNR distribution, status counts."""
-    fig = fig if fig is not None else Figure(figsize=(11, 8))
-    axes = fig.subplots(2, 2, gridspec_kw={"left": 0.07, "right": 0.97, "bottom": 0.07, "top": 0.91,
-                                           "hspace": 0.32, "wspace": 0.25})
-    ax = axes[0, 0]
-    sky = ax.scatter(ds["ra"].values, ds["dec"].values, c=ds["row_size"].values, cmap="viridis", s=10)
-    fig.colorbar(sky, ax=ax, label="measurements per source")
-    ax.set_xlabel("RA (deg)")
-    ax.set_ylabel("Dec (deg)")
-    ax.invert_xaxis()  # east to the left, as on the sky
-    ax.set_title("sources")
-    ax = axes[0, 1]
-    bands = np.arange(1, len(BANDS) + 1)
-    band = ds["band"].values
-    good = ds["good"].values.astype(bool)
-    ax.bar(bands - 0.2, [np.sum(band == b) for b in bands], width=0.4, label="all")
-    ax.bar(bands + 0.2, [np.sum((band == b) & good) for b in bands], width=0.4, label="good")
-    ax.set_xticks(bands, [f"D{b}" for b in bands])
-    ax.set_xlabel("band")
-    ax.set_ylabel("measurements")
-    ax.legend()
-    ax = axes[1, 0]
-    snr = ds["flux"].values / ds["flux_err"].values
-    snr = snr[np.isfinite(snr)]
-    ax.hist(np.clip(snr, -10, 1e4), bins=np.concatenate([np.linspace(-10, 10, 21), np.geomspace(11, 1e4, 30)]))
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("SNR (flux / flux_err)")
-    ax.set_ylabel("measurements")
-    ax = axes[1, 1]
-    labels, counts = np.unique(ds["status"].values.astype(str), return_counts=True)
-    ax.bar_label(ax.bar(labels, counts))
-    ax.margins(y=0.12)  # room for the counts above the bars
-    ax.set_ylabel("sources")
-    ax.set_title("status")
-    fig.suptitle(f"spxbatch run: {ds.sizes['source']} sources, {ds.sizes['obs']} measurements")
-    return fig

@@ -23,9 +23,9 @@ from spxbatch.figures.plots import (
     plot_source,
     source_figure,
     source_rows,
-    summary_figure,
 )
 from spxbatch.figures.rasterize import FrameWriter
+from spxbatch.figures.summary import summary_figure
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.quality import good_verdict
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from spxbatch.pipeline.assembly.layout import batches_by_size, n_blocks, offsets, partial_chunks, sources_per_block
+from spxbatch.cube.regions import partial_chunks
+from spxbatch.pipeline.assembly.layout import batches_by_size, n_blocks, offsets, sources_per_block
 
 
 def test_blocks_follow_the_catalog_size():

@@ -7,8 +7,9 @@ import pytest
 import xarray as xr
 
 from spxbatch.cube.assemble import assemble_cube
+from spxbatch.cube.regions import consolidate, write_region
 from spxbatch.errors import StageError
-from spxbatch.pipeline.assembly.store import consolidate, create_store, write_region
+from spxbatch.pipeline.assembly.store import create_store
 
 
 def _template() -> xr.Dataset:

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import xarray as xr
 
 from spxbatch.cube.assemble import assemble_cube, failure_variables
+from spxbatch.cube.regions import write_region
 from spxbatch.pipeline.assembly.parts import empty_failures
 from spxbatch.pipeline.assembly.shuffle import block_dir, failure_file
-from spxbatch.pipeline.assembly.store import write_region
 
 
 @dataclass(frozen=True)

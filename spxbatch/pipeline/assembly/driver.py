@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spxbatch.cube.regions import consolidate
 from spxbatch.cube.store import check_replaceable
 from spxbatch.errors import StageError
 from spxbatch.files import atomic_path, atomic_write_bytes, no_room, write_error
@@ -42,7 +43,7 @@ from spxbatch.pipeline.assembly.layout import (
     sources_per_block,
 )
 from spxbatch.pipeline.assembly.shuffle import shuffle_batch
-from spxbatch.pipeline.assembly.store import consolidate, create_store
+from spxbatch.pipeline.assembly.store import create_store
 from spxbatch.pipeline.executor import Executor, Outcome, Task, run_in_waves
 from spxbatch.pipeline.rundir import RunDir
 

@@ -70,12 +70,3 @@ def offsets(counts: Sequence[int] | np.ndarray) -> np.ndarray:
     """Where each consecutive group of rows starts: the exclusive cumulative sum of `counts` (int64)."""
     counts = np.asarray(counts, dtype=np.int64)
     return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else counts
-
-
-def partial_chunks(start: int, stop: int, size: int, chunk: int) -> list[int]:
-    """The chunks of a dimension of `size` (chunks of `chunk`) that the region [start, stop) touches without
-    covering them whole: those it shares with other regions, written under a lock."""
-    if stop <= start:
-        return []
-    return [k for k in range(start // chunk, -(-stop // chunk))
-            if start > k * chunk or stop < min((k + 1) * chunk, size)]

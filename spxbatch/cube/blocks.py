@@ -1,0 +1,43 @@
+"""A cube read block of sources by block: consecutive source ranges whose measurements fit a row budget, so
+readers (export, qc, the summary figure) hold one block at a time, whatever the cube's size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import xarray as xr
+
+#: Measurements read at once by block-wise readers (about 100 MB of a dozen columns).
+BLOCK_ROWS = 1_000_000
+
+
+def store_chunk(ds: xr.Dataset, name: str) -> int:
+    """The store's chunk length along the first dimension of variable `name` (its length when unchunked)."""
+    chunks = ds[name].encoding.get("chunks")
+    return int(chunks[0]) if chunks else max(1, ds[name].shape[0])
+
+
+def source_ranges(ds: xr.Dataset, max_rows: int = BLOCK_ROWS, align: int = 1) -> Iterator[tuple[int, int]]:
+    """Consecutive source ranges [first, stop) covering every source once, each holding at most `max_rows`
+    measurements (or one source's, when it has more), cut at multiples of `align` sources where a range
+    spans more than that (so a writer of per-source variables fills whole chunks)."""
+    n = ds.sizes["source"]
+    ends = np.cumsum(ds["row_size"].values.astype(np.int64))  # one small per-source array
+    first = 0
+    while first < n:
+        done = ends[first - 1] if first else 0
+        stop = max(first + 1, int(np.searchsorted(ends, done + max_rows, side="right")))
+        if stop < n and stop - first >= align:
+            stop = first + (stop - first) // align * align
+        stop = min(stop, n)
+        yield first, stop
+        first = stop
+
+
+def obs_range(ds: xr.Dataset, first: int, stop: int) -> tuple[int, int]:
+    """The `obs` rows [o0, o1) of sources [first, stop) (the ragged layout keeps them contiguous)."""
+    if stop <= first:
+        return 0, 0
+    o0 = int(ds["obs_start"][first].values)
+    return o0, o0 + int(ds["row_size"][first:stop].values.sum())
