@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from spxbatch.plan.footprint import Footprints
-from spxbatch.plan.pairs import PARTITION_PAIRS, new_pairs_dir, partition_bounds, write_partition
+from spxbatch.plan.pairs import new_pairs_dir, partition_bounds, write_partition
 from spxbatch.plan.tap import empty_images
 
 #: Catalog rows matched at once (their pairs are held together: ~16 bytes a pair).
@@ -61,7 +61,7 @@ def match(images: pd.DataFrame, ra: np.ndarray, dec: np.ndarray, margin: float, 
     df = images.iloc[used].reset_index(drop=True)
     df.insert(0, "image_id", np.arange(len(df), dtype=np.int64))
     df["mjd"] = 0.5 * (df["mjd_start"].to_numpy(float) + df["mjd_end"].to_numpy(float))
-    bounds = partition_bounds(counts[used], max_pairs or PARTITION_PAIRS)
+    bounds = partition_bounds(counts[used], max_pairs)
     first_poly = np.append(used, len(images))[bounds]  # the footprint row each partition starts at
     spills = [np.load(p, mmap_mode="r") for p in chunks]
     cuts = [np.searchsorted(s[0], first_poly) for s in spills]

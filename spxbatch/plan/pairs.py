@@ -37,15 +37,16 @@ def empty_pairs() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=np.int64) for c in PAIR_COLUMNS})
 
 
-def partition_bounds(per_image: np.ndarray, max_pairs: int) -> np.ndarray:
+def partition_bounds(per_image: np.ndarray, max_pairs: int | None = None) -> np.ndarray:
     """The first image id of each partition, then the end: contiguous image ranges holding at most
-    `max_pairs` pairs each (`per_image`: the pair count of image 0..n-1), greedily."""
+    `max_pairs` (default PARTITION_PAIRS) pairs each (`per_image`: the pair count of image 0..n-1), greedily."""
+    limit = max(1, max_pairs or PARTITION_PAIRS)
     cum = np.cumsum(np.asarray(per_image, dtype=np.int64))
     bounds = [0]
     while bounds[-1] < len(cum):
         start = bounds[-1]
         done = int(cum[start - 1]) if start else 0
-        bounds.append(max(start + 1, int(np.searchsorted(cum, done + max(1, max_pairs), side="right"))))
+        bounds.append(max(start + 1, int(np.searchsorted(cum, done + limit, side="right"))))
     return np.asarray(bounds, dtype=np.int64)
 
 
@@ -72,7 +73,7 @@ def write_pairs(plan_folder: Path, pairs: pd.DataFrame, max_pairs: int | None = 
     pairs = pairs.sort_values(["image_id", "source_index"], kind="stable", ignore_index=True)
     ids = pairs["image_id"].to_numpy(np.int64)
     n_images = int(ids[-1]) + 1 if len(ids) else 0
-    bounds = partition_bounds(np.bincount(ids, minlength=n_images), max_pairs or PARTITION_PAIRS)
+    bounds = partition_bounds(np.bincount(ids, minlength=n_images), max_pairs)
     folder = new_pairs_dir(plan_folder)
     cuts = np.searchsorted(ids, bounds)
     summaries = [write_partition(folder, k, pairs.iloc[cuts[k]:cuts[k + 1]], bounds[k], bounds[k + 1])

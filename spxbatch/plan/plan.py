@@ -65,11 +65,12 @@ class Plan:
         return self._pairs
 
     def partitions(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
-        """The pairs one partition at a time, in image order (a plan in memory is one partition)."""
-        if self._pairs is not None:
+        """The pairs one partition at a time, in image order, from disk when the plan was loaded (a plan made
+        in memory is one partition)."""
+        if self.folder is not None:
+            yield from iter_pairs(self.folder, self.meta, columns)
+        else:
             yield self._pairs if columns is None else self._pairs[list(columns)]
-            return
-        yield from iter_pairs(self.folder, self.meta, columns)
 
     @property
     def paired_images(self) -> int:
