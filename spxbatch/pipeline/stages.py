@@ -182,7 +182,7 @@ class Pipeline:
     # --- stages -----------------------------------------------------------------------------------------
     def plan(self) -> Plan:
         """Query the archive in bulk and match sources to images; reuses a saved plan."""
-        _ = self.catalog
+        _ = self.catalog  # read and checked first, whatever follows
         if self.rundir.stage_done("plan"):
             self._start()
             return self._saved_plan()
@@ -231,7 +231,7 @@ class Pipeline:
         jobs = image_jobs(plan, self.catalog, skip=finished)  # lazily, partition by partition
         if self.rundir.stage_done("stage"):  # images staged as cutouts are read from their cutout files
             jobs = use_staged_cutouts(jobs, staged_cutouts(read_manifest(self.read_archive())))
-        todo = plan.paired_images - len(set(finished) & set(range(len(plan.images))))
+        todo = plan.paired_images - sum(i < len(plan.images) for i in finished)
         with self._executor(executor) as ex:
             totals = self._run_jobs(ex, jobs, todo)
         n_parts = len(list(self.rundir.parts_dir.glob("img_*.parquet")))

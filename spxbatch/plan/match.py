@@ -23,7 +23,7 @@ from spxbatch.plan.pairs import new_pairs_dir, partition_bounds, write_partition
 from spxbatch.plan.tap import empty_images
 
 #: Catalog rows matched at once (their pairs are held together: ~16 bytes a pair).
-MATCH_SOURCES = 250_000
+MATCH_SOURCES = 50_000
 
 
 def match(images: pd.DataFrame, ra: np.ndarray, dec: np.ndarray, margin: float, plan_folder: Path, *,
@@ -63,16 +63,22 @@ def match(images: pd.DataFrame, ra: np.ndarray, dec: np.ndarray, margin: float, 
     df["mjd"] = 0.5 * (df["mjd_start"].to_numpy(float) + df["mjd_end"].to_numpy(float))
     bounds = partition_bounds(counts[used], max_pairs)
     first_poly = np.append(used, len(images))[bounds]  # the footprint row each partition starts at
-    spills = [np.load(p, mmap_mode="r") for p in chunks]
-    cuts = [np.searchsorted(s[0], first_poly) for s in spills]
+    cuts = [np.searchsorted(np.load(p, mmap_mode="r")[0], first_poly) for p in chunks]
     summaries = []
     for k in range(len(bounds) - 1):
-        poly = np.concatenate([s[0, c[k]:c[k + 1]] for s, c in zip(spills, cuts, strict=True)])
-        src = np.concatenate([s[1, c[k]:c[k + 1]] for s, c in zip(spills, cuts, strict=True)])
+        poly, src = np.concatenate([_slice(p, c[k], c[k + 1]) for p, c in zip(chunks, cuts, strict=True)], axis=1)
         img = new_id[poly]
         order = np.lexsort((src, img))
         part = pd.DataFrame({"source_index": src[order], "image_id": img[order]})
         summaries.append(write_partition(folder, k, part, bounds[k], bounds[k + 1]))
-    del spills
     shutil.rmtree(spill)
     return df, folder.name, summaries
+
+
+def _slice(path: Path, start: int, stop: int) -> np.ndarray:
+    """Columns start..stop of a spill file, copied out of a map closed again (so the pages read do not stay
+    mapped, counted in the client's RSS, for the rest of the plan)."""
+    spilled = np.load(path, mmap_mode="r")
+    out = np.array(spilled[:, start:stop])
+    del spilled
+    return out

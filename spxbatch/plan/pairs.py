@@ -26,8 +26,8 @@ from spxbatch.files import atomic_path
 
 PAIR_COLUMNS = ("source_index", "image_id")
 #: Pairs per partition, at most (an image holding more is a partition by itself): ~16 bytes a pair, so a
-#: partition read whole is ~30 MB.
-PARTITION_PAIRS = 2_000_000
+#: partition read whole is ~16 MB.
+PARTITION_PAIRS = 1_000_000
 #: The prefix of the folders holding a plan's partitions.
 PAIRS_PREFIX = "pairs-"
 
