@@ -31,7 +31,7 @@ from spxbatch.level2.constants import BANDS
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.rundir import RunDir
 from spxbatch.plan.catalog import Catalog
-from spxbatch.plan.plan import Plan
+from spxbatch.plan.plan import Plan, saved_is_current
 
 
 def make_parts(rundir: RunDir, rows: int, sources: int, rows_per_part: int, seed: int = 0) -> None:
@@ -63,9 +63,9 @@ def make_parts(rundir: RunDir, rows: int, sources: int, rows_per_part: int, seed
         })
         rundir.write_part(i, table, {"image_id": i, "error": "failed: HTTP 503" if failed else ""})
         pairs.append(pd.DataFrame({"source_index": src, "image_id": np.int64(i)}))
-    pd.concat(pairs).to_parquet(rundir.plan_dir / "pairs.parquet")
-    pd.DataFrame({"image_id": np.arange(n_parts), "url": [f"http://archive/img_{i}.fits" for i in range(n_parts)]}
-                 ).to_parquet(rundir.plan_dir / "images.parquet")
+    images = pd.DataFrame({"image_id": np.arange(n_parts),
+                           "url": [f"http://archive/img_{i}.fits" for i in range(n_parts)]})
+    Plan(images, pd.concat(pairs, ignore_index=True)).save(rundir.path)
 
 
 class WorkerPeaks:
@@ -110,8 +110,7 @@ def case(kind: str, run_dir: Path, out: Path, sources: int, workers: int) -> dic
     peaks: dict[int, int] = {}
     if kind == "old":
         t0 = time.perf_counter()
-        plan = Plan(pd.read_parquet(rundir.plan_dir / "images.parquet"),
-                    pd.read_parquet(rundir.plan_dir / "pairs.parquet"), {})
+        plan = Plan.load(rundir.path)
         ds = build_dataset(cat, plan, rundir.read_parts(), config,
                            config.photometry_config)
         write_cube(ds, out)
@@ -164,7 +163,7 @@ def main() -> None:
     for spec in args.cases.split(","):
         rows, sources = (int(float(v)) for v in spec.split(":"))
         run_dir = base / f"r{rows}_s{sources}.run"
-        if not (run_dir / "plan" / "images.parquet").exists():
+        if not saved_is_current(run_dir):
             t0 = time.perf_counter()
             make_parts(RunDir(run_dir), rows, sources, args.rows_per_part)
             du = sum(f.stat().st_size for f in (run_dir / "parts").iterdir()) / 1e6

@@ -115,7 +115,7 @@ def main() -> None:
                            archive=srv.url, progress=False)
         pipeline = Pipeline(config)
         plan = pipeline.plan()
-        jobs = image_jobs(plan, pipeline.catalog)
+        jobs = list(image_jobs(plan, pipeline.catalog))
         phot, options = pipeline.photometry_config, pipeline.config.fetch_options_for(None)
         sizes = plan.images.set_index("image_id")["size_bytes"]
         # the images holding enough sources whose detector has another image to warm the cache with

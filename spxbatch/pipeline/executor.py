@@ -166,11 +166,12 @@ def dask_executor(cluster: ClusterConfig, retries: int = 0) -> Iterator[DaskExec
         yield DaskExecutor(client, retries)
 
 
-def batched(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    """Consecutive slices of `items` of `size` (at least 1) each: the work of one task."""
-    size = max(1, size)
-    for i in range(0, len(items), size):
-        yield list(items[i: i + size])
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive runs of `items` of `size` (at least 1) each: the work of one task; taken from `items` as
+    they are asked for (an iterator of jobs is never materialised)."""
+    items = iter(items)
+    while batch := list(itertools.islice(items, max(1, size))):
+        yield batch
 
 
 def run_in_waves(executor: Executor, batches: Iterable[list[T]], task_of: Callable[[list[T]], Task],

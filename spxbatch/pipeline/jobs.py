@@ -4,7 +4,7 @@ positions of the sources planned on it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from spxbatch.archive.location import relative_to_root
 from spxbatch.plan.catalog import Catalog
-from spxbatch.plan.plan import Plan
+from spxbatch.plan.plan import Plan, split_by_image
 from spxbatch.sky import epoch_mjd, propagate
 
 log = logging.getLogger(__name__)
@@ -51,19 +51,19 @@ class ImageJob:
         return ra, dec, when
 
 
-def image_jobs(plan: Plan, catalog: Catalog, skip: Container[int] = ()) -> list[ImageJob]:
+def image_jobs(plan: Plan, catalog: Catalog, skip: Container[int] = ()) -> Iterator[ImageJob]:
     """One job per planned image not in `skip` (e.g. the images already measured), in image_id order,
-    with its sources in catalog order."""
+    with its sources in catalog order; made lazily, one plan partition at a time, so the client holds one
+    partition's pairs and the jobs in flight, not the whole run's."""
     images = plan.images.set_index("image_id", drop=False)
     motion = catalog_motion(catalog)
-    jobs = []
-    for image_id, sidx in sorted(plan.sources_by_image().items()):
-        if image_id in skip:
-            continue
-        sidx = np.asarray(sidx, dtype=np.int64)
-        jobs.append(ImageJob(images.loc[image_id].to_dict(), sidx, catalog.ra[sidx], catalog.dec[sidx],
-                             None if motion is None else tuple(m[sidx] for m in motion)))
-    return jobs
+    for part in plan.partitions():
+        for image_id, sidx in split_by_image(part).items():
+            if image_id in skip:
+                continue
+            sidx = np.asarray(sidx, dtype=np.int64)
+            yield ImageJob(images.loc[image_id].to_dict(), sidx, catalog.ra[sidx], catalog.dec[sidx],
+                           None if motion is None else tuple(m[sidx] for m in motion))
 
 
 def catalog_motion(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -82,10 +82,12 @@ def catalog_motion(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return pmra, pmdec, epoch_mjd(epoch)
 
 
-def use_staged_cutouts(jobs: list[ImageJob], cutouts: Mapping[str, dict[str, Any]]) -> None:
-    """Point the jobs of images a mirror holds as cutouts at their cutout files and parent frame size
-    (`cutouts`: image relpath below the root -> {'cutouts', 'ny', 'nx'}, as the mirror's manifest says)."""
+def use_staged_cutouts(jobs: Iterable[ImageJob], cutouts: Mapping[str, dict[str, Any]]) -> Iterator[ImageJob]:
+    """The jobs, those of images a mirror holds as cutouts pointed at their cutout files and parent frame size
+    (`cutouts`: image relpath below the root -> {'cutouts', 'ny', 'nx'}, as the mirror's manifest says), one
+    at a time as they are taken."""
     for job in jobs:
         record = cutouts.get(relative_to_root(str(job.image["relpath"])))
         if record is not None:
             job.image.update(record)
+        yield job

@@ -11,9 +11,10 @@ small summaries.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,7 +53,7 @@ from spxbatch.pipeline.reachability import check_archive_reachable
 from spxbatch.pipeline.rundir import CATALOG_RECORD, DEFAULT_STAGES, NEEDS, STAGES, RunDir
 from spxbatch.pipeline.stage import stage_plan
 from spxbatch.plan.catalog import Catalog, read_catalog
-from spxbatch.plan.plan import Plan, make_plan
+from spxbatch.plan.plan import Plan, make_plan, saved_is_current
 from spxbatch.plan.select import check_releases
 
 log = logging.getLogger(__name__)
@@ -181,19 +182,31 @@ class Pipeline:
     # --- stages -----------------------------------------------------------------------------------------
     def plan(self) -> Plan:
         """Query the archive in bulk and match sources to images; reuses a saved plan."""
-        cat = self.catalog
+        _ = self.catalog  # read and checked first, whatever follows
         if self.rundir.stage_done("plan"):
             self._start()
-            return Plan.load(self.rundir.path)
+            return self._saved_plan()
+        return self._make_plan()
+
+    def _make_plan(self) -> Plan:
+        """Make the plan (its inputs checked first), save it in the run directory and mark the stage."""
         archive = self._check_plan_inputs()  # before any work
         c = self.config
-        plan = make_plan(cat, archive, bands=c.plan.bands or None,
+        plan = make_plan(self.catalog, archive, bands=c.plan.bands or None,
                          time_range=c.plan.time_range, collections=c.plan.collections or None,
                          releases=c.plan.releases or None, run_dir=self.rundir.path,
                          retry=c.retry, tap_mode=c.plan.tap_mode)  # make_plan saves the plan in the run directory
-        self.rundir.mark_stage("plan", images=len(plan.images), pairs=len(plan.pairs),
-                               sources_planned=int(plan.pairs["source_index"].nunique()))
+        self.rundir.mark_stage("plan", images=len(plan.images), pairs=int(plan.meta["pairs"]),
+                               sources_planned=int(plan.meta["sources_covered"]))
         return plan
+
+    def _saved_plan(self) -> Plan:
+        """The plan saved in the run directory, its pairs left on disk; one saved by older code in another
+        layout (PLAN_FORMAT) is made again from the same inputs (so with the same image ids)."""
+        if saved_is_current(self.rundir.path):
+            return Plan.load(self.rundir.path)
+        log.info("the plan in %s was saved in an older layout: planning again", self.rundir.path)
+        return self._make_plan()
 
     def _check_plan_inputs(self) -> ArchiveLocation:
         """Everything the plan stage checks before it queries the archive, once (`run` checks them before it
@@ -213,14 +226,16 @@ class Pipeline:
         config); returns the counts of this call."""
         self._require("measure")
         self._start()
-        plan = Plan.load(self.rundir.path)
-        jobs = image_jobs(plan, self.catalog, skip=self.rundir.finished_images())
+        plan = self._saved_plan()
+        finished = self.rundir.finished_images()
+        jobs = image_jobs(plan, self.catalog, skip=finished)  # lazily, partition by partition
         if self.rundir.stage_done("stage"):  # images staged as cutouts are read from their cutout files
-            use_staged_cutouts(jobs, staged_cutouts(read_manifest(self.read_archive())))
+            jobs = use_staged_cutouts(jobs, staged_cutouts(read_manifest(self.read_archive())))
+        todo = plan.paired_images - sum(i < len(plan.images) for i in finished)
         with self._executor(executor) as ex:
-            totals = self._run_jobs(ex, jobs)
+            totals = self._run_jobs(ex, jobs, todo)
         n_parts = len(list(self.rundir.parts_dir.glob("img_*.parquet")))
-        if n_parts == plan.pairs["image_id"].nunique():
+        if n_parts == plan.paired_images:
             self.rundir.mark_stage("measure", **totals)
         return totals
 
@@ -240,15 +255,19 @@ class Pipeline:
             return str(self.rundir.read_state()["stages"]["stage"]["mirror"])
         return self.config.archive
 
-    def _run_jobs(self, executor: Executor, jobs: list[ImageJob]) -> dict[str, Any]:
-        """Run the measuring tasks in waves (bounded in-flight tasks) and follow them to the end."""
+    def _run_jobs(self, executor: Executor, jobs: Iterable[ImageJob], total: int) -> dict[str, Any]:
+        """Run the measuring tasks in waves (bounded in-flight tasks), taking the `total` jobs from `jobs` as
+        the window opens, and follow them to the end."""
         c = self.config
         archive = self.read_archive()
-        if jobs:  # one worker first checks that it can reach the archive (compute nodes often cannot)
+        jobs = iter(jobs)
+        first = next(jobs, None)
+        if first is not None:  # one worker first checks that it can reach the archive (compute nodes often cannot)
+            jobs = itertools.chain([first], jobs)
             local = resolve_archive(archive).kind == "local"  # a mirror's cutouts are not at the image's path
-            check_archive_reachable(executor, archive, None if local else str(jobs[0].image["url"]))
+            check_archive_reachable(executor, archive, None if local else str(first.image["url"]))
         totals = {"images": 0, "measured": 0, "bytes": 0, "requests": 0, "failed_images": 0}
-        progress = RunProgress(total_images=len(jobs), dashboard=executor.dashboard_link, enabled=c.progress)
+        progress = RunProgress(total_images=total, dashboard=executor.dashboard_link, enabled=c.progress)
 
         def task_of(batch: list[ImageJob]) -> Task:
             return Task(measure_batch, (batch, str(self.rundir.path), c, archive),
@@ -320,9 +339,9 @@ class Pipeline:
         self.rundir.write_json("stage.json", {**record, "mirror": target})
         if self.rundir.stage_done("stage"):
             return {"files": 0, "fetched": 0, "bytes": 0, "failed": 0}
-        plan = Plan.load(self.rundir.path)
-        with self._executor(executor) as ex:
-            totals = stage_plan(self.config, plan, image_jobs(plan, self.catalog), ex, Path(target))
+        plan = self._saved_plan()
+        with self._executor(executor) as ex:  # staging still lists its jobs whole (stage_plan counts them)
+            totals = stage_plan(self.config, plan, list(image_jobs(plan, self.catalog)), ex, Path(target))
         failures = totals.pop("failures")
         self.rundir.write_json("stage.json", {"mirror": target, "failures": failures})
         if not failures:

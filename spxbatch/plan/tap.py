@@ -193,7 +193,8 @@ def read_images(path: str | Path) -> pd.DataFrame:
     """An image table saved as Parquet, with the footprint corners as lists again."""
     df = pd.read_parquet(path)
     for col in ("poly_ra", "poly_dec"):
-        df[col] = [list(v) for v in df[col]]
+        if col in df.columns:  # (a synthetic plan, e.g. a benchmark's, may have no footprints)
+            df[col] = [list(v) for v in df[col]]
     return df
 
 

@@ -19,6 +19,7 @@ from waits import wait_until
 from spxbatch.cube.store import open_cube
 from spxbatch.pipeline.config import ClusterConfig
 from spxbatch.pipeline.stages import run
+from spxbatch.plan.plan import Plan
 from spxbatch.sim.server import serve_archive
 
 
@@ -107,9 +108,9 @@ def test_sigkill_then_resume_equals_uninterrupted(http_run, sim_archive, tmp_pat
             "--no-progress", "--fetch", "range"]
     with serve_archive(sim_archive.root, latency=0.15) as srv:
         proc = _cli([*args, "--archive", srv.url])
-        pairs = tmp_path / "killed.run" / "plan" / "pairs.parquet"
-        wait_until(lambda: pairs.exists() or proc.poll() is not None, "the plan", timeout=240)
-        n_images = pd.read_parquet(pairs)["image_id"].nunique()
+        planned = tmp_path / "killed.run" / "plan" / "plan.json"  # written last, once the pairs are
+        wait_until(lambda: planned.exists() or proc.poll() is not None, "the plan", timeout=240)
+        n_images = Plan.load(tmp_path / "killed.run").paired_images
         wait_until(lambda: len(list(parts.glob("img_*.parquet"))) >= n_images // 2 or proc.poll() is not None,
                    "half of the parts", 240)
         kill_group(proc)  # asserts the run was still going
@@ -123,8 +124,6 @@ def test_sigkill_then_resume_equals_uninterrupted(http_run, sim_archive, tmp_pat
         text, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, text
         second = srv.access_log[first_log:]
-    from spxbatch.plan.plan import Plan
-
     images = Plan.load(tmp_path / "killed.run").images.set_index("image_id")
     done_paths = {images.loc[i, "relpath"].split("ibe/data/spherex/")[-1] for i in done_first}
     refetched = {e["path"] for e in second if any(e["path"].endswith(p) for p in done_paths)}
@@ -160,8 +159,6 @@ def test_persistent_failure_is_recorded_not_lost(sim_archive, tmp_path):
     assert all("500" in r for r in ds["failure_reason"].values)
     assert "500" in ds["status_detail"].values[planned][0]
     # every planned (source, image) pair is in the failure table
-    from spxbatch.plan.plan import Plan
-
     assert ds.sizes["failure"] == len(Plan.load(tmp_path / "down.run").pairs)
 
 

@@ -112,7 +112,7 @@ def test_killed_staging_rerun_fetches_only_what_is_missing(sim_archive, tmp_path
         n_images = None
         staged: set[str] = set()
         while time.time() < deadline and proc.poll() is None:
-            if n_images is None and (tmp_path / "cube.run" / "plan" / "pairs.parquet").exists():
+            if n_images is None and (tmp_path / "cube.run" / "plan" / "plan.json").exists():
                 n_images = len(Plan.load(tmp_path / "cube.run").images)
             if n_images and (mirror / MANIFEST_NAME).exists():
                 try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.naming import CALIBRATION_PRODUCTS
 from spxbatch.pipeline.jobs import image_jobs, use_staged_cutouts
 from spxbatch.pipeline.stage import stage_jobs
+from spxbatch.plan import pairs as pairs_module
 from spxbatch.plan.catalog import make_catalog
 from spxbatch.plan.plan import Plan
 
@@ -30,7 +32,7 @@ CATALOG = make_catalog([10.0, 10.1, 10.2, 10.3], [5.0, 5.1, 5.2, 5.3], name=["p"
 
 
 def test_one_job_per_image_with_its_sources():
-    jobs = image_jobs(_plan(), CATALOG)
+    jobs = list(image_jobs(_plan(), CATALOG))
     assert [j.image["image_id"] for j in jobs] == [0, 1, 2]
     assert [j.source_index.tolist() for j in jobs] == [[0, 2], [1, 2], [3]]
     assert jobs[1].image["url"] == "http://h/1" and jobs[1].image["detector"] == 2
@@ -44,17 +46,32 @@ def test_finished_images_are_skipped():
     assert [j.image["image_id"] for j in image_jobs(_plan(), CATALOG, skip={0, 2})] == [1]
 
 
+def test_jobs_of_a_saved_plan_are_made_one_partition_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(pairs_module, "PARTITION_PAIRS", 2)  # images 0, 1, 2 in partitions of their own
+    _plan().save(tmp_path)
+    plan = Plan.load(tmp_path)
+    assert [(p["first_image"], p["pairs"]) for p in plan.meta["partitions"]] == [(0, 2), (1, 2), (2, 1)]
+    jobs = image_jobs(plan, CATALOG)
+    first = next(jobs)
+    # the last partition is read only when its jobs are asked for: gone now, the first two still come
+    (plan.folder / plan.meta["pairs_dir"] / plan.meta["partitions"][2]["file"]).unlink()
+    assert [first.image["image_id"], next(jobs).image["image_id"]] == [0, 1]
+    assert first.source_index.tolist() == [0, 2] and plan.paired_images == 3
+    with pytest.raises(FileNotFoundError):
+        next(jobs)
+
+
 def test_staged_cutouts_redirect_their_images():
-    jobs = image_jobs(_plan(), CATALOG)
+    jobs = list(image_jobs(_plan(), CATALOG))
     short = jobs[2].image["relpath"].removeprefix("ibe/data/spherex/")
-    use_staged_cutouts(jobs, {short: {"cutouts": ["x_cut000.fits"], "ny": 2040, "nx": 2040}})
+    assert list(use_staged_cutouts(jobs, {short: {"cutouts": ["x_cut000.fits"], "ny": 2040, "nx": 2040}})) == jobs
     assert jobs[2].image["cutouts"] == ["x_cut000.fits"] and jobs[2].image["ny"] == 2040
     assert "cutouts" not in jobs[0].image and "cutouts" not in jobs[1].image
 
 
 def test_staging_jobs_are_the_image_jobs_then_calibration():
     plan = _plan()
-    jobs = image_jobs(plan, CATALOG)
+    jobs = list(image_jobs(plan, CATALOG))
     work = stage_jobs(plan, jobs)
     images = [w for w in work if w.kind == "image"]
     assert [w.image for w in images] == [j.image for j in jobs]

@@ -20,7 +20,7 @@ from spxbatch.plan.plan import make_plan
 def planned(sim_archive):
     catalog = read_catalog(sim_archive.catalog)
     plan = make_plan(catalog, str(sim_archive.root))
-    return catalog, plan, image_jobs(plan, catalog)
+    return catalog, plan, list(image_jobs(plan, catalog))
 
 
 def test_fetch_options_of_a_task_follow_the_archive(sim_archive):

@@ -22,7 +22,8 @@ def _run_dir(tmp_path) -> RunDir:
 def test_counts_come_from_the_plan_summary_without_the_pairs(tmp_path):
     rd = _run_dir(tmp_path)
     rd.mark_stage("plan", images=5, pairs=10**7, sources_planned=10**6)
-    (rd.plan_dir / "pairs.parquet").write_bytes(b"not parquet: reading it would fail")
+    (rd.plan_dir / "pairs-x").mkdir()
+    (rd.plan_dir / "pairs-x" / "part_00000.parquet").write_bytes(b"not parquet: reading it would fail")
     text = run_status(rd.path)
     assert "Images: 5 planned, 2 measured, 1 failed, 2 not yet done" in text
     assert "failed image 2: failed: HTTP 503" in text

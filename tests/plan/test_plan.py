@@ -9,8 +9,10 @@ import pytest
 from plan_rows import image_rows
 
 from spxbatch.archive.location import resolve_archive
+from spxbatch.errors import StageError
 from spxbatch.plan.match import match
-from spxbatch.plan.plan import Plan
+from spxbatch.plan.pairs import concat_pairs, iter_pairs, partition_bounds
+from spxbatch.plan.plan import Plan, saved_is_current
 from spxbatch.plan.tap import parse_polygon
 
 
@@ -33,18 +35,42 @@ def test_match_orders_images_and_pairs_and_drops_emptyimage_rows(tmp_path):
     ])
     ra = np.array([11.0, 30.0, 10.5, 11.9])
     dec = np.array([1.0, 1.0, 0.5, 1.9])
-    images, pairs = match(df, ra, dec, 0.0)
+    images, pairs_dir, parts = match(df, ra, dec, 0.0, tmp_path)
+    pairs = concat_pairs(iter_pairs(tmp_path, {"pairs_dir": pairs_dir, "partitions": parts}))
     assert images["obs_id"].tolist() == ["2025W18_2B_0001_1", "2025W18_2B_0002_1"]
     assert images["image_id"].tolist() == [0, 1] and images["mjd"].tolist() == pytest.approx([1.05, 2.05])
     assert list(zip(pairs["image_id"], pairs["source_index"], strict=True)) == [
         (0, 0), (0, 2), (0, 3), (1, 0), (1, 2), (1, 3)]
+    # matched a source at a time into partitions of one image each: the same images and pairs
+    small, small_dir, small_parts = match(df, ra, dec, 0.0, tmp_path, chunk_sources=1, max_pairs=1)
+    pd.testing.assert_frame_equal(small, images)
+    assert [(p["first_image"], p["end_image"], p["images"], p["pairs"]) for p in small_parts] == [
+        (0, 1, 1, 3), (1, 2, 1, 3)]
+    pd.testing.assert_frame_equal(
+        concat_pairs(iter_pairs(tmp_path, {"pairs_dir": small_dir, "partitions": small_parts})), pairs)
+    assert not list(tmp_path.glob("*/.spill"))  # the spill is removed
     plan = Plan(images.assign(url="file:///x"), pairs, {"fingerprint": "abc"})
     plan.save(tmp_path)
+    assert [p.name for p in tmp_path.joinpath("plan").glob("pairs-*")] == [plan.meta["pairs_dir"]]
     back = Plan.load(tmp_path)
     pd.testing.assert_frame_equal(back.pairs, pairs)
     pd.testing.assert_frame_equal(back.images, plan.images)
-    assert back.meta == {"fingerprint": "abc"}
+    assert back.meta["fingerprint"] == "abc" and back.paired_images == 2
     assert {k: v.tolist() for k, v in back.sources_by_image().items()} == {0: [0, 2, 3], 1: [0, 2, 3]}
+
+
+def test_partition_bounds_hold_at_most_the_limit_unless_one_image_is_bigger():
+    assert partition_bounds(np.array([3, 1, 1, 5, 2, 2]), 4).tolist() == [0, 2, 3, 4, 6]
+    assert partition_bounds(np.array([1, 1]), 10).tolist() == [0, 2]
+    assert partition_bounds(np.array([], dtype=np.int64), 10).tolist() == [0]
+
+
+def test_a_plan_saved_by_older_code_is_refused_with_a_reason(tmp_path):
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "plan.json").write_text('{"format": 2}')
+    with pytest.raises(StageError, match="older spxbatch"):
+        Plan.load(tmp_path)
+    assert not saved_is_current(tmp_path)
 
 
 def test_resolve_archive(tmp_path):

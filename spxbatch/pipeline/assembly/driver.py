@@ -46,6 +46,7 @@ from spxbatch.pipeline.assembly.shuffle import shuffle_batch
 from spxbatch.pipeline.assembly.store import create_store
 from spxbatch.pipeline.executor import Executor, Outcome, Task, run_in_waves
 from spxbatch.pipeline.rundir import RunDir
+from spxbatch.plan.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,12 @@ class AssemblyOptions:
     batch_bytes: int | None = None
 
 
-def planned_sources(pairs_path: str, n_sources: int) -> np.ndarray:
-    """(worker) The sources the plan pairs with some image, as packed bits (n_sources / 8 bytes)."""
+def planned_sources(run_dir: str, n_sources: int) -> np.ndarray:
+    """(worker) The sources the plan pairs with some image, as packed bits (n_sources / 8 bytes), read one
+    plan partition at a time."""
     planned = np.zeros(n_sources, dtype=bool)
-    planned[pd.read_parquet(pairs_path, columns=["source_index"])["source_index"].to_numpy(np.int64)] = True
+    for part in Plan.load(run_dir).partitions(["source_index"]):
+        planned[part["source_index"].to_numpy(np.int64)] = True
     return np.packbits(planned)
 
 
@@ -204,7 +207,7 @@ def assemble_run(rundir: RunDir, output: str | Path, names: np.ndarray, ra: np.n
     asm.reset_if_stale()
     counts = asm.shuffle(executor, urls)
     obs_starts, fail_starts, layout = asm.layout(counts)
-    planned = np.unpackbits(executor.call(planned_sources, str(rundir.plan_dir / "pairs.parquet"), len(names)),
+    planned = np.unpackbits(executor.call(planned_sources, str(rundir.path), len(names)),
                             count=len(names)).astype(bool)
     jobs = []
     for b in range(asm.blocks):
