@@ -24,6 +24,7 @@ from distributed import Client
 from reliability_record import describe_faults
 from waits import wait_until
 
+from spxbatch.archive.mirror import MANIFEST_NAME, read_manifest
 from spxbatch.cli.exit_codes import EXIT_ARCHIVE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_WRITE
 from spxbatch.cli.main import main
 from spxbatch.cube.store import open_cube
@@ -413,6 +414,68 @@ def test_disk_full_stops_with_one_sentence_then_the_same_command_resumes(referen
                 asserts=f"exit 6 twice, one sentence naming the file and the rerun; every part whole ({first} of "
                         f"{n_images} after the first stop, all after the second), no cube, no temporary; ballast "
                         "removed, the same command gives the reference cube")
+
+
+#: A Level-2 file of the test archive (~5.3 MB): the staging disk-full case leaves room for about two.
+LEVEL2_BYTES = 5_299_200
+
+
+def _mirror_files(mirror: Path) -> list[str]:
+    """The files staged in a mirror (below it, the manifest aside); each must be whole: the archive's own bytes
+    at the same path (the mirror is laid out like it), and no temporary may be left."""
+    assert not [f for f in mirror.rglob(".*.tmp*")], "a temporary file was left behind"
+    return sorted(str(f.relative_to(mirror)) for f in mirror.rglob("*") if f.is_file() and f.name != MANIFEST_NAME)
+
+
+@pytest.mark.parametrize("small_disk", ["64m"], indirect=True, ids=["64MiB"])
+def test_disk_full_while_staging_stops_with_one_sentence_then_the_same_command_resumes(
+        sim_archive, client, tmp_path, small_disk, capsys, reliability):
+    """`spxbatch stage` of bands 1 and 4 (six images, ~35 MB with their calibration) into a mirror on a 64 MiB
+    tmpfs filled to leave room for about two images: exit 6 and one sentence naming the file, every staged file
+    whole (the archive's bytes) or absent, no temporary; ballast removed, the same command stages the rest
+    (fetching again none of what the manifest holds) and the mirror is complete."""
+    mirror = small_disk / "mirror"
+    config = tmp_path / "retry.toml"
+    config.write_text(RETRY_TOML)
+
+    def stage() -> int:
+        return main(["stage", str(sim_archive.catalog), "-o", str(mirror), "--cube", str(tmp_path / "c.zarr"),
+                     "--archive", srv.url, "--fetch", "whole", "--bands", "1,4", "--config", str(config),
+                     "--scheduler", client.scheduler.address, "--fetch-attempts", "3", "--no-progress",
+                     "--images-per-task", "50"])  # one task: nothing still in flight when the run stops
+
+    with serve_archive(sim_archive.root) as srv:
+        _fill(small_disk, int(2.5 * LEVEL2_BYTES))
+        assert stage() == EXIT_WRITE
+        err = capsys.readouterr().err
+        said = [line for line in err.splitlines() if line.startswith("spxbatch:")]
+        assert len(said) == 1 and "Traceback" not in err, err
+        assert said[0].startswith(f"spxbatch: cannot write {mirror}/") and "No space left on device" in said[0]
+        assert "rerun the same command" in said[0], said
+        first = _mirror_files(mirror)
+        for relpath in first:
+            assert (mirror / relpath).read_bytes() == (sim_archive.root / relpath).read_bytes(), relpath
+        kept = set(read_manifest(mirror)["files"]) & set(first)
+        assert kept == set(first) and first  # every file staged before the stop is in the manifest: kept
+        (small_disk / "ballast").unlink()
+        srv.wait_idle()
+        srv.clear_log()
+        assert stage() == EXIT_OK, capsys.readouterr()
+        srv.wait_idle()
+        refetched = [r for r in kept if srv.requests_for(r)]
+    manifest = read_manifest(mirror)
+    assert all(record["complete"] for record in manifest["plans"].values())
+    staged = {r for r, e in manifest["files"].items() if e["kind"] != "none"}
+    assert staged == set(_mirror_files(mirror)) and len(staged) > len(first) > 0
+    for relpath in staged:
+        assert (mirror / relpath).read_bytes() == (sim_archive.root / relpath).read_bytes(), relpath
+    assert not refetched, "a file the manifest held was fetched again"
+    reliability(fault="`spxbatch stage` (bands 1, 4: six images) into a mirror on a 64 MiB tmpfs filled by a ballast "
+                      "file: room for about two images", injected=1, lost=0,
+                asserts=f"exit 6, one sentence naming the file and the rerun; every staged file whole (the "
+                        f"archive's bytes; {len(first)} after the stop, {len(kept)} of them in the manifest), no "
+                        f"temporary; ballast removed, the same command stages the rest ({len(staged)} files), "
+                        "fetching none of those again")
 
 
 def _wait_for_parts(parts: Path, n: int, timeout: float = 240) -> int:
