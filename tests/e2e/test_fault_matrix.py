@@ -5,6 +5,7 @@ the loss recorded per (source, image) pair and exit 1. `docs/reliability.md` lis
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +30,11 @@ from spxbatch.archive.mirror import MANIFEST_NAME, read_manifest
 from spxbatch.cli.exit_codes import EXIT_ARCHIVE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_WRITE
 from spxbatch.cli.main import main
 from spxbatch.cube.store import open_cube
-from spxbatch.level2.naming import IBE_ROOT
+from spxbatch.level2.naming import IBE_ROOT, S3_BUCKET
 from spxbatch.pipeline.stages import run
 from spxbatch.plan.plan import Plan
 from spxbatch.sim.faults import FaultConfig, hdu_spans
-from spxbatch.sim.server import serve_archive
+from spxbatch.sim.server import serve_archive, serve_fault_proxy
 from spxbatch.sim.server.files import parse_ranges
 
 #: Every calibration product (and its folder listings), not the Level-2 files: `FaultConfig.only`.
@@ -105,6 +107,125 @@ def test_transient_faults_change_nothing(faults, reference, sim_archive, client,
     assert_cubes_equal(reference, cube)
     reliability(fault=describe_faults(faults), injected=injected, lost=_lost(reference, cube),
                 asserts="cube equal to the fault-free run's; no failure row, no calibration product skipped")
+
+
+#: Few sources (the first six of the catalog) in two bands: the S3 and cutout cases stay small.
+SMALL = {"bands": [1, 4]}
+N_SMALL = 6
+
+
+@pytest.fixture(scope="module")
+def small_catalog(sim_archive, tmp_path_factory) -> Path:
+    """The first N_SMALL sources of the test catalog."""
+    path = tmp_path_factory.mktemp("small") / "small.csv"
+    lines = sim_archive.catalog.read_text().splitlines()
+    path.write_text("\n".join(lines[: N_SMALL + 1]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_reference(sim_archive, small_catalog, client, tmp_path_factory):
+    """The undisturbed run of the small selection over HTTP, by fetch strategy (made on first use): what its S3
+    (default 'auto') and cutout runs equal. The strategies differ in one respect: a cutout that misses the image
+    records its sources 'off_image', where byte ranges record nothing."""
+
+    @functools.cache
+    def made(fetch: str):
+        out = tmp_path_factory.mktemp(f"small_reference_{fetch}") / "cube.zarr"
+        with serve_archive(sim_archive.root) as srv:
+            run(small_catalog, out, archive=srv.url, fetch=fetch, progress=False, client=client, **SMALL)
+        return open_cube(out).load()
+
+    return made
+
+
+@contextlib.contextmanager
+def _s3_at(endpoint: str, client, monkeypatch) -> Iterator[None]:
+    """S3 read at `endpoint` by this process and by the module's workers (started before AWS_ENDPOINT_URL was
+    set): the variable set in each, their filesystems made anew; the workers' put back after."""
+
+    def point(url: str | None) -> None:
+        import s3fs
+
+        from spxbatch.archive import io
+
+        if url is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = url
+        io._FILESYSTEMS.clear()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    point(endpoint)
+    client.run(point, endpoint)
+    try:
+        yield
+    finally:
+        client.run(point, None)
+        point(endpoint)  # this process: the module's moto server again once monkeypatch undoes the variable
+
+
+#: Object reads (GET and HEAD of the FITS keys: Level-2 files and calibration products), not bucket listings.
+FITS_OBJECTS = r"\.fits$"
+#: botocore retries S3's 500/503 itself first, with backoffs of up to seconds: that case is the slow one.
+S3_TRANSIENT = {
+    "500_503": pytest.param({"http500": 0.15, "http503": 0.15, "retry_after": 0, "only": FITS_OBJECTS}, marks=_SLOW),
+    "drop_truncate": {"drop": 0.15, "truncate": 0.15, "only": FITS_OBJECTS},
+}
+
+
+@pytest.mark.parametrize("faults", S3_TRANSIENT.values(), ids=list(S3_TRANSIENT))
+def test_transient_faults_on_s3_change_nothing(faults, small_reference, small_catalog, sim_archive, s3_endpoint,
+                                               client, tmp_path, monkeypatch, reliability):
+    """The run reads its objects from S3 (a moto server behind the fault proxy; planned by the simulated TAP):
+    500/503 or dropped/truncated answers to 30 % of the object reads are retried, the cube is the HTTP run's."""
+    out = tmp_path / "c.zarr"
+    small_reference("auto")  # made first: its run must not meet the proxy
+    with serve_archive(sim_archive.root) as tap, serve_fault_proxy(s3_endpoint.url, faults, seed=3) as proxy, \
+            _s3_at(proxy.url, client, monkeypatch):
+        run(small_catalog, out, archive=f"s3://{S3_BUCKET}", tap_url=tap.tap_url, progress=False, client=client,
+            retry=RETRY, **SMALL)
+    fired = dict(proxy.faults.fired)
+    assert set(fired) == {k for k in faults if k not in ("retry_after", "only")}, fired
+    cube, ref = open_cube(out).load(), small_reference("auto")
+    assert all(str(u).startswith("s3://") for u in cube["failure_url"].values)  # measured from S3
+    assert cube.sizes["failure"] == ref.sizes["failure"], cube["failure_reason"].values
+    assert_cubes_equal(ref, cube)
+    reliability(fault=f"S3 (moto behind the fault proxy): {describe_faults(faults)}", injected=sum(fired.values()),
+                lost=_lost(ref, cube),
+                asserts=f"{N_SMALL} sources, bands 1 and 4, read from S3; cube equal to the HTTP run's")
+
+
+#: The simulator cuts each cutout (its PSF cube whole, ~5 MB) before sending a byte: on a loaded machine that
+#: takes more than RETRY's 1 s stall timeout, which then abandons sound answers until the attempts run out.
+CUTOUT_RETRY = {**RETRY, "stall_timeout_s": 10.0}
+CUTOUT_TRANSIENT = {
+    "500_503": {"http500": 0.15, "http503": 0.15, "retry_after": 0, "only": LEVEL2},
+    "drop_truncate": pytest.param({"drop": 0.15, "truncate": 0.15, "only": LEVEL2}, marks=_SLOW),
+}
+
+
+@pytest.mark.parametrize("faults", CUTOUT_TRANSIENT.values(), ids=list(CUTOUT_TRANSIENT))
+def test_transient_faults_on_cutouts_change_nothing(faults, small_reference, small_catalog, sim_archive, client,
+                                                    tmp_path, reliability):
+    """`--fetch cutout`: 500/503 or dropped/truncated answers to 30 % of the cutout (and header) requests are
+    retried; the cube is the fault-free cutout run's."""
+    out = tmp_path / "c.zarr"
+    ref = small_reference("cutout")
+    with serve_archive(sim_archive.root, faults=faults, seed=5) as srv:
+        run(small_catalog, out, archive=srv.url, fetch="cutout", progress=False, client=client, retry=CUTOUT_RETRY,
+            **SMALL)
+        log = srv.wait_idle()
+    injected = _faults(log)
+    assert set(injected) == {k for k in faults if k not in ("retry_after", "only")}, injected
+    assert any(e["fault"] and "center=" in e["query"] for e in log), "no cutout request met a fault"
+    cube = open_cube(out).load()
+    assert cube.sizes["failure"] == ref.sizes["failure"], cube["failure_reason"].values
+    assert_cubes_equal(ref, cube)
+    reliability(fault=f"`--fetch cutout`: {describe_faults(faults)}", injected=sum(injected.values()),
+                lost=_lost(ref, cube), asserts=f"{N_SMALL} sources, bands 1 and 4, cutouts; cube equal to the "
+                                               "fault-free cutout run's")
 
 
 def test_429_retry_after_is_honoured_and_changes_nothing(reference, sim_archive, client, tmp_path, reliability):
