@@ -142,33 +142,36 @@ def small_reference(sim_archive, small_catalog, client, tmp_path_factory):
 @contextlib.contextmanager
 def _s3_at(endpoint: str, client, monkeypatch) -> Iterator[None]:
     """S3 read at `endpoint` by this process and by the module's workers (started before AWS_ENDPOINT_URL was
-    set): the variable set in each, their filesystems made anew; the workers' put back after."""
+    set): the variable set in each, their filesystems made anew; the workers' put back after. botocore's own
+    retries are off meanwhile (AWS_MAX_ATTEMPTS=1): their backoffs of up to seconds would make the cases slow,
+    and spxbatch's retry policy is what is under test."""
 
     def point(url: str | None) -> None:
         import s3fs
 
         from spxbatch.archive import io
 
-        if url is None:
-            os.environ.pop("AWS_ENDPOINT_URL", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL"] = url
+        for name, value in (("AWS_ENDPOINT_URL", url), ("AWS_MAX_ATTEMPTS", url and "1")):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         io._FILESYSTEMS.clear()
         s3fs.S3FileSystem.clear_instance_cache()
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     point(endpoint)
     client.run(point, endpoint)
     try:
         yield
     finally:
         client.run(point, None)
-        point(endpoint)  # this process: the module's moto server again once monkeypatch undoes the variable
+        point(endpoint)  # this process: the module's moto server again once monkeypatch undoes the variables
 
 
 #: Object reads (GET and HEAD of the FITS keys: Level-2 files and calibration products), not bucket listings.
 FITS_OBJECTS = r"\.fits$"
-#: botocore retries S3's 500/503 itself first, with backoffs of up to seconds: that case is the slow one.
 S3_TRANSIENT = {
     "500_503": pytest.param({"http500": 0.15, "http503": 0.15, "retry_after": 0, "only": FITS_OBJECTS}, marks=_SLOW),
     "drop_truncate": {"drop": 0.15, "truncate": 0.15, "only": FITS_OBJECTS},
