@@ -103,11 +103,13 @@ def reliability(request):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs mounted for the test (root only; skipped where mounting is not permitted)."""
+def small_disk(tmp_path, request):
+    """A 4 MiB tmpfs mounted for the test, or of the size an indirect parametrization gives (e.g. "128m"; root
+    only; skipped where mounting is not permitted)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True,
+    size = getattr(request, "param", "4m")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True,
                           text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")

@@ -1,7 +1,8 @@
 """`spxbatch CATALOG [options]` and the subcommands demo, stage, status, plot, export, qc, sim and update.
 
 Each subcommand is one module of this folder with a `*_main(argv)` that returns the exit code
-(`exit_codes.py`). Here: the dispatch, SIGTERM treated as Ctrl-C, and known errors as one sentence.
+(`exit_codes.py`). Here: the dispatch, SIGTERM treated as Ctrl-C (and Ctrl-C heeded even when inherited
+ignored), and known errors as one sentence.
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is not threading.main_thread():
         return _dispatch(argv)
     # A batch system or `kill` ends a run with SIGTERM: treat it like Ctrl-C so that worker jobs are
-    # cancelled and the run directory is left resumable; the caller's handler is put back afterwards.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # cancelled and the run directory is left resumable. Ctrl-C (SIGINT) raises KeyboardInterrupt even when
+    # the command started with SIGINT ignored, which Python would keep: a shell without job control starts
+    # its background jobs so (a batch script's `spxbatch ... &`, a test suite run in the background), and the
+    # run, its workers inheriting the same, would go on to the end. The caller's handlers are put back after.
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         return _dispatch(argv)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import re
 
+from spxbatch.level2.constants import FLAG_BITS, R7_FLAG_BITS
 from spxbatch.level2.layout import QR2, R7
 
 #: R7's `MSKNxxxx = 'NAME'`: the card names bit xxxx.
 _MSKN = re.compile(rf"^{R7.flag_card_prefix}(\d{{4}})$")
+#: Every flag name the code knows (QR2's and R7's): what options naming flags are checked against. A file's
+#: own cards stay authoritative for its bits (a known name absent from a file's cards masks nothing there).
+KNOWN_FLAG_NAMES: frozenset[str] = frozenset(FLAG_BITS) | frozenset(R7_FLAG_BITS)
 
 
 def flag_mask(names: tuple[str, ...] | list[str], bits: dict[str, int]) -> int:

@@ -1,6 +1,7 @@
 """The sub-configs of a run defined here (`PlanConfig`, `ClusterConfig`) and the check of one entry of any
 table of the run config: its type hint, range, choices and format (band names, time ranges, job counts,
-scheduler addresses); the ranges of the photometry options too, so every origin gets the same checks."""
+scheduler addresses); the ranges of the photometry options and the flag names they list too, so every origin
+gets the same checks."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from spxbatch.archive.retry import RetryPolicy
 from spxbatch.errors import ConfigError
 from spxbatch.fetch.options import FetchOptions
 from spxbatch.level2.constants import BANDS
+from spxbatch.level2.flags import KNOWN_FLAG_NAMES
 from spxbatch.photometry.config import PhotometryConfig
-from spxbatch.pipeline.validation import Bound, field_types, typed_value
+from spxbatch.pipeline.validation import Bound, field_types, known_names, typed_value
 
 
 def parse_jobs(jobs: str) -> tuple[int, int | None]:
@@ -129,6 +131,8 @@ PHOTOMETRY_BOUNDS: dict[str, Bound] = {
     **{name: Bound(1) for name in ("window_halfsize", "global_mesh")},
     "zodi_min_fraction": Bound(0, high=1),
 }
+#: Photometry options that list FLAGS names (resolved through each file's cards when measuring).
+FLAG_NAME_OPTIONS = frozenset({"bad_flags", "background_avoid_flags", "extra_disqualifying_flags"})
 #: An http(s) URL with a host.
 _HTTP_URL = re.compile(r"^https?://[^\s/]+")
 #: A Dask scheduler address: an optional protocol, a host, a port.
@@ -169,5 +173,9 @@ def entry_value(cls: type, name: str, value: Any, label: str) -> Any:
 
 def photometry_value(name: str, value: Any, label: str) -> Any:
     """One photometry option checked against PhotometryConfig's type hint and PHOTOMETRY_BOUNDS ('preset' is
-    a string); a ConfigError naming `label` otherwise."""
-    return typed_value(field_types(PhotometryConfig).get(name, str), value, label, PHOTOMETRY_BOUNDS.get(name))
+    a string), and the options that name FLAGS bits against the flag names the code knows; a ConfigError
+    naming `label` otherwise."""
+    out = typed_value(field_types(PhotometryConfig).get(name, str), value, label, PHOTOMETRY_BOUNDS.get(name))
+    if name in FLAG_NAME_OPTIONS:
+        known_names(out, KNOWN_FLAG_NAMES, label, "flag name")
+    return out

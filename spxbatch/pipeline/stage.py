@@ -8,11 +8,13 @@ default, picks per image whichever weighs less), the calibration products of the
 manifest `spxbatch-manifest.json`: per file its size, sha256, kind, obs_id,
 detector, parent image and frame size (a cutout's header does not record the parent's size), plus the plans
 it serves. Staging is resumable: a file whose manifest entry matches its size and checksum is not fetched
-again. The work is spread over Dask workers like measuring; bytes come through the fetch layer's retrying I/O.
+again. A mirror whose disk fills stops the run (`WriteError`, exit 6), every staged file whole or absent.
+The work is spread over Dask workers like measuring; bytes come through the fetch layer's retrying I/O.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -25,6 +27,7 @@ import numpy as np
 from spxbatch.archive.io import IOStats, ReadError
 from spxbatch.archive.location import relative_to_root
 from spxbatch.archive.mirror import cutout_relpath, is_intact, read_manifest, write_manifest
+from spxbatch.errors import WriteError
 from spxbatch.fetch.cache import process_cache
 from spxbatch.fetch.calibration import L3_RELEASE, is_absent
 from spxbatch.fetch.calibration_files import calibration_file
@@ -67,7 +70,9 @@ def stage_batch(jobs: list[StageJob], mirror: str, mode: str, halfsize: int, kno
     """Dask task: make sure each job's files are in the mirror (fetching what is missing or damaged).
 
     Returns one summary per job: 'files' (relpath -> manifest entry, kept or new), 'fetched', 'bytes',
-    'requests' and 'error' (None, or why some file could not be staged).
+    'requests' and 'error' (None, or why some file could not be staged). A file the mirror has no room for ends
+    the batch: its job's summary, the last, says so in 'write_error' (the files staged before it are listed,
+    so the manifest keeps them; the client then stops the run).
     """
     root = Path(mirror)
     out = []
@@ -82,10 +87,14 @@ def stage_batch(jobs: list[StageJob], mirror: str, mode: str, halfsize: int, kno
                 _stage_cutouts(job, root, halfsize, known, options, stats, summary, auto=mode == "auto")
             else:
                 _stage_whole(job, root, known, options, stats, summary)
+        except WriteError as exc:  # the mirror's disk is full: the run stops (exit 6), not this file alone
+            summary["write_error"] = str(exc)
         except (OSError, ValueError) as exc:  # ReadError, FitsStructureError too
             summary["error"] = f"{job.image.get('relpath')}: {exc}"
         summary.update(bytes=stats.bytes_read, requests=stats.requests)
         out.append(summary)
+        if "write_error" in summary:
+            break
     return out
 
 
@@ -254,6 +263,11 @@ def stage_plan(config: RunConfig, plan: Plan, jobs: list[ImageJob], executor: Ex
             if s["error"]:
                 totals["failures"].append(s["error"])
             progress.update(s)
+        full = next((s["write_error"] for s in summaries if s.get("write_error")), None)
+        if full:  # the disk is full: stop; what is staged stays in the manifest, for the rerun to keep
+            with contextlib.suppress(WriteError):  # the manifest may not fit either: its last save stays
+                write_manifest(mirror, manifest)
+            raise WriteError(full)
         if time.monotonic() - saved[0] >= MANIFEST_EVERY_S:
             write_manifest(mirror, manifest)
             saved[0] = time.monotonic()

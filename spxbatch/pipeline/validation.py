@@ -2,17 +2,18 @@
 
 Pure: one function turns a value from any origin (a TOML/YAML/JSON file, a flag, a Python keyword, a saved
 config) into the field's type or raises one ConfigError sentence naming the option, its origin and what
-was expected, so a wrong type or an unknown choice never reaches the workers.
+was expected, so a wrong type, an unknown choice or a misspelt name never reaches the workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -138,3 +139,16 @@ def unknown_keys(values: Mapping[str, Any], known: set[str], label: str, what: s
     if unknown:
         named = f"{what} {unknown[0]!r}" if len(unknown) == 1 else f"{what}s {unknown}"
         raise ConfigError(f"{label}: unknown {named}; known: {sorted(known)}")
+
+
+def known_names(names: Iterable[str], known: Collection[str], label: str, what: str) -> None:
+    """Raise ConfigError for the first of `names` outside `known` (`what`: e.g. 'flag name'), naming `label`,
+    that name and the known names closest to it (case aside), so a typo is not silently a name that matches
+    nothing."""
+    for name in names:
+        if name in known:
+            continue
+        by_upper = {k.upper(): k for k in known}
+        close = [by_upper[c] for c in difflib.get_close_matches(name.upper(), sorted(by_upper), n=3, cutoff=0.6)]
+        hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
+        raise ConfigError(f"{label}: unknown {what} {name!r} ({hint})")

@@ -1,7 +1,12 @@
 """The command line without running a pipeline: dispatch to each subcommand, every bad option (flag or
-config file) as one sentence with exit 2 before anything is written, and the exit code of each error kind."""
+config file) as one sentence with exit 2 before anything is written, the exit code of each error kind, and
+Ctrl-C and SIGTERM as exit 130 whatever SIGINT disposition the command inherited."""
 
 from __future__ import annotations
+
+import os
+import signal
+import time
 
 import pytest
 
@@ -111,3 +116,29 @@ def test_photometry_and_flux_source_flags_are_the_photometry_options(catalog):
     assert (default.photometry, default.flux_source) == ("both", "aperture")
     with pytest.raises(SystemExit):
         run_parser().parse_args([str(catalog), "--photometry", "tractor"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("inherited", [signal.SIG_IGN, signal.default_int_handler], ids=["ignored", "default"])
+def test_ctrl_c_and_sigterm_interrupt_even_when_started_with_sigint_ignored(signum, inherited, monkeypatch,
+                                                                              capsys):
+    """A shell without job control starts its background jobs with SIGINT ignored (a batch script's
+    `spxbatch ... &`, a test suite run in the background): Ctrl-C must still stop the command with exit 130,
+    and the caller's handlers are back afterwards (the fault matrix's Ctrl-C case once ran to the end so)."""
+    from spxbatch.cli import status
+
+    def signalled(argv):
+        os.kill(os.getpid(), signum)
+        time.sleep(30)  # interrupted at once, or the test takes 30 s and fails
+        return EXIT_OK
+
+    monkeypatch.setattr(status, "status_main", signalled)
+    before = signal.signal(signal.SIGINT, inherited), signal.getsignal(signal.SIGTERM)
+    try:
+        started = time.monotonic()
+        assert cli_main.main(["status", "x"]) == EXIT_INTERRUPTED
+        assert time.monotonic() - started < 10
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (inherited, before[1])
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+    assert "interrupted; rerun the same command" in capsys.readouterr().err

@@ -5,6 +5,7 @@ the loss recorded per (source, image) pair and exit 1. `docs/reliability.md` lis
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +26,15 @@ from distributed import Client
 from reliability_record import describe_faults
 from waits import wait_until
 
+from spxbatch.archive.mirror import MANIFEST_NAME, read_manifest
 from spxbatch.cli.exit_codes import EXIT_ARCHIVE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_WRITE
 from spxbatch.cli.main import main
 from spxbatch.cube.store import open_cube
-from spxbatch.level2.naming import IBE_ROOT
+from spxbatch.level2.naming import IBE_ROOT, S3_BUCKET
 from spxbatch.pipeline.stages import run
 from spxbatch.plan.plan import Plan
 from spxbatch.sim.faults import FaultConfig, hdu_spans
-from spxbatch.sim.server import serve_archive
+from spxbatch.sim.server import serve_archive, serve_fault_proxy
 from spxbatch.sim.server.files import parse_ranges
 
 #: Every calibration product (and its folder listings), not the Level-2 files: `FaultConfig.only`.
@@ -104,6 +107,128 @@ def test_transient_faults_change_nothing(faults, reference, sim_archive, client,
     assert_cubes_equal(reference, cube)
     reliability(fault=describe_faults(faults), injected=injected, lost=_lost(reference, cube),
                 asserts="cube equal to the fault-free run's; no failure row, no calibration product skipped")
+
+
+#: Few sources (the first six of the catalog) in two bands: the S3 and cutout cases stay small.
+SMALL = {"bands": [1, 4]}
+N_SMALL = 6
+
+
+@pytest.fixture(scope="module")
+def small_catalog(sim_archive, tmp_path_factory) -> Path:
+    """The first N_SMALL sources of the test catalog."""
+    path = tmp_path_factory.mktemp("small") / "small.csv"
+    lines = sim_archive.catalog.read_text().splitlines()
+    path.write_text("\n".join(lines[: N_SMALL + 1]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_reference(sim_archive, small_catalog, client, tmp_path_factory):
+    """The undisturbed run of the small selection over HTTP, by fetch strategy (made on first use): what its S3
+    (default 'auto') and cutout runs equal. The strategies differ in one respect: a cutout that misses the image
+    records its sources 'off_image', where byte ranges record nothing."""
+
+    @functools.cache
+    def made(fetch: str):
+        out = tmp_path_factory.mktemp(f"small_reference_{fetch}") / "cube.zarr"
+        with serve_archive(sim_archive.root) as srv:
+            run(small_catalog, out, archive=srv.url, fetch=fetch, progress=False, client=client, **SMALL)
+        return open_cube(out).load()
+
+    return made
+
+
+@contextlib.contextmanager
+def _s3_at(endpoint: str, client, monkeypatch) -> Iterator[None]:
+    """S3 read at `endpoint` by this process and by the module's workers (started before AWS_ENDPOINT_URL was
+    set): the variable set in each, their filesystems made anew; the workers' put back after. botocore's own
+    retries are off meanwhile (AWS_MAX_ATTEMPTS=1): their backoffs of up to seconds would make the cases slow,
+    and spxbatch's retry policy is what is under test."""
+
+    def point(url: str | None) -> None:
+        import s3fs
+
+        from spxbatch.archive import io
+
+        for name, value in (("AWS_ENDPOINT_URL", url), ("AWS_MAX_ATTEMPTS", url and "1")):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        io._FILESYSTEMS.clear()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    point(endpoint)
+    client.run(point, endpoint)
+    try:
+        yield
+    finally:
+        client.run(point, None)
+        point(endpoint)  # this process: the module's moto server again once monkeypatch undoes the variables
+
+
+#: Object reads (GET and HEAD of the FITS keys: Level-2 files and calibration products), not bucket listings.
+FITS_OBJECTS = r"\.fits$"
+S3_TRANSIENT = {
+    "500_503": pytest.param({"http500": 0.15, "http503": 0.15, "retry_after": 0, "only": FITS_OBJECTS}, marks=_SLOW),
+    "drop_truncate": {"drop": 0.15, "truncate": 0.15, "only": FITS_OBJECTS},
+}
+
+
+@pytest.mark.parametrize("faults", S3_TRANSIENT.values(), ids=list(S3_TRANSIENT))
+def test_transient_faults_on_s3_change_nothing(faults, small_reference, small_catalog, sim_archive, s3_endpoint,
+                                               client, tmp_path, monkeypatch, reliability):
+    """The run reads its objects from S3 (a moto server behind the fault proxy; planned by the simulated TAP):
+    500/503 or dropped/truncated answers to 30 % of the object reads are retried, the cube is the HTTP run's."""
+    out = tmp_path / "c.zarr"
+    small_reference("auto")  # made first: its run must not meet the proxy
+    with serve_archive(sim_archive.root) as tap, serve_fault_proxy(s3_endpoint.url, faults, seed=3) as proxy, \
+            _s3_at(proxy.url, client, monkeypatch):
+        run(small_catalog, out, archive=f"s3://{S3_BUCKET}", tap_url=tap.tap_url, progress=False, client=client,
+            retry=RETRY, **SMALL)
+    fired = dict(proxy.faults.fired)
+    assert set(fired) == {k for k in faults if k not in ("retry_after", "only")}, fired
+    cube, ref = open_cube(out).load(), small_reference("auto")
+    assert all(str(u).startswith("s3://") for u in cube["failure_url"].values)  # measured from S3
+    assert cube.sizes["failure"] == ref.sizes["failure"], cube["failure_reason"].values
+    assert_cubes_equal(ref, cube)
+    reliability(fault=f"S3 (moto behind the fault proxy): {describe_faults(faults)}", injected=sum(fired.values()),
+                lost=_lost(ref, cube),
+                asserts=f"{N_SMALL} sources, bands 1 and 4, read from S3; cube equal to the HTTP run's")
+
+
+#: The simulator cuts each cutout (its PSF cube whole, ~5 MB) before sending a byte: on a loaded machine that
+#: takes more than RETRY's 1 s stall timeout, which then abandons sound answers until the attempts run out.
+CUTOUT_RETRY = {**RETRY, "stall_timeout_s": 10.0}
+CUTOUT_TRANSIENT = {
+    "500_503": {"http500": 0.15, "http503": 0.15, "retry_after": 0, "only": LEVEL2},
+    "drop_truncate": pytest.param({"drop": 0.15, "truncate": 0.15, "only": LEVEL2}, marks=_SLOW),
+}
+
+
+@pytest.mark.parametrize("faults", CUTOUT_TRANSIENT.values(), ids=list(CUTOUT_TRANSIENT))
+def test_transient_faults_on_cutouts_change_nothing(faults, small_reference, small_catalog, sim_archive, client,
+                                                    tmp_path, reliability):
+    """`--fetch cutout`: 500/503 or dropped/truncated answers to 30 % of the cutout (and header) requests are
+    retried; the cube is the fault-free cutout run's."""
+    out = tmp_path / "c.zarr"
+    ref = small_reference("cutout")
+    with serve_archive(sim_archive.root, faults=faults, seed=5) as srv:
+        run(small_catalog, out, archive=srv.url, fetch="cutout", progress=False, client=client, retry=CUTOUT_RETRY,
+            **SMALL)
+        log = srv.wait_idle()
+    injected = _faults(log)
+    assert set(injected) == {k for k in faults if k not in ("retry_after", "only")}, injected
+    assert any(e["fault"] and "center=" in e["query"] for e in log), "no cutout request met a fault"
+    cube = open_cube(out).load()
+    assert cube.sizes["failure"] == ref.sizes["failure"], cube["failure_reason"].values
+    assert_cubes_equal(ref, cube)
+    reliability(fault=f"`--fetch cutout`: {describe_faults(faults)}", injected=sum(injected.values()),
+                lost=_lost(ref, cube), asserts=f"{N_SMALL} sources, bands 1 and 4, cutouts; cube equal to the "
+                                               "fault-free cutout run's")
 
 
 def test_429_retry_after_is_honoured_and_changes_nothing(reference, sim_archive, client, tmp_path, reliability):
@@ -415,6 +540,68 @@ def test_disk_full_stops_with_one_sentence_then_the_same_command_resumes(referen
                         "removed, the same command gives the reference cube")
 
 
+#: A Level-2 file of the test archive (~5.3 MB): the staging disk-full case leaves room for about two.
+LEVEL2_BYTES = 5_299_200
+
+
+def _mirror_files(mirror: Path) -> list[str]:
+    """The files staged in a mirror (below it, the manifest aside); each must be whole: the archive's own bytes
+    at the same path (the mirror is laid out like it), and no temporary may be left."""
+    assert not [f for f in mirror.rglob(".*.tmp*")], "a temporary file was left behind"
+    return sorted(str(f.relative_to(mirror)) for f in mirror.rglob("*") if f.is_file() and f.name != MANIFEST_NAME)
+
+
+@pytest.mark.parametrize("small_disk", ["64m"], indirect=True, ids=["64MiB"])
+def test_disk_full_while_staging_stops_with_one_sentence_then_the_same_command_resumes(
+        sim_archive, client, tmp_path, small_disk, capsys, reliability):
+    """`spxbatch stage` of bands 1 and 4 (six images, ~35 MB with their calibration) into a mirror on a 64 MiB
+    tmpfs filled to leave room for about two images: exit 6 and one sentence naming the file, every staged file
+    whole (the archive's bytes) or absent, no temporary; ballast removed, the same command stages the rest
+    (fetching again none of what the manifest holds) and the mirror is complete."""
+    mirror = small_disk / "mirror"
+    config = tmp_path / "retry.toml"
+    config.write_text(RETRY_TOML)
+
+    def stage() -> int:
+        return main(["stage", str(sim_archive.catalog), "-o", str(mirror), "--cube", str(tmp_path / "c.zarr"),
+                     "--archive", srv.url, "--fetch", "whole", "--bands", "1,4", "--config", str(config),
+                     "--scheduler", client.scheduler.address, "--fetch-attempts", "3", "--no-progress",
+                     "--images-per-task", "50"])  # one task: nothing still in flight when the run stops
+
+    with serve_archive(sim_archive.root) as srv:
+        _fill(small_disk, int(2.5 * LEVEL2_BYTES))
+        assert stage() == EXIT_WRITE
+        err = capsys.readouterr().err
+        said = [line for line in err.splitlines() if line.startswith("spxbatch:")]
+        assert len(said) == 1 and "Traceback" not in err, err
+        assert said[0].startswith(f"spxbatch: cannot write {mirror}/") and "No space left on device" in said[0]
+        assert "rerun the same command" in said[0], said
+        first = _mirror_files(mirror)
+        for relpath in first:
+            assert (mirror / relpath).read_bytes() == (sim_archive.root / relpath).read_bytes(), relpath
+        kept = set(read_manifest(mirror)["files"]) & set(first)
+        assert kept == set(first) and first  # every file staged before the stop is in the manifest: kept
+        (small_disk / "ballast").unlink()
+        srv.wait_idle()
+        srv.clear_log()
+        assert stage() == EXIT_OK, capsys.readouterr()
+        srv.wait_idle()
+        refetched = [r for r in kept if srv.requests_for(r)]
+    manifest = read_manifest(mirror)
+    assert all(record["complete"] for record in manifest["plans"].values())
+    staged = {r for r, e in manifest["files"].items() if e["kind"] != "none"}
+    assert staged == set(_mirror_files(mirror)) and len(staged) > len(first) > 0
+    for relpath in staged:
+        assert (mirror / relpath).read_bytes() == (sim_archive.root / relpath).read_bytes(), relpath
+    assert not refetched, "a file the manifest held was fetched again"
+    reliability(fault="`spxbatch stage` (bands 1, 4: six images) into a mirror on a 64 MiB tmpfs filled by a ballast "
+                      "file: room for about two images", injected=1, lost=0,
+                asserts=f"exit 6, one sentence naming the file and the rerun; every staged file whole (the "
+                        f"archive's bytes; {len(first)} after the stop, {len(kept)} of them in the manifest), no "
+                        f"temporary; ballast removed, the same command stages the rest ({len(staged)} files), "
+                        "fetching none of those again")
+
+
 def _wait_for_parts(parts: Path, n: int, timeout: float = 240) -> int:
     """Block until `n` parts are written; the count seen."""
     return wait_until(lambda: (done := len(list(parts.glob("img_*.parquet")))) >= n and done,
@@ -447,20 +634,28 @@ def test_worker_killed_mid_task_changes_nothing(reference, sim_archive, tmp_path
                 lost=_lost(reference, cube), asserts="cube equal (the nanny restarts it; its tasks run again)")
 
 
-def _cli(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "spxbatch.cli", *args], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _cli(args: list[str], sigint_ignored: bool = False) -> subprocess.Popen:
+    """The CLI in a process group of its own; with `sigint_ignored`, started with SIGINT ignored, as a shell
+    without job control starts a background job (`spxbatch ... &` in a batch script; this suite, once, run in
+    the background: the Ctrl-C case then ran to the end, exit 0, until the CLI heeded SIGINT whatever it
+    inherited)."""
+    cmd = [sys.executable, "-m", "spxbatch.cli", *args]
+    if sigint_ignored:
+        cmd = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *cmd]
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
 
 @pytest.mark.slow  # two CLI runs with their own clusters: ~40 s each
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
 def test_cli_interrupted_then_resumed_equals(how, reference, sim_archive, tmp_path, reliability):
-    """`kill PID` (SIGTERM to the CLI) or Ctrl-C (SIGINT to its process group) mid-run: exit 130 and a
-    resumable run directory; the same command again finishes it with the reference cube."""
+    """`kill PID` (SIGTERM to the CLI) or Ctrl-C (SIGINT to its process group, the CLI started with SIGINT
+    ignored as a background job is) mid-run: exit 130 and a resumable run directory; the same command again
+    finishes it with the reference cube."""
     out = tmp_path / "c.zarr"
     args = [str(sim_archive.catalog), "-o", str(out), "--workers", "1", "--images-per-task", "1", "--no-progress"]
     with serve_archive(sim_archive.root, latency=0.1) as srv:
-        proc = _cli([*args, "--archive", srv.url])
+        proc = _cli([*args, "--archive", srv.url], sigint_ignored=how == "SIGINT")
         try:
             _wait_for_parts(tmp_path / "c.run" / "parts", 2)
         finally:
@@ -479,6 +674,7 @@ def test_cli_interrupted_then_resumed_equals(how, reference, sim_archive, tmp_pa
         assert proc.returncode == EXIT_OK, text
     cube = open_cube(out).load()
     assert_cubes_equal(reference, cube)
-    what = "`kill PID` (SIGTERM)" if how == "SIGTERM" else "Ctrl-C (SIGINT to the process group, workers included)"
+    what = ("`kill PID` (SIGTERM)" if how == "SIGTERM" else
+            "Ctrl-C (SIGINT to the process group, workers included; the CLI started with SIGINT ignored)")
     reliability(fault=f"{what} of a CLI run after 2 images", injected=1, interrupted=1, lost=_lost(reference, cube),
                 asserts=f"exit 130, {parts_left} of {n_images} parts, no cube; the same command finishes: cube equal")

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 from fetch_checks import HALF, check_same_as_local, plan_row, sources_on
 
-from spxbatch.archive import io as http
 from spxbatch.archive.location import IRSA_TAP_URL, resolve_archive
 from spxbatch.fetch.cache import FetchCache
 from spxbatch.fetch.fetch import FetchOptions, fetch_image
@@ -30,35 +29,6 @@ s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed")
 BUCKET = S3_BUCKET
 ARCHIVE = f"s3://{BUCKET}"
 OPTS = FetchOptions(merge_gap_rows=2)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(sim_archive):
-    """A moto S3 server on 127.0.0.1 holding the simulated archive; spxbatch pointed at it by AWS_ENDPOINT_URL.
-
-    The objects are uploaded public-read: moto serves unsigned requests only for objects whose ACL allows
-    them (AWS makes the real bucket public by a bucket policy, which moto does not apply to unsigned
-    requests). The upload itself uses dummy credentials given to boto3 here, never through the environment.
-    """
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        client.create_bucket(Bucket=BUCKET)
-        for rel in [*sim_archive.files, *sim_archive.calibration_files]:  # 'qr2/...': the keys as on AWS
-            client.upload_file(str(sim_archive.root / rel), BUCKET, rel, ExtraArgs={"ACL": "public-read"})
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AWS_ENDPOINT_URL", endpoint)
-            # filesystems made before (e.g. pointing at AWS) must not be reused; nor ours after the module
-            mp.setattr(http, "_FILESYSTEMS", {})
-            s3fs.S3FileSystem.clear_instance_cache()
-            yield SimpleNamespace(url=endpoint, client=client)
-            s3fs.S3FileSystem.clear_instance_cache()
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -186,6 +186,13 @@ def test_tables_update_entry_by_entry_across_origins(tmp_path):
     ({"photometry": {"aperture": "square"}}, "photometry.aperture must be fwhm or fixed"),
     ({"photometry": {"fixed_radius": "2"}}, "photometry.fixed_radius must be a number"),
     ({"photometry": {"bad_flags": "HOT"}}, "photometry.bad_flags must be a list of strings"),
+    ({"photometry": {"bad_flags": ["HOT", "COLDD"]}},
+     "photometry.bad_flags: unknown flag name 'COLDD' (did you mean COLD"),
+    ({"photometry": {"bad_flags": ["hot"]}}, "photometry.bad_flags: unknown flag name 'hot' (did you mean HOT"),
+    ({"photometry": {"background_avoid_flags": ["SORCE"]}},
+     "photometry.background_avoid_flags: unknown flag name 'SORCE' (did you mean SOURCE"),
+    ({"photometry": {"extra_disqualifying_flags": ["ZZZ"]}},
+     "photometry.extra_disqualifying_flags: unknown flag name 'ZZZ' (known: BLOOM, COLD,"),
     ({"photometry": {"annulus_steps": 2.5}}, "photometry.annulus_steps must be an integer"),
     ({"photometry": {"fixed_radius": -1.0}}, "aperture radii must be positive"),
     ({"photometry": {"preset": "sextractor"}}, "preset 'sextractor' is unknown"),
@@ -207,6 +214,13 @@ def test_bad_values_are_one_sentence_naming_the_option(options, message, origin,
             RunConfig(**options)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_flag_names_of_either_release_are_accepted_whatever_a_file_defines():
+    """QR2's and R7's flag names are all valid (a QR2 file has no BLOOM card: that name masks nothing there)."""
+    cfg = RunConfig(photometry={"bad_flags": ["HOT", "BLOOM"], "background_avoid_flags": ["SOURCE", "GHOST_FPA"]})
+    assert cfg.photometry_config.bad_flags == ("HOT", "BLOOM")
+    assert cfg.photometry_config.background_avoid_flags == ("SOURCE", "GHOST_FPA")
 
 
 def test_config_file_must_be_a_mapping(tmp_path):

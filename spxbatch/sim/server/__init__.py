@@ -13,10 +13,12 @@ The tables are built from `spxbatch.plan.index.index_directory(root)`; `root` pl
 
 Modules: `state` (the server's state and access log), `app` (routes), `realism` (latency, faults, the access
 log around every request), `body` (streamed bodies under the bandwidth cap), `files` (Range), `cutouts`, `listing`,
-`tap_routes` (TAP sync and async over `spxbatch.sim.tap`), `uws` (async jobs), `lifecycle` (start, stop).
+`tap_routes` (TAP sync and async over `spxbatch.sim.tap`), `uws` (async jobs), `lifecycle` (start, stop), `proxy`
+(the same seeded faults in front of another server, e.g. a moto S3 server).
 """
 
 from spxbatch.sim.server.lifecycle import run_server, serve_archive
+from spxbatch.sim.server.proxy import FaultProxy, serve_fault_proxy
 from spxbatch.sim.server.state import ArchiveServer
 
-__all__ = ["ArchiveServer", "run_server", "serve_archive"]
+__all__ = ["ArchiveServer", "FaultProxy", "run_server", "serve_archive", "serve_fault_proxy"]

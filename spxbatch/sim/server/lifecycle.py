@@ -46,17 +46,25 @@ def serve_archive(
         seed=seed,
         access_log=access_log,
     )
+    with serve_app(make_app(srv), host, port) as url:
+        srv.set_base_url(url)
+        yield srv
+
+
+@contextlib.contextmanager
+def serve_app(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve an aiohttp `app` in a background thread; yields its base URL 'http://HOST:PORT' (`port=0`: a free
+    one). The server stops and frees the port on exit."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     state: dict = {}
 
     async def start() -> None:
-        runner = web.AppRunner(make_app(srv), access_log=None)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        bound = runner.addresses[0][1]
-        srv.set_base_url(f"http://{host}:{bound}")
+        state["url"] = f"http://{host}:{runner.addresses[0][1]}"
         state["runner"] = runner
 
     def main() -> None:
@@ -70,7 +78,7 @@ def serve_archive(
         ready.set()
         loop.run_forever()
 
-    thread = threading.Thread(target=main, name=f"spxbatch-sim-{id(srv)}", daemon=True)
+    thread = threading.Thread(target=main, name=f"spxbatch-sim-{id(app)}", daemon=True)
     thread.start()
     ready.wait()
     if "error" in state:
@@ -78,7 +86,7 @@ def serve_archive(
         loop.close()
         raise state["error"]
     try:
-        yield srv
+        yield state["url"]
     finally:
         asyncio.run_coroutine_threadsafe(state["runner"].cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
