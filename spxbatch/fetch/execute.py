@@ -67,6 +67,8 @@ class Fetched:
     plan: RequestPlan
     bodies: tuple[bytes | ReadError, ...]
     notes: tuple[str, ...] = ()
+    #: The bytes of the extra spans a range plan was read with (`read_plan`'s `extra`), in order.
+    extra: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,12 @@ def scan_headers(ctx: FetchContext, path: str, size: int | None = None) -> FitsM
     return fmap
 
 
-def read_plan(plan: RequestPlan, ctx: FetchContext) -> Fetched:
-    """Read everything `plan` names; a failure that leaves nothing to use raises ReadError."""
+def read_plan(plan: RequestPlan, ctx: FetchContext, extra: tuple[tuple[int, int], ...] = ()) -> Fetched:
+    """Read everything `plan` names; a failure that leaves nothing to use raises ReadError. A range plan
+    reads the byte spans `extra` of the same file in the same requests (e.g. the PSF HDU beside the pixels,
+    one round trip instead of two); other plans carry what they need."""
     if isinstance(plan, RangePlan):
-        return _read_ranges(plan, ctx)
+        return _read_ranges(plan, ctx, extra)
     if isinstance(plan, CutoutPlan):
         return Fetched(plan, tuple(ctx.io.read_many([r.url for r in plan.requests], ctx.stats)))
     if isinstance(plan, MirrorCutoutPlan):
@@ -103,17 +107,19 @@ def read_plan(plan: RequestPlan, ctx: FetchContext) -> Fetched:
     raise TypeError(f"not a request plan: {plan!r}")
 
 
-def _read_ranges(plan: RangePlan, ctx: FetchContext) -> Fetched:
-    """A range plan's bytes; boxes refused by the server (no multi-range requests) are read as its strips."""
+def _read_ranges(plan: RangePlan, ctx: FetchContext, extra: tuple[tuple[int, int], ...]) -> Fetched:
+    """A range plan's bytes and those of the `extra` spans; boxes refused by the server (no multi-range
+    requests) are read as its strips."""
     notes = (plan.note,) if plan.note else ()
     try:
-        blobs = ctx.read_ranges(plan.path, plan.ranges(), plan.size, fallback=plan.fallback is None)
+        blobs = ctx.read_ranges(plan.path, [*plan.ranges(), *extra], plan.size, fallback=plan.fallback is None)
     except MultiRangeUnsupported:
         if plan.fallback is None:
             raise
-        refused = _read_ranges(plan.fallback, ctx)
-        return Fetched(refused.plan, refused.bodies, (REFUSED_NOTE, *refused.notes))
-    return Fetched(plan, tuple(blobs), notes)
+        refused = _read_ranges(plan.fallback, ctx, extra)
+        return Fetched(refused.plan, refused.bodies, (REFUSED_NOTE, *refused.notes), refused.extra)
+    n = len(blobs) - len(extra)
+    return Fetched(plan, tuple(blobs[:n]), notes, tuple(blobs[n:]))
 
 
 def cutout_bodies(fetched: Fetched) -> list[CutoutBody]:

@@ -6,7 +6,8 @@ One image's trip, in the order `fetch_image` takes it:
    strips, or only the sources' boxes when the server takes multi-range requests), IRSA cutouts or the
    whole file, chosen by the cost model (`fetch.cost`) after a header scan, or the cutouts a staged mirror
    holds; a local file is read in place;
-3. the bytes, read by the one executor (`fetch.execute`) over the archive's retrying I/O;
+3. the bytes, read by the one executor (`fetch.execute`) over the archive's retrying I/O (range reads take
+   the PSF HDU along in the same requests when it must be read);
 4. the regions, decoded from the bytes through `level2` with the PSF and wavelength tables from the
    process cache (`fetch.decode`, `fetch.tables`), then the calibration pixels (`fetch.calibration`).
 
@@ -29,7 +30,14 @@ from spxbatch.fetch.calibration import attach_calibration
 from spxbatch.fetch.decode import decode
 from spxbatch.fetch.execute import FetchContext, read_plan, scan_headers
 from spxbatch.fetch.options import STRATEGIES, FetchOptions
-from spxbatch.fetch.request_plan import MirrorCutoutPlan, RequestPlan, WholePlan, plan_cutouts, plan_image
+from spxbatch.fetch.request_plan import (
+    MirrorCutoutPlan,
+    RangePlan,
+    RequestPlan,
+    WholePlan,
+    plan_cutouts,
+    plan_image,
+)
 from spxbatch.fetch.tables import ImageTables
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
@@ -99,7 +107,10 @@ def fetch_image(
     try:
         planned = _request_plan(target, ctx, tables, strategy, ra, dec, halfsize, options)
         estimates = planned.estimates
-        fetched = read_plan(planned.plan, ctx)
+        psf_span = tables.psf_span(planned.fmap) if isinstance(planned.plan, RangePlan) else None
+        fetched = read_plan(planned.plan, ctx, (psf_span,) if psf_span else ())
+        if psf_span:
+            tables.prefetched[psf_span] = fetched.extra[0]
         decoded = decode(fetched, planned.fmap, tables, ra, dec, halfsize, planned.parent_shape)
         notes += [*fetched.notes, *decoded.notes]
         regions, missing = decoded.regions, decoded.missing

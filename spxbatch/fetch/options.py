@@ -56,15 +56,19 @@ class FetchOptions:
     #: Images a measuring task fetches at once (threads; their photometry stays one at a time): enough to keep
     #: the link busy through each image's chain of dependent round trips.
     images_in_flight: int = 4
+    #: Images fetched over the link at once, set by the run (its workers x their images in flight, at most
+    #: the run's images): the cost model gives each image that share of the bandwidth.
+    link_sharers: int = 1
     #: A local mirror root: when set, image relpaths are read in place below it (no server).
     file_root: str | None = None
 
     def request_bytes(self) -> float:
-        """The per-request overhead expressed in bytes (latency x bandwidth)."""
-        return self.latency_s * self.bandwidth_bps
+        """The per-request overhead expressed in bytes: latency x one image's share of the bandwidth (the
+        bandwidth-delay product of that share)."""
+        return self.latency_s * self.link().share_bps
 
     def link(self) -> Link:
         """The network and CPU the cost model assumes, as plain numbers."""
         return Link(latency_s=self.latency_s, bandwidth_bps=self.bandwidth_bps,
                     concurrency=self.retry.concurrency, region_overhead_s=self.region_overhead_s,
-                    cutout_service_s=self.cutout_service_s)
+                    cutout_service_s=self.cutout_service_s, sharers=self.link_sharers)

@@ -49,6 +49,8 @@ class ImageTables:
     ctx: FetchContext
     target: ImageTarget
     psf_source: str = "file"
+    #: Bytes of PSF HDUs read beside the pixels (`psf_span`), by byte span, until the PSF is decoded.
+    prefetched: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
     def psf_cached(self) -> bool:
         """Whether this process already holds a PSF model for this detector (and version, for file PSFs)."""
@@ -59,14 +61,30 @@ class ImageTables:
                 return True
         return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
 
+    def psf_span(self, fmap: FitsMap) -> tuple[int, int] | None:
+        """The byte span of a scanned file's own PSF HDU when decoding its regions will read it: the PSF is
+        the file's (not a calibration product's), this process holds none for it and the persistent store
+        neither. Read together with the pixels (`prefetched`), it costs no round trip of its own; counted in
+        `psf_reads` here."""
+        layout = check_fitsmap(fmap)
+        if (self.psf_source != "file" and layout is not R7) or self.psf_cached():
+            return None
+        store = self.ctx.cache.store
+        if store is not None and store.has(file_psf_key(fmap.url, fmap[layout.psf_hdu].header)):
+            return None
+        self.ctx.cache.psf_reads += 1
+        return _span(fmap[layout.psf_hdu])
+
     def _hdu_bytes(self, fmap: FitsMap, entry: HDUEntry, store_key: str | None) -> bytes:
         """The data bytes of HDU `entry` of a scanned file: from the persistent store under `store_key`, else
-        one range read (counted in `psf_reads`)."""
-        span = [(entry.data_offset, entry.data_offset + entry.data_size)]
+        those read beside the pixels, else one range read (counted in `psf_reads`)."""
+        span = _span(entry)
 
         def read() -> bytes:
+            if span in self.prefetched:
+                return self.prefetched.pop(span)
             self.ctx.cache.psf_reads += 1
-            return self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
+            return self.ctx.read_ranges(fmap.url, [span], fmap.size)[0]
 
         return self.ctx.cache.stored_bytes(store_key, read)
 
@@ -156,3 +174,8 @@ class ImageTables:
             span = [(entry.data_offset, entry.data_offset + entry.data_size)]
             data = self.ctx.read_ranges(fmap.url, span, fmap.size)[0]
         return wave_table_from_bytes(fmap, layout, data)
+
+
+def _span(entry: HDUEntry) -> tuple[int, int]:
+    """The byte span of an HDU's data."""
+    return entry.data_offset, entry.data_offset + entry.data_size

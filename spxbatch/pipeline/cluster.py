@@ -8,6 +8,7 @@ in a `finally`).
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
+import dask
 from distributed import Client, LocalCluster
 from distributed.core import Status
+from distributed.utils import get_mp_context
 
 from spxbatch.errors import ConfigError
 from spxbatch.pipeline.config_tables import ClusterConfig, parse_jobs
@@ -25,6 +28,8 @@ from spxbatch.pipeline.config_tables import ClusterConfig, parse_jobs
 #: The address the scheduler of batch-job workers listens on (default: this host's main address, which
 #: compute nodes must be able to reach; dask-jobqueue's `interface` setting in the Dask config also works).
 SCHEDULER_HOST_ENV = "SPXBATCH_SCHEDULER_HOST"
+#: Modules a local cluster's fork server imports once for all its workers: Dask's and the measuring task's.
+WORKER_PRELOAD = ("distributed", "spxbatch.pipeline.measure")
 
 
 def _import_jobqueue():
@@ -109,8 +114,7 @@ def dask_client(cfg: ClusterConfig) -> Iterator[Client]:
             client = Client(cluster)
         else:
             n = cfg.workers or os.cpu_count() or 1
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", host="127.0.0.1")
+            cluster = local_cluster(n)
             client = Client(cluster)
         try:
             yield client
@@ -119,6 +123,20 @@ def dask_client(cfg: ClusterConfig) -> Iterator[Client]:
     finally:
         if cluster is not None:
             _close(cluster, batch=bool(cfg.kind) and not cfg.scheduler)
+
+
+def local_cluster(n_workers: int) -> LocalCluster:
+    """A LocalCluster of `n_workers` single-threaded worker processes on 127.0.0.1, forked from a fork server
+    that imported the measuring modules once (where the platform has one): spawned workers each re-import
+    them (seconds of CPU apiece, on the cores the plan and the first images need) and take seconds to close."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                            host="127.0.0.1")
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context()  # distributed sets its own preload list once; ours replaces it before the server starts
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                            host="127.0.0.1")
 
 
 def _connect(address: str) -> Client:

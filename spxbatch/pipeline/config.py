@@ -33,7 +33,8 @@ from spxbatch.pipeline.config_tables import ClusterConfig, PlanConfig, entry_val
 from spxbatch.pipeline.validation import Bound, field_types, typed_value, unknown_keys
 
 #: Fetch options a run sets itself: the retry policy from [retry], the mirror root from `archive`.
-_FETCH_OPTIONS_SET_BY_THE_RUN = {"retry": "the [retry] table", "file_root": "the archive option"}
+_FETCH_OPTIONS_SET_BY_THE_RUN = {"retry": "the [retry] table", "file_root": "the archive option",
+                                 "link_sharers": "the run's workers and images in flight"}
 #: Ranges of RunConfig's own numeric options.
 _BOUNDS = {"images_per_task": Bound(1), "task_retries": Bound(0)}
 #: The sub-config tables and their classes.
@@ -125,10 +126,11 @@ class RunConfig:
         changes["fetch_options"] = {"cache_dir": resolve_store_dir(self.fetch_options.cache_dir)}
         return self.updated(changes, "resolved paths")
 
-    def fetch_options_for(self, file_root: str | None = None) -> FetchOptions:
+    def fetch_options_for(self, file_root: str | None = None, link_sharers: int = 1) -> FetchOptions:
         """The fetch layer's options for a task: [fetch_options] with the run's retry policy, reading a
-        local mirror in place below `file_root` when given."""
-        return dataclasses.replace(self.fetch_options, retry=self.retry, file_root=file_root)
+        local mirror in place below `file_root` when given, with `link_sharers` images on the link at once."""
+        return dataclasses.replace(self.fetch_options, retry=self.retry, file_root=file_root,
+                                   link_sharers=max(1, link_sharers))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every option, in the layout `config_from_dict` and config files read."""

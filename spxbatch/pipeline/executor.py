@@ -54,6 +54,9 @@ class Executor(Protocol):
     def capacity(self) -> int:
         """How many tasks are worth having in flight now."""
 
+    def workers(self) -> int:
+        """How many tasks run at once now (connected workers; 1 in this process)."""
+
     def submit(self, tasks: Sequence[Task]) -> list[str]:
         """Queue the tasks; returns their keys, in order."""
 
@@ -79,6 +82,9 @@ class SerialExecutor:
         self._count = itertools.count()
 
     def capacity(self) -> int:
+        return 1
+
+    def workers(self) -> int:
         return 1
 
     def submit(self, tasks: Sequence[Task]) -> list[str]:
@@ -121,7 +127,10 @@ class DaskExecutor:
         return self.client.dashboard_link
 
     def capacity(self) -> int:
-        return self.per_worker * max(1, len(self.client.scheduler_info().get("workers", {})))
+        return self.per_worker * self.workers()
+
+    def workers(self) -> int:
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def submit(self, tasks: Sequence[Task]) -> list[str]:
         keys = []

@@ -103,23 +103,32 @@ def measure_image(job: ImageJob, fetch: str, phot: PhotometryConfig,
     return measure_fetched(job, result, phot, seconds)
 
 
-def task_fetch_options(config: RunConfig, archive: str) -> FetchOptions:
-    """The fetch options of a measuring task reading `archive`: a local mirror is read in place below its
-    root, anything else at the images' URLs."""
+def task_fetch_options(config: RunConfig, archive: str, link_sharers: int = 1) -> FetchOptions:
+    """The fetch options of a measuring task reading `archive`, `link_sharers` images sharing the link: a
+    local mirror is read in place below its root, anything else at the images' URLs."""
     location = resolve_archive(archive)
-    return config.fetch_options_for(location.file_root if location.kind == "local" else None)
+    return config.fetch_options_for(location.file_root if location.kind == "local" else None, link_sharers)
 
 
-def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive: str) -> list[dict[str, Any]]:
+def link_sharers(config: RunConfig, n_images: int, workers: int) -> int:
+    """How many images a run fetches over the link at once: each of its `workers` measures a task of up to
+    `images_per_task` images, `images_in_flight` of them fetched together; never more than its `n_images`."""
+    per_worker = min(config.fetch_options.images_in_flight, config.images_per_task)
+    return max(1, min(n_images, workers * per_worker))
+
+
+def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive: str,
+                  link_sharers: int = 1) -> list[dict[str, Any]]:
     """The task: measure a few images read from `archive` (the run's, or the mirror it staged), write one
     part per image in the run directory (each row stamped with the time it was measured: `date_added`),
     return their small summaries.
 
     Up to `images_in_flight` images are fetched at once, in threads (I/O waits release the GIL), while this
     thread measures them in order: an image's chain of dependent round trips (headers, PSF, calibration,
-    pixels) overlaps the others' and their photometry, so the link does not idle through latency."""
+    pixels) overlaps the others' and their photometry, so the link does not idle through latency.
+    `link_sharers`: the images the whole run fetches at once (`link_sharers()`), for the cost model."""
     rundir = RunDir(run_dir)
-    options = task_fetch_options(config, archive)
+    options = task_fetch_options(config, archive, link_sharers)
     cache = process_cache(disk_dir=str(rundir.path / "cache"),
                           store=open_store(options.cache_dir, options.cache_max_gb))
     phot = config.photometry_config

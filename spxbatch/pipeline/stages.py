@@ -47,7 +47,7 @@ from spxbatch.pipeline.executor import (
 )
 from spxbatch.pipeline.fingerprint import catalog_fingerprint
 from spxbatch.pipeline.jobs import ImageJob, image_jobs, use_staged_cutouts
-from spxbatch.pipeline.measure import measure_batch, unmeasured_rows
+from spxbatch.pipeline.measure import link_sharers, measure_batch, unmeasured_rows
 from spxbatch.pipeline.progress import RunProgress
 from spxbatch.pipeline.reachability import check_archive_reachable
 from spxbatch.pipeline.rundir import CATALOG_RECORD, DEFAULT_STAGES, NEEDS, STAGES, RunDir
@@ -268,9 +268,10 @@ class Pipeline:
             check_archive_reachable(executor, archive, None if local else str(first.image["url"]))
         totals = {"images": 0, "measured": 0, "bytes": 0, "requests": 0, "failed_images": 0}
         progress = RunProgress(total_images=total, dashboard=executor.dashboard_link, enabled=c.progress)
+        sharers = link_sharers(c, total, executor.workers())
 
         def task_of(batch: list[ImageJob]) -> Task:
-            return Task(measure_batch, (batch, str(self.rundir.path), c, archive),
+            return Task(measure_batch, (batch, str(self.rundir.path), c, archive, sharers),
                         key=f"measure-{int(batch[0].image['image_id'])}-{len(batch)}")
 
         def done(batch: list[ImageJob], outcome: Outcome) -> None:

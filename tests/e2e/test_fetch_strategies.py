@@ -127,6 +127,27 @@ def test_header_scan_is_cached(server, sim_archive, truth):
     assert again.bytes_read < first.bytes_read
 
 
+def test_psf_comes_with_the_pixels(server, sim_archive, truth):
+    """A range read takes the PSF HDU along in its pixels' request: no round trip of its own."""
+    relpath = sim_archive.files[2]
+    ra, dec = sources_on(truth, relpath, 4)
+    opts = FetchOptions(boxes=False, calibration=False)  # the level-2 file's requests only
+    scanned = FetchCache()
+    fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=scanned, options=opts)
+    url = plan_row(server, relpath)["url"]
+    cache = FetchCache()  # the header map known, the PSF not
+    cache.put_fitsmap(scanned.get_fitsmap(url))
+    server.clear_log()
+    result = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF, cache=cache,
+                         options=opts)
+    psf = cache.get_fitsmap(url)["PSF"]
+    assert result.error is None and result.requests == 1 and cache.psf_reads == 1
+    (entry,) = server.access_log
+    assert f"{psf.data_offset}-{psf.data_offset + psf.data_size - 1}" in entry["range"]
+    assert all(r.psf is not None and r.psf.digest == array_digest(r.psf.cube) for r, _ in result.regions)
+    check_same_as_local(result, sim_archive.root / relpath, ra.size)
+
+
 def test_auto_picks_by_cost(server, sim_archive, truth):
     relpath = sim_archive.files[0]
     image = plan_row(server, relpath)

@@ -6,7 +6,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from spxbatch.level2.wcs import sky_to_parent_pixel
+from spxbatch.level2.wcs import celestial_wcs, sky_to_parent_pixel
 
 
 def sip_header(x0: int = 0, y0: int = 0) -> fits.Header:
@@ -77,3 +77,18 @@ def test_nan_input_stays_nan_and_empty_is_empty():
     assert np.isfinite(x[0]) and np.isnan(x[1])
     x, _ = sky_to_parent_pixel(sip_header(), np.array([]), np.array([]))
     assert x.size == 0
+
+
+def test_celestial_wcs_is_built_once_per_header_and_never_shared():
+    """Box regions of one image carry one header: the WCS is parsed once and each caller gets its own copy,
+    equal to a fresh parse; another header (a cutout's shifted CRPIX) gets its own WCS."""
+    h = sip_header()
+    first, again = celestial_wcs(h), celestial_wcs(h.copy())
+    assert first is not again and first.wcs is not again.wcs
+    x, y = np.array([3.0, 1000.0, 2030.0]), np.array([5.0, 1500.0, 2000.0])
+    fresh = WCS(h, naxis=2, relax=True)
+    assert np.array_equal(again.all_pix2world(x, y, 0), fresh.all_pix2world(x, y, 0))
+    again.wcs.crpix = [1.0, 1.0]  # a caller changing its copy changes nobody else's
+    assert np.array_equal(celestial_wcs(h).wcs.crpix, first.wcs.crpix)
+    cut = celestial_wcs(sip_header(100, 200))  # a cutout: the same parent WCS, from another header
+    assert np.array_equal(cut.all_pix2world(x, y, 0), first.all_pix2world(x, y, 0))

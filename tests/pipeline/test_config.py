@@ -129,12 +129,15 @@ def test_every_fetch_option_is_reachable():
     from spxbatch.fetch.options import FetchOptions
 
     reachable = set(RunConfig().to_dict()["fetch_options"])
-    assert reachable == {f.name for f in dataclasses.fields(FetchOptions)} - {"retry", "file_root"}
+    assert reachable == {f.name for f in dataclasses.fields(FetchOptions)} - {"retry", "file_root", "link_sharers"}
     cfg = RunConfig(fetch_options={"cutout_group_px": 16, "multirange": False, "merge_gap_rows": 3},
                     retry={"concurrency": 2})
     task = cfg.fetch_options_for("/mirror/")
     assert task.cutout_group_px == 16 and not task.multirange and task.merge_gap_rows == 3
     assert task.retry is cfg.retry and task.retry.concurrency == 2 and task.file_root == "/mirror/"
+    assert task.link_sharers == 1 and cfg.fetch_options_for(None, 8).link_sharers == 8
+    with pytest.raises(ConfigError, match="link_sharers cannot be set here"):
+        RunConfig(fetch_options={"link_sharers": 3})
 
 
 def test_tables_update_entry_by_entry_across_origins(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.jobs import ImageJob, image_jobs
-from spxbatch.pipeline.measure import measure_batch, measure_image, task_fetch_options
+from spxbatch.pipeline.measure import link_sharers, measure_batch, measure_image, task_fetch_options
 from spxbatch.pipeline.rundir import RunDir
 from spxbatch.plan.catalog import read_catalog
 from spxbatch.plan.plan import make_plan
@@ -28,6 +28,16 @@ def test_fetch_options_of_a_task_follow_the_archive(sim_archive):
     local = task_fetch_options(cfg, str(sim_archive.root))
     assert local.file_root == str(sim_archive.root.resolve()) + "/" and local.retry.max_attempts == 3
     assert task_fetch_options(cfg, "http://127.0.0.1:9").file_root is None
+    assert local.link_sharers == 1 and task_fetch_options(cfg, "http://127.0.0.1:9", 6).link_sharers == 6
+
+
+def test_link_sharers_are_the_images_fetched_at_once():
+    cfg = RunConfig()  # 4 images per task, 4 in flight
+    assert link_sharers(cfg, n_images=8, workers=2) == 8
+    assert link_sharers(cfg, n_images=3, workers=2) == 3  # never more than the run's images
+    assert link_sharers(cfg, n_images=0, workers=2) == 1
+    assert link_sharers(RunConfig(images_per_task=1), n_images=100, workers=3) == 3
+    assert link_sharers(RunConfig(fetch_options={"images_in_flight": 2}), n_images=100, workers=2) == 4
 
 
 def test_every_source_is_measured_where_the_truth_says(planned, sim_archive):
