@@ -23,12 +23,12 @@ _QMAX = 2.0**38
 
 
 def _quantised(v: np.ndarray) -> np.ndarray:
-    """Fixed-point int64 image of v (non-finite -> 0, clipped to +-2^38); v is overwritten."""
-    np.nan_to_num(v, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    """Fixed-point image of v (non-finite -> 0, clipped to +-2^38) as whole numbers in float64, each exactly
+    an int64 (the summing casts them); v is overwritten and returned."""
+    v[~np.isfinite(v)] = 0.0  # as nan_to_num(nan=posinf=neginf=0), a third of its time
     np.clip(v, -_QMAX, _QMAX, out=v)
     v *= _Q
-    np.rint(v, out=v)
-    return v.astype(np.int64)
+    return np.rint(v, out=v)
 
 
 def zodi_scale(
@@ -62,16 +62,20 @@ def zodi_scale(
             with np.errstate(divide="ignore", invalid="ignore"):
                 w = np.where(q, 1.0 / b.take(variance), 0.0)
             z = np.where(q, b.take(zodi).astype(float), 0.0)
-            num[sl] = _quantised(w * b.take(image) * z).sum(axis=1) / _Q
-            den[sl] = _quantised(w * z * z).sum(axis=1) / _Q
+            num[sl] = _quantised(w * b.take(image) * z).astype(np.int64).sum(axis=1) / _Q
+            den[sl] = _quantised(w * z * z).astype(np.int64).sum(axis=1) / _Q
             nq[sl] = q.sum(axis=1)
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             w = np.where(qualifies, 1.0 / variance, 0.0)
-        z = np.where(qualifies, zodi.astype(float), 0.0)
-        num = exact_box_sums(_quantised(w * image * z), ix, iy, half) / _Q
-        den = exact_box_sums(_quantised(w * z * z), ix, iy, half) / _Q
-        nq = exact_box_sums(qualifies.astype(np.int64), ix, iy, half)
+        z = np.where(qualifies, zodi, np.float64(0.0))
+        wiz = np.multiply(w, image)
+        wiz *= z  # in place: the same products as w * image * z, two fewer image-size arrays
+        num = exact_box_sums(_quantised(wiz), ix, iy, half) / _Q
+        w *= z
+        w *= z
+        den = exact_box_sums(_quantised(w), ix, iy, half) / _Q
+        nq = exact_box_sums(qualifies, ix, iy, half)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = num / den
     ok = (nq >= min_fraction * np.maximum(n_in_frame, 1)) & np.isfinite(s) & (s > min_scale) & (s <= max_scale)
