@@ -23,12 +23,12 @@ _QMAX = 2.0**38
 
 
 def _quantised(v: np.ndarray) -> np.ndarray:
-    """Fixed-point image of v (non-finite -> 0, clipped to +-2^38) as whole numbers in float64, each exactly
-    an int64 (the summing casts them); v is overwritten and returned."""
+    """Fixed-point int64 image of v (non-finite -> 0, clipped to +-2^38); v is overwritten."""
     v[~np.isfinite(v)] = 0.0  # as nan_to_num(nan=posinf=neginf=0), a third of its time
     np.clip(v, -_QMAX, _QMAX, out=v)
     v *= _Q
-    return np.rint(v, out=v)
+    np.rint(v, out=v)
+    return v.astype(np.int64)
 
 
 def zodi_scale(
@@ -62,8 +62,8 @@ def zodi_scale(
             with np.errstate(divide="ignore", invalid="ignore"):
                 w = np.where(q, 1.0 / b.take(variance), 0.0)
             z = np.where(q, b.take(zodi).astype(float), 0.0)
-            num[sl] = _quantised(w * b.take(image) * z).astype(np.int64).sum(axis=1) / _Q
-            den[sl] = _quantised(w * z * z).astype(np.int64).sum(axis=1) / _Q
+            num[sl] = _quantised(w * b.take(image) * z).sum(axis=1) / _Q
+            den[sl] = _quantised(w * z * z).sum(axis=1) / _Q
             nq[sl] = q.sum(axis=1)
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
