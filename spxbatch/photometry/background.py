@@ -45,6 +45,9 @@ def clipped_stats(
     d[~finite] = np.inf
     fin = np.where(np.isfinite(d), d, 0.0)
     fin2 = fin * fin
+    # the kept-range masks of every call share these buffers (fresh arrays this size cost their page faults)
+    inside, below = np.empty(d.shape, dtype=bool), np.empty(d.shape, dtype=bool)
+    keep_buf = np.empty(d.shape)
 
     def stats(r: np.ndarray | slice, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                           np.ndarray]:
@@ -57,7 +60,11 @@ def clipped_stats(
         i1 = np.clip(lo + (nn - 1) // 2, 0, m - 1)
         i2 = np.clip(lo + nn // 2, 0, m - 1)
         med = 0.5 * (dr[k, i1] + dr[k, i2])
-        keep = ((cols >= lo[:, None]) & (cols < hi[:, None])).astype(float)
+        keep = keep_buf[: k.size]
+        np.greater_equal(cols, lo[:, None], out=inside[: k.size])
+        np.less(cols, hi[:, None], out=below[: k.size])
+        np.logical_and(inside[: k.size], below[: k.size], out=inside[: k.size])
+        np.copyto(keep, inside[: k.size])
         mean = np.einsum("ij,ij->i", fin[r], keep) / nn  # masked sums: ~10x faster than row-wise cumsum
         var = np.maximum(np.einsum("ij,ij->i", fin2[r], keep) / nn - mean**2, 0.0)
         return med, mean, np.sqrt(var), n
