@@ -5,7 +5,9 @@ to two baselines on the same image and positions: plain sep.sum_circle (exact ov
 sep.sum_circle with its (mean) annulus. One process, one thread: SEP holds the GIL, the pipeline scales
 with processes. CPU time is the figure to compare on a shared machine.
 
-    python benchmarks/photometry_speed.py [--repeats 3] [--sizes 1000,10000,100000]
+    python benchmarks/photometry_speed.py [--repeats 3] [--sizes 1000,10000,100000] [--photometry both]
+
+`--photometry` is the config's: 'both' (the default: aperture and PSF fits), 'aperture' (aperture only).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--methods", default="annulus,window,global,none")
+    ap.add_argument("--photometry", default="both", choices=["both", "aperture", "psf"])
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     methods = args.methods.split(",")
@@ -70,11 +73,11 @@ def main() -> None:
                   args.repeats)
         rows.append((n, "sep.sum_circle + bkgann", t))
         for method in methods:
-            cfg = PhotometryConfig(background=method)
+            cfg = PhotometryConfig(background=method, photometry=args.photometry)
             t = timed(lambda n=n, cfg=cfg: measure_region(region, ra[:n], dec[:n], cfg), args.repeats)
-            rows.append((n, f"measure_region {method}", t))
+            rows.append((n, f"measure_region {method} ({args.photometry})", t))
         for n_, name, (w, c) in rows[-(2 + len(methods)):]:
-            print(f"{n_:>8d}  {name:<28s} wall {w:9.4f} s  cpu {c:9.4f} s  {n_ / c:12,.0f} meas/s/core")
+            print(f"{n_:>8d}  {name:<36s} wall {w:9.4f} s  cpu {c:9.4f} s  {n_ / c:12,.0f} meas/s/core")
     print()
     print("| sources | method | wall s (median) | CPU s (median) | measurements/s/core (CPU) |")
     print("|---:|---|---:|---:|---:|")

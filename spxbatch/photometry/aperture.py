@@ -19,7 +19,7 @@ from spxbatch.level2.region import PSFCube
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.gather import Boxes, chunks_of, ring_size
 from spxbatch.photometry.masks import Pixels
-from spxbatch.photometry.overlap import circle_pixel_overlap
+from spxbatch.photometry.overlap import grid_overlaps
 from spxbatch.photometry.positions import LocalPixels
 from spxbatch.photometry.psf import AnyPSFModel, psf_model_for
 from spxbatch.photometry.psf_measure import psf_neighbourhood
@@ -146,8 +146,10 @@ def _pixel_weights(b: Boxes, at: LocalPixels, radius: np.ndarray, sl: slice) -> 
     w = pin.astype(float)
     edge = pin & ((adx + 0.5) ** 2 + (ady + 0.5) ** 2 > r2)
     er, ec = np.nonzero(edge)
-    rows = er + sl.start
-    w[edge] = circle_pixel_overlap((ix[rows] - xl[rows]) + b.ox[ec], (iy[rows] - yl[rows]) + b.oy[ec], radius[rows])
+    h = int(max(np.abs(b.ox).max(), np.abs(b.oy).max())) if b.ox.size else 0
+    off = np.arange(-h, h + 1)
+    w[er, ec] = grid_overlaps((ix[sl] - xl[sl])[:, None] + off[None, :], (iy[sl] - yl[sl])[:, None] + off[None, :],
+                              radius[sl], er, b.ox[ec] + h, b.oy[ec] + h)
     return pin, w
 
 

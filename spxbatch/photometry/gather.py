@@ -99,14 +99,17 @@ def ring_size(r_hi: float) -> int:
 
 
 def exact_box_sums(values: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int) -> np.ndarray:
-    """Sum of the integer image `values` over the box of half-size `half` around each (ix, iy), clipped
-    to the image, through an int64 summed-area table: exact (wrap-around cancels in the differences), so
-    the result depends only on the box's pixels, never on the region around them."""
+    """Sum of the integer (or boolean) image `values` over the box of half-size `half` around each (ix, iy),
+    clipped to the image, through an int64 summed-area table: exact (wrap-around cancels in the
+    differences), so the result depends only on the box's pixels, never on the region around them."""
     ny, nx = values.shape
     sat = np.zeros((ny + 1, nx + 1), dtype=np.int64)
     with np.errstate(over="ignore"):
-        # column sums first, then rows through the transpose (cumsum along a contiguous axis is slow)
-        np.cumsum(np.cumsum(values.astype(np.int64), axis=0).T, axis=0, out=sat.T[1:, 1:])
+        # prefix sums along each (contiguous) row, then row after row down the columns: ~4x faster than
+        # numpy's cumsum along axis 0
+        np.cumsum(values.astype(np.int64, copy=False), axis=1, out=sat[1:, 1:])
+        for row in range(1, ny + 1):
+            np.add(sat[row], sat[row - 1], out=sat[row])
         x0 = np.clip(ix - half, 0, nx)
         x1 = np.clip(ix + half + 1, 0, nx)
         y0 = np.clip(iy - half, 0, ny)

@@ -24,7 +24,7 @@ _QMAX = 2.0**38
 
 def _quantised(v: np.ndarray) -> np.ndarray:
     """Fixed-point int64 image of v (non-finite -> 0, clipped to +-2^38); v is overwritten."""
-    np.nan_to_num(v, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    v[~np.isfinite(v)] = 0.0  # as nan_to_num(nan=posinf=neginf=0), a third of its time
     np.clip(v, -_QMAX, _QMAX, out=v)
     v *= _Q
     np.rint(v, out=v)
@@ -68,10 +68,14 @@ def zodi_scale(
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             w = np.where(qualifies, 1.0 / variance, 0.0)
-        z = np.where(qualifies, zodi.astype(float), 0.0)
-        num = exact_box_sums(_quantised(w * image * z), ix, iy, half) / _Q
-        den = exact_box_sums(_quantised(w * z * z), ix, iy, half) / _Q
-        nq = exact_box_sums(qualifies.astype(np.int64), ix, iy, half)
+        z = np.where(qualifies, zodi, np.float64(0.0))
+        wiz = np.multiply(w, image)
+        wiz *= z  # in place: the same products as w * image * z, two fewer image-size arrays
+        num = exact_box_sums(_quantised(wiz), ix, iy, half) / _Q
+        w *= z
+        w *= z
+        den = exact_box_sums(_quantised(w), ix, iy, half) / _Q
+        nq = exact_box_sums(qualifies, ix, iy, half)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = num / den
     ok = (nq >= min_fraction * np.maximum(n_in_frame, 1)) & np.isfinite(s) & (s > min_scale) & (s <= max_scale)
