@@ -5,8 +5,8 @@ sep (and photutils) replace by sum(w var), overestimating the error by ~9% for a
 
 The area is four signed quadrant integrals, one per pixel corner. Their terms that depend on a corner's x
 only (or y only) are shared by a whole column (row) of a source's pixels, so `grid_overlaps` computes them
-once per source and column (row) and only the rest per pixel: the same operations on the same numbers,
-so the same bits as `circle_pixel_overlap`, in half the time.
+once per source and column (row) and only the rest per pixel: the same operations on the same numbers as
+the per-pixel formula, so the same bits, in half the time.
 """
 
 from __future__ import annotations
@@ -60,13 +60,3 @@ def grid_overlaps(dx: np.ndarray, dy: np.ndarray, r: np.ndarray, rows: np.ndarra
 
     area = corner(x1, y1) - corner(x0, y1) - corner(x1, y0) + corner(x0, y0)
     return np.clip(area, 0.0, 1.0)  # rounding: -3e-17 for a pixel the circle just misses
-
-
-def circle_pixel_overlap(dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Area of the unit pixel centred at (dx, dy) (relative to the circle's centre) inside radius r (arrays
-    of one shape)."""
-    dx, dy, r = np.broadcast_arrays(np.asarray(dx, dtype=float), np.asarray(dy, dtype=float),
-                                    np.asarray(r, dtype=float))
-    k = np.arange(dx.size)
-    zero = np.zeros(dx.size, dtype=np.int64)
-    return grid_overlaps(dx.reshape(-1, 1), dy.reshape(-1, 1), r.reshape(-1), k, zero, zero).reshape(dx.shape)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sep
+from overlap_reference import pixel_overlap
 
 from spxbatch.level2.constants import FLAG_BITS
 from spxbatch.photometry.aperture import (
@@ -21,7 +22,6 @@ from spxbatch.photometry.aperture import (
 )
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.masks import flag_bits, region_pixels
-from spxbatch.photometry.overlap import circle_pixel_overlap
 from spxbatch.photometry.positions import local_pixels
 from spxbatch.photometry.psf import PSFModel, psf_model_for
 from spxbatch.sim.regions import make_region, psf_cube
@@ -61,7 +61,7 @@ def _footprint_oracle(pix, x, y, r, power):
     masked pixel within 1e-5 px of touching: the engine classifies touching in float32)."""
     ny, nx = pix.image.shape
     yy, xx = np.mgrid[0:ny, 0:nx]
-    w = circle_pixel_overlap(xx - x, yy - y, np.full((ny, nx), r))
+    w = pixel_overlap(xx - x, yy - y, np.full((ny, nx), r))
     wu = np.where(pix.bad, 0.0, w)
     near = np.hypot(np.maximum(np.abs(xx - x) - 0.5, 0), np.maximum(np.abs(yy - y) - 0.5, 0))
     touched = near < r

@@ -5,6 +5,7 @@ plain per-corner formula, bit for bit."""
 from __future__ import annotations
 
 import numpy as np
+from overlap_reference import pixel_overlap
 
 from spxbatch.level2.constants import FLAG_BITS
 from spxbatch.photometry.config import PhotometryConfig
@@ -50,25 +51,6 @@ def test_zodi_scale_dense_and_sparse_equal_a_per_source_loop():
     np.testing.assert_array_equal(sparse.scale, dense.scale[:2])  # the same integers: the same bits
 
 
-def _g(a, r):
-    return 0.5 * (a * np.sqrt(np.maximum(r * r - a * a, 0.0)) + r * r * np.arcsin(np.clip(a / r, -1.0, 1.0)))
-
-
-def _quadrant(x, y, r):
-    sx, sy = np.sign(x), np.sign(y)
-    x = np.minimum(np.abs(x), r)
-    y = np.minimum(np.abs(y), r)
-    a = np.minimum(x, np.sqrt(np.maximum(r * r - y * y, 0.0)))
-    return sx * sy * (y * a + _g(x, r) - _g(a, r))
-
-
-def _reference_overlap(dx, dy, r):
-    """The circle-pixel overlap corner by corner, every term computed per pixel."""
-    x0, x1, y0, y1 = dx - 0.5, dx + 0.5, dy - 0.5, dy + 0.5
-    area = _quadrant(x1, y1, r) - _quadrant(x0, y1, r) - _quadrant(x1, y0, r) + _quadrant(x0, y0, r)
-    return np.clip(area, 0.0, 1.0)
-
-
 def test_grid_overlaps_equal_the_per_pixel_formula_bit_for_bit():
     rng = np.random.default_rng(4)
     n, h = 50, 6
@@ -77,6 +59,6 @@ def test_grid_overlaps_equal_the_per_pixel_formula_bit_for_bit():
     r = rng.uniform(0.3, 5.5, n)
     rows, cols, lines = (a.ravel() for a in np.meshgrid(np.arange(n), off + h, off + h, indexing="ij"))
     got = grid_overlaps(cx[:, None] + off[None, :], cy[:, None] + off[None, :], r, rows, cols, lines)
-    want = _reference_overlap(cx[rows] + off[cols], cy[rows] + off[lines], r[rows])
+    want = pixel_overlap(cx[rows] + off[cols], cy[rows] + off[lines], r[rows])
     np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(np.bincount(rows, weights=got), np.pi * r * r, rtol=1e-12)
