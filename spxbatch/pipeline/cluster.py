@@ -135,8 +135,10 @@ def local_cluster(n_workers: int) -> LocalCluster:
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         get_mp_context()  # distributed sets its own preload list once; ours replaces it before the server starts
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+        # the fork server keeps the environment it started with: each worker gets this process's as it is now
+        # (credentials, an S3 endpoint or a cache directory set since), as a spawned worker would
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                            host="127.0.0.1")
+                            host="127.0.0.1", env=dict(os.environ))
 
 
 def _connect(address: str) -> Client:

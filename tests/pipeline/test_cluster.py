@@ -59,3 +59,20 @@ def test_a_scheduler_that_is_not_there_is_one_sentence():
             pytest.raises(ConfigError, match=f"cannot connect to the Dask scheduler {address}"), \
             dask_client(ClusterConfig(scheduler=address)):
         pass
+
+
+def test_local_workers_see_the_environment_as_it_is_when_the_cluster_starts(monkeypatch):
+    """Workers forked from the fork server (started by an earlier cluster) still get this process's current
+    environment: an S3 endpoint or credentials set after the first cluster reach the second one's workers."""
+    from distributed import Client
+
+    from spxbatch.pipeline.cluster import local_cluster
+
+    def workers_value(name: str) -> str | None:  # read in the worker (a bound os.environ.get would carry ours)
+        return __import__("os").environ.get(name)
+
+    with local_cluster(1) as first, Client(first) as client:
+        assert client.submit(workers_value, "SPXBATCH_TEST_LATE_VARIABLE").result() is None
+    monkeypatch.setenv("SPXBATCH_TEST_LATE_VARIABLE", "set after the first cluster")
+    with local_cluster(1) as second, Client(second) as client:
+        assert client.submit(workers_value, "SPXBATCH_TEST_LATE_VARIABLE").result() == "set after the first cluster"
