@@ -166,8 +166,9 @@ def _psf_in_boxes(tiles: np.ndarray, members: np.ndarray, mx: np.ndarray, my: np
                   half: int) -> np.ndarray:
     """Each member's PSF tile over every member's box (G, k source, k box, B), 0 off its tile.
 
-    One gather from the tiles zero-padded by a box plus one pixel: a box whose offset from a source is
-    clipped to just past the tile's reach reads only the padding, so no pixel needs a test of its own."""
+    One gather of box-sized windows (a view) of the tiles zero-padded by a box plus one pixel: a box whose
+    offset from a source is clipped to just past the tile's reach reads only the padding, so no pixel needs
+    a test of its own."""
     g, k = members.shape
     t = tiles.shape[1]
     mh, pad = (t - 1) // 2, 2 * half + 1
@@ -178,7 +179,6 @@ def _psf_in_boxes(tiles: np.ndarray, members: np.ndarray, mx: np.ndarray, my: np
     # corner of box i's window in source j's padded tile (G, j, i)
     cx = np.clip(mx[:, None, :] - mx[:, :, None], -reach, reach) + mh + pad - half
     cy = np.clip(my[:, None, :] - my[:, :, None], -reach, reach) + mh + pad - half
-    corner = (np.arange(g * k).reshape(g, k, 1) * width + cy) * width + cx
-    steps = np.arange(2 * half + 1)
-    window = (steps[:, None] * width + steps).ravel()
-    return padded.ravel()[corner[..., None] + window]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (2 * half + 1, 2 * half + 1), axis=(1, 2))
+    source = np.arange(g * k).reshape(g, k, 1)
+    return windows[source, cy, cx].reshape(g, k, k, -1)
