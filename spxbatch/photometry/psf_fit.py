@@ -124,19 +124,20 @@ def _fit_batch(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarra
         usable = inside & ~bd & (v > 0) & np.isfinite(v) & np.isfinite(d)
     ivar = np.where(usable, 1.0 / np.where(usable, v, 1.0), 0.0)
     d0 = np.where(usable, d, 0.0)
-    design = np.empty((g, k + 1, k, off.size**2))
-    psf = design[:, :k]  # (G, k source j, k box i, B): source j's PSF at pixel b of box i
-    psf[...] = _psf_in_boxes(tiles, members, mx, my, half)
-    design[:, k] = 1.0
-    design = design.reshape(g, k + 1, -1)
+    psf = _psf_in_boxes(tiles, members, mx, my, half)  # (G, k source j, k box i, B)
+    design = psf.reshape(g, k, -1)  # the PSF columns of the design; the background's is all ones
     rx, ry = mx[:, :, None] - mx[:, None, :], my[:, :, None] - my[:, None, :]  # (G, box i, box j)
     near_x, near_y = ((np.abs(r[..., None] + off) <= half).astype(float) for r in (rx, ry))  # (G, i, j, 2h+1)
     # boxes holding each listed pixel: a box is a product of row and column ranges (exact small integers)
     copies = (near_y.transpose(0, 1, 3, 2) @ near_x).reshape(g, k, -1)
     w = (ivar / copies).reshape(g, -1)
+    wd = w * d0.reshape(g, -1)
     weighted = design * w[:, None, :]
-    normal = weighted @ design.transpose(0, 2, 1)  # (G, k+1, k+1): one matrix product per group
-    rhs = (weighted @ d0.reshape(g, -1, 1))[:, :, 0]
+    normal = np.empty((g, k + 1, k + 1))  # one matrix product per group, the background's row and column
+    normal[:, :k, :k] = weighted @ design.transpose(0, 2, 1)
+    normal[:, :k, k] = normal[:, k, :k] = weighted.sum(axis=2)
+    normal[:, k, k] = w.sum(axis=1)
+    rhs = np.concatenate([(design @ wd[:, :, None])[:, :, 0], wd.sum(axis=1)[:, None]], axis=1)
     npix = np.rint((usable / copies).reshape(g, -1).sum(axis=1))  # usable pixels of the union
     diag = np.einsum("gii->gi", normal)
     failed = np.any(diag <= 0, axis=1) | (npix <= k + 1)
@@ -147,7 +148,7 @@ def _fit_batch(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarra
     cov = np.linalg.inv(normal)
     coef = (cov @ rhs[:, :, None])[:, :, 0]
     flux, err = coef[:, :k], np.sqrt(np.einsum("gii->gi", cov)[:, :k])
-    model = (coef[:, None, :] @ design).reshape(d0.shape)
+    model = ((coef[:, None, :k] @ design)[:, 0] + coef[:, k:]).reshape(d0.shape)
     resid2 = ivar * (d0 - model) ** 2  # (G, k, B): over each member's own box
     n_own = usable.sum(axis=2)
     dof = n_own * ((npix - (k + 1)) / np.maximum(npix, 1))[:, None]
