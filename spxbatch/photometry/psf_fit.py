@@ -112,7 +112,6 @@ def _fit_batch(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarra
     the group alone decides."""
     g, k = members.shape
     ny, nx = data.shape
-    mh = (tiles.shape[1] - 1) // 2
     off = np.arange(-half, half + 1)
     oy, ox = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
     mx, my = ix[members], iy[members]
@@ -125,17 +124,20 @@ def _fit_batch(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarra
         usable = inside & ~bd & (v > 0) & np.isfinite(v) & np.isfinite(d)
     ivar = np.where(usable, 1.0 / np.where(usable, v, 1.0), 0.0)
     d0 = np.where(usable, d, 0.0)
-    dx = px[:, :, None, :] - mx[:, None, :, None]  # (G, k box, k source, B)
-    dy = py[:, :, None, :] - my[:, None, :, None]
-    copies = ((np.abs(dx) <= half) & (np.abs(dy) <= half)).sum(axis=2)  # boxes holding each listed pixel
-    in_tile = (np.abs(dx) <= mh) & (np.abs(dy) <= mh)
-    psf = np.where(in_tile, tiles[members[:, None, :, None], np.clip(dy + mh, 0, 2 * mh),
-                                  np.clip(dx + mh, 0, 2 * mh)], 0.0)  # (G, k box, k source, B)
-    design = np.concatenate([psf, np.ones((g, k, 1, off.size**2))], axis=2).transpose(0, 2, 1, 3).reshape(g, k + 1, -1)
+    psf = _psf_in_boxes(tiles, members, mx, my, half)  # (G, k source j, k box i, B)
+    design = psf.reshape(g, k, -1)  # the PSF columns of the design; the background's is all ones
+    rx, ry = mx[:, :, None] - mx[:, None, :], my[:, :, None] - my[:, None, :]  # (G, box i, box j)
+    near_x, near_y = ((np.abs(r[..., None] + off) <= half).astype(float) for r in (rx, ry))  # (G, i, j, 2h+1)
+    # boxes holding each listed pixel: a box is a product of row and column ranges (exact small integers)
+    copies = (near_y.transpose(0, 1, 3, 2) @ near_x).reshape(g, k, -1)
     w = (ivar / copies).reshape(g, -1)
+    wd = w * d0.reshape(g, -1)
     weighted = design * w[:, None, :]
-    normal = (weighted[:, :, None, :] * design[:, None, :, :]).sum(axis=3)
-    rhs = (weighted * d0.reshape(g, 1, -1)).sum(axis=2)
+    normal = np.empty((g, k + 1, k + 1))  # one matrix product per group, the background's row and column
+    normal[:, :k, :k] = weighted @ design.transpose(0, 2, 1)
+    normal[:, :k, k] = normal[:, k, :k] = weighted.sum(axis=2)
+    normal[:, k, k] = w.sum(axis=1)
+    rhs = np.concatenate([(design @ wd[:, :, None])[:, :, 0], wd.sum(axis=1)[:, None]], axis=1)
     npix = np.rint((usable / copies).reshape(g, -1).sum(axis=1))  # usable pixels of the union
     diag = np.einsum("gii->gi", normal)
     failed = np.any(diag <= 0, axis=1) | (npix <= k + 1)
@@ -144,18 +146,40 @@ def _fit_batch(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarra
     failed |= eig[:, 0] < MIN_EIGEN_RATIO * eig[:, -1]
     normal[failed] = np.eye(k + 1)
     cov = np.linalg.inv(normal)
-    coef = (cov * rhs[:, None, :]).sum(axis=2)
+    coef = (cov @ rhs[:, :, None])[:, :, 0]
     flux, err = coef[:, :k], np.sqrt(np.einsum("gii->gi", cov)[:, :k])
-    model = (coef[:, :, None] * design).sum(axis=1).reshape(d0.shape)
+    model = ((coef[:, None, :k] @ design)[:, 0] + coef[:, k:]).reshape(d0.shape)
     resid2 = ivar * (d0 - model) ** 2  # (G, k, B): over each member's own box
     n_own = usable.sum(axis=2)
     dof = n_own * ((npix - (k + 1)) / np.maximum(npix, 1))[:, None]
-    own = np.einsum("giib->gib", psf)
+    own = np.einsum("giib->gib", psf)  # each source's PSF in its own box
     with np.errstate(invalid="ignore", divide="ignore"):
         chi2 = resid2.sum(axis=2) / dof
-        light = psf.sum(axis=3) * np.abs(flux)[:, None, :]  # (G, box i, source j)
+        light = psf.sum(axis=3).transpose(0, 2, 1) * np.abs(flux)[:, None, :]  # (G, box i, source j)
         blend = 1.0 - np.einsum("gii->gi", light) / light.sum(axis=2)
         unmasked = (own * usable).sum(axis=2) / own.sum(axis=2)
     bad_fit = np.repeat(failed[:, None], k, axis=1)
     return (np.where(bad_fit, np.nan, flux), np.where(bad_fit, np.nan, err), np.where(bad_fit, np.nan, chi2),
             np.where(bad_fit, np.nan, blend), unmasked, bad_fit)
+
+
+def _psf_in_boxes(tiles: np.ndarray, members: np.ndarray, mx: np.ndarray, my: np.ndarray,
+                  half: int) -> np.ndarray:
+    """Each member's PSF tile over every member's box (G, k source, k box, B), 0 off its tile.
+
+    One gather of box-sized windows (a view) of the tiles zero-padded by a box plus one pixel: a box whose
+    offset from a source is clipped to just past the tile's reach reads only the padding, so no pixel needs
+    a test of its own."""
+    g, k = members.shape
+    t = tiles.shape[1]
+    mh, pad = (t - 1) // 2, 2 * half + 1
+    width = t + 2 * pad
+    padded = np.zeros((g * k, width, width))
+    padded[:, pad:pad + t, pad:pad + t] = tiles[members.ravel()]
+    reach = half + mh + 1
+    # corner of box i's window in source j's padded tile (G, j, i)
+    cx = np.clip(mx[:, None, :] - mx[:, :, None], -reach, reach) + mh + pad - half
+    cy = np.clip(my[:, None, :] - my[:, :, None], -reach, reach) + mh + pad - half
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (2 * half + 1, 2 * half + 1), axis=(1, 2))
+    source = np.arange(g * k).reshape(g, k, 1)
+    return windows[source, cy, cx].reshape(g, k, k, -1)

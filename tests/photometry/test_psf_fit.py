@@ -152,3 +152,58 @@ def test_a_group_too_large_is_fitted_source_by_source_with_its_neighbours():
     np.testing.assert_allclose(joint.flux, flux, rtol=1e-10)
     assert local.local.all() and list(local.group_size) == [2, 3, 3, 3, 3, 3, 3, 2]
     assert np.all(np.abs(local.flux / flux - 1) < 2e-3) and not np.allclose(local.flux, flux, rtol=1e-6)
+
+
+def reference_fit(img, var, bad, ix, iy, tiles, members):
+    """A group's (flux, flux_err) the plain way: the design matrix row by row over the union of its members'
+    boxes (usable pixels only), the PSF columns plus a constant, solved by weighted least squares."""
+    pixels = sorted({(py, px) for i in members for py in range(iy[i] - HALF, iy[i] + HALF + 1)
+                     for px in range(ix[i] - HALF, ix[i] + HALF + 1)
+                     if 0 <= py < img.shape[0] and 0 <= px < img.shape[1] and not bad[py, px]})
+    design = np.zeros((len(pixels), len(members) + 1))
+    for r, (py, px) in enumerate(pixels):
+        for c, j in enumerate(members):
+            ty, tx = py - iy[j] + MH, px - ix[j] + MH
+            if 0 <= ty <= 2 * MH and 0 <= tx <= 2 * MH:
+                design[r, c] = tiles[j, ty, tx]
+        design[r, -1] = 1.0
+    w = np.array([1 / var[p] for p in pixels])
+    data = np.array([img[p] for p in pixels])
+    cov = np.linalg.inv(design.T @ (w[:, None] * design))
+    coef = cov @ (design.T @ (w * data))
+    return coef[:-1], np.sqrt(np.diag(cov))[:-1]
+
+
+def test_joint_and_local_fits_match_a_plain_per_group_least_squares():
+    """Blended groups of 2-5 (one clipped by the frame's edge), noisy data, uneven variance and masked
+    pixels: every joint fit, and every local fit of a group too large, is the plain least-squares solution
+    over its group's pixels."""
+    rng = np.random.default_rng(7)
+    centres = np.array([[20.0, 20.0], [60.0, 25.0], [30.0, 70.0], [75.0, 75.0], [1.5, 50.0]])
+    members = [2, 3, 4, 5, 2]
+    x = np.concatenate([c[0] + rng.uniform(-4, 4, m) for c, m in zip(centres, members, strict=True)])
+    y = np.concatenate([c[1] + rng.uniform(-4, 4, m) for c, m in zip(centres, members, strict=True)])
+    keep = (x > 0.5) & (y > 0.5)
+    x, y = x[keep], y[keep]
+    flux = rng.uniform(5, 80, x.size)
+    img, ix, iy, tiles = render((120, 120), np.clip(x, MH, None), y, flux)
+    ix, iy = np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int)
+    tiles = gaussian_tiles(x - ix, y - iy)
+    img = img + rng.standard_normal(img.shape)
+    var = rng.uniform(0.5, 2.0, img.shape)
+    bad = rng.random(img.shape) < 0.05
+    labels = psf_groups(ix, iy, HALF + MH)
+    sizes = np.bincount(labels)
+    assert sorted(sizes) == sorted(members) and ix.min() < HALF  # the groups meant, one at the edge
+    for max_group in (25, 3):
+        fit = fit_psf(img, var, bad, ix, iy, tiles, labels, HALF, HALF + MH, max_group)
+        assert not fit.failed.any()
+        for i in range(ix.size):
+            near = np.flatnonzero(np.maximum(np.abs(ix - ix[i]), np.abs(iy - iy[i])) <= HALF + MH)
+            group = (np.flatnonzero(labels == labels[i]) if sizes[labels[i]] <= max_group
+                     else np.concatenate([[i], near[near != i]]))
+            ref_flux, ref_err = reference_fit(img, var, bad, ix, iy, tiles, group)
+            at = list(group).index(i)
+            assert fit.flux[i] == pytest.approx(ref_flux[at], rel=1e-10, abs=1e-10 * ref_err[at])
+            assert fit.flux_err[i] == pytest.approx(ref_err[at], rel=1e-10)
+            assert fit.group_size[i] == group.size and fit.local[i] == (sizes[labels[i]] > max_group)
