@@ -3,9 +3,11 @@
 `scan_fits` reads the file's head and tail, then, once the first image HDU's data size is known, guesses
 where the following headers lie (equal-sized planes with similar headers follow each other in a Level-2
 file) and reads windows at all those places in one concurrent round; it reads further only when a guess
-missed or a header is longer than its window. The result, a `FitsMap`, gives each HDU's header and the
-byte span of its data, and keeps the data of small HDUs (WCS-WAVE) that came along for free and the tile
-tables of compressed images (R7's FLAGS), which place each image row's bytes in the heap.
+missed or a header is longer than its window. A file like one scanned before (same layout and band) is
+read in one round: the spans the earlier scan needed (`header_spans`) go out with the head and tail, and
+the parse checks every header, reading on only where the hint fell short. The result, a `FitsMap`, gives
+each HDU's header and the byte span of its data, and keeps the data of small HDUs (WCS-WAVE) that came along
+for free and the tile tables of compressed images (R7's FLAGS), which place each image row's bytes in the heap.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ HEAD_BYTES = 16 * BLOCK
 TAIL_BYTES = 8 * BLOCK
 WINDOW_BYTES = 6 * BLOCK
 LAST_WINDOW_BYTES = 20 * BLOCK
+#: How far the headers behind a compressed image may have moved in a file like the hint's (`header_spans`).
+HINT_SLACK = 3 * BLOCK
 #: How many following headers to guess at once.
 SPECULATE = 4
 #: HDUs whose data is at most this big keep their bytes in the map when the scan read them.
@@ -206,12 +210,18 @@ def _end_card(block: bytes) -> int | None:
     return None
 
 
-def scan_fits(read: RangeReader, size: int, url: str = "") -> FitsMap:
-    """Parse every header of a FITS file of `size` bytes through `read`, in as few rounds as it can."""
+def scan_fits(read: RangeReader, size: int, url: str = "", hint: Sequence[tuple[int, int]] = ()) -> FitsMap:
+    """Parse every header of a FITS file of `size` bytes through `read`, in as few rounds as it can.
+
+    `hint`: byte spans read in the first round besides the head and tail, e.g. the `header_spans` of an
+    earlier file of the same layout: when they cover every header, the scan is one round trip. Whatever
+    the hint misses is read as without one (the headers are parsed from the bytes, never assumed), so a
+    wrong hint costs bytes and at most the rounds a scan takes anyway."""
     chunks = _Chunks()
     first = [(0, min(HEAD_BYTES, size))]
     if size > HEAD_BYTES:
         first.append((max(HEAD_BYTES, size - TAIL_BYTES), size))
+    first = merged_spans([*first, *((s, min(e, size)) for s, e in hint if s < min(e, size))])
     chunks.add(first, read(first))
 
     hdus: list[HDUEntry] = []
@@ -236,6 +246,32 @@ def scan_fits(read: RangeReader, size: int, url: str = "") -> FitsMap:
             if blob is not None:
                 fmap.small[h.index] = blob
     return fmap
+
+
+def header_spans(fmap: FitsMap) -> list[tuple[int, int]]:
+    """The byte spans a scan of `fmap`'s file needed (every header and one block more for a slightly longer
+    one, the small HDUs' data, the compressed images' tile tables), merged: the `hint` that lets
+    `scan_fits` read a file of the same layout in one round trip. Headers behind a compressed image move
+    with its heap's size (R7's FLAGS: a block or two from file to file): their spans are HINT_SLACK wider."""
+    spans = []
+    slack = 0
+    for h in fmap.hdus:
+        spans.append((max(0, h.header_offset - slack), h.data_offset + BLOCK + slack))
+        slack = HINT_SLACK if h.compressed else slack
+    spans += [(h.data_offset, h.data_offset + h.data_size) for h in fmap.hdus if h.index in fmap.small]
+    spans += [(h.data_offset, h.data_offset + h.table_size) for h in fmap.hdus if h.index in fmap.tiles]
+    return merged_spans([(s, min(e, fmap.size)) for s, e in spans])
+
+
+def merged_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte spans sorted, with overlapping or touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _tile_table(read: RangeReader, chunks: _Chunks, entry: HDUEntry, size: int, hdus: list[HDUEntry]) -> bytes:
