@@ -186,10 +186,18 @@ class FitsMap:
 
 
 class _Chunks:
-    """Byte ranges read so far; `get` answers from any one chunk that covers the request."""
+    """Byte ranges read so far; `get` answers from any one chunk that covers the request. `pending` ranges
+    go out with the next `fetch` (the tail, when the head came on its own)."""
 
     def __init__(self):
         self._chunks: list[tuple[int, bytes]] = []
+        self.pending: list[tuple[int, int]] = []
+
+    def fetch(self, read: RangeReader, ranges: Sequence[tuple[int, int]]) -> None:
+        """Read `ranges` and the pending ones in one round."""
+        ranges = merged_spans([*ranges, *self.pending])
+        self.pending = []
+        self.add(ranges, read(ranges))
 
     def add(self, ranges: Sequence[tuple[int, int]], blobs: Sequence[bytes]) -> None:
         for (start, _), blob in zip(ranges, blobs, strict=True):
@@ -210,19 +218,25 @@ def _end_card(block: bytes) -> int | None:
     return None
 
 
-def scan_fits(read: RangeReader, size: int, url: str = "", hint: Sequence[tuple[int, int]] = ()) -> FitsMap:
+def scan_fits(read: RangeReader, size: int, url: str = "", hint: Sequence[tuple[int, int]] = (),
+              head: bytes = b"") -> FitsMap:
     """Parse every header of a FITS file of `size` bytes through `read`, in as few rounds as it can.
 
     `hint`: byte spans read in the first round besides the head and tail, e.g. the `header_spans` of an
     earlier file of the same layout: when they cover every header, the scan is one round trip. Whatever
     the hint misses is read as without one (the headers are parsed from the bytes, never assumed), so a
-    wrong hint costs bytes and at most the rounds a scan takes anyway."""
+    wrong hint costs bytes and at most the rounds a scan takes anyway. `head`: the file's first bytes when
+    they are in hand (the GET that told the size): the tail then goes out with the next round needed."""
     chunks = _Chunks()
-    first = [(0, min(HEAD_BYTES, size))]
-    if size > HEAD_BYTES:
-        first.append((max(HEAD_BYTES, size - TAIL_BYTES), size))
-    first = merged_spans([*first, *((s, min(e, size)) for s, e in hint if s < min(e, size))])
-    chunks.add(first, read(first))
+    tail = [(max(HEAD_BYTES, size - TAIL_BYTES), size)] if size > HEAD_BYTES else []
+    if head:
+        chunks.add([(0, len(head))], [head])
+        chunks.pending = tail
+        first = [(s, min(e, size)) for s, e in hint if s < min(e, size) and chunks.get(s, min(e, size)) is None]
+    else:
+        first = [(0, min(HEAD_BYTES, size)), *tail, *((s, min(e, size)) for s, e in hint if s < min(e, size))]
+    if first:
+        chunks.fetch(read, merged_spans(first))
 
     hdus: list[HDUEntry] = []
     tiles: dict[int, bytes] = {}
@@ -283,7 +297,7 @@ def _tile_table(read: RangeReader, chunks: _Chunks, entry: HDUEntry, size: int, 
         ranges = [span]
         if entry.end + BLOCK <= size and chunks.get(entry.end, entry.end + BLOCK) is None:
             ranges += _guess_windows(entry.end, entry.end, size, hdus)
-        chunks.add(ranges, read(ranges))
+        chunks.fetch(read, ranges)
         blob = chunks.get(*span)
         if blob is None:
             raise FitsStructureError(f"{entry.name}: short read of its tile table")
@@ -301,7 +315,7 @@ def _read_header(read: RangeReader, chunks: _Chunks, pos: int, size: int, hdus: 
         block = chunks.get(at, at + BLOCK)
         if block is None:
             ranges = _guess_windows(at, pos, size, hdus)
-            chunks.add(ranges, read(ranges))
+            chunks.fetch(read, ranges)
             block = chunks.get(at, at + BLOCK)
             if block is None:
                 raise FitsStructureError(f"{url}: short read at byte {at}")

@@ -65,7 +65,8 @@ def test_headers_in_one_round_trip_after_the_first_of_a_detector(archive, reques
 
 def test_folder_listings_once_per_process(sim_archive, truth):
     """Calibration lookups for images of several detectors list each folder once (a product's delivery
-    tags once for every detector), and a later image of a detector lists nothing."""
+    tags once for every detector) and ask no product's size (a HEAD) before reading its headers; a later
+    image of a detector lists nothing."""
     cache = FetchCache()
     with serve_archive(sim_archive.root) as srv:
         detectors = list(_by_detector(sim_archive.files).values())[:3]
@@ -73,6 +74,7 @@ def test_folder_listings_once_per_process(sim_archive, truth):
             ra, dec = sources_on(truth, files[0], 3)
             result = fetch_image(plan_row(srv, files[0]), ra, dec, strategy="range", halfsize=HALF, cache=cache)
             assert result.error is None and result.regions[0][0].calibration
+        assert "HEAD" not in {e["method"] for e in srv.access_log}  # sizes from the plan or Content-Range
         listings = Counter(e["path"] for e in srv.access_log if e["path"].endswith("/"))
         assert listings and max(listings.values()) == 1, listings
         products = {p for p in listings if p.count("/") == 6}  # .../ibe/data/spherex/qr2/<product>/
