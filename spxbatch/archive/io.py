@@ -118,6 +118,8 @@ MAX_RANGES_PER_REQUEST = 64
 #: Hosts seen to ignore multi-range requests (per process): they get one request per range.
 _NO_MULTIRANGE: set[str] = set()
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/", re.IGNORECASE)
+#: The total size in a Content-Range header ('bytes 0-46079/5299200'; '*' when the server does not say).
+_CONTENT_RANGE_TOTAL_RE = re.compile(r"bytes\s+\d+-\d+/(\d+)", re.IGNORECASE)
 
 
 def parse_byteranges(body: bytes, content_type: str) -> list[tuple[int, bytes]]:
@@ -237,6 +239,27 @@ class ArchiveIO:
         if result.get("size") is None:
             raise ReadError(path, None, 1, "the server does not report the size")
         return int(result["size"])
+
+    def read_head(self, path: str, nbytes: int, stats: IOStats) -> tuple[bytes, int]:
+        """The object's first `nbytes` (fewer if it is shorter) and its size. Over HTTP one ranged GET, the
+        size from its Content-Range (no HEAD round trip before it); elsewhere the size alone (a stat, an S3
+        HEAD) and no bytes, which the caller reads with its next ranges."""
+        if self.protocol not in ("http", "https"):
+            return b"", self.size(path, stats)
+
+        async def get() -> tuple[tuple[bytes, int | None], int]:
+            session = await self.fs.set_session()
+            headers = {"Range": f"bytes=0-{nbytes - 1}"}
+            async with session.get(self.fs.encode_url(path), headers=headers, **self.fs.kwargs) as r:
+                self.fs._raise_not_found_for_status(r, path)
+                body = await r.read()
+                m = _CONTENT_RANGE_TOTAL_RE.search(r.headers.get("Content-Range", ""))
+            # 200: the server ignored Range and sent the whole object (rare: those servers cost bytes anyway)
+            total = len(body) if r.status == 200 else int(m[1]) if m else None
+            return (body[:nbytes], total), len(body)
+
+        head, total = sync(self.fs.loop, self._retrying, path, get, stats)
+        return head, total if total is not None else self.size(path, stats)
 
     def list_folder(self, path: str, stats: IOStats) -> list[str]:
         """The names of a folder's entries (an HTTP index page, an S3 prefix, a local directory), retried

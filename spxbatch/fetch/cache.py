@@ -87,9 +87,13 @@ class FetchCache:
     #: R7 ePSF tables by (source, detector, version, EPSF header digest).
     epsf_tables: dict[tuple, EPSFTable] = field(default_factory=dict)
     #: Calibration products by their location (archive root included, so two archives read in one process
-    #: never share an entry): ('where', ...) -> where a product lies, (path[, extension]) -> FitsMap /
-    #: CalibPlane, or a string saying why it is unavailable.
-    calib: dict[tuple, FitsMap | CalibPlane | str] = field(default_factory=dict)
+    #: never share an entry): ('listing', folder) -> a folder's entries or why it is absent, ('where', ...) ->
+    #: where a product lies, (path[, extension]) -> FitsMap / CalibPlane, or a string saying why it is
+    #: unavailable.
+    calib: dict[tuple, FitsMap | CalibPlane | str | tuple] = field(default_factory=dict)
+    #: Byte spans a header scan of a file of each layout key (`execute.scan_headers`) needed: read with the
+    #: next such file's head and tail, its headers in one round trip.
+    header_hints: dict[tuple, list[tuple[int, int]]] = field(default_factory=dict)
     #: The persistent cache shared by runs (None: none).
     store: ProductStore | None = None
     #: How many PSF models were read over the wire (for tests and the benchmark).

@@ -2,9 +2,10 @@
 delivery tag of `{release}/{product}/` that holds the detector's folder, and the FITS file in it.
 
 Tags change with every delivery (QR3: `cal-epsf-v1-2026-191`, D3 redelivered as `v2`), so none is
-hard-coded: the listing is read once per (archive, release, product, detector) in a process and the
-answer kept in the fetch cache; a folder that is not there means the product is absent (a mirror of
-level-2 files alone), a listing that fails for another reason is reported and asked again next time.
+hard-coded: each folder is listed once per process (the tag folders of a product once for every detector)
+and the answer kept in the fetch cache, as is where each (archive, release, product, detector)'s file lies;
+a folder that is not there means the product is absent (a mirror of level-2 files alone), a listing that
+fails for another reason is reported and asked again next time.
 """
 
 from __future__ import annotations
@@ -80,12 +81,22 @@ def _newest(ctx: FetchContext, base: str, detector: int) -> str:
 
 
 def _entries(ctx: FetchContext, folder: str) -> list[str]:
-    """A folder's entry names; LookupError when the folder is not there (HTTP 4xx, no such directory)."""
-    try:
-        return ctx.io.list_folder(folder, ctx.stats)
-    except FileNotFoundError:
-        raise LookupError(f"no folder {relative_to_root(folder)}") from None
-    except ReadError as exc:
-        if exc.status is not None and 400 <= exc.status < 500:
-            raise LookupError(f"no folder {relative_to_root(folder)}") from None
-        raise
+    """A folder's entry names; LookupError when the folder is not there (HTTP 4xx, no such directory).
+    Both answers are remembered for the process (a product's tag folders serve every detector); a transient
+    failure is not."""
+    key = ("listing", folder)
+    known = ctx.cache.calib.get(key)
+    if known is None:
+        try:
+            known = ("entries", ctx.io.list_folder(folder, ctx.stats))
+        except FileNotFoundError:
+            known = ("absent", f"no folder {relative_to_root(folder)}")
+        except ReadError as exc:
+            if exc.status is None or not 400 <= exc.status < 500:
+                raise
+            known = ("absent", f"no folder {relative_to_root(folder)}")
+        ctx.cache.calib[key] = known
+    kind, answer = known
+    if kind == "absent":
+        raise LookupError(answer)
+    return answer

@@ -23,7 +23,7 @@ from spxbatch.fetch.request_plan import (
     Transport,
     WholePlan,
 )
-from spxbatch.level2.fitsmap import FitsMap, scan_fits
+from spxbatch.level2.fitsmap import HEAD_BYTES, FitsMap, header_spans, scan_fits
 
 #: The cutout service's answer for a region that does not overlap the image: nothing there, not an error.
 NO_OVERLAP_STATUS = 400
@@ -81,14 +81,23 @@ class CutoutBody:
     error: str | None
 
 
-def scan_headers(ctx: FetchContext, path: str, size: int | None = None) -> FitsMap:
-    """The HDU offset table of `path`, from the cache or by a header scan (its size asked for when unknown)."""
+def scan_headers(ctx: FetchContext, path: str, size: int | None = None, layout: tuple | None = None) -> FitsMap:
+    """The HDU offset table of `path`, from the cache or by a header scan. Its size, when unknown, comes with
+    the file's first bytes (over HTTP one GET, no HEAD before it: `ArchiveIO.read_head`).
+
+    `layout` names the kind of file (e.g. release and detector): the spans the first scan of that kind
+    needed are remembered in the process cache and read with the next one's head and tail, so the next
+    file's headers come in one round trip (verified by the parse: a short hint costs one more round)."""
     fmap = ctx.cache.get_fitsmap(path)
     if fmap is None:
+        head = b""
         if size is None:
-            size = ctx.io.size(path, ctx.stats)
-        fmap = scan_fits(lambda r: ctx.read_ranges(path, list(r), size), size, path)
+            head, size = ctx.io.read_head(path, HEAD_BYTES, ctx.stats)
+        hint = ctx.cache.header_hints.get(layout, ()) if layout is not None else ()
+        fmap = scan_fits(lambda r: ctx.read_ranges(path, list(r), size), size, path, hint, head)
         ctx.cache.put_fitsmap(fmap)
+        if layout is not None:
+            ctx.cache.header_hints[layout] = header_spans(fmap)
     return fmap
 
 

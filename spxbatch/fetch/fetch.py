@@ -157,7 +157,7 @@ def _request_plan(target: ImageTarget, ctx: FetchContext, tables: ImageTables, s
         shape = known["IMAGE"].shape if known else target.parent_shape
         plan = plan_cutouts(target.path, ra, dec, halfsize, options, options.cutout_gzip)
         return _Planned(plan, None, shape, {})
-    fmap = scan_headers(ctx, target.path, target.size)
+    fmap = scan_headers(ctx, target.path, target.size, target.layout_key)
     check_fitsmap(fmap)
     plan, estimates = plan_image(fmap, ra, dec, halfsize, strategy, options, ctx.transport(target.path),
                                  tables.psf_cached(), target.size)

@@ -61,13 +61,19 @@ class ImageTables:
                 return True
         return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
 
+    def _holds_file_psf(self, header: fits.Header) -> bool:
+        """Whether this process holds the model of a file PSF HDU with this header (the key decoding uses:
+        files of one detector and version may ship different PSFs)."""
+        key = ("file", self.target.detector, self.target.version, header_digest(header))
+        return key in self.ctx.cache.psf_index or key in self.ctx.cache.epsf_tables
+
     def psf_span(self, fmap: FitsMap) -> tuple[int, int] | None:
         """The byte span of a scanned file's own PSF HDU when decoding its regions will read it: the PSF is
         the file's (not a calibration product's), this process holds none for it and the persistent store
         neither. Read together with the pixels (`prefetched`), it costs no round trip of its own; counted in
         `psf_reads` here."""
         layout = check_fitsmap(fmap)
-        if (self.psf_source != "file" and layout is not R7) or self.psf_cached():
+        if (self.psf_source != "file" and layout is not R7) or self._holds_file_psf(fmap[layout.psf_hdu].header):
             return None
         store = self.ctx.cache.store
         if store is not None and store.has(file_psf_key(fmap.url, fmap[layout.psf_hdu].header)):

@@ -50,6 +50,12 @@ class ImageTarget:
         )
 
     @property
+    def layout_key(self) -> tuple:
+        """What files laid out alike share (release, detector, parent frame): the key of the header scan's
+        learned hint (`execute.scan_headers`)."""
+        return ("level2", self.release, self.detector, self.parent_shape)
+
+    @property
     def has_cutout_service(self) -> bool:
         """Whether the image is served by an IRSA-like HTTP server (S3 and local files have no cutouts)."""
         return self.protocol in ("http", "https")

@@ -3,9 +3,11 @@
 `scan_fits` reads the file's head and tail, then, once the first image HDU's data size is known, guesses
 where the following headers lie (equal-sized planes with similar headers follow each other in a Level-2
 file) and reads windows at all those places in one concurrent round; it reads further only when a guess
-missed or a header is longer than its window. The result, a `FitsMap`, gives each HDU's header and the
-byte span of its data, and keeps the data of small HDUs (WCS-WAVE) that came along for free and the tile
-tables of compressed images (R7's FLAGS), which place each image row's bytes in the heap.
+missed or a header is longer than its window. A file like one scanned before (same layout and band) is
+read in one round: the spans the earlier scan needed (`header_spans`) go out with the head and tail, and
+the parse checks every header, reading on only where the hint fell short. The result, a `FitsMap`, gives
+each HDU's header and the byte span of its data, and keeps the data of small HDUs (WCS-WAVE) that came along
+for free and the tile tables of compressed images (R7's FLAGS), which place each image row's bytes in the heap.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ HEAD_BYTES = 16 * BLOCK
 TAIL_BYTES = 8 * BLOCK
 WINDOW_BYTES = 6 * BLOCK
 LAST_WINDOW_BYTES = 20 * BLOCK
+#: How far the headers behind a compressed image may have moved in a file like the hint's (`header_spans`).
+HINT_SLACK = 3 * BLOCK
 #: How many following headers to guess at once.
 SPECULATE = 4
 #: HDUs whose data is at most this big keep their bytes in the map when the scan read them.
@@ -182,10 +186,18 @@ class FitsMap:
 
 
 class _Chunks:
-    """Byte ranges read so far; `get` answers from any one chunk that covers the request."""
+    """Byte ranges read so far; `get` answers from any one chunk that covers the request. `pending` ranges
+    go out with the next `fetch` (the tail, when the head came on its own)."""
 
     def __init__(self):
         self._chunks: list[tuple[int, bytes]] = []
+        self.pending: list[tuple[int, int]] = []
+
+    def fetch(self, read: RangeReader, ranges: Sequence[tuple[int, int]]) -> None:
+        """Read `ranges` and the pending ones in one round."""
+        ranges = merged_spans([*ranges, *self.pending])
+        self.pending = []
+        self.add(ranges, read(ranges))
 
     def add(self, ranges: Sequence[tuple[int, int]], blobs: Sequence[bytes]) -> None:
         for (start, _), blob in zip(ranges, blobs, strict=True):
@@ -206,13 +218,25 @@ def _end_card(block: bytes) -> int | None:
     return None
 
 
-def scan_fits(read: RangeReader, size: int, url: str = "") -> FitsMap:
-    """Parse every header of a FITS file of `size` bytes through `read`, in as few rounds as it can."""
+def scan_fits(read: RangeReader, size: int, url: str = "", hint: Sequence[tuple[int, int]] = (),
+              head: bytes = b"") -> FitsMap:
+    """Parse every header of a FITS file of `size` bytes through `read`, in as few rounds as it can.
+
+    `hint`: byte spans read in the first round besides the head and tail, e.g. the `header_spans` of an
+    earlier file of the same layout: when they cover every header, the scan is one round trip. Whatever
+    the hint misses is read as without one (the headers are parsed from the bytes, never assumed), so a
+    wrong hint costs bytes and at most the rounds a scan takes anyway. `head`: the file's first bytes when
+    they are in hand (the GET that told the size): the tail then goes out with the next round needed."""
     chunks = _Chunks()
-    first = [(0, min(HEAD_BYTES, size))]
-    if size > HEAD_BYTES:
-        first.append((max(HEAD_BYTES, size - TAIL_BYTES), size))
-    chunks.add(first, read(first))
+    tail = [(max(HEAD_BYTES, size - TAIL_BYTES), size)] if size > HEAD_BYTES else []
+    if head:
+        chunks.add([(0, len(head))], [head])
+        chunks.pending = tail
+        first = [(s, min(e, size)) for s, e in hint if s < min(e, size) and chunks.get(s, min(e, size)) is None]
+    else:
+        first = [(0, min(HEAD_BYTES, size)), *tail, *((s, min(e, size)) for s, e in hint if s < min(e, size))]
+    if first:
+        chunks.fetch(read, merged_spans(first))
 
     hdus: list[HDUEntry] = []
     tiles: dict[int, bytes] = {}
@@ -238,6 +262,32 @@ def scan_fits(read: RangeReader, size: int, url: str = "") -> FitsMap:
     return fmap
 
 
+def header_spans(fmap: FitsMap) -> list[tuple[int, int]]:
+    """The byte spans a scan of `fmap`'s file needed (every header and one block more for a slightly longer
+    one, the small HDUs' data, the compressed images' tile tables), merged: the `hint` that lets
+    `scan_fits` read a file of the same layout in one round trip. Headers behind a compressed image move
+    with its heap's size (R7's FLAGS: a block or two from file to file): their spans are HINT_SLACK wider."""
+    spans = []
+    slack = 0
+    for h in fmap.hdus:
+        spans.append((max(0, h.header_offset - slack), h.data_offset + BLOCK + slack))
+        slack = HINT_SLACK if h.compressed else slack
+    spans += [(h.data_offset, h.data_offset + h.data_size) for h in fmap.hdus if h.index in fmap.small]
+    spans += [(h.data_offset, h.data_offset + h.table_size) for h in fmap.hdus if h.index in fmap.tiles]
+    return merged_spans([(s, min(e, fmap.size)) for s, e in spans])
+
+
+def merged_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte spans sorted, with overlapping or touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
 def _tile_table(read: RangeReader, chunks: _Chunks, entry: HDUEntry, size: int, hdus: list[HDUEntry]) -> bytes:
     """The tile table of a compressed image HDU (its rows, not the heap), read with the windows where the
     next headers would lie when the scan does not hold it yet."""
@@ -247,7 +297,7 @@ def _tile_table(read: RangeReader, chunks: _Chunks, entry: HDUEntry, size: int, 
         ranges = [span]
         if entry.end + BLOCK <= size and chunks.get(entry.end, entry.end + BLOCK) is None:
             ranges += _guess_windows(entry.end, entry.end, size, hdus)
-        chunks.add(ranges, read(ranges))
+        chunks.fetch(read, ranges)
         blob = chunks.get(*span)
         if blob is None:
             raise FitsStructureError(f"{entry.name}: short read of its tile table")
@@ -265,7 +315,7 @@ def _read_header(read: RangeReader, chunks: _Chunks, pos: int, size: int, hdus: 
         block = chunks.get(at, at + BLOCK)
         if block is None:
             ranges = _guess_windows(at, pos, size, hdus)
-            chunks.add(ranges, read(ranges))
+            chunks.fetch(read, ranges)
             block = chunks.get(at, at + BLOCK)
             if block is None:
                 raise FitsStructureError(f"{url}: short read at byte {at}")

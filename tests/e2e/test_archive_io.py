@@ -109,6 +109,21 @@ def test_parse_byteranges_and_coalesced_parts():
         http.parse_byteranges(body[:60], "multipart/byteranges; boundary=XYZ")
 
 
+def test_read_head_tells_the_size_in_one_request(archive, tmp_path):
+    """The first bytes and the size from one ranged GET (Content-Range), no HEAD; retried through faults; a
+    missing file is a 404 ReadError (an absent calibration product); a local file gives its size only."""
+    root, data = archive
+    with serve_archive(root, faults={"http503": 0.3, "retry_after": 0}, seed=2) as srv:
+        io, stats = ArchiveIO("http", FAST), IOStats()
+        for n in (2880, len(data) + 100):
+            assert io.read_head(srv.file_url(RELPATH), n, stats) == (data[:n], len(data))
+        assert {e["method"] for e in srv.access_log} == {"GET"} and stats.requests == len(srv.access_log)
+        with pytest.raises(ReadError) as err:
+            io.read_head(srv.file_url(RELPATH.replace("0001_1", "0009_1")), 2880, stats)
+        assert err.value.status == 404
+    assert ArchiveIO("file").read_head(str(root / RELPATH), 2880, IOStats()) == (b"", len(data))
+
+
 def test_not_found_is_not_retried(archive):
     root, _ = archive
     with serve_archive(root) as srv:
