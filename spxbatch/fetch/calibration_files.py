@@ -11,12 +11,16 @@ fails for another reason is reported and asked again next time.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from spxbatch.archive.io import ReadError
 from spxbatch.archive.location import relative_to_root
 from spxbatch.fetch.execute import FetchContext
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.naming import CALIBRATION_PRODUCTS
+
+T = TypeVar("T")
 
 #: A calibration delivery tag, e.g. 'cal-sapm-v3-2026-191': product code, version, year, day of year.
 CAL_TAG_RE = re.compile(r"cal-[a-z0-9]+-v(\d+)-(\d{4})-(\d{3})")
@@ -35,26 +39,38 @@ def calibration_file(ctx: FetchContext, target: ImageTarget, product: str, relea
     if target.calib_base is None:
         raise LookupError(f"{product}: no calibration location for {target.path}")
     release = release or target.release
-    key = _key(target, product, release)
-    known = ctx.cache.calib.get(key)
-    if known is None:
-        folder = CALIBRATION_PRODUCTS.get(product, (product,))[0]
+    folder = CALIBRATION_PRODUCTS.get(product, (product,))[0]
+
+    def newest() -> str:
         try:
-            known = ("path", _newest(ctx, f"{target.calib_base}{release}/{folder}", target.detector))
+            return _newest(ctx, f"{target.calib_base}{release}/{folder}", target.detector)
         except LookupError as exc:
-            known = ("absent", f"{product}: absent ({exc})")
-        ctx.cache.calib[key] = known
-    kind, text = known
-    if kind == "absent":
-        raise LookupError(text)
-    return text
+            raise LookupError(f"{product}: absent ({exc})") from None
+
+    return _remembered(ctx, _key(target, product, release), newest)
 
 
 def known_calibration_file(ctx: FetchContext, target: ImageTarget, product: str,
                            release: str | None = None) -> str | None:
     """The path `calibration_file` found for this target before, if it did (no I/O)."""
     known = ctx.cache.calib.get(_key(target, product, release))
-    return known[1] if known is not None and known[0] == "path" else None
+    return known[1] if known is not None and known[0] == "found" else None
+
+
+def _remembered(ctx: FetchContext, key: tuple, find: Callable[[], T]) -> T:
+    """`find()`'s answer for `key`, asked once per process: a value, or its LookupError (the archive has no
+    such thing) remembered and raised again; any other error (a transient failure) is not remembered."""
+    known = ctx.cache.calib.get(key)
+    if known is None:
+        try:
+            known = ("found", find())
+        except LookupError as exc:
+            known = ("absent", str(exc))
+        ctx.cache.calib[key] = known
+    kind, answer = known
+    if kind == "absent":
+        raise LookupError(answer)
+    return answer
 
 
 def _key(target: ImageTarget, product: str, release: str | None) -> tuple:
@@ -84,19 +100,14 @@ def _entries(ctx: FetchContext, folder: str) -> list[str]:
     """A folder's entry names; LookupError when the folder is not there (HTTP 4xx, no such directory).
     Both answers are remembered for the process (a product's tag folders serve every detector); a transient
     failure is not."""
-    key = ("listing", folder)
-    known = ctx.cache.calib.get(key)
-    if known is None:
+    def listing() -> list[str]:
         try:
-            known = ("entries", ctx.io.list_folder(folder, ctx.stats))
+            return ctx.io.list_folder(folder, ctx.stats)
         except FileNotFoundError:
-            known = ("absent", f"no folder {relative_to_root(folder)}")
+            raise LookupError(f"no folder {relative_to_root(folder)}") from None
         except ReadError as exc:
             if exc.status is None or not 400 <= exc.status < 500:
                 raise
-            known = ("absent", f"no folder {relative_to_root(folder)}")
-        ctx.cache.calib[key] = known
-    kind, answer = known
-    if kind == "absent":
-        raise LookupError(answer)
-    return answer
+            raise LookupError(f"no folder {relative_to_root(folder)}") from None
+
+    return _remembered(ctx, ("listing", folder), listing)
