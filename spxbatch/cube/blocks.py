@@ -4,6 +4,7 @@ readers (export, qc, the summary figure) hold one block at a time, whatever the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -18,26 +19,28 @@ def store_chunk(ds: xr.Dataset, name: str) -> int:
     return int(chunks[0]) if chunks else max(1, ds[name].shape[0])
 
 
-def source_ranges(ds: xr.Dataset, max_rows: int = BLOCK_ROWS, align: int = 1) -> Iterator[tuple[int, int]]:
-    """Consecutive source ranges [first, stop) covering every source once, each holding at most `max_rows`
-    measurements (or one source's, when it has more), cut at multiples of `align` sources where a range
-    spans more than that (so a writer of per-source variables fills whole chunks)."""
+class SourceRange(NamedTuple):
+    """Sources [first, stop) and their measurements, rows [obs_start, obs_stop) of the ragged `obs`."""
+
+    first: int
+    stop: int
+    obs_start: int
+    obs_stop: int
+
+
+def source_ranges(ds: xr.Dataset, max_rows: int = BLOCK_ROWS, align: int = 1) -> Iterator[SourceRange]:
+    """Consecutive source ranges covering every source once, each holding at most `max_rows` measurements
+    (or one source's, when it has more), cut at multiples of `align` sources where a range spans more than
+    that (so a writer of per-source variables fills whole chunks); with their `obs` rows, which the ragged
+    layout keeps contiguous (a source's first row is the count of the rows before it)."""
     n = ds.sizes["source"]
     ends = np.cumsum(ds["row_size"].values.astype(np.int64))  # one small per-source array
     first = 0
     while first < n:
-        done = ends[first - 1] if first else 0
+        done = int(ends[first - 1]) if first else 0
         stop = max(first + 1, int(np.searchsorted(ends, done + max_rows, side="right")))
         if stop < n and stop - first >= align:
             stop = first + (stop - first) // align * align
         stop = min(stop, n)
-        yield first, stop
+        yield SourceRange(first, stop, done, int(ends[stop - 1]))
         first = stop
-
-
-def obs_range(ds: xr.Dataset, first: int, stop: int) -> tuple[int, int]:
-    """The `obs` rows [o0, o1) of sources [first, stop) (the ragged layout keeps them contiguous)."""
-    if stop <= first:
-        return 0, 0
-    o0 = int(ds["obs_start"][first].values)
-    return o0, o0 + int(ds["row_size"][first:stop].values.sum())

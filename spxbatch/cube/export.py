@@ -20,7 +20,7 @@ import xarray as xr
 from astropy.io.votable import from_table
 from astropy.table import Table
 
-from spxbatch.cube.blocks import BLOCK_ROWS, obs_range, source_ranges
+from spxbatch.cube.blocks import BLOCK_ROWS, source_ranges
 from spxbatch.cube.filenames import output_file, output_folder, source_file_stems, write_name_map
 from spxbatch.files import atomic_path
 
@@ -71,8 +71,7 @@ def source_blocks(ds: xr.Dataset, max_rows: int = EXPORT_BLOCK_ROWS) -> Iterator
     """The cube's measurements in consecutive blocks of whole sources, each at most `max_rows` rows (or one
     source's rows, when it has more): slices of the ragged `obs` dimension, read as they are asked for."""
     columns = ds[[*_obs_variables(ds), "ra", "dec"]]  # not the (source, channel) spectra
-    for first, stop in source_ranges(ds, max_rows):
-        o0, o1 = obs_range(ds, first, stop)
+    for _, _, o0, o1 in source_ranges(ds, max_rows):
         if o1 > o0:
             yield columns.isel(obs=slice(o0, o1)).load()
 

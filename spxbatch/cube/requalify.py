@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from spxbatch.cube.blocks import BLOCK_ROWS, obs_range, source_ranges, store_chunk
+from spxbatch.cube.blocks import BLOCK_ROWS, SourceRange, source_ranges, store_chunk
 from spxbatch.cube.regions import consolidate, write_region
 from spxbatch.cube.store import check_replaceable, open_cube
 from spxbatch.errors import ConfigError
@@ -51,10 +51,10 @@ def requalify(cube: str | Path, photometry: dict[str, Any], output: str | Path |
     obs_chunk, source_chunk = store_chunk(ds, "good"), store_chunk(ds, "spectrum_flux")
     with atomic_path(target) as tmp:
         shutil.copytree(cube, tmp, copy_function=_link_or_copy)
-        for first, stop in source_ranges(ds, block_rows, align=source_chunk):
-            obs, per_source = requalify_block(ds, first, stop, config)
-            write_region(tmp, obs, "obs", obs_range(ds, first, stop)[0], obs_chunk, ds.sizes["obs"])
-            write_region(tmp, per_source, "source", first, source_chunk, ds.sizes["source"])
+        for block in source_ranges(ds, block_rows, align=source_chunk):
+            obs, per_source = requalify_block(ds, block, config)
+            write_region(tmp, obs, "obs", block.obs_start, obs_chunk, ds.sizes["obs"])
+            write_region(tmp, per_source, "source", block.first, source_chunk, ds.sizes["source"])
         zarr.open_group(str(tmp), mode="r+", zarr_format=3).attrs["quality_rules"] = json.dumps(config.to_dict())
         consolidate(tmp)
     return open_cube(target)
@@ -69,14 +69,14 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def requalify_block(ds: xr.Dataset, first: int, stop: int, config: Any) -> tuple[xr.Dataset, xr.Dataset]:
-    """The new `good` of sources [first, stop)'s measurements, and those sources' spectra, variability
+def requalify_block(ds: xr.Dataset, block: SourceRange, config: Any) -> tuple[xr.Dataset, xr.Dataset]:
+    """The new `good` of a block of sources' measurements, and those sources' spectra, variability
     statistics and source releases, computed from their rows alone (every statistic is per source)."""
     from spxbatch.cube.assemble import combine_spectrum, source_releases
     from spxbatch.cube.variability import add_variability
     from spxbatch.photometry.quality import good_verdict
 
-    o0, o1 = obs_range(ds, first, stop)
+    first, stop, o0, o1 = block
     rows = ds[[v for v in QUALITY_INPUTS if v in ds]].isel(obs=slice(o0, o1)).load()
     table = {"flags": rows["flags"].values, "condition": rows["condition"].values, "snr": rows["snr"].values,
              "measured": np.ones(o1 - o0, dtype=bool),

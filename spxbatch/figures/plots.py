@@ -129,13 +129,12 @@ def longest_time_span(ds: xr.Dataset, block_rows: int = BLOCK_ROWS) -> float:
     source's measurements are time-ordered in the cube); `mjd` read `block_rows` at a time."""
     starts, sizes = ds["obs_start"].values, ds["row_size"].values
     longest = 0.0
-    for first, stop in source_ranges(ds, block_rows):
-        start, size = starts[first:stop], sizes[first:stop]
-        start, size = start[size > 0], size[size > 0]
-        if size.size:
-            o0 = int(start[0])
-            mjd = ds["mjd"][o0:int(start[-1] + size[-1])].values
-            longest = max(longest, float(np.max(mjd[start - o0 + size - 1] - mjd[start - o0])))
+    for first, stop, o0, o1 in source_ranges(ds, block_rows):
+        if o1 > o0:
+            size = sizes[first:stop]
+            start = starts[first:stop][size > 0] - o0
+            mjd = ds["mjd"][o0:o1].values
+            longest = max(longest, float(np.max(mjd[start + size[size > 0] - 1] - mjd[start])))
     return longest
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from spxbatch.cube.blocks import BLOCK_ROWS, obs_range, source_ranges
+from spxbatch.cube.blocks import BLOCK_ROWS, source_ranges
 from spxbatch.level2.constants import BANDS
 
 #: Edges of the SNR histogram: linear through the noise, logarithmic above.
@@ -42,8 +42,7 @@ def run_summary(ds: xr.Dataset, block_rows: int = BLOCK_ROWS) -> RunSummary:
     band_all = np.zeros(n_bands, dtype=np.int64)
     band_good = np.zeros(n_bands, dtype=np.int64)
     snr_counts = np.zeros(SNR_BINS.size - 1, dtype=np.int64)
-    for first, stop in source_ranges(ds, block_rows):
-        o0, o1 = obs_range(ds, first, stop)
+    for _, _, o0, o1 in source_ranges(ds, block_rows):
         rows = ds[["band", "good", "flux", "flux_err"]].isel(obs=slice(o0, o1)).load()
         band = rows["band"].values.astype(np.int64) - 1
         band_all += np.bincount(band, minlength=n_bands)[:n_bands]
