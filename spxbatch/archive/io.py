@@ -117,9 +117,9 @@ class MultiRangeUnsupported(Exception):
 MAX_RANGES_PER_REQUEST = 64
 #: Hosts seen to ignore multi-range requests (per process): they get one request per range.
 _NO_MULTIRANGE: set[str] = set()
-_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/", re.IGNORECASE)
-#: The total size in a Content-Range header ('bytes 0-46079/5299200'; '*' when the server does not say).
-_CONTENT_RANGE_TOTAL_RE = re.compile(r"bytes\s+\d+-\d+/(\d+)", re.IGNORECASE)
+#: A Content-Range header: first and last byte, and the total size ('bytes 0-46079/5299200'; '*' when the
+#: server does not say).
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 
 
 def parse_byteranges(body: bytes, content_type: str) -> list[tuple[int, bytes]]:
@@ -253,9 +253,9 @@ class ArchiveIO:
             async with session.get(self.fs.encode_url(path), headers=headers, **self.fs.kwargs) as r:
                 self.fs._raise_not_found_for_status(r, path)
                 body = await r.read()
-                m = _CONTENT_RANGE_TOTAL_RE.search(r.headers.get("Content-Range", ""))
+                m = _CONTENT_RANGE_RE.search(r.headers.get("Content-Range", ""))
             # 200: the server ignored Range and sent the whole object (rare: those servers cost bytes anyway)
-            total = len(body) if r.status == 200 else int(m[1]) if m else None
+            total = len(body) if r.status == 200 else int(m[3]) if m and m[3] != "*" else None
             return (body[:nbytes], total), len(body)
 
         head, total = sync(self.fs.loop, self._retrying, path, get, stats)
