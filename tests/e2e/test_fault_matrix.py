@@ -52,6 +52,15 @@ def reference(sim_archive, client, tmp_path_factory):
     return http_reference_cube(sim_archive, client, tmp_path_factory.mktemp("reference"))
 
 
+def _healed_rerun_equals(reference, catalog, out, srv, client, tmp_path, *config):
+    """The faults taken away, the same command run again: exit 0 and the reference cube (which it returns)."""
+    srv.set_faults(None)
+    assert _cli_main(catalog, out, srv, client, tmp_path, *config) == EXIT_OK
+    cube = open_cube(out).load()
+    assert_cubes_equal(reference, cube)
+    return cube
+
+
 def _planned_in_band(run_dir, band: int) -> np.ndarray:
     """Per planned (source, image) pair of the run, whether its image is one of detector `band`'s."""
     plan = Plan.load(run_dir)
@@ -282,10 +291,7 @@ def test_persistent_calibration_503_fails_its_images_then_resume_equals(referenc
         assert all("spectral_wcs" in r for r in ds["failure_reason"].values[lost])
         assert 3 not in set(ds["band"].values) and ds.sizes["obs"] > 0
         injected = _injected(srv)
-        srv.set_faults(None)
-        assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path) == EXIT_OK
-    cube = open_cube(out).load()
-    assert_cubes_equal(reference, cube)
+        cube = _healed_rerun_equals(reference, sim_archive.catalog, out, srv, client, tmp_path)
     reliability(fault="band 3's spectral WCS folder answers 503 for the whole run", injected=injected,
                 recorded=int(lost.sum()), lost=_lost(reference, cube),
                 asserts="exit 1; exactly band 3's pairs are failure rows naming spectral_wcs and 503, the other "
@@ -321,10 +327,7 @@ def test_archive_down_then_back_resume_equals(reference, sim_archive, client, tm
         assert ds.sizes["obs"] == 0
         assert ds.sizes["failure"] == len(Plan.load(tmp_path / "c.run").pairs) > 0
         injected = _injected(srv)
-        srv.set_faults(None)
-        assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path) == EXIT_OK
-    cube = open_cube(out).load()
-    assert_cubes_equal(reference, cube)
+        cube = _healed_rerun_equals(reference, sim_archive.catalog, out, srv, client, tmp_path)
     reliability(fault="every file request answers 503 for a whole run (TAP answers)", injected=injected,
                 recorded=int(ds.sizes["failure"]), lost=_lost(reference, cube),
                 asserts="exit 1, every planned pair a failure row, no measurement; the same command once the "
@@ -374,10 +377,7 @@ def test_tap_down_is_one_sentence_then_the_same_command_finishes(mode, reference
         assert not out.exists() and not list((tmp_path / "c.run").glob("parts/*.parquet"))
         assert not (tmp_path / "c.run" / "plan" / "plan.json").exists()
         injected = _injected(srv)
-        srv.set_faults(None)
-        assert _cli_main(sim_archive.catalog, out, srv, client, tmp_path, toml) == EXIT_OK
-    cube = open_cube(out).load()
-    assert_cubes_equal(reference, cube)
+        cube = _healed_rerun_equals(reference, sim_archive.catalog, out, srv, client, tmp_path, toml)
     reliability(fault=f"TAP {mode}: {describe_faults(faults)} for the whole run", injected=injected,
                 lost=_lost(reference, cube),
                 asserts="exit 4 and one sentence naming the TAP service and the rerun; no plan, part or cube "
@@ -449,10 +449,7 @@ def test_persistent_psf_faults_fail_their_images_then_resume_equals(reference_qr
         assert 0 < lost.sum() == band3.sum() < len(band3) and set(ds["failure_band"].values[lost]) == {3}
         assert 3 not in set(ds["band"].values) and ds.sizes["obs"] > 0
         injected = _injected(srv)
-        srv.set_faults(None)
-        assert _cli_main(sim_archive_qr3.catalog, out, srv, client, tmp_path) == EXIT_OK
-    cube = open_cube(out).load()
-    assert_cubes_equal(reference_qr3, cube)
+        cube = _healed_rerun_equals(reference_qr3, sim_archive_qr3.catalog, out, srv, client, tmp_path)
     reliability(fault="QR3 files: every read of band 3's EPSF bytes answers 503 for the whole run",
                 injected=injected, recorded=int(lost.sum()), lost=_lost(reference_qr3, cube),
                 asserts="exit 1; exactly band 3's pairs failure rows (never measured with another PSF), the "
