@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,35 +202,43 @@ def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOpt
 # ------------------------------------------------------------------------------------------------ the jobs
 
 
-def stage_jobs(plan: Plan, jobs: list[ImageJob], options: FetchOptions | None = None) -> list[StageJob]:
+def stage_jobs(plan: Plan, jobs: Iterable[ImageJob], options: FetchOptions | None = None) -> Iterator[StageJob]:
     """One staging job per image job (its file, or the cutouts of its sources at their positions at the
-    image's time), then one per calibration product of each (detector, release) planned, carried by the
-    first image of the pair (the product is found beside it, through the archive's listings): the
-    release's own products, and QR3's ePSF and l3_flux_corrections when `options` use them."""
-    out = [StageJob("image", job.image, *job.positions()[:2]) for job in jobs]
+    image's time), made as `jobs` yields them (the client holds the jobs in flight, not the run's), then
+    the calibration jobs (`calibration_jobs`)."""
+    for job in jobs:
+        yield StageJob("image", job.image, *job.positions()[:2])
+    yield from calibration_jobs(plan, options)
+
+
+def calibration_jobs(plan: Plan, options: FetchOptions | None = None) -> list[StageJob]:
+    """One staging job per calibration product of each (detector, release) planned, carried by the first
+    image of the pair (the product is found beside it, through the archive's listings): the release's own
+    products, and QR3's ePSF and l3_flux_corrections when `options` use them."""
     options = options or FetchOptions()
     extra = [("epsf", QR3_CALIBRATION)] if options.psf_source == "epsf" else []
     extra += [("l3_flux_corrections", L3_RELEASE)] if options.l3_flux_correction else []
     none = np.empty(0)
     images = plan.images.assign(release=[str(r) or "qr2" for r in plan.images["release"]])
-    for row in images.drop_duplicates(["detector", "release"]).sort_values(["detector", "release"]).to_dict(
-            "records"):
-        for product, release in [*((p, None) for p in CALIBRATION_PRODUCTS), *extra]:
-            out.append(StageJob("calibration", {**row, "product": product, "product_release": release}, none, none))
-    return out
+    return [StageJob("calibration", {**row, "product": product, "product_release": release}, none, none)
+            for row in images.drop_duplicates(["detector", "release"]).sort_values(["detector", "release"]).to_dict(
+                "records")
+            for product, release in [*((p, None) for p in CALIBRATION_PRODUCTS), *extra]]
 
 
 # ------------------------------------------------------------------------------------------------ the stage
 
 
-def stage_plan(config: RunConfig, plan: Plan, jobs: list[ImageJob], executor: Executor,
+def stage_plan(config: RunConfig, plan: Plan, jobs: Iterable[ImageJob], executor: Executor,
                mirror: Path) -> dict[str, Any]:
-    """Stage what the image `jobs` of `plan` need into `mirror` on `executor`, in waves; the manifest is
+    """Stage what the image `jobs` of `plan` (one per paired image, taken as the waves open) need into
+    `mirror` on `executor`, in waves; the manifest is
     saved as tasks finish (at most every MANIFEST_EVERY_S), so a killed run keeps what was done. Returns
     counts and 'failures' (relpath or image: reason)."""
     mode = config.fetch if config.fetch in ("cutout", "auto") else "whole"
     options = config.fetch_options_for()
     work = stage_jobs(plan, jobs, options)
+    total = plan.paired_images + len(calibration_jobs(plan, options))
     halfsize = neighbourhood_halfsize(config.photometry_config)
     mirror.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(mirror)
@@ -273,7 +282,7 @@ def stage_plan(config: RunConfig, plan: Plan, jobs: list[ImageJob], executor: Ex
             saved[0] = time.monotonic()
 
     saved = [time.monotonic()]
-    progress = RunProgress(total_images=len(work), dashboard=executor.dashboard_link, enabled=config.progress,
+    progress = RunProgress(total_images=total, dashboard=executor.dashboard_link, enabled=config.progress,
                            counted="files fetched", count_key="fetched")
     with progress:
         run_in_waves(executor, batched(work, config.images_per_task), task_of, done)

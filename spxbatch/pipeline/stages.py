@@ -341,8 +341,8 @@ class Pipeline:
         if self.rundir.stage_done("stage"):
             return {"files": 0, "fetched": 0, "bytes": 0, "failed": 0}
         plan = self._saved_plan()
-        with self._executor(executor) as ex:  # staging still lists its jobs whole (stage_plan counts them)
-            totals = stage_plan(self.config, plan, list(image_jobs(plan, self.catalog)), ex, Path(target))
+        with self._executor(executor) as ex:  # jobs made as the waves take them, one plan partition at a time
+            totals = stage_plan(self.config, plan, image_jobs(plan, self.catalog), ex, Path(target))
         failures = totals.pop("failures")
         self.rundir.write_json("stage.json", {"mirror": target, "failures": failures})
         if not failures:
