@@ -5,11 +5,11 @@ peak RSS of the client (the spxbatch process) and of each worker, the cores busy
 of the client and workers over the stage's wall time), measurements, measurements/s and the cube's size;
 then, in a new process, the time to open the cube and read one source's measurements.
 
-    python benchmarks/million_sources.py [--sizes 1e4,1e5,1e6] [--fields 32] [--visits 6]
+    python benchmarks/million_sources.py [--sizes 1e4,1e5,1e6] [--fields 32] [--visits 4]
         [--per-field-radius 1.39] [--dir /tmp/spx-million] [--workers 2] [--jobs 2]
 
 The sky (fields in a row along the equator, 4 deg apart, each `make_archive(npix=2040, n_visits=--visits)`
-with its own seed, QR2 files, no artifacts, one calibration tree) is generated once into --dir/sky,
+with its own seed and observation IDs, QR2 files, no artifacts, one calibration tree) is generated once into --dir/sky,
 `--jobs` fields at a time, and reused while its parameters match (--dir/sky/sky.json). A catalog of N
 sources spreads them uniformly over the fields' discs (radius --per-field-radius deg, the simulated
 field's): the measured density grows with N, ~N/fields/2x10^6 sources per pixel in a field's disc.
@@ -36,6 +36,8 @@ import psutil
 
 NPIX = 2040
 FIELD_STEP_DEG = 4.0
+#: Large-slew numbers of field i start at i x this (make_archive's slew_offset): no two fields share a file.
+SLEW_OFFSET_STEP = 200
 
 
 def _field_centre(i: int) -> tuple[float, float]:
@@ -47,7 +49,7 @@ def _make_field(root: str, i: int, visits: int) -> tuple[list[str], int]:
 
     ra, dec = _field_centre(i)
     info = make_archive(root, npix=NPIX, seed=1000 + i, field=f"f{i:03d}", ra=ra, dec=dec, n_visits=visits,
-                        artifacts=False, calibration=i == 0)
+                        artifacts=False, calibration=i == 0, slew_offset=SLEW_OFFSET_STEP * i)
     return info.files, info.bytes_written
 
 
@@ -197,7 +199,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1e4,1e5,1e6")
     p.add_argument("--fields", type=int, default=32)
-    p.add_argument("--visits", type=int, default=6)
+    p.add_argument("--visits", type=int, default=4)
     p.add_argument("--per-field-radius", type=float, default=1.39)
     p.add_argument("--dir", default="/tmp/spx-million")
     p.add_argument("--workers", type=int, default=2)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
+from dask.local import get_sync
 from xarray.coding.common import lazy_elemwise_func
 
 from spxbatch.errors import ConfigError
@@ -81,13 +83,23 @@ def open_cube(path: str | Path, dask: bool = True) -> xr.Dataset:
                 ds[name] = var.copy(data=lazy_elemwise_func(var._data, _as_objects, np.dtype(object)))
     # the dimension coordinates (source names, band ids): read whole, as objects, and indexed once (xarray's
     # default, building the index from the stored strings and again after the conversion, cost seconds for
-    # 10^6 sources)
-    return ds.assign_coords({d: _loaded(ds[d].variable) for d in indexed})
+    # 10^6 sources); strings straight from Zarr (through xarray and dask, 10^6 names took seconds more)
+    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    return ds.assign_coords({d: _loaded(ds[d].variable, group[d]) for d in indexed})
 
 
-def _loaded(var: xr.Variable) -> xr.Variable:
-    var = var.load()
-    return var.astype(object) if var.dtype.kind == "T" else var
+#: Encodings under which the stored values are not the decoded ones (xarray must read those).
+DECODED_BY_XARRAY = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "calendar")
+
+
+def _loaded(var: xr.Variable, stored: zarr.Array) -> xr.Variable:
+    """A dimension coordinate read whole, straight from its stored array where xarray would decode nothing
+    (strings as objects); else through xarray. A first read through dask costs a few tenths of a second."""
+    if var.dtype.kind == "T":
+        return var.copy(data=stored[...].astype(object))
+    if stored.dtype == var.dtype and not set(DECODED_BY_XARRAY) & set(var.encoding):
+        return var.copy(data=stored[...])
+    return var.load()
 
 
 def _as_objects(values: np.ndarray) -> np.ndarray:
@@ -97,6 +109,9 @@ def _as_objects(values: np.ndarray) -> np.ndarray:
 @xr.register_dataset_accessor("spx")
 class SpxAccessor:
     """`ds.spx.source(name)`: one source's measurements; `ds.spx.dataframe(name)` as a DataFrame."""
+
+    # A few rows are read in this process, one chunk a variable, by dask's synchronous scheduler: naming it as a
+    # function skips dask's look for a distributed Client (whose import alone costs tenths of a second).
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
@@ -110,10 +125,10 @@ class SpxAccessor:
         return int(hits[0])
 
     def source(self, name: str) -> xr.Dataset:
-        """The `obs` rows of one source (time-ordered) plus its per-source and spectrum variables."""
+        """The `obs` rows of one source (time-ordered) plus its per-source and spectrum variables (lazy)."""
         i = self.index(name)
-        start = int(self._ds["obs_start"][i].values)  # one chunk read, not the whole per-source array
-        size = int(self._ds["row_size"][i].values)
+        bounds = self._ds[["obs_start", "row_size"]].isel(source=i).compute(scheduler=get_sync)  # a chunk each
+        start, size = int(bounds["obs_start"]), int(bounds["row_size"])
         obs_vars = [v for v in self._ds.data_vars if self._ds[v].dims == ("obs",)]
         per_source = [v for v in self._ds.data_vars if self._ds[v].dims and self._ds[v].dims[0] == "source"]
         out = self._ds[obs_vars].isel(obs=slice(start, start + size))
@@ -121,8 +136,9 @@ class SpxAccessor:
             self._ds[["channel_wavelength", "channel_band"]])
 
     def dataframe(self, name: str) -> pd.DataFrame:
-        """One source's measurements as a pandas DataFrame, one row per observation."""
+        """One source's measurements as a pandas DataFrame, one row per observation (read in one computation,
+        not one per variable)."""
         sub = self.source(name)
         obs_vars = [v for v in sub.data_vars if sub[v].dims == ("obs",)]
-        return sub[obs_vars].to_dataframe().reset_index(drop=True)
+        return sub[obs_vars].compute(scheduler=get_sync).to_dataframe().reset_index(drop=True)
 

@@ -98,6 +98,7 @@ def make_archive(
     calibration: bool = True,
     release: str = "qr2",
     moving_stars: int = 0,
+    slew_offset: int = 0,
 ) -> ArchiveInfo:
     """Write a simulated archive below `root` and return what was written.
 
@@ -110,7 +111,9 @@ def make_archive(
     'qr2' (QR2 files, the default: the same seed gives the same bytes as ever), 'qr3' (R7 files of QR3
     exposures) or 'mixed' (QR2 files, R7 reprocessings of some, QR3 exposures; see `releases`).
     `moving_stars` adds that many bright, isolated high-proper-motion stars (catalog positions at J2016.0,
-    3-6"/yr, so 5-10 px from them by the survey) and proper-motion columns to the catalog.
+    3-6"/yr, so 5-10 px from them by the survey) and proper-motion columns to the catalog. `slew_offset` is
+    added to the large-slew numbers of the observation IDs: fields written into one archive (each its own
+    call, seed and offset, e.g. 200 apart) then never share a file name.
     """
     root = Path(root)
     artifacts = noise if artifacts is None else artifacts
@@ -121,7 +124,8 @@ def make_archive(
         sources = sky.add_moving_stars(sources, ra0, dec0, FIELD_RADIUS * npix, seed, field,
                                        survey.START_MJD + MOVER_MID_DAYS, moving_stars)
     dets = {d: Detector(d, npix) for d in range(1, 7)}
-    exposures, jobs = releases.plan(release, n_visits, npix, seed, field, deep, sources, dets, ra0, dec0)
+    exposures, jobs = releases.plan(release, n_visits, npix, seed, field, deep, sources, dets, ra0, dec0,
+                                      slew_offset)
     # An archive that ships QR3's l3_flux_corrections has QR2-processed files with the error they undo.
     with_l3 = release != "qr2"
     truth = Truth(npix)

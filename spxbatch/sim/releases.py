@@ -88,22 +88,23 @@ class FileJob:
 
 
 def plan(release: str, n_visits: int, npix: int, seed: int, field: str, deep: bool, sources, dets,
-         ra0: float, dec0: float) -> tuple[list[survey.Exposure], list[FileJob]]:
-    """The exposures and the planned files of an archive of `release` (see the module doc)."""
+         ra0: float, dec0: float, slew_offset: int = 0) -> tuple[list[survey.Exposure], list[FileJob]]:
+    """The exposures and the planned files of an archive of `release` (see the module doc); `slew_offset`
+    is added to every large-slew number (observation IDs), so that fields written into one archive differ."""
     if release not in RELEASES:
         raise ValueError(f"release must be one of {', '.join(RELEASES)}, got {release!r}")
     field_args = (sources, dets, ra0, dec0, seed, field, npix)
     exposures: list[survey.Exposure] = []
     jobs: list[FileJob] = []
     if release in ("qr2", "mixed"):
-        exposures = survey.plan(n_visits, npix, seed, field, deep=deep)
+        exposures = survey.plan(n_visits, npix, seed, field, deep=deep, large_offset=slew_offset)
         jobs = _plan_files(exposures, *field_args)
         if release == "mixed":
             _reprocess(jobs, exposures)
     qr3_passes = {"qr3": [(n_visits, deep)], "mixed": [
         (max(2, round(MIXED_QR3_WIDE_FRACTION * n_visits)), False), (MIXED_QR3_DEEP_VISITS, True)]}
     for visits, qr3_deep in qr3_passes.get(release, []):
-        qr3 = _qr3_exposures(visits, npix, seed, field, qr3_deep)
+        qr3 = _qr3_exposures(visits, npix, seed, field, qr3_deep, slew_offset)
         exposures += qr3
         jobs += _plan_files(qr3, *field_args, release="qr3", quirk_keys=("qr3", qr3_deep))
     ids = [e.obs_id for e in exposures]
@@ -112,7 +113,8 @@ def plan(release: str, n_visits: int, npix: int, seed: int, field: str, deep: bo
     return exposures, jobs
 
 
-def _qr3_exposures(n_visits: int, npix: int, seed: int, field: str, deep: bool) -> list[survey.Exposure]:
+def _qr3_exposures(n_visits: int, npix: int, seed: int, field: str, deep: bool,
+                   slew_offset: int = 0) -> list[survey.Exposure]:
     """QR3's exposures of the field (wide, or the deep field's cadence with collection spherex_qr3_deep)."""
     return survey.plan(
         n_visits, npix, seed, field, deep=deep,
@@ -120,7 +122,7 @@ def _qr3_exposures(n_visits: int, npix: int, seed: int, field: str, deep: bool) 
         versions=QR3_VERSIONS,
         collection="spherex_qr3_deep" if deep else "spherex_qr3",
         stream=("qr3", "deep" if deep else "wide"),
-        large_offset=DEEP_LARGE_OFFSET if deep else 0,
+        large_offset=(DEEP_LARGE_OFFSET if deep else 0) + slew_offset,
     )
 
 

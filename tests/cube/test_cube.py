@@ -1,8 +1,12 @@
 """The output contract: ragged layout, statuses, spectral combination, Zarr v3 round trip, accessor."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from spxbatch.cube.assemble import assemble_cube, combine_spectrum
 from spxbatch.cube.channels import channel_centers_um
@@ -74,6 +78,22 @@ def test_zarr_round_trip_and_accessor(tmp_path):
     assert list(df["mjd"]) == sorted(df["mjd"])
     with pytest.raises(KeyError, match="no source named"):
         back.spx.source("zzz")
+    # the dimension coordinates read straight from Zarr are xarray's own, decoded values
+    plain = xr.open_zarr(path, zarr_format=3)
+    for dim in ("source", "band_id", "channel"):
+        assert back[dim].values.tolist() == plain[dim].values.tolist(), dim
+    assert back["source"].dtype == object and back.indexes["source"].get_loc("b") == 1
+
+
+def test_reading_one_source_starts_no_distributed_machinery(tmp_path):
+    """Opening a cube and reading one source's rows reads them in this process: dask's look for a distributed
+    Client (the import alone costs tenths of a second, more than the read) is never made."""
+    ds = assemble_cube(np.array(["a", "b", "c"]), np.array([1.0, 2, 3]), np.array([4.0, 5, 6]), _measurements())
+    path = write_cube(ds, tmp_path / "out.zarr")
+    code = ("import sys, spxbatch; ds = spxbatch.open_cube(sys.argv[1]); df = ds.spx.dataframe('a');"
+            "print(len(df), 'distributed' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["3", "False"]
 
 
 def test_variability_statistics_separate_variable_from_constant_sources():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from spxbatch.sim import make_archive, psf, render
+from spxbatch.sim import make_archive, psf, render, survey
 from spxbatch.sim.instrument import Detector
 from spxbatch.sim.releases import QR3_VERSIONS, REPROCESSED, RETRIED, Processing
 
@@ -138,3 +138,18 @@ def test_release_qr2_is_the_default_and_unknown_releases_are_refused(tmp_path):
     with pytest.raises(ValueError, match="release must be one of"):
         make_archive(tmp_path / "x", npix=32, n_visits=2, release="qr9")
     assert not (tmp_path / "x" / "qr2").exists()
+
+
+def test_fields_with_their_own_slew_offsets_share_no_file(tmp_path):
+    """Fields written into one archive (as a many-field benchmark sky is) keep their files apart by their
+    slew offset; without it, two seeds of one release can draw the same observation IDs."""
+    kwargs = {"npix": 64, "n_visits": 4, "noise": False, "calibration": False}
+    ids = {offset: [e.obs_id for i in range(32) for e in survey.plan(4, 64, 1000 + i, f"f{i}", large_offset=offset * i)]
+           for offset in (0, 200)}
+    assert len(set(ids[0])) < len(ids[0])  # 32 seeds alone draw the same observation IDs
+    assert len(set(ids[200])) == len(ids[200])
+    a = make_archive(tmp_path, seed=1000, field="f0", ra=150, dec=2, **kwargs)
+    b = make_archive(tmp_path, seed=1001, field="f1", ra=154, dec=2, slew_offset=200, **kwargs)
+    assert a.files and b.files and not set(a.files) & set(b.files)
+    with fits.open(tmp_path / b.files[0]) as hdul:
+        assert int(hdul[0].header["OBSID"].split("_")[2]) >= 200
