@@ -5,7 +5,8 @@ and a 20 MB/s cap shared by all connections, by spxbatch in three modes, next to
     python benchmarks/link_speed.py [--sizes 100,1000,10000] [--modes auto,single,whole] [--sample 10]
         [--deep-visits 200] [--deep-npix 512] [--dir /tmp/linkbench] [--out benchmarks/results]
 
-Modes: 'auto' is spxbatch as it chooses (`--fetch auto`, Dask cluster of `--workers` processes); 'whole' forces
+Modes: 'auto' is spxbatch as it chooses (`--fetch auto`; a Dask cluster of one worker a core, or of `--workers`
+when given, and none at all for a tiny plan, which spxbatch measures in its own process); 'whole' forces
 whole frames (`--fetch whole`); 'single' emulates a single-source tool: one spxbatch run per source (a one-row
 catalog, so one TAP query per source), each image read as one archive cutout (`--fetch cutout`), serially in
 this process (no cluster). Single-source runs cost the same per source whatever the catalog's size, so above
@@ -160,7 +161,7 @@ def minimum_bytes(ds: xr.Dataset, npix: int, phot: PhotometryConfig, zone_bytes:
     return sum(bound_bytes(t, (npix, npix), phot, zone_bytes) for _, t in table.groupby("image_id"))
 
 
-def run_pipeline(catalog: Path, out: Path, url: str, fetch: str, workers: int, serial: bool,
+def run_pipeline(catalog: Path, out: Path, url: str, fetch: str, workers: int | None, serial: bool,
                  server: Server) -> dict:
     """One cold spxbatch run: its cube and the figures of the row."""
     for old in (out, out.with_suffix(".run")):
@@ -249,6 +250,7 @@ def first_file(root: Path) -> Path:
 def measure_target(label: str, sources: int, root: Path, catalog: Path, npix: int, modes: list[str],
                    args: argparse.Namespace, costs: tuple[float, float], phot: PhotometryConfig) -> list[dict]:
     """Every mode's row for one catalog, the bound from the first cube measured."""
+    cores = args.workers or os.cpu_count() or 1
     zone = psf_zone_bytes(first_file(root))
     work = Path(args.dir) / f"runs_{label}"
     work.mkdir(parents=True, exist_ok=True)
@@ -272,14 +274,14 @@ def measure_target(label: str, sources: int, root: Path, catalog: Path, npix: in
         bound = {"min_bytes": s["sample_bound_bytes"] * sources / s["sampled"], "measurements": s["measurements"],
                  "images": s["measurements"]}
     t_star = lower_bound(bound["min_bytes"], bound["measurements"], bound["images"], costs, args.latency,
-                         args.bandwidth, args.workers)
+                         args.bandwidth, cores)
     for r in rows:
         r.pop("sample_bound_bytes", None)
         r.update({"meas_per_s": r["measurements"] / r["wall_s"],
                   "bytes_per_meas": r["bytes"] / max(r["measurements"], 1),
                   "min_bytes_per_meas": bound["min_bytes"] / max(bound["measurements"], 1),
                   "MB_read": r["bytes"] / 1e6, "min_MB": bound["min_bytes"] / 1e6, "T_star_s": t_star,
-                  "wall_over_T_star": r["wall_s"] / t_star, "cpu_per_core": r["cpu_s"] / r["wall_s"] / args.workers})
+                  "wall_over_T_star": r["wall_s"] / t_star, "cpu_per_core": r["cpu_s"] / r["wall_s"] / cores})
         r["x_min_bytes"] = r["bytes_per_meas"] / r["min_bytes_per_meas"]
     return rows
 
@@ -338,7 +340,7 @@ def main() -> None:
     ap.add_argument("--deep-npix", type=int, default=512)
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--bandwidth", type=float, default=20e6)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="local workers (default: spxbatch's choice)")
     ap.add_argument("--dir", default="/tmp/linkbench")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--spxquery-venv", default=str(Path(__file__).parents[1] / ".venv-spxquery"))
@@ -371,7 +373,8 @@ def main() -> None:
     print(rows[-1]["status"])
     load_end = [round(v, 2) for v in os.getloadavg()]
     print(f"load average at end: {load_end}")
-    meta = {"latency": args.latency, "bandwidth": args.bandwidth, "workers": args.workers, "load_start": load_start,
+    meta = {"latency": args.latency, "bandwidth": args.bandwidth, "workers": args.workers or "auto",
+            "load_start": load_start,
             "load_end": load_end, "phot_setup_s": costs[0], "phot_per_meas_s": costs[1], "notes": notes,
             "dependent_steps": DEPENDENT_STEPS}
     write_results(Path(args.out), rows, meta)

@@ -58,7 +58,7 @@ def run_main(argv: list[str]) -> int:
     stages = stages_option(args)
     cfg = make_config(args)
     pipeline = Pipeline(cfg, replan=args.replan)
-    ds = pipeline.run(stages, mirror=args.mirror)
+    ds = pipeline.run(stages, mirror=args.mirror, in_memory=False)  # the report reads a few variables
     code = staged_report(pipeline.rundir.read_json("stage.json") or {}, cfg) if "stage" in stages else EXIT_OK
     if ds is None:
         print(f"Stages {','.join(stages)} done; run directory: {cfg.run_dir}")

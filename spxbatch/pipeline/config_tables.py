@@ -101,6 +101,11 @@ class ClusterConfig:
     python: str | None = None
     #: Directory for job logs.
     log_directory: str | None = None
+    #: A run on this machine whose worker count was not chosen (`workers` unset), planned to at most this many
+    #: images and `in_process_max_pairs` (source, image) pairs, is measured in this process: starting worker
+    #: processes would cost more than they save (0: always start them).
+    in_process_max_images: int = 8
+    in_process_max_pairs: int = 20_000
 
     def __post_init__(self) -> None:
         _checked_in_place(self, "cluster")
@@ -114,6 +119,7 @@ BOUNDS: dict[tuple[type, str], Bound] = {
     (RetryPolicy, "attempt_timeout_s"): Bound(0, strict=True),
     (RetryPolicy, "stall_timeout_s"): Bound(0, strict=True),
     **{(ClusterConfig, name): Bound(1) for name in ("workers", "cores", "processes")},
+    **{(ClusterConfig, name): Bound(0) for name in ("in_process_max_images", "in_process_max_pairs")},
     **{(FetchOptions, name): Bound(0) for name in ("latency_s", "region_overhead_s", "cutout_service_s",
                                                    "cutout_margin_px", "merge_gap_rows")},
     (FetchOptions, "bandwidth_bps"): Bound(0, strict=True),

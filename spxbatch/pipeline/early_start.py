@@ -1,5 +1,6 @@
 """An executor made when first needed, or started in the background ahead of that: a local cluster's worker
-processes start while the client queries the archive and makes the plan, instead of after it."""
+processes start while the client queries the archive and makes the plan, instead of after it; and the rule
+that keeps a tiny run in this process, with no worker processes at all."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from spxbatch.pipeline.config_tables import ClusterConfig
 from spxbatch.pipeline.executor import Executor
+
+
+def may_stay_in_process(cluster: ClusterConfig) -> bool:
+    """Whether a run of this cluster config may be measured in this process when it is tiny: a local cluster
+    whose worker count the user left to spxbatch (a scheduler, batch jobs or chosen workers are kept)."""
+    return not cluster.kind and not cluster.scheduler and cluster.workers is None and \
+        cluster.in_process_max_images > 0
+
+
+def tiny(cluster: ClusterConfig, images: int, pairs: int) -> bool:
+    """Whether a plan of `images` images and `pairs` pairs is small enough to measure in this process."""
+    return images <= cluster.in_process_max_images and pairs <= cluster.in_process_max_pairs
 
 
 class ExecutorStarter:
@@ -28,6 +42,11 @@ class ExecutorStarter:
             self._entered = (cm, cm.__enter__())
         except BaseException as exc:  # handed to whoever asks for the executor
             self._error = exc
+
+    @property
+    def started(self) -> bool:
+        """Whether it is started or being started."""
+        return self._thread is not None or self._entered is not None
 
     def start_early(self) -> None:
         """Start entering it in the background (once)."""

@@ -34,7 +34,7 @@ from spxbatch.photometry import PhotometryConfig
 from spxbatch.pipeline.assembly.driver import AssemblyOptions, assemble_run
 from spxbatch.pipeline.assembly.parts import split_parts
 from spxbatch.pipeline.config import RunConfig, config_from_dict
-from spxbatch.pipeline.early_start import ExecutorStarter
+from spxbatch.pipeline.early_start import ExecutorStarter, may_stay_in_process, tiny
 from spxbatch.pipeline.executor import (
     Executor,
     Outcome,
@@ -180,25 +180,32 @@ class Pipeline:
             yield own
 
     # --- stages -----------------------------------------------------------------------------------------
-    def plan(self) -> Plan:
-        """Query the archive in bulk and match sources to images; reuses a saved plan."""
+    def plan(self, on_candidates: Callable[[int], None] | None = None) -> Plan:
+        """Query the archive in bulk and match sources to images; reuses a saved plan. `on_candidates`: told
+        the number of candidate images once the archive answered (see `make_plan`)."""
         _ = self.catalog  # read and checked first, whatever follows
         if self.rundir.stage_done("plan"):
             self._start()
             return self._saved_plan()
-        return self._make_plan()
+        return self._make_plan(on_candidates)
 
-    def _make_plan(self) -> Plan:
+    def _make_plan(self, on_candidates: Callable[[int], None] | None = None) -> Plan:
         """Make the plan (its inputs checked first), save it in the run directory and mark the stage."""
         archive = self._check_plan_inputs()  # before any work
         c = self.config
         plan = make_plan(self.catalog, archive, bands=c.plan.bands or None,
                          time_range=c.plan.time_range, collections=c.plan.collections or None,
                          releases=c.plan.releases or None, run_dir=self.rundir.path,
-                         retry=c.retry, tap_mode=c.plan.tap_mode)  # make_plan saves the plan in the run directory
+                         retry=c.retry, tap_mode=c.plan.tap_mode,
+                         on_candidates=on_candidates)  # make_plan saves the plan in the run directory
         self.rundir.mark_stage("plan", images=len(plan.images), pairs=int(plan.meta["pairs"]),
                                sources_planned=int(plan.meta["sources_covered"]))
         return plan
+
+    def _plan_is_tiny(self) -> bool:
+        """Whether the run's plan (its summary in the run's state) is small enough to measure in this process."""
+        done = self.rundir.read_state()["stages"].get("plan")
+        return done is not None and tiny(self.config.cluster, int(done["images"]), int(done["pairs"]))
 
     def _saved_plan(self) -> Plan:
         """The plan saved in the run directory, its pairs left on disk; one saved by older code in another
@@ -303,12 +310,12 @@ class Pipeline:
         return meta
 
     def assemble(self, executor: Executor | Client | None = None,
-                 options: AssemblyOptions | None = None) -> xr.Dataset:
+                 options: AssemblyOptions | None = None, in_memory: bool = True) -> xr.Dataset:
         """Build the cube from the parts, block by block on `executor` (default: in this process; `options`:
         how the work is cut, by default from the run's size; a resumed assembly keeps its own), and write it
-        to the output store (`pipeline.assembly`); returns the cube as written: in memory up to IN_MEMORY_OBS
-        measurements (a Dataset that stays as it is whatever later happens to the store), opened lazily beyond
-        (so the client's memory does not grow with the run)."""
+        to the output store (`pipeline.assembly`); returns the cube as written: with `in_memory`, in memory up
+        to IN_MEMORY_OBS measurements (a Dataset that stays as it is whatever later happens to the store), else
+        (and beyond) opened lazily, so the client's memory does not grow with the run."""
         self._require("assemble")
         self._check_catalog()  # parts of other rows are never assembled under these names
         cat = self.catalog
@@ -318,7 +325,7 @@ class Pipeline:
                             urls.set_index("image_id")["url"], cube_attrs(self.config, self.photometry_config, cat), ex,
                             options)
         ds = open_cube(path)
-        if ds.sizes["obs"] <= IN_MEMORY_OBS:
+        if in_memory and ds.sizes["obs"] <= IN_MEMORY_OBS:
             ds = ds.load()
         self.rundir.mark_stage("assemble", output=self.config.output, obs=int(ds.sizes["obs"]),
                                failures=int(ds.sizes["failure"]))
@@ -350,9 +357,11 @@ class Pipeline:
         return {**totals, "failed": len(failures)}
 
     def run(self, stages: tuple[str, ...] = DEFAULT_STAGES, client: Client | None = None,
-            mirror: str | Path | None = None, executor: Executor | None = None) -> xr.Dataset | None:
+            mirror: str | Path | None = None, executor: Executor | None = None,
+            in_memory: bool = True) -> xr.Dataset | None:
         """Run the given stages in order (each skips what is already done); `mirror` is where 'stage' writes.
-        Tasks run on `executor`, or on the Dask `client`, or on a Dask cluster made from the config."""
+        Tasks run on `executor`, or on the Dask `client`, or on a Dask cluster made from the config.
+        `in_memory=False`: the cube is returned opened lazily whatever its size (see `assemble`)."""
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
@@ -361,16 +370,37 @@ class Pipeline:
             _check_mirror(mirror)
         runner = executor if executor is not None else client
         # one executor (cluster) for every stage that runs tasks, made when first needed; a local cluster of
-        # our own starts while the plan is made (its inputs checked first, so bad input starts nothing)
+        # our own starts while the plan is made (its inputs checked first, so bad input starts nothing), as
+        # soon as the archive's answer shows the run is not tiny; a tiny run is measured in this process
         starter = ExecutorStarter(lambda: self._executor(runner))
-        try:
-            if runner is None and not self.config.cluster.kind and not self.config.cluster.scheduler \
-                    and "plan" in stages and set(stages) - {"plan"} and not self.rundir.stage_done("plan"):
-                self._check_plan_inputs()
+        cluster = self.config.cluster
+        may_stay = runner is None and may_stay_in_process(cluster)
+        early = runner is None and not cluster.kind and not cluster.scheduler and "plan" in stages and \
+            bool(set(stages) - {"plan"}) and not self.rundir.stage_done("plan")
+        in_process: list[Executor] = []
+
+        def on_candidates(images: int) -> None:  # the most pairs the plan can hold: every source on every image
+            if not tiny(cluster, images, images * len(self.catalog.name)):
                 starter.start_early()
+
+        def tasks_executor() -> Executor:
+            if in_process or (may_stay and not starter.started and self._plan_is_tiny()):
+                if not in_process:
+                    log.info("a tiny plan: measured in this process, no worker processes started")
+                    in_process.append(SerialExecutor(self.config.task_retries))
+                return in_process[0]
+            return starter.get()
+
+        try:
+            if early:
+                self._check_plan_inputs()
+                if not may_stay:
+                    starter.start_early()
             steps: dict[str, Callable[[], Any]] = {
-                "plan": self.plan, "stage": lambda: self.stage(mirror, starter.get()),
-                "measure": lambda: self.measure(starter.get()), "assemble": lambda: self.assemble(starter.get())}
+                "plan": lambda: self.plan(on_candidates if early and may_stay else None),
+                "stage": lambda: self.stage(mirror, tasks_executor()),
+                "measure": lambda: self.measure(tasks_executor()),
+                "assemble": lambda: self.assemble(tasks_executor(), in_memory=in_memory)}
             result = None
             for stage in STAGES:
                 if stage in stages:

@@ -16,7 +16,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,8 @@ def make_plan(catalog, location: ArchiveLocation | str, *, bands: Sequence[int |
               time_range: Sequence[float] | None = None, collections: Sequence[str] | None = None,
               releases: Sequence[str] | None = None, margin_px: float = 2.0,
               run_dir: str | Path | None = None, max_concurrency: int = 4, tap_mode: str = "sync",
-              maxrec: int | None = None, retry: RetryPolicy | None = None) -> Plan:
+              maxrec: int | None = None, retry: RetryPolicy | None = None,
+              on_candidates: Callable[[int], None] | None = None) -> Plan:
     """Plan which images to read for which sources (see the module docstring).
 
     `catalog` has `ra`, `dec` arrays (deg), e.g. a `spxbatch.catalog.Catalog`. `bands`: 1..6 or 'D1'...;
@@ -173,6 +174,8 @@ def make_plan(catalog, location: ArchiveLocation | str, *, bands: Sequence[int |
     candidates = apply_filters(candidates, filters)
     images = dedupe(candidates)
     stats["duplicates_dropped"] = len(candidates) - len(images)
+    if on_candidates is not None:
+        on_candidates(len(images))
     with contextlib.ExitStack() as stack:
         folder = Path(run_dir) / "plan" if run_dir is not None else Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="spxbatch-plan-")))

@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from spxbatch.pipeline.early_start import ExecutorStarter
+from spxbatch.pipeline.config_tables import ClusterConfig
+from spxbatch.pipeline.early_start import ExecutorStarter, may_stay_in_process, tiny
 
 
 class _Recorder:
@@ -70,3 +71,13 @@ def test_an_error_starting_it_is_raised_to_whoever_asks():
         starter.get()
     starter.close()
     assert rec.events == [("enter", "spxbatch-cluster-start")]
+
+
+def test_only_a_local_cluster_of_unchosen_size_may_give_way_to_this_process():
+    assert may_stay_in_process(ClusterConfig())
+    assert not may_stay_in_process(ClusterConfig(workers=2))  # the user asked for worker processes
+    assert not may_stay_in_process(ClusterConfig(scheduler="tcp://127.0.0.1:8786"))
+    assert not may_stay_in_process(ClusterConfig(kind="slurm"))
+    assert not may_stay_in_process(ClusterConfig(in_process_max_images=0))
+    limits = ClusterConfig(in_process_max_images=8, in_process_max_pairs=100)
+    assert tiny(limits, 8, 100) and not tiny(limits, 9, 10) and not tiny(limits, 2, 101)
