@@ -6,14 +6,16 @@ of the client and workers over the stage's wall time), measurements, measurement
 then, in a new process, the time to open the cube and read one source's measurements.
 
     python benchmarks/million_sources.py [--sizes 1e4,1e5,1e6] [--fields 32] [--visits 4]
-        [--per-field-radius 1.39] [--dir /tmp/spx-million] [--workers 2] [--jobs 2]
+        [--per-field-radius 1.39] [--dir /tmp/spx-million] [--workers 2] [--jobs 2] [--read-only] [--out DIR]
 
 The sky (fields in a row along the equator, 4 deg apart, each `make_archive(npix=2040, n_visits=--visits)`
 with its own seed and observation IDs, QR2 files, no artifacts, one calibration tree) is generated once into --dir/sky,
 `--jobs` fields at a time, and reused while its parameters match (--dir/sky/sky.json). A catalog of N
 sources spreads them uniformly over the fields' discs (radius --per-field-radius deg, the simulated
 field's): the measured density grows with N, ~N/fields/2x10^6 sources per pixel in a field's disc.
-Results are appended to --dir/results.jsonl as each catalog finishes.
+Results are appended to --dir/results.jsonl as each catalog finishes; the table and a plot of the curves
+(peak RSS of client and workers, wall time per stage, against catalog size) go to --out
+(million_sources.md, million_sources.png).
 """
 
 from __future__ import annotations
@@ -208,6 +210,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2, help="fields generated at once")
     p.add_argument("--read-only", action="store_true", help="only time opening the cubes already made")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = p.parse_args()
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
@@ -224,7 +227,41 @@ def main() -> None:
         with open(base / "results.jsonl", "a") as f:
             f.write(json.dumps({"when": datetime.now().isoformat(timespec="seconds"), **rows[-1]}) + "\n")
     pd.set_option("display.width", 250)
-    print(pd.DataFrame(rows).to_string(index=False))
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    if not args.read_only:
+        write_results(Path(args.out), table, sky)
+
+
+def write_results(out: Path, table: pd.DataFrame, sky: dict) -> None:
+    """The table as Markdown and the memory and time curves against catalog size as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    head = (f"# million_sources: {sky['fields']} fields of {sky['npix']} px, {sky['files']} files "
+            f"({sky['disk_GB']} GB, generated in {sky['generation_s']} s), LocalCluster of 2 workers, local mirror")
+    cols = list(table.columns)
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    (out / "million_sources.md").write_text("\n".join(lines) + "\n")
+    fig, (mem, wall) = plt.subplots(1, 2, figsize=(10, 4))
+    n = table["sources"]
+    mem.plot(n, table["client_peak_GB"], "o-", label="client")
+    mem.plot(n, [max(float(v) for v in str(w).split(",")) for w in table["worker_peak_GB"]], "s-",
+             label="largest worker")
+    mem.axhline(2, ls=":", c="C0")
+    mem.axhline(3, ls=":", c="C1")
+    mem.set(xscale="log", xlabel="catalog sources", ylabel="peak RSS (GB)", ylim=(0, 3.5))
+    mem.legend()
+    for stage in ("plan", "measure", "assemble"):
+        wall.plot(n, table[f"{stage}_s"], "o-", label=stage)
+    wall.set(xscale="log", yscale="log", xlabel="catalog sources", ylabel="wall time (s)")
+    wall.legend()
+    fig.tight_layout()
+    fig.savefig(out / "million_sources.png", dpi=100)
 
 
 if __name__ == "__main__":
