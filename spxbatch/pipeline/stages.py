@@ -386,7 +386,13 @@ class Pipeline:
         def tasks_executor() -> Executor:
             if in_process or (may_stay and not starter.started and self._plan_is_tiny()):
                 if not in_process:
-                    log.info("a tiny plan: measured in this process, no worker processes started")
+                    images = int(self.rundir.read_state()["stages"]["plan"]["images"])
+                    log.info("a tiny plan (%d images): measured in this process, no worker processes started, "
+                             "its images in one task, fetched at once", images)
+                    # one task of every image, all on the link together: nothing waits for a previous task
+                    flight = max(images, self.config.fetch_options.images_in_flight)
+                    self.config = self.config.updated({"images_per_task": max(images, 1),
+                                                       "fetch_options": {"images_in_flight": flight}}, "a tiny plan")
                     in_process.append(SerialExecutor(self.config.task_retries))
                 return in_process[0]
             return starter.get()
