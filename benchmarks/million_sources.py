@@ -157,8 +157,10 @@ def _stage_times(state: dict, start: float) -> dict[str, tuple[float, float]]:
 
 def read_one(cube: Path, name: str) -> dict:
     """In a new process, three times (medians): import spxbatch's cube reader (numpy, pandas, xarray, zarr,
-    dask), then open the cube as users do and read one source's measurements (the figure "open + one source")."""
-    code = ("import time, json; t0=time.perf_counter(); import spxbatch, spxbatch.cube.store; t1=time.perf_counter();"
+    dask.array, which open_zarr imports), then open the cube as users do and read one source's measurements
+    (the figure "open + one source")."""
+    code = ("import time, json; t0=time.perf_counter(); import spxbatch, spxbatch.cube.store, dask.array;"
+            "t1=time.perf_counter();"
             f"ds=spxbatch.open_cube({str(cube)!r}); t2=time.perf_counter(); df=ds.spx.dataframe({name!r});"
             "t3=time.perf_counter(); print(json.dumps({'import_s':t1-t0,'open_s':t2-t1,'one_source_s':t3-t2,"
             "'rows':len(df)}))")
