@@ -202,13 +202,13 @@ def _stage_calibration(job: StageJob, root: Path, known: dict, options: FetchOpt
 # ------------------------------------------------------------------------------------------------ the jobs
 
 
-def stage_jobs(plan: Plan, jobs: Iterable[ImageJob], options: FetchOptions | None = None) -> Iterator[StageJob]:
+def stage_jobs(jobs: Iterable[ImageJob], calibration: list[StageJob]) -> Iterator[StageJob]:
     """One staging job per image job (its file, or the cutouts of its sources at their positions at the
     image's time), made as `jobs` yields them (the client holds the jobs in flight, not the run's), then
-    the calibration jobs (`calibration_jobs`)."""
+    the `calibration` jobs (`calibration_jobs`)."""
     for job in jobs:
         yield StageJob("image", job.image, *job.positions()[:2])
-    yield from calibration_jobs(plan, options)
+    yield from calibration
 
 
 def calibration_jobs(plan: Plan, options: FetchOptions | None = None) -> list[StageJob]:
@@ -237,8 +237,9 @@ def stage_plan(config: RunConfig, plan: Plan, jobs: Iterable[ImageJob], executor
     counts and 'failures' (relpath or image: reason)."""
     mode = config.fetch if config.fetch in ("cutout", "auto") else "whole"
     options = config.fetch_options_for()
-    work = stage_jobs(plan, jobs, options)
-    total = plan.paired_images + len(calibration_jobs(plan, options))
+    calibration = calibration_jobs(plan, options)
+    work = stage_jobs(jobs, calibration)
+    total = plan.paired_images + len(calibration)
     halfsize = neighbourhood_halfsize(config.photometry_config)
     mirror.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(mirror)

@@ -202,10 +202,12 @@ class Pipeline:
                                sources_planned=int(plan.meta["sources_covered"]))
         return plan
 
-    def _plan_is_tiny(self) -> bool:
-        """Whether the run's plan (its summary in the run's state) is small enough to measure in this process."""
+    def _tiny_plan_images(self) -> int | None:
+        """The images of the run's plan (its summary in the run's state) when it is small enough to measure in
+        this process, else None."""
         done = self.rundir.read_state()["stages"].get("plan")
-        return done is not None and tiny(self.config.cluster, int(done["images"]), int(done["pairs"]))
+        small = done is not None and tiny(self.config.cluster, int(done["images"]), int(done["pairs"]))
+        return int(done["images"]) if small else None
 
     def _saved_plan(self) -> Plan:
         """The plan saved in the run directory, its pairs left on disk; one saved by older code in another
@@ -384,9 +386,9 @@ class Pipeline:
                 starter.start_early()
 
         def tasks_executor() -> Executor:
-            if in_process or (may_stay and not starter.started and self._plan_is_tiny()):
-                if not in_process:
-                    images = int(self.rundir.read_state()["stages"]["plan"]["images"])
+            if not in_process and may_stay and not starter.started:
+                images = self._tiny_plan_images()
+                if images is not None:
                     log.info("a tiny plan (%d images): measured in this process, no worker processes started, "
                              "its images in one task, fetched at once", images)
                     # one task of every image, all on the link together: nothing waits for a previous task
@@ -394,8 +396,7 @@ class Pipeline:
                     self.config = self.config.updated({"images_per_task": max(images, 1),
                                                        "fetch_options": {"images_in_flight": flight}}, "a tiny plan")
                     in_process.append(SerialExecutor(self.config.task_retries))
-                return in_process[0]
-            return starter.get()
+            return in_process[0] if in_process else starter.get()
 
         try:
             if early:

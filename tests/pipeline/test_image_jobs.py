@@ -72,7 +72,7 @@ def test_staged_cutouts_redirect_their_images():
 def test_staging_jobs_are_the_image_jobs_then_calibration():
     plan = _plan()
     jobs = list(image_jobs(plan, CATALOG))
-    work = list(stage_jobs(plan, jobs))
+    work = list(stage_jobs(jobs, calibration_jobs(plan)))
     images = [w for w in work if w.kind == "image"]
     assert [w.image for w in images] == [j.image for j in jobs]
     assert all(np.array_equal(w.ra, j.ra) for w, j in zip(images, jobs, strict=True))
@@ -81,7 +81,7 @@ def test_staging_jobs_are_the_image_jobs_then_calibration():
     assert sorted((w.image["product"], int(w.image["detector"])) for w in calib) == sorted(
         (p, d) for p in CALIBRATION_PRODUCTS for d in (1, 2))
     assert all(w.image["release"] == "qr2" and w.image["product_release"] is None and w.ra.size == 0 for w in calib)
-    qr3 = list(stage_jobs(plan, jobs, FetchOptions(psf_source="epsf", l3_flux_correction=True)))
+    qr3 = list(stage_jobs(jobs, calibration_jobs(plan, FetchOptions(psf_source="epsf", l3_flux_correction=True))))
     extra = {(w.image["product"], w.image["product_release"]) for w in qr3 if w.kind == "calibration"}
     assert {("epsf", "qr3"), ("l3_flux_corrections", "qr3")} <= extra
 
@@ -96,7 +96,7 @@ def test_staging_jobs_are_made_as_they_are_taken():
             taken.append(job)
             yield job
 
-    work = stage_jobs(plan, jobs())
+    work = stage_jobs(jobs(), calibration_jobs(plan))
     first = next(work)
     assert len(taken) == 1 and first.image == taken[0].image
     assert len(list(work)) == plan.paired_images - 1 + len(calibration_jobs(plan))
