@@ -33,7 +33,7 @@ def sim_parser() -> argparse.ArgumentParser:
     serve.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     serve.add_argument("--bandwidth", type=float, help="bytes per second cap")
     serve.add_argument("--faults", action="append", metavar="KIND=RATE",
-                       help="inject faults, e.g. --faults 503=0.1 --faults truncate=0.05")
+                       help="inject faults, e.g. --faults http503=0.1 --faults truncate=0.05")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--access-log")
     serve.add_argument("--index", help="the image table to serve (a parquet file such as a damaged archive's "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from astropy.io import fits
 
 from spxbatch.cli.exit_codes import EXIT_OK
 from spxbatch.cli.main import main
+from spxbatch.sim.faults import FaultConfig
 
 
 def test_sim_make_release_qr3(tmp_path, capsys):
@@ -25,3 +28,14 @@ def test_sim_make_refuses_an_unknown_release(tmp_path, capsys):
         main(["sim", "make", str(tmp_path), "--release", "qr9"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_sim_serve_help_gives_fault_examples_that_the_server_takes(capsys):
+    """The --faults examples in `spxbatch sim serve --help` are settings FaultConfig knows (the help said
+    503=0.1, which the server refused)."""
+    with pytest.raises(SystemExit):
+        main(["sim", "serve", "--help"])
+    examples = re.findall(r"--faults\s+(\w+)=([\d.]+)", " ".join(capsys.readouterr().out.split()))
+    assert examples
+    config = FaultConfig.coerce({kind: float(rate) for kind, rate in examples})
+    assert config is not None
