@@ -113,8 +113,10 @@ class MultiRangeUnsupported(Exception):
     """The server answered a multi-range request with the whole object (it ignores such requests)."""
 
 
-#: Ranges per multi-range request (Apache's default MaxRanges is 200).
-MAX_RANGES_PER_REQUEST = 64
+#: Ranges per multi-range request: under Apache's default MaxRanges (200, above which it sends the whole
+#: file). 128 rather than 64 halves the requests of a box read (a 100-source image: 224 -> 112), and with
+#: them the latency a link of ~1 MB bandwidth-delay product spends between them (link_speed: 8.5 -> 7.3-8 s).
+MAX_RANGES_PER_REQUEST = 128
 #: Hosts seen to ignore multi-range requests (per process): they get one request per range.
 _NO_MULTIRANGE: set[str] = set()
 #: A Content-Range header: first and last byte, and the total size ('bytes 0-46079/5299200'; '*' when the

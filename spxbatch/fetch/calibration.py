@@ -14,8 +14,10 @@ next resume, so a run's numbers never depend on which requests failed.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
+from astropy.io import fits
 
 from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import CalibPlane
@@ -58,37 +60,76 @@ def is_absent(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError)
 
 
-def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions, ra: np.ndarray, dec: np.ndarray,
-                       options: FetchOptions) -> tuple[Regions, list[str]]:
-    """The regions with solid_angle / cwave / cband filled from the calibration products where present
-    (and, with `options.l3_flux_correction`, a QR2-processed image's flux_factor from QR3's
-    l3_flux_corrections), and notes saying why any is missing.
+@dataclass(frozen=True)
+class Samples:
+    """The calibration pixels around each source's position on one image's frame: the box of each source
+    (index into the ra, dec sampled), per ImageRegion attribute the pixels of each box, the planes read
+    ('product/EXTNAME') and why any is missing."""
 
-    Solid angles and wavelengths are only ever sampled at a source's position (bilinearly), so those maps
-    hold the product's pixels around each member source (ra, dec indexed by the members) and NaN elsewhere:
-    a few pixels a source instead of the region. The flux correction multiplies every pixel: its map is whole."""
+    boxes: dict[int, Box]
+    pixels: dict[str, dict[int, np.ndarray]]
+    used: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def sample_calibration(ctx: FetchContext, target: ImageTarget, image_header: fits.Header,
+                       parent_shape: tuple[int, int], ra: np.ndarray, dec: np.ndarray,
+                       options: FetchOptions) -> Samples:
+    """The solid-angle and spectral_wcs CWAVE/CBAND pixels around the sources (ra, dec) on the frame of
+    `image_header` (a cutout's, or the file's): what `attach_calibration` places on the regions. It needs
+    no pixels of the image, so a range read runs it while its pixels are on the way.
+
+    Solid angles and wavelengths are only ever sampled at a source's position (bilinearly), so a few pixels
+    around each source are read, not the regions under them."""
+    boxes = _sample_boxes(image_header, parent_shape, ra, dec)
     notes: list[str] = []
-    planes = [(*plane, None) for plane in CALIBRATION_PLANES]
-    if options.l3_flux_correction and qr2_processed(regions[0][0]):
-        planes.append((*L3_PLANE, L3_RELEASE))
-    samples = [_sample_boxes(region, ra[members], dec[members]) for region, members in regions]
-    whole = [[(r.x0, r.x0 + r.shape[1], r.y0, r.y0 + r.shape[0])] for r, _ in regions]
+    pixels: dict[str, dict[int, np.ndarray]] = {}
     used: list[str] = []
-    for product, extname, attr, release in planes:
-        plane = _calibration_plane(ctx, target, product, extname, release)
+    for product, extname, attr in CALIBRATION_PLANES:
+        plane = _calibration_plane(ctx, target, product, extname)
         if isinstance(plane, str):
             notes.append(plane)
             continue
-        if plane.shape != tuple(regions[0][0].parent_shape):
-            notes.append(f"{product}/{extname}: shape {plane.shape} != image {regions[0][0].parent_shape}")
+        if plane.shape != tuple(parent_shape):
+            notes.append(f"{product}/{extname}: shape {plane.shape} != image {tuple(parent_shape)}")
             continue
-        boxes = whole if attr == "flux_factor" else samples
         # a transient failure raises ReadError: the image fails (and is retried), never measured without
-        pixels = iter(region_pixels(ctx, plane, [b for per_region in boxes for b in per_region], options.link()))
-        maps = [_region_map(region, per_region, pixels) for (region, _), per_region in zip(regions, boxes, strict=True)]
-        regions = [(dataclasses.replace(region, **{attr: values}), members)
-                   for (region, members), values in zip(regions, maps, strict=True)]
+        values = region_pixels(ctx, plane, list(boxes.values()), options.link())
+        pixels[attr] = dict(zip(boxes, values, strict=True))
         used.append(f"{product}/{extname}")
+    return Samples(boxes, pixels, tuple(used), tuple(notes))
+
+
+def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions, ra: np.ndarray, dec: np.ndarray,
+                       options: FetchOptions, samples: Samples | None = None) -> tuple[Regions, list[str]]:
+    """The regions with solid_angle / cwave / cband filled from the calibration products where present
+    (`samples` of ra, dec, read now when not given), and, with `options.l3_flux_correction`, a QR2-processed
+    image's flux_factor from QR3's l3_flux_corrections; and notes saying why any is missing.
+
+    The sampled maps hold the product's pixels around each member source and NaN elsewhere. The flux
+    correction multiplies every pixel: its map is whole."""
+    first = regions[0][0]
+    if samples is None:
+        samples = sample_calibration(ctx, target, first.image_header, first.parent_shape, ra, dec, options)
+    notes = list(samples.notes)
+    used = list(samples.used)
+    regions = [(dataclasses.replace(region, **{attr: _region_map(region, members, samples.boxes, values)
+                                               for attr, values in samples.pixels.items()}), members)
+               for region, members in regions]
+    if options.l3_flux_correction and qr2_processed(first):
+        product, extname, attr = L3_PLANE
+        release = L3_RELEASE
+        plane = _calibration_plane(ctx, target, product, extname, release)
+        if isinstance(plane, str):
+            notes.append(plane)
+        elif plane.shape != tuple(first.parent_shape):
+            notes.append(f"{product}/{extname}: shape {plane.shape} != image {first.parent_shape}")
+        else:
+            wholes = [(r.x0, r.x0 + r.shape[1], r.y0, r.y0 + r.shape[0]) for r, _ in regions]
+            maps = region_pixels(ctx, plane, wholes, options.link())
+            regions = [(dataclasses.replace(region, **{attr: values}), members)
+                       for (region, members), values in zip(regions, maps, strict=True)]
+            used.append(f"{product}/{extname}")
     regions = [(dataclasses.replace(region, calibration=tuple(used)), members) for region, members in regions]
     return regions, notes
 
@@ -97,23 +138,35 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
 SAMPLE_HALFSIZE = 2
 
 
-def _sample_boxes(region: ImageRegion, ra: np.ndarray, dec: np.ndarray) -> list[Box]:
-    """Parent-frame boxes around the sources' pixels, clipped to the region (one per source on it)."""
-    x, y = sky_to_parent_pixel(region.image_header, ra, dec)
-    ny, nx = region.shape
-    ok = np.isfinite(x) & np.isfinite(y)
-    x0 = np.maximum(region.x0, np.floor(x[ok]).astype(int) - SAMPLE_HALFSIZE)
-    x1 = np.minimum(region.x0 + nx, np.ceil(x[ok]).astype(int) + SAMPLE_HALFSIZE + 1)
-    y0 = np.maximum(region.y0, np.floor(y[ok]).astype(int) - SAMPLE_HALFSIZE)
-    y1 = np.minimum(region.y0 + ny, np.ceil(y[ok]).astype(int) + SAMPLE_HALFSIZE + 1)
-    return [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(x0, x1, y0, y1, strict=True) if a < b and c < d]
+def _sample_boxes(image_header: fits.Header, parent_shape: tuple[int, int], ra: np.ndarray,
+                  dec: np.ndarray) -> dict[int, Box]:
+    """Parent-frame boxes around the sources' pixels, clipped to the frame, by source (those on it)."""
+    x, y = sky_to_parent_pixel(image_header, ra, dec)
+    ny, nx = parent_shape
+    boxes = {}
+    for k in np.flatnonzero(np.isfinite(x) & np.isfinite(y)):
+        x0, x1 = max(0, int(np.floor(x[k])) - SAMPLE_HALFSIZE), min(nx, int(np.ceil(x[k])) + SAMPLE_HALFSIZE + 1)
+        y0, y1 = max(0, int(np.floor(y[k])) - SAMPLE_HALFSIZE), min(ny, int(np.ceil(y[k])) + SAMPLE_HALFSIZE + 1)
+        if x0 < x1 and y0 < y1:
+            boxes[int(k)] = (x0, x1, y0, y1)
+    return boxes
 
 
-def _region_map(region: ImageRegion, boxes: list[Box], pixels) -> np.ndarray:
-    """A map of the region's shape: the next len(boxes) pixel arrays of `pixels` at their boxes, NaN elsewhere."""
+def _region_map(region: ImageRegion, members: np.ndarray, boxes: dict[int, Box],
+                pixels: dict[int, np.ndarray]) -> np.ndarray:
+    """A map of the region's shape: each member source's box pixels where they fall on it, NaN elsewhere."""
     out = np.full(region.shape, np.nan)
-    for x0, x1, y0, y1 in boxes:
-        out[y0 - region.y0:y1 - region.y0, x0 - region.x0:x1 - region.x0] = next(pixels)
+    ny, nx = region.shape
+    for k in members:
+        box = boxes.get(int(k))
+        if box is None:
+            continue
+        x0, x1, y0, y1 = box
+        a0, a1 = max(x0, region.x0), min(x1, region.x0 + nx)
+        b0, b1 = max(y0, region.y0), min(y1, region.y0 + ny)
+        if a0 < a1 and b0 < b1:
+            out[b0 - region.y0:b1 - region.y0, a0 - region.x0:a1 - region.x0] = \
+                pixels[int(k)][b0 - y0:b1 - y0, a0 - x0:a1 - x0]
     return out
 
 

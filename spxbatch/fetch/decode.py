@@ -18,7 +18,7 @@ from spxbatch.fetch.tables import ImageTables
 from spxbatch.level2.epsf import EPSFTable
 from spxbatch.level2.fitsmap import FitsMap, FitsStructureError
 from spxbatch.level2.layout import PLANES, check_fitsmap, check_hdul
-from spxbatch.level2.read import compressed_box, open_level2, region_from_hdul, region_from_planes
+from spxbatch.level2.read import compressed_box, frame_headers, open_level2, region_from_hdul, region_from_planes
 from spxbatch.level2.region import ImageRegion, PSFCube, WaveTable
 from spxbatch.level2.tiled import tile_table
 from spxbatch.level2.wcs import sky_to_parent_pixel
@@ -60,7 +60,7 @@ def regions_from_ranges(fmap: FitsMap, plan: RangePlan, blobs: tuple[bytes, ...]
                         wave: WaveTable) -> Regions:
     """One region per box of a range plan from its blobs (per box, per plane: one blob for a full-width box,
     one per row otherwise; a compressed plane's tiles in one blob, or cut from that plane read whole), with
-    the file's headers, PSF and wavelength table."""
+    the file's headers (one copy, shared by all), PSF and wavelength table."""
     layout = check_fitsmap(fmap)
     nx = fmap["IMAGE"].shape[1]
     n_whole = len(plan.whole_planes)
@@ -68,6 +68,7 @@ def regions_from_ranges(fmap: FitsMap, plan: RangePlan, blobs: tuple[bytes, ...]
                                                                  strict=True)}
     blob = iter(blobs[:len(blobs) - n_whole])
     tables = {name: tile_table(fmap, name) for name in layout.compressed_planes}  # parsed once per plan
+    headers = frame_headers(fmap)
     regions: Regions = []
     for read in plan.reads:
         x0, x1, y0, y1, members = read.box
@@ -85,7 +86,7 @@ def regions_from_ranges(fmap: FitsMap, plan: RangePlan, blobs: tuple[bytes, ...]
             else:
                 span = next(blob)
             planes[name] = compressed_box(tiles, (x0, x1, y0, y1), span)
-        regions.append((region_from_planes(fmap, (x0, x1, y0, y1), planes, psf, wave), members))
+        regions.append((region_from_planes(fmap, (x0, x1, y0, y1), planes, psf, wave, headers), members))
     return regions
 
 

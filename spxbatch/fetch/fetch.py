@@ -9,7 +9,8 @@ One image's trip, in the order `fetch_image` takes it:
 3. the bytes, read by the one executor (`fetch.execute`) over the archive's retrying I/O (range reads take
    the PSF HDU along in the same requests when it must be read);
 4. the regions, decoded from the bytes through `level2` with the PSF and wavelength tables from the
-   process cache (`fetch.decode`, `fetch.tables`), then the calibration pixels (`fetch.calibration`).
+   process cache (`fetch.decode`, `fetch.tables`), then the calibration pixels (`fetch.calibration`: over
+   the network, read while the pixels are on the way, once the header scan has placed the sources).
 
 The `FetchResult` holds the `ImageRegion`s with the source indices each serves, the bytes and requests it
 cost, the notes of fallbacks taken, and, on a persistent failure, the error (URL, status, attempts)
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import FetchCache, process_cache
-from spxbatch.fetch.calibration import attach_calibration
+from spxbatch.fetch.calibration import Samples, attach_calibration, sample_calibration
 from spxbatch.fetch.decode import decode
 from spxbatch.fetch.execute import FetchContext, read_plan, scan_headers
 from spxbatch.fetch.options import STRATEGIES, FetchOptions
@@ -105,19 +107,22 @@ def fetch_image(
     t0 = time.monotonic()
     estimates: dict[str, float] = {}
     try:
-        planned = _request_plan(target, ctx, tables, strategy, ra, dec, halfsize, options)
-        estimates = planned.estimates
-        psf_span = tables.psf_span(planned.fmap) if isinstance(planned.plan, RangePlan) else None
-        fetched = read_plan(planned.plan, ctx, (psf_span,) if psf_span else ())
-        if psf_span:
-            tables.prefetched[psf_span] = fetched.extra[0]
-        decoded = decode(fetched, planned.fmap, tables, ra, dec, halfsize, planned.parent_shape)
-        notes += [*fetched.notes, *decoded.notes]
-        regions, missing = decoded.regions, decoded.missing
-        if options.calibration and regions:
-            regions, calibration_notes = attach_calibration(ctx, target, regions, ra, dec, options)
-            notes += calibration_notes
-        strategy, error = fetched.plan.strategy, "; ".join(decoded.errors) or None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spxbatch-calibration") as beside:
+            planned = _request_plan(target, ctx, tables, strategy, ra, dec, halfsize, options)
+            estimates = planned.estimates
+            samples = _sample_beside(beside, ctx, target, planned, ra, dec, options)
+            psf_span = tables.psf_span(planned.fmap) if isinstance(planned.plan, RangePlan) else None
+            fetched = read_plan(planned.plan, ctx, (psf_span,) if psf_span else ())
+            if psf_span:
+                tables.prefetched[psf_span] = fetched.extra[0]
+            decoded = decode(fetched, planned.fmap, tables, ra, dec, halfsize, planned.parent_shape)
+            notes += [*fetched.notes, *decoded.notes]
+            regions, missing = decoded.regions, decoded.missing
+            if options.calibration and regions:
+                regions, calibration_notes = attach_calibration(
+                    ctx, target, regions, ra, dec, options, samples.result() if samples is not None else None)
+                notes += calibration_notes
+            strategy, error = fetched.plan.strategy, "; ".join(decoded.errors) or None
     except (ReadError, FitsStructureError) as exc:
         regions, missing, error = [], np.arange(ra.size), str(exc)
     return FetchResult(
@@ -132,6 +137,17 @@ def fetch_image(
         notes=list(dict.fromkeys(notes)),
         elapsed_s=time.monotonic() - t0,
     )
+
+
+def _sample_beside(pool: ThreadPoolExecutor, ctx: FetchContext, target: ImageTarget, planned: _Planned,
+                   ra: np.ndarray, dec: np.ndarray, options: FetchOptions) -> Future[Samples] | None:
+    """The calibration samples of a range read over the network, read in `pool` while the pixels are on the
+    way (the header scan placed the sources; a failure surfaces at `result()`); None otherwise: a cutout
+    brings its header with its pixels, and a local file has no latency to hide."""
+    if not options.calibration or planned.fmap is None or target.protocol == "file":
+        return None
+    image = planned.fmap["IMAGE"]
+    return pool.submit(sample_calibration, ctx, target, image.header, image.shape, ra, dec, options)
 
 
 def _strategy_for(target: ImageTarget, strategy: str) -> tuple[str, list[str]]:

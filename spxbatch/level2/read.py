@@ -87,6 +87,11 @@ def region_from_hdul(
     )
 
 
+def frame_headers(fmap: FitsMap) -> tuple[fits.Header, fits.Header, fits.Header]:
+    """Copies of a scanned file's PRIMARY, IMAGE and FLAGS headers (the cached scan's own stay untouched)."""
+    return tuple(fmap[n].header.copy() for n in ("PRIMARY", "IMAGE", "FLAGS"))
+
+
 def compressed_box(tiles: TileTable, box: tuple[int, int, int, int], span: bytes) -> np.ndarray:
     """The pixels of `box` = (x0, x1, y0, y1) of a tile-compressed plane, from the heap bytes of its rows'
     tiles (`tiles.heap_span`)."""
@@ -95,10 +100,14 @@ def compressed_box(tiles: TileTable, box: tuple[int, int, int, int], span: bytes
 
 
 def region_from_planes(fmap: FitsMap, box: tuple[int, int, int, int], planes: Mapping[str, bytes | np.ndarray],
-                       psf: PSFCube | EPSFTable | None, wave: WaveTable) -> ImageRegion:
+                       psf: PSFCube | EPSFTable | None, wave: WaveTable,
+                       headers: tuple[fits.Header, fits.Header, fits.Header] | None = None) -> ImageRegion:
     """The region of a scanned file covering `box` = (x0, x1, y0, y1) of the parent frame (exclusive ends)
     from each pixel plane's raw big-endian bytes of that box (its rows' segments, joined), or, for a
-    tile-compressed plane, its pixels already decoded (`compressed_box`)."""
+    tile-compressed plane, its pixels already decoded (`compressed_box`).
+
+    `headers`: the PRIMARY, IMAGE and FLAGS headers to carry (default: copies of the file's); the regions of
+    one read share one set (`frame_headers`), which lets photometry set up the frame once for all of them."""
     x0, x1, y0, y1 = box
     arrays = {}
     for name in PLANES:
@@ -106,6 +115,6 @@ def region_from_planes(fmap: FitsMap, box: tuple[int, int, int, int], planes: Ma
         if not isinstance(plane, np.ndarray):
             plane = np.frombuffer(plane, dtype=fmap[name].dtype).reshape(y1 - y0, x1 - x0)
         arrays[PLANE_ATTRS[name]] = native(plane)
-    primary, image_h, flags_h = (fmap[n].header.copy() for n in ("PRIMARY", "IMAGE", "FLAGS"))
+    primary, image_h, flags_h = headers or frame_headers(fmap)
     return ImageRegion(primary_header=primary, image_header=image_h, flags_header=flags_h, x0=x0, y0=y0,
                        wave=wave, psf=psf, parent_shape=fmap["IMAGE"].shape, **arrays)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {"neighbourhood_halfsize": "aperture", "PhotometryConfig": "config", "measure_region": "measure",
+         "measure_regions": "measure",
          "CONDITION_BITS": "conditions", "good_verdict": "quality"}
 
 
@@ -25,5 +26,6 @@ __all__ = [
     "PhotometryConfig",
     "good_verdict",
     "measure_region",
+    "measure_regions",
     "neighbourhood_halfsize",
 ]

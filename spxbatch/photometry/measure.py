@@ -1,6 +1,7 @@
 """measure_region: forced aperture and PSF photometry of every given source on one image region, vectorised.
 
-One pass per region, one function per phase, each in the module of its job: positions (`positions`), PSF
+One pass per region (the image's set-up, shared by its regions, in `frame`), one function per phase, each in
+the module of its job: positions (`positions`), PSF
 zone and FWHM (`psf`), aperture radii (`aperture`), catalog neighbours (`neighbours`); then per crop of the
 region (`crops`): masks and variance repair (`masks`), aperture footprints (`aperture`), PSF tiles (`psf`),
 zodi scale (`zodi`), aperture sums (`aperture`), background (`background`), aperture correction
@@ -15,6 +16,7 @@ too small), so a cutout, a row strip and the whole frame give the same results.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,9 +24,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from spxbatch.level2.epsf import EPSFTable
-from spxbatch.level2.region import ImageRegion, PSFCube, parent_image_header
-from spxbatch.level2.wcs import celestial_wcs
+from spxbatch.level2.region import ImageRegion
 from spxbatch.photometry.aperture import (
     Footprint,
     aperture_footprint,
@@ -35,16 +35,17 @@ from spxbatch.photometry.aperture import (
     source_radii,
 )
 from spxbatch.photometry.background import source_background
-from spxbatch.photometry.columns import empty_table, image_columns
+from spxbatch.photometry.columns import empty_table
 from spxbatch.photometry.conditions import condition_mask, condition_word
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.correction import aperture_correction
 from spxbatch.photometry.crops import region_crops
 from spxbatch.photometry.flux import source_fluxes
-from spxbatch.photometry.masks import Pixels, flag_bits, region_pixels
+from spxbatch.photometry.frame import Frame, frame_key, image_frame
+from spxbatch.photometry.masks import Pixels, region_pixels
 from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_mask
 from spxbatch.photometry.positions import LocalPixels, frame_positions, local_pixels
-from spxbatch.photometry.psf import AnyPSFModel, PsfTiles, phases, psf_model_for, psf_tiles, source_psf
+from spxbatch.photometry.psf import AnyPSFModel, PsfTiles, phases, psf_tiles, source_psf
 from spxbatch.photometry.psf_measure import measure_psf
 from spxbatch.photometry.quality import verdicts
 from spxbatch.photometry.units import source_solid_angle, ujy_per_mjysr_pixel
@@ -95,60 +96,67 @@ def measure_region(
     source_index: np.ndarray | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     psf_model: AnyPSFModel | None = None,
+    frame: Frame | None = None,
 ) -> dict[str, np.ndarray]:
     """Measure every source (ra, dec in deg) on `region`; one row per input source, in input order.
 
     `neighbours` (ra, dec) are all catalog sources near the region (default: the inputs themselves);
     they are masked out of each background region and decide BLENDED. `psf_model` overrides the cached
-    model of region.psf. Fluxes are uJy; background and background_err are MJy/sr per pixel (after
-    zodi subtraction). See conditions.CONDITION_BITS for the condition word, columns.COLUMNS for the table.
+    model of region.psf. `frame`: the image's set-up (`frame.image_frame` of these neighbours and model),
+    when the caller measures several regions of one image. Fluxes are uJy; background and background_err
+    are MJy/sr per pixel (after zodi subtraction). See conditions.CONDITION_BITS for the condition word,
+    columns.COLUMNS for the table.
 
     Sparse sources are measured on crops of the region around them (same numbers: a measurement reads
     only its neighbourhood), so the cost follows the sources, not the region's size.
     """
     cfg = config or PhotometryConfig()
+    frame = frame or image_frame(region, neighbours, psf_model)
     ra = np.atleast_1d(np.asarray(ra, dtype=float))
     dec = np.atleast_1d(np.asarray(dec, dtype=float))
     n = ra.size
-    wcs = celestial_wcs(region.image_header)
-    pos = frame_positions(region, ra, dec, wcs, cfg.min_edge_distance)
+    pos = frame_positions(region, ra, dec, frame.wcs, cfg.min_edge_distance)
     sidx = np.arange(n) if source_index is None else np.asarray(source_index)
-    out = empty_table(n, {"source_index": sidx, "x": pos.x, "y": pos.y, "status": pos.status,
-                          **image_columns(region)})
-    bits = flag_bits(region)
+    out = empty_table(n, {"source_index": sidx, "x": pos.x, "y": pos.y, "status": pos.status, **frame.columns})
     out["condition"] |= condition_word(n, {"NOT_MEASURED": pos.status != "ok"})
     m = np.flatnonzero(pos.status == "ok")
     if m.size:
-        _measure_sources(region, wcs, bits, cfg, out, m, neighbours, psf_model)
+        _measure_sources(region, frame, cfg, out, m)
         if cfg.flux_source == "psf":
             _psf_feeds_flux(out, m)
-    out["detected"], out["good"] = verdicts(out, cfg, bits)
+    out["detected"], out["good"] = verdicts(out, cfg, frame.bits)
     return out
 
 
-def _psf(region: ImageRegion, override: AnyPSFModel | None) -> tuple[AnyPSFModel | None, PSFCube | EPSFTable | None]:
-    """The PSF model to measure with (of a QR2 cube or an R7 ePSF table) and the PSF whose zone centres place
-    the sources (the region's own: a model is shared by every PSF of equal content, whatever cards they carry)."""
-    if override is not None:
-        return override, override.psf
-    if region.psf is None:
-        return None, None
-    return psf_model_for(region.psf), region.psf
+def measure_regions(regions: Sequence[tuple[ImageRegion, np.ndarray]], ra: np.ndarray, dec: np.ndarray,
+                    config: PhotometryConfig | None = None, source_index: np.ndarray | None = None,
+                    neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """`measure_region` of each region's members (indices into ra, dec, source_index), their rows joined in
+    the regions' order; regions of one image (`frame.frame_key`) share its set-up. At least one region."""
+    ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+    sidx = np.arange(ra.size) if source_index is None else np.asarray(source_index)
+    frames: dict[tuple, Frame] = {}
+    tables = []
+    for region, members in regions:
+        key = frame_key(region)
+        if key not in frames:
+            frames[key] = image_frame(region, neighbours)
+        tables.append(measure_region(region, ra[members], dec[members], config, sidx[members], neighbours,
+                                     frame=frames[key]))
+    return {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
 
 
-def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: PhotometryConfig,
-                     out: dict[str, np.ndarray], m: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray] | None,
-                     psf_model: AnyPSFModel | None) -> None:
+def _measure_sources(region: ImageRegion, frame: Frame, cfg: PhotometryConfig, out: dict[str, np.ndarray],
+                     m: np.ndarray) -> None:
     """Measure the rows `m` of `out` (all on the frame and in the region), crop by crop."""
     x, y = out["x"], out["y"]
-    model, psf = _psf(region, psf_model)
-    version = str(region.primary_header.get("VERSION", "")) or None
+    model, psf, version = frame.model, frame.psf, frame.version
     zf = source_psf(model, psf, x[m], y[m], version, cfg.psf_zone_lookup)
     radius = source_radii(cfg, zf.fwhm, m.size)
-    nb = catalog_neighbours(region, wcs, neighbours, (x, y), x[m], y[m], radius)
+    nb = catalog_neighbours(frame.neighbour_pixels or (x, y), x[m], y[m], radius)
     out["condition"][m] |= condition_word(m.size, {"NO_PSF": model is None, "BLENDED": nb.blended})
     r_max = max_radius(cfg, model)
-    image = _Image(cfg, model, parent_image_header(region.image_header), wcs, bits, r_max,
+    image = _Image(cfg, model, frame.parent_header, frame.wcs, frame.bits, r_max,
                    aperture_neighbourhood(cfg, model), nb.x, nb.y, mask_radius(cfg, r_max))
     tiles = None if model is None else psf_tiles(model, zf.zones, x[m], y[m]).tiles
     sources = _Sources(x[m], y[m], zf.zones, zf.fwhm, radius, nb.self_count, tiles)
@@ -163,7 +171,7 @@ def _measure_sources(region: ImageRegion, wcs: WCS, bits: dict[str, int], cfg: P
     if model is None:
         out["condition"][m] |= condition_word(m.size, {"PSF_FAILED": True})
         return
-    fit = measure_psf(region, wcs, cfg, bits, model, psf, version, x[m], y[m], tiles, (nb.x, nb.y))
+    fit = measure_psf(region, frame.wcs, cfg, frame.bits, model, psf, version, x[m], y[m], tiles, (nb.x, nb.y))
     for name, values in fit.columns.items():
         out[name][m] = values
     out["condition"][m] |= condition_word(m.size, {"PSF_FAILED": fit.failed, "PSF_CLIPPED": fit.clipped,

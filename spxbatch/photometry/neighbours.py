@@ -7,11 +7,9 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
 from spxbatch.level2.region import ImageRegion
-from spxbatch.level2.wcs import sky_to_parent_pixel
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.gather import Boxes, chunks_of
 
@@ -29,15 +27,11 @@ class Neighbours(NamedTuple):
     blended: np.ndarray
 
 
-def catalog_neighbours(region: ImageRegion, wcs: WCS, sky: tuple[np.ndarray, np.ndarray] | None,
-                       default: tuple[np.ndarray, np.ndarray], x: np.ndarray, y: np.ndarray,
+def catalog_neighbours(pixels: tuple[np.ndarray, np.ndarray], x: np.ndarray, y: np.ndarray,
                        radius: np.ndarray) -> Neighbours:
-    """The neighbours (ra, dec) `sky` (None: the parent pixels `default`, i.e. the inputs themselves) of
-    sources at parent pixels (x, y) with aperture radii `radius`; blended = another within 2 r."""
-    if sky is None:
-        nbx, nby = default
-    else:
-        nbx, nby = sky_to_parent_pixel(region.image_header, sky[0], sky[1], wcs=wcs)
+    """The catalog neighbours at parent `pixels` (x, y; non-finite ones dropped) of sources at parent pixels
+    (x, y) with aperture radii `radius`; blended = another within 2 r."""
+    nbx, nby = pixels
     finite = np.isfinite(nbx) & np.isfinite(nby)
     nbx, nby = nbx[finite], nby[finite]
     self_count = np.zeros(x.size, dtype=np.int64)

@@ -120,6 +120,8 @@ class PSFModel:
     #: singular values below this fraction of the largest are dropped (plane error ~ this).
     svd_rtol: float = 1e-7
     _fwhm: dict[int, float] = field(default_factory=dict)
+    #: _fwhm as an array over all zones (NaN where not yet computed), rebuilt when a zone is added.
+    _fwhm_lut: np.ndarray | None = None
     _svd: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
@@ -135,11 +137,12 @@ class PSFModel:
     def fwhm(self, zones: np.ndarray) -> np.ndarray:
         """FWHM (native px) of each given zone (cached per zone)."""
         zones = np.asarray(zones, dtype=int)
-        for z in np.unique(zones):
-            if int(z) not in self._fwhm:
-                self._fwhm[int(z)] = plane_fwhm(self.psf.cube[z], self.oversamp)
-        lut = np.array([self._fwhm.get(z, np.nan) for z in range(self.nzones)])
-        return lut[zones]
+        new = [int(z) for z in np.unique(zones) if int(z) not in self._fwhm]
+        for z in new:
+            self._fwhm[z] = plane_fwhm(self.psf.cube[z], self.oversamp)
+        if new or self._fwhm_lut is None:
+            self._fwhm_lut = np.array([self._fwhm.get(z, np.nan) for z in range(self.nzones)])
+        return self._fwhm_lut[zones]
 
     def max_fwhm(self) -> float:
         """Largest FWHM over all zones (bounds the neighbourhood of FWHM-based apertures)."""

@@ -21,7 +21,7 @@ from spxbatch.fetch.options import FetchOptions
 from spxbatch.fetch.store import open_store
 from spxbatch.level2.region import ImageRegion
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
-from spxbatch.photometry.measure import measure_region
+from spxbatch.photometry.measure import measure_regions
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.jobs import ImageJob
 from spxbatch.pipeline.rundir import RunDir
@@ -78,11 +78,9 @@ def measure_fetched(job: ImageJob, result: FetchResult, phot: PhotometryConfig,
                             "bytes": int(result.bytes_read), "requests": int(result.requests),
                             "retries": int(result.retries), "error": result.error}
     tables = []
-    for region, pos in result.regions:
-        pos = np.asarray(pos, dtype=np.int64)
-        out = measure_region(region, ra[pos], dec[pos], phot, source_index=job.source_index[pos],
-                             neighbours=(ra, dec))
-        tables.append(pd.DataFrame(out))
+    if result.regions:
+        regions = [(region, np.asarray(pos, dtype=np.int64)) for region, pos in result.regions]
+        tables.append(pd.DataFrame(measure_regions(regions, ra, dec, phot, job.source_index, neighbours=(ra, dec))))
     missing = np.asarray(result.missing, dtype=np.int64)
     if missing.size:
         reason = f"failed: {result.error}" if result.error else "off_image"

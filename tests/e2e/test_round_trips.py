@@ -38,11 +38,12 @@ def _scan_requests(entries: list[dict], fmap: FitsMap) -> int:
 def test_headers_in_one_round_trip_after_the_first_of_a_detector(archive, request):
     """QR2 and R7 files: the first of a detector takes its header rounds; each later one reads its headers in
     one request, no HEAD (the plan gives the size), and the PSF comes with the pixels (QR2: exactly two
-    requests), giving the same pixels as a local read."""
+    requests), giving the same pixels as a local read, in regions that share one copy of the headers."""
     info = request.getfixturevalue(archive)
     truth = truth_with_positions(info)
     opts = FetchOptions(calibration=False)  # the level-2 files' requests only
     cache = FetchCache()
+    boxes = 0
     with serve_archive(info.root) as srv:
         for files in list(_by_detector(info.files).values())[:2]:
             for k, rel in enumerate(files[:3]):
@@ -61,6 +62,10 @@ def test_headers_in_one_round_trip_after_the_first_of_a_detector(archive, reques
                     if archive == "sim_archive":  # R7's boxes of compressed rows go out in several requests
                         assert len(entries) == 2, rel
                 check_same_as_local(result, info.root / rel, ra.size)
+                # the regions of one read carry one copy of the file's headers: photometry sets the frame up once
+                assert len({id(r.image_header) for r, _ in result.regions}) == 1
+                boxes = max(boxes, len(result.regions))
+    assert boxes > 1  # some read gave several regions
 
 
 def test_folder_listings_once_per_process(sim_archive, truth):
