@@ -1,9 +1,10 @@
 """What every region of one image shares, set up once: the parent frame's WCS and header, the flag bits, the
-image's own columns, the PSF model, and the catalog neighbours' parent pixels.
+image's own columns, the PSF model, and the catalog neighbours placed on it (with their KD-tree).
 
 A range read gives one region per group of sources, each with the same headers and PSF (`level2.read.
 frame_headers`): setting the frame up per region cost ~10 ms of header parsing and copying each, most of
-measuring a few sources, and converting every catalog neighbour per region made dense fields quadratic.
+measuring a few sources, and placing (and indexing) every catalog neighbour per region made dense fields
+quadratic.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from spxbatch.level2.region import ImageRegion, PSFCube, parent_image_header
 from spxbatch.level2.wcs import celestial_wcs, sky_to_parent_pixel
 from spxbatch.photometry.columns import image_columns
 from spxbatch.photometry.masks import flag_bits
+from spxbatch.photometry.neighbours import NeighbourIndex, neighbour_index
 from spxbatch.photometry.psf import AnyPSFModel, psf_model_for
 
 
@@ -37,8 +39,8 @@ class Frame:
     psf: PSFCube | EPSFTable | None
     #: PRIMARY VERSION (None when absent): which PSF zone labels apply.
     version: str | None
-    #: Parent pixels (x, y) of the catalog neighbours, or None: the measured sources are their own.
-    neighbour_pixels: tuple[np.ndarray, np.ndarray] | None
+    #: The catalog neighbours placed on the frame, or None: the measured sources are their own.
+    neighbours: NeighbourIndex | None
 
 
 def image_frame(region: ImageRegion, neighbours: tuple[np.ndarray, np.ndarray] | None = None,
@@ -47,9 +49,10 @@ def image_frame(region: ImageRegion, neighbours: tuple[np.ndarray, np.ndarray] |
     overrides the cached model of region.psf."""
     wcs = celestial_wcs(region.image_header)
     model, psf = _psf(region, psf_model)
-    pixels = None if neighbours is None else sky_to_parent_pixel(region.image_header, *neighbours, wcs=wcs)
+    index = None if neighbours is None else neighbour_index(
+        *sky_to_parent_pixel(region.image_header, *neighbours, wcs=wcs))
     return Frame(wcs, parent_image_header(region.image_header), flag_bits(region), image_columns(region), model,
-                 psf, str(region.primary_header.get("VERSION", "")) or None, pixels)
+                 psf, str(region.primary_header.get("VERSION", "")) or None, index)
 
 
 def frame_key(region: ImageRegion) -> tuple[int, int, int, int]:

@@ -43,7 +43,7 @@ from spxbatch.photometry.crops import region_crops
 from spxbatch.photometry.flux import source_fluxes
 from spxbatch.photometry.frame import Frame, frame_key, image_frame
 from spxbatch.photometry.masks import Pixels, region_pixels
-from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_mask
+from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_index, neighbour_mask
 from spxbatch.photometry.positions import LocalPixels, frame_positions, local_pixels
 from spxbatch.photometry.psf import AnyPSFModel, PsfTiles, phases, psf_tiles, source_psf
 from spxbatch.photometry.psf_measure import measure_psf
@@ -153,7 +153,8 @@ def _measure_sources(region: ImageRegion, frame: Frame, cfg: PhotometryConfig, o
     model, psf, version = frame.model, frame.psf, frame.version
     zf = source_psf(model, psf, x[m], y[m], version, cfg.psf_zone_lookup)
     radius = source_radii(cfg, zf.fwhm, m.size)
-    nb = catalog_neighbours(frame.neighbour_pixels or (x, y), x[m], y[m], radius)
+    index = frame.neighbours if frame.neighbours is not None else neighbour_index(x, y)
+    nb = catalog_neighbours(index, x[m], y[m], radius)
     out["condition"][m] |= condition_word(m.size, {"NO_PSF": model is None, "BLENDED": nb.blended})
     r_max = max_radius(cfg, model)
     image = _Image(cfg, model, frame.parent_header, frame.wcs, frame.bits, r_max,

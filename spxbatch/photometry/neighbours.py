@@ -27,22 +27,33 @@ class Neighbours(NamedTuple):
     blended: np.ndarray
 
 
-def catalog_neighbours(pixels: tuple[np.ndarray, np.ndarray], x: np.ndarray, y: np.ndarray,
-                       radius: np.ndarray) -> Neighbours:
-    """The catalog neighbours at parent `pixels` (x, y; non-finite ones dropped) of sources at parent pixels
-    (x, y) with aperture radii `radius`; blended = another within 2 r."""
-    nbx, nby = pixels
-    finite = np.isfinite(nbx) & np.isfinite(nby)
-    nbx, nby = nbx[finite], nby[finite]
+class NeighbourIndex(NamedTuple):
+    """Catalog neighbours placed on one frame: their finite parent pixels (x, y) and a KD-tree of them (None
+    when there are none), built once per image (`frame.Frame`), not per region."""
+
+    x: np.ndarray
+    y: np.ndarray
+    tree: cKDTree | None
+
+
+def neighbour_index(x: np.ndarray, y: np.ndarray) -> NeighbourIndex:
+    """The index of neighbours at parent pixels (x, y), non-finite ones dropped."""
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = np.asarray(x)[finite], np.asarray(y)[finite]
+    return NeighbourIndex(x, y, cKDTree(np.column_stack([x, y])) if x.size else None)
+
+
+def catalog_neighbours(index: NeighbourIndex, x: np.ndarray, y: np.ndarray, radius: np.ndarray) -> Neighbours:
+    """The catalog neighbours of `index` of sources at parent pixels (x, y) with aperture radii `radius`;
+    blended = another within 2 r."""
     self_count = np.zeros(x.size, dtype=np.int64)
     blended = np.zeros(x.size, dtype=bool)
-    if nbx.size:
-        tree = cKDTree(np.column_stack([nbx, nby]))
+    if index.tree is not None:
         pts = np.column_stack([x, y])
-        self_count = tree.query_ball_point(pts, SELF_TOL, return_length=True)
-        close = tree.query_ball_point(pts, 2.0 * radius, return_length=True) - self_count
+        self_count = index.tree.query_ball_point(pts, SELF_TOL, return_length=True)
+        close = index.tree.query_ball_point(pts, 2.0 * radius, return_length=True) - self_count
         blended = close > 0
-    return Neighbours(nbx, nby, self_count, blended)
+    return Neighbours(index.x, index.y, self_count, blended)
 
 
 def mask_radius(config: PhotometryConfig, r_max: float) -> float:

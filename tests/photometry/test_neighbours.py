@@ -7,7 +7,13 @@ import numpy as np
 from spxbatch.level2.wcs import celestial_wcs
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.frame import image_frame
-from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_count, neighbour_mask
+from spxbatch.photometry.neighbours import (
+    catalog_neighbours,
+    mask_radius,
+    neighbour_count,
+    neighbour_index,
+    neighbour_mask,
+)
 from spxbatch.sim.regions import make_region, subregion
 
 
@@ -18,18 +24,18 @@ def test_self_count_and_blended():
     y = np.array([20.0, 20.0, 40.0])
     radius = np.array([2.5, 2.5, 2.5])
     # the sources themselves as their neighbours (a NaN position is dropped)
-    nb = catalog_neighbours((np.append(x, np.nan), np.append(y, 1.0)), x, y, radius)
+    nb = catalog_neighbours(neighbour_index(np.append(x, np.nan), np.append(y, 1.0)), x, y, radius)
     np.testing.assert_array_equal(nb.self_count, [1, 1, 1])
     np.testing.assert_array_equal(nb.blended, [True, True, False])  # 4 px < 2 r = 5 px
     assert nb.x.size == 3
     # catalog neighbours from the sky, placed by the image's frame: a source not in the catalog has no
     # self-match
     ra, dec = wcs.all_pix2world(np.array([20.0, 44.0]), np.array([20.0, 40.0]), 0)
-    nb = catalog_neighbours(image_frame(region, (ra, dec)).neighbour_pixels, x, y, radius)
+    nb = catalog_neighbours(image_frame(region, (ra, dec)).neighbours, x, y, radius)
     np.testing.assert_array_equal(nb.self_count, [1, 0, 0])
     np.testing.assert_array_equal(nb.blended, [False, True, True])
     np.testing.assert_allclose(nb.x, [20.0, 44.0], atol=1e-8)
-    empty = catalog_neighbours((np.array([]), np.array([])), x, y, radius)
+    empty = catalog_neighbours(neighbour_index(np.array([]), np.array([])), x, y, radius)
     assert not empty.blended.any() and not empty.self_count.any() and empty.x.size == 0
 
 
