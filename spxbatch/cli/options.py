@@ -16,7 +16,7 @@ from spxbatch.errors import ConfigError
 def key_value_option(text: str) -> tuple[str, Any]:
     """'key=value' with value parsed as JSON when it can be (numbers, true/false, lists)."""
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--phot takes KEY=VALUE, not {text!r}")
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, not {text!r}")
     key, value = text.split("=", 1)
     try:
         return key.strip(), json.loads(value)

@@ -32,7 +32,7 @@ def sim_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     serve.add_argument("--bandwidth", type=float, help="bytes per second cap")
-    serve.add_argument("--faults", action="append", metavar="KIND=RATE",
+    serve.add_argument("--faults", action="append", type=key_value_option, metavar="KIND=RATE",
                        help="inject faults, e.g. --faults http503=0.1 --faults truncate=0.05")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--access-log")
@@ -43,7 +43,8 @@ def sim_parser() -> argparse.ArgumentParser:
 
 def sim_main(argv: list[str]) -> int:
     """Build (`make`) or serve (`serve`) a simulated archive."""
-    args = sim_parser().parse_args(argv)
+    parser = sim_parser()
+    args = parser.parse_args(argv)
     if args.sim_command == "make":
         from spxbatch.sim import make_archive
 
@@ -52,9 +53,13 @@ def sim_main(argv: list[str]) -> int:
                             noise=not args.noiseless, release=args.release)
         print(f"Simulated {args.release} archive in {args.dir}: {len(info.files)} files; catalog {info.catalog}")
         return EXIT_OK
+    from spxbatch.sim.faults import FaultConfig
     from spxbatch.sim.server import run_server
 
-    faults = dict(key_value_option(f) for f in args.faults) if args.faults else None
+    try:  # checked before the server starts: a misspelt setting is bad input (exit 2), not a crash
+        faults = FaultConfig.coerce(dict(args.faults)) if args.faults else None
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--faults: {exc}")
     index = None
     if args.index:
         import pandas as pd

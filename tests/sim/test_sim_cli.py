@@ -1,4 +1,5 @@
-"""`spxbatch sim make --release`: the release reaches the generator; an unknown one is refused by argparse."""
+"""`spxbatch sim make --release`: the release reaches the generator; an unknown one is refused by argparse, as is
+a `sim serve --faults` setting the server does not take."""
 
 from __future__ import annotations
 
@@ -39,3 +40,14 @@ def test_sim_serve_help_gives_fault_examples_that_the_server_takes(capsys):
     assert examples
     config = FaultConfig.coerce({kind: float(rate) for kind, rate in examples})
     assert config is not None
+
+
+@pytest.mark.parametrize(("setting", "said"), [("503=0.1", "unknown fault settings ['503']"),
+                                               ("http503", "takes KEY=VALUE, not 'http503'")])
+def test_sim_serve_refuses_a_bad_fault_setting_before_serving(tmp_path, capsys, setting, said):
+    """A misspelt --faults setting is bad input: exit 2, one message naming the option, no server started
+    (the call returns instead of serving forever)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "serve", str(tmp_path), "--port", "0", "--faults", setting])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--faults" in err and said in err, err
