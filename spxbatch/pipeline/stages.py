@@ -68,12 +68,20 @@ FIXED_OPTIONS = ("catalog", "archive", "bands", "time_range", "collections", "re
 def _check_consistent(saved: dict[str, Any], cfg: RunConfig) -> None:
     """Refuse a rerun whose options would make the finished work in the run directory inconsistent."""
     before = config_from_dict(saved)
-    changed = [k for k in FIXED_OPTIONS if getattr(before, k) != getattr(cfg, k)]
+    changed = [k for k in FIXED_OPTIONS if not _same_option(k, getattr(before, k), getattr(cfg, k))]
     if changed:
         detail = "; ".join(f"{k}: {getattr(before, k)!r} -> {getattr(cfg, k)!r}" for k in changed)
         raise ConfigError(
             f"run directory {cfg.run_dir} was made with other options ({detail}); "
             "use a new output (-o) or run directory, or drop the changed options")
+
+
+def _same_option(key: str, before: Any, now: Any) -> bool:
+    """Whether a fixed option is unchanged: the catalog is the same file whether named relative to the working
+    directory or absolutely (its rows are checked apart, by their fingerprint)."""
+    if key == "catalog":
+        return Path(before).expanduser().absolute() == Path(now).expanduser().absolute()
+    return before == now
 
 
 def _check_mirror(mirror: str | Path) -> None:

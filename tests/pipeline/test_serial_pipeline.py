@@ -65,9 +65,9 @@ def test_python_api_with_the_serial_executor_equals_stage_by_stage(serial_run, s
         np.testing.assert_array_equal(other[name].values, ds[name].values, err_msg=name)
 
 
-def test_an_old_run_directory_resumes_and_refuses_other_options(sim_archive, tmp_path):
-    """A run directory whose config.json has the flat layout of earlier versions: same options resume,
-    a changed fixed option is refused before any work."""
+def test_an_old_run_directory_resumes_and_refuses_other_options(sim_archive, tmp_path, monkeypatch):
+    """A run directory whose config.json has the flat layout of earlier versions: same options resume (the
+    catalog also when named by a relative path), a changed fixed option is refused before any work."""
     flat = {"archive": str(sim_archive.root), "bands": [], "catalog": str(sim_archive.catalog),
             "cluster": {"workers": None, "job_extra": []}, "collections": [], "dec_col": None, "fetch": "auto",
             "fetch_attempts": 5, "fetch_backoff_s": 0.5, "images_per_task": 4, "name_col": None,
@@ -78,6 +78,8 @@ def test_an_old_run_directory_resumes_and_refuses_other_options(sim_archive, tmp
     (tmp_path / "old.run" / "config.json").write_text(json.dumps(flat))
     resumed = Pipeline(config_from_dict(flat))
     resumed.plan()  # same options: accepted
+    monkeypatch.chdir(sim_archive.catalog.parent)  # the same catalog named relative to the working directory
+    Pipeline(config_from_dict({**flat, "catalog": sim_archive.catalog.name})).plan()
     with pytest.raises(ConfigError, match=r"made with other options \(bands: \[\] -> \[1\]\)"):
         Pipeline(config_from_dict(flat).updated({"bands": [1]})).plan()
     with pytest.raises(StageError, match="not a spxbatch run directory"):
