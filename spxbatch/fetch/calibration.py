@@ -86,12 +86,9 @@ def sample_calibration(ctx: FetchContext, target: ImageTarget, image_header: fit
     pixels: dict[str, dict[int, np.ndarray]] = {}
     used: list[str] = []
     for product, extname, attr in CALIBRATION_PLANES:
-        plane = _calibration_plane(ctx, target, product, extname)
+        plane = _plane_of_shape(ctx, target, product, extname, parent_shape)
         if isinstance(plane, str):
             notes.append(plane)
-            continue
-        if plane.shape != tuple(parent_shape):
-            notes.append(f"{product}/{extname}: shape {plane.shape} != image {tuple(parent_shape)}")
             continue
         # a transient failure raises ReadError: the image fails (and is retried), never measured without
         values = region_pixels(ctx, plane, list(boxes.values()), options.link())
@@ -118,12 +115,9 @@ def attach_calibration(ctx: FetchContext, target: ImageTarget, regions: Regions,
                for region, members in regions]
     if options.l3_flux_correction and qr2_processed(first):
         product, extname, attr = L3_PLANE
-        release = L3_RELEASE
-        plane = _calibration_plane(ctx, target, product, extname, release)
+        plane = _plane_of_shape(ctx, target, product, extname, first.parent_shape, L3_RELEASE)
         if isinstance(plane, str):
             notes.append(plane)
-        elif plane.shape != tuple(first.parent_shape):
-            notes.append(f"{product}/{extname}: shape {plane.shape} != image {first.parent_shape}")
         else:
             wholes = [(r.x0, r.x0 + r.shape[1], r.y0, r.y0 + r.shape[0]) for r, _ in regions]
             maps = region_pixels(ctx, plane, wholes, options.link())
@@ -194,6 +188,15 @@ def calibration_map(ctx: FetchContext, target: ImageTarget, product: str,
         fmap = f"{product}: bad file ({exc})"
     ctx.cache.calib[key] = fmap
     return fmap
+
+
+def _plane_of_shape(ctx: FetchContext, target: ImageTarget, product: str, extname: str, shape: tuple[int, int],
+                    release: str | None = None) -> CalibPlane | str:
+    """The calibration plane (`_calibration_plane`) when it has the image's `shape`, else why it is not used."""
+    plane = _calibration_plane(ctx, target, product, extname, release)
+    if not isinstance(plane, str) and plane.shape != tuple(shape):
+        return f"{product}/{extname}: shape {plane.shape} != image {tuple(shape)}"
+    return plane
 
 
 def _calibration_plane(ctx: FetchContext, target: ImageTarget, product: str, extname: str,
