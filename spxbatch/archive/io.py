@@ -160,6 +160,20 @@ def _slice_parts(parts: list[tuple[int, bytes]], ranges: Sequence[tuple[int, int
     return out
 
 
+#: The process's request lanes (`_lane`), by event loop and width.
+_LANES: dict[tuple[int, int], asyncio.Semaphore] = {}
+
+
+def _lane(width: int) -> asyncio.Semaphore:
+    """This process's lane of `width` requests in flight on the running loop: its waiters go in the order
+    they came (asyncio wakes them first in, first out), so the requests of one call all go before a later
+    call's, while the lane stays full."""
+    key = (id(asyncio.get_running_loop()), width)
+    if key not in _LANES:
+        _LANES[key] = asyncio.Semaphore(width)
+    return _LANES[key]
+
+
 class ArchiveIO:
     """Retrying range and whole-object reads on one fsspec filesystem; picklable (the fs is per process).
 
@@ -194,17 +208,19 @@ class ArchiveIO:
 
     def read_ranges(
         self, path: str, ranges: Sequence[tuple[int, int]], stats: IOStats, size: int | None = None,
-        fallback: bool = True,
+        fallback: bool = True, lane: int | None = None,
     ) -> list[bytes]:
         """The bytes [start, end) of each range (clipped to `size` when known), fetched concurrently.
 
         `fallback=False`: when the server refuses multi-range requests, raise MultiRangeUnsupported rather
-        than sending one request per range.
+        than sending one request per range. `lane`: the requests wait their turn in this process's lane of
+        that many requests in flight (`_lane`), behind those of earlier calls, instead of this call's own
+        `concurrency`.
         """
         ranges = [(s, min(e, size) if size is not None else e) for s, e in ranges]
         if not self.is_async:
             return [self._read_local(path, s, e, stats) for s, e in ranges]
-        return sync(self.fs.loop, self._gather, path, ranges, stats, fallback)
+        return sync(self.fs.loop, self._gather, path, ranges, stats, fallback, lane)
 
     def read_whole(self, path: str, stats: IOStats, expected_size: int | None = None) -> bytes:
         """The whole object in one request (retried), checked against `expected_size` when known."""
@@ -297,9 +313,9 @@ class ArchiveIO:
         return await asyncio.gather(*(one(p) for p in paths))
 
     async def _gather(self, path: str, ranges: list[tuple[int, int]], stats: IOStats,
-                      fallback: bool = True) -> list[bytes]:
+                      fallback: bool = True, lane: int | None = None) -> list[bytes]:
         """Fetch ranges concurrently: in multi-range batches when the server takes them, else one by one."""
-        sem = asyncio.Semaphore(max(1, self.policy.concurrency))
+        sem = _lane(lane) if lane else asyncio.Semaphore(max(1, self.policy.concurrency))
         if self.uses_multirange(path) and len(ranges) > 1:
             batches = [ranges[i:i + MAX_RANGES_PER_REQUEST] for i in range(0, len(ranges), MAX_RANGES_PER_REQUEST)]
 

@@ -6,8 +6,10 @@ calibration bytes across runs: what this process has not read yet is looked up t
 PSF cubes are stored by CONTENT (sha1 of the bytes): an index maps (detector, version, PSF-header digest)
 to a content hash, so the 4.9 MB cube is read once per detector and processing version (and once more only
 if a file's PSF header differs, e.g. a second cube shipped under the same version), and equal cubes share
-one array. Calibration products (solid angle map, spectral_wcs CWAVE/CBAND) are read lazily in row blocks
-and sliced to each region; an absent or empty product is remembered (with the reason) and not asked again.
+one array. Range reads take only the planes of the zones their sources use (`PSFPlanes`, by the PSF header's
+store key, whose DATASUM fixes the content). Calibration products (solid angle map, spectral_wcs CWAVE/CBAND)
+are read lazily in row blocks and sliced to each region; an absent or empty product is remembered (with the
+reason) and not asked again.
 """
 
 from __future__ import annotations
@@ -71,6 +73,35 @@ class CalibPlane:
 
 
 @dataclass
+class PSFPlanes:
+    """A QR2 PSF cube held plane by plane, as far as it has been read: `cube` (native byte order, zeros where
+    not read) and the planes `held`. Range reads fetch only the zones an image's sources use; the planes
+    gathered serve every later image of the same PSF content. `digest` names the content (its store key)."""
+
+    cube: np.ndarray
+    held: set[int]
+    digest: str
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], dtype: np.dtype, digest: str) -> PSFPlanes:
+        """A cube of `shape` holding no plane yet."""
+        return cls(np.zeros(shape, dtype=dtype.newbyteorder("=")), set(), digest)
+
+    @property
+    def plane_bytes(self) -> int:
+        """Bytes of one plane."""
+        return int(np.prod(self.cube.shape[1:])) * self.cube.dtype.itemsize
+
+    def add(self, first: int, raw: bytes) -> None:
+        """Hold the planes first, first + 1, ... that `raw` (the file's big-endian bytes) holds; a plane is
+        marked held only once its values are in place (other threads read `held`)."""
+        n = len(raw) // self.plane_bytes
+        planes = np.frombuffer(raw, dtype=self.cube.dtype.newbyteorder(">")).reshape(n, *self.cube.shape[1:])
+        self.cube[first:first + n] = planes
+        self.held.update(range(first, first + n))
+
+
+@dataclass
 class FetchCache:
     """Everything the fetch layer keeps between images in one process (see `process_cache`).
 
@@ -84,6 +115,8 @@ class FetchCache:
     fitsmaps: OrderedDict[str, FitsMap] = field(default_factory=OrderedDict)
     psf_cubes: dict[str, np.ndarray] = field(default_factory=dict)
     psf_index: dict[tuple, str] = field(default_factory=dict)
+    #: QR2 PSF cubes read in part (range reads), by their persistent-store key (`store_keys.file_psf_key`).
+    psf_planes: dict[str, PSFPlanes] = field(default_factory=dict)
     #: R7 ePSF tables by (source, detector, version, EPSF header digest).
     epsf_tables: dict[tuple, EPSFTable] = field(default_factory=dict)
     #: Calibration products by their location (archive root included, so two archives read in one process
@@ -96,8 +129,10 @@ class FetchCache:
     header_hints: dict[tuple, list[tuple[int, int]]] = field(default_factory=dict)
     #: The persistent cache shared by runs (None: none).
     store: ProductStore | None = None
-    #: How many PSF models were read over the wire (for tests and the benchmark).
+    #: How many reads fetched PSF bytes (a model, or planes of a cube), and how many cube planes were read (for
+    #: tests and the benchmark).
     psf_reads: int = 0
+    psf_planes_read: int = 0
 
     def get_fitsmap(self, url: str) -> FitsMap | None:
         """The cached offset table of `url`, from memory or the disk cache."""

@@ -72,6 +72,18 @@ class Samples:
     notes: tuple[str, ...]
 
 
+def locate_calibration(ctx: FetchContext, target: ImageTarget) -> None:
+    """Find and scan the target detector's calibration products into the process cache (folder listings and
+    header scans: a chain of round trips that needs nothing of the image), so a fetch can run it beside its
+    own header scan, before the image's pixels fill the link. A failure is left for `sample_calibration`,
+    which meets it again and reports it."""
+    for product, extname in dict.fromkeys((p, e) for p, e, _ in CALIBRATION_PLANES):
+        try:
+            _calibration_plane(ctx, target, product, extname)
+        except (OSError, FitsStructureError):
+            return
+
+
 def sample_calibration(ctx: FetchContext, target: ImageTarget, image_header: fits.Header,
                        parent_shape: tuple[int, int], ra: np.ndarray, dec: np.ndarray,
                        options: FetchOptions) -> Samples:

@@ -50,13 +50,6 @@ def calibration_file(ctx: FetchContext, target: ImageTarget, product: str, relea
     return _remembered(ctx, _key(target, product, release), newest)
 
 
-def known_calibration_file(ctx: FetchContext, target: ImageTarget, product: str,
-                           release: str | None = None) -> str | None:
-    """The path `calibration_file` found for this target before, if it did (no I/O)."""
-    known = ctx.cache.calib.get(_key(target, product, release))
-    return known[1] if known is not None and known[0] == "found" else None
-
-
 def _remembered(ctx: FetchContext, key: tuple, find: Callable[[], T]) -> T:
     """`find()`'s answer for `key`, asked once per process: a value, or its LookupError (the archive has no
     such thing) remembered and raised again; any other error (a transient failure) is not remembered."""

@@ -43,7 +43,7 @@ def decode(fetched: Fetched, fmap: FitsMap | None, tables: ImageTables, ra: np.n
     frame cutouts are placed in)."""
     plan = fetched.plan
     if isinstance(plan, RangePlan):
-        psf = tables.psf_for_fitsmap(fmap)
+        psf = tables.psf_for_fitsmap(fmap, ra, dec)
         regions = regions_from_ranges(fmap, plan, fetched.bodies, psf.model, tables.wave_for_fitsmap(fmap))
         regions = [(dataclasses.replace(r, psf_origin=psf.origin), m) for r, m in regions]
         return Decoded(regions, plan.off_image, (), tuple(psf.notes))

@@ -37,18 +37,21 @@ class FetchContext:
     io: ArchiveIO
     stats: IOStats
     cache: FetchCache
+    #: The width of the process's lane that pixel reads wait in (`FetchOptions.pixel_requests_in_flight`).
+    pixel_lane: int | None = None
 
     @classmethod
     def open(cls, protocol: str, options: FetchOptions, cache: FetchCache,
              stats: IOStats | None = None) -> FetchContext:
         """A context for files reached by `protocol` ('http', 'https', 's3', 'file'), counting into `stats`
         (fresh counters by default)."""
-        return cls(ArchiveIO(protocol, options.retry, multirange=options.multirange), stats or IOStats(), cache)
+        return cls(ArchiveIO(protocol, options.retry, multirange=options.multirange), stats or IOStats(), cache,
+                   options.pixel_requests_in_flight)
 
     def read_ranges(self, path: str, ranges: list[tuple[int, int]], size: int | None,
-                    fallback: bool = True) -> list[bytes]:
+                    fallback: bool = True, lane: int | None = None) -> list[bytes]:
         """The bytes of each range of `path` (see `ArchiveIO.read_ranges`), counted in this context."""
-        return self.io.read_ranges(path, ranges, self.stats, size, fallback=fallback)
+        return self.io.read_ranges(path, ranges, self.stats, size, fallback=fallback, lane=lane)
 
     def transport(self, path: str) -> Transport:
         """How reads of `path` go out, for the planner."""
@@ -121,7 +124,8 @@ def _read_ranges(plan: RangePlan, ctx: FetchContext, extra: tuple[tuple[int, int
     requests) are read as its strips."""
     notes = (plan.note,) if plan.note else ()
     try:
-        blobs = ctx.read_ranges(plan.path, [*plan.ranges(), *extra], plan.size, fallback=plan.fallback is None)
+        blobs = ctx.read_ranges(plan.path, [*plan.ranges(), *extra], plan.size, fallback=plan.fallback is None,
+                                lane=ctx.pixel_lane)
     except MultiRangeUnsupported:
         if plan.fallback is None:
             raise

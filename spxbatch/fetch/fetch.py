@@ -28,7 +28,7 @@ import numpy as np
 
 from spxbatch.archive.io import ReadError
 from spxbatch.fetch.cache import FetchCache, process_cache
-from spxbatch.fetch.calibration import Samples, attach_calibration, sample_calibration
+from spxbatch.fetch.calibration import Samples, attach_calibration, locate_calibration, sample_calibration
 from spxbatch.fetch.decode import decode
 from spxbatch.fetch.execute import FetchContext, read_plan, scan_headers
 from spxbatch.fetch.options import STRATEGIES, FetchOptions
@@ -76,6 +76,8 @@ class _Planned:
     fmap: FitsMap | None
     parent_shape: tuple[int, int]
     estimates: dict[str, float]
+    #: The PSF bytes a range plan reads beside its pixels (`ImageTables.psf_spans`).
+    psf_spans: tuple[tuple[int, int], ...] = ()
 
 
 def fetch_image(
@@ -108,13 +110,14 @@ def fetch_image(
     estimates: dict[str, float] = {}
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spxbatch-calibration") as beside:
+            if options.calibration and target.protocol != "file":  # its round trips beside the header scan
+                beside.submit(locate_calibration, ctx, target)
             planned = _request_plan(target, ctx, tables, strategy, ra, dec, halfsize, options)
             estimates = planned.estimates
             samples = _sample_beside(beside, ctx, target, planned, ra, dec, options)
-            psf_span = tables.psf_span(planned.fmap) if isinstance(planned.plan, RangePlan) else None
-            fetched = read_plan(planned.plan, ctx, (psf_span,) if psf_span else ())
-            if psf_span:
-                tables.prefetched[psf_span] = fetched.extra[0]
+            psf_spans = planned.psf_spans if isinstance(planned.plan, RangePlan) else ()
+            fetched = read_plan(planned.plan, ctx, psf_spans)
+            tables.add_prefetched(planned.fmap, psf_spans, fetched.extra)
             decoded = decode(fetched, planned.fmap, tables, ra, dec, halfsize, planned.parent_shape)
             notes += [*fetched.notes, *decoded.notes]
             regions, missing = decoded.regions, decoded.missing
@@ -175,6 +178,7 @@ def _request_plan(target: ImageTarget, ctx: FetchContext, tables: ImageTables, s
         return _Planned(plan, None, shape, {})
     fmap = scan_headers(ctx, target.path, target.size, target.layout_key)
     check_fitsmap(fmap)
+    psf_spans = tables.psf_spans(fmap, ra, dec)
     plan, estimates = plan_image(fmap, ra, dec, halfsize, strategy, options, ctx.transport(target.path),
-                                 tables.psf_cached(), target.size)
-    return _Planned(plan, fmap, fmap["IMAGE"].shape, estimates)
+                                 psf_spans, target.size)
+    return _Planned(plan, fmap, fmap["IMAGE"].shape, estimates, psf_spans)

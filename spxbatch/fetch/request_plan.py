@@ -143,13 +143,14 @@ def cutout_plan_bytes(fmap: FitsMap, plan: CutoutPlan) -> int:
 
 
 def plan_image(fmap: FitsMap, ra: np.ndarray, dec: np.ndarray, halfsize: int, strategy: str,
-               options: FetchOptions, transport: Transport, psf_cached: bool,
+               options: FetchOptions, transport: Transport, psf_spans: tuple[tuple[int, int], ...],
                whole_size: int | None) -> tuple[RequestPlan, dict[str, float]]:
     """The plan for a scanned image: range reads ('range' or 'local'), or, with 'auto', whichever of range
     reads, the whole file and cutouts the cost model says is fastest; and the cost model's estimates
     (strategy -> seconds; computed for 'auto' and when boxes compete with strips).
 
-    `psf_cached`: this process holds the image's PSF cube (range reads then need not read it);
+    `psf_spans`: the PSF bytes range reads must add (`ImageTables.psf_spans`: none when this process holds
+    them; a cutout or the whole file carries its PSF anyway);
     `whole_size`: the file size the plan row gives (checked by a whole-file read).
     """
     shape = fmap["IMAGE"].shape
@@ -165,7 +166,7 @@ def plan_image(fmap: FitsMap, ra: np.ndarray, dec: np.ndarray, halfsize: int, st
     boxes = plan_boxes(xlo, xhi, ylo, yhi, ok) if multi and options.boxes else None
     estimates: dict[str, float] = {}
     if strategy == "auto" or boxes:
-        estimates = _estimates(fmap, strips, boxes, ra[ok], dec[ok], halfsize, options, transport, psf_cached)
+        estimates = _estimates(fmap, strips, boxes, ra[ok], dec[ok], halfsize, options, transport, psf_spans)
     if strategy == "auto":
         best = min(estimates, key=estimates.__getitem__)
         if best == "whole":
@@ -222,11 +223,13 @@ def _read_whole(fmap: FitsMap, name: str, tiles: TileTable, boxes: list[Box], op
 
 
 def _estimates(fmap: FitsMap, strips: list[Box], boxes: list[Box] | None, ra: np.ndarray, dec: np.ndarray,
-               halfsize: int, options: FetchOptions, transport: Transport, psf_cached: bool) -> dict[str, float]:
+               halfsize: int, options: FetchOptions, transport: Transport,
+               psf_spans: tuple[tuple[int, int], ...]) -> dict[str, float]:
     """The cost model's seconds per strategy for the sources on this image (`ra`, `dec`)."""
     nx = fmap["IMAGE"].shape[1]
     plane_bytes = len(PLANES) * PLANE_ITEMSIZE
-    psf = Reads(0, 0, 0) if psf_cached else Reads(fmap[check_fitsmap(fmap).psf_hdu].data_size, 1, 0)
+    psf = Reads(sum(e - s for s, e in psf_spans) + len(psf_spans) * PART_OVERHEAD_BYTES,
+                transport.requests_for(len(psf_spans)) if psf_spans else 0, 0)
     rows = sum(y1 - y0 for _, _, y0, y1, _ in strips)
     strip_reads = Reads(rows * nx * plane_bytes, transport.requests_for(box_parts(strips, nx)), len(strips))
     box_reads = None

@@ -4,7 +4,10 @@ cache) and the WCS-WAVE table.
 The PSF model is the file's own: QR2's PSF cube or R7's EPSF table, cached by (detector, version, PSF
 header digest); with psf_source 'calibration' a QR2 file takes the detector's average_psf product (the
 file's own when that is absent or of another shape). The bytes a cutout or a whole file carries anyway
-fill the cache instead of a second read.
+fill the cache instead of a second read. Range reads over the network take only the planes of a QR2 cube
+that the image's catalog sources use (`psf_zones.catalog_zones`, both lookup methods): ~41 kB a zone where
+the cube is 4.9 MB; the planes gathered serve later images of the same PSF, and the persistent store keeps
+each plane (a second run of the catalog reads none).
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
-from spxbatch.fetch.cache import header_digest
+from spxbatch.fetch.cache import PSFPlanes, content_hash, header_digest
 from spxbatch.fetch.calibration import calibration_map
-from spxbatch.fetch.calibration_files import known_calibration_file
 from spxbatch.fetch.execute import FetchContext
 from spxbatch.fetch.store_keys import file_psf_key, product_key
 from spxbatch.fetch.target import ImageTarget
 from spxbatch.level2.epsf import EPSFTable, read_epsf
 from spxbatch.level2.fitsmap import FitsMap, HDUEntry
 from spxbatch.level2.layout import R7, Layout, check_fitsmap
+from spxbatch.level2.psf_zones import catalog_zones
 from spxbatch.level2.read import epsf_from_bytes, wave_table_from_bytes
 from spxbatch.level2.region import PSFCube, WaveTable
+from spxbatch.level2.wcs import sky_to_parent_pixel
 
 #: The release whose calibration tree holds the R7 ePSF products used for QR2 images (psf_source 'epsf').
 QR3_CALIBRATION = "qr3"
+#: The zone lookups whose planes a cube read in part holds: photometry may be configured with either.
+ZONE_METHODS = ("grid", "header")
 
 
 @dataclass(frozen=True)
@@ -49,37 +55,111 @@ class ImageTables:
     ctx: FetchContext
     target: ImageTarget
     psf_source: str = "file"
-    #: Bytes of PSF HDUs read beside the pixels (`psf_span`), by byte span, until the PSF is decoded.
+    #: Bytes of PSF HDUs read beside the pixels (`psf_spans`), by byte span, until the PSF is decoded.
     prefetched: dict[tuple[int, int], bytes] = field(default_factory=dict)
-
-    def psf_cached(self) -> bool:
-        """Whether this process already holds a PSF model for this detector (and version, for file PSFs)."""
-        cache, t = self.ctx.cache, self.target
-        if self.psf_source == "calibration":
-            path = known_calibration_file(self.ctx, t, "average_psf")
-            if path is not None and ("average_psf", path) in cache.psf_index:
-                return True
-        return any(k[:3] == ("file", t.detector, t.version) for k in (*cache.psf_index, *cache.epsf_tables))
+    #: The PSF zones of the sources on each scanned file's frame (`_zones`), by URL.
+    zones: dict[str, np.ndarray] = field(default_factory=dict)
 
     def _holds_file_psf(self, header: fits.Header) -> bool:
-        """Whether this process holds the model of a file PSF HDU with this header (the key decoding uses:
-        files of one detector and version may ship different PSFs)."""
+        """Whether this process holds the whole model of a file PSF HDU with this header (the key decoding
+        uses: files of one detector and version may ship different PSFs)."""
         key = ("file", self.target.detector, self.target.version, header_digest(header))
         return key in self.ctx.cache.psf_index or key in self.ctx.cache.epsf_tables
 
-    def psf_span(self, fmap: FitsMap) -> tuple[int, int] | None:
-        """The byte span of a scanned file's own PSF HDU when decoding its regions will read it: the PSF is
-        the file's (not a calibration product's), this process holds none for it and the persistent store
-        neither. Read together with the pixels (`prefetched`), it costs no round trip of its own; counted in
-        `psf_reads` here."""
+    def psf_spans(self, fmap: FitsMap, ra: np.ndarray, dec: np.ndarray) -> tuple[tuple[int, int], ...]:
+        """The byte spans of a scanned file's own PSF that decoding its regions for sources (ra, dec) will read
+        and neither this process nor the persistent store holds: a QR2 cube's planes of the zones the sources
+        use (`_planes`; consecutive planes one span), else the PSF HDU whole; none when the PSF is a
+        calibration product's. Read together with the pixels (`add_prefetched`), they cost no round trip of
+        their own."""
         layout = check_fitsmap(fmap)
-        if (self.psf_source != "file" and layout is not R7) or self._holds_file_psf(fmap[layout.psf_hdu].header):
-            return None
+        entry = fmap[layout.psf_hdu]
+        if (self.psf_source != "file" and layout is not R7) or self._holds_file_psf(entry.header):
+            return ()
+        key = file_psf_key(fmap.url, entry.header)
         store = self.ctx.cache.store
-        if store is not None and store.has(file_psf_key(fmap.url, fmap[layout.psf_hdu].header)):
-            return None
+        if store is not None and store.has(key):
+            return ()
+        planes = self._planes(fmap, entry, key)
+        if planes is None:
+            return (_span(entry),)
+        missing = self._missing_planes(planes, key, self._zones(fmap, ra, dec))
+        return tuple(_plane_spans(entry, planes.plane_bytes, missing))
+
+    def add_prefetched(self, fmap: FitsMap, spans: tuple[tuple[int, int], ...], blobs: tuple[bytes, ...]) -> None:
+        """Keep the PSF bytes `psf_spans` named, read beside the pixels: a cube's planes join the process
+        cache (and the store), a whole HDU waits for decoding; counted in `psf_reads`."""
+        if not spans:
+            return
         self.ctx.cache.psf_reads += 1
-        return _span(fmap[layout.psf_hdu])
+        entry = fmap[check_fitsmap(fmap).psf_hdu]
+        key = file_psf_key(fmap.url, entry.header)
+        planes = self.ctx.cache.psf_planes.get(key)
+        for span, blob in zip(spans, blobs, strict=True):
+            if planes is None or span == _span(entry):
+                self.prefetched[span] = blob
+            else:
+                self._keep_planes(planes, key, (span[0] - entry.data_offset) // planes.plane_bytes, blob)
+
+    def _planes(self, fmap: FitsMap, entry: HDUEntry, key: str) -> PSFPlanes | None:
+        """The cube of a QR2 file read in part over the network (created empty when new), or None when its PSF
+        is read whole: an R7 EPSF table, a local file (no latency to save), a PSF HDU that is not a plain
+        3-D image."""
+        plain = (len(entry.shape) == 3 and not entry.compressed
+                 and entry.data_size == int(np.prod(entry.shape)) * entry.dtype.itemsize)
+        if check_fitsmap(fmap) is R7 or self.ctx.io.protocol == "file" or not plain:
+            return None
+        planes = self.ctx.cache.psf_planes.get(key)
+        if planes is None:
+            digest = "planes|" + content_hash(key.encode())
+            planes = self.ctx.cache.psf_planes.setdefault(key, PSFPlanes.empty(entry.shape, entry.dtype, digest))
+        return planes
+
+    def _zones(self, fmap: FitsMap, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """The PSF zones of the sources (ra, dec) on a scanned QR2 file's frame, by both lookup methods: the
+        planes its measurements may use (computed once per file and call)."""
+        if fmap.url not in self.zones:
+            image = fmap["IMAGE"]
+            x, y = sky_to_parent_pixel(image.header, ra, dec)
+            version = str(fmap["PRIMARY"].header.get("VERSION", "")) or None
+            self.zones[fmap.url] = catalog_zones(fmap[check_fitsmap(fmap).psf_hdu].header, x, y, image.shape,
+                                                 version, ZONE_METHODS)
+        return self.zones[fmap.url]
+
+    def _missing_planes(self, planes: PSFPlanes, key: str, zones: np.ndarray) -> list[int]:
+        """The planes of `zones` that `planes` lacks after taking those the persistent store holds."""
+        store = self.ctx.cache.store
+        missing = []
+        for z in (int(z) for z in zones):
+            if z in planes.held:
+                continue
+            raw = store.get(_plane_key(key, z)) if store is not None else None
+            if raw is None:
+                missing.append(z)
+            else:
+                planes.add(z, raw)
+        return missing
+
+    def _keep_planes(self, planes: PSFPlanes, key: str, first: int, raw: bytes) -> None:
+        """Hold the planes first.. of `raw` (and store each plane for later runs)."""
+        planes.add(first, raw)
+        size = planes.plane_bytes
+        self.ctx.cache.psf_planes_read += len(raw) // size
+        if self.ctx.cache.store is not None:
+            for k in range(len(raw) // size):
+                self.ctx.cache.store.put(_plane_key(key, first + k), raw[k * size:(k + 1) * size])
+
+    def _partial_cube(self, fmap: FitsMap, entry: HDUEntry, key: str, planes: PSFPlanes, ra: np.ndarray,
+                      dec: np.ndarray) -> PSFCube:
+        """The cube read in part, holding at least the planes of the sources' zones (those not read beside
+        the pixels are read now, in one request)."""
+        missing = self._missing_planes(planes, key, self._zones(fmap, ra, dec))
+        if missing:
+            self.ctx.cache.psf_reads += 1
+            spans = _plane_spans(entry, planes.plane_bytes, missing)
+            for span, blob in zip(spans, self.ctx.read_ranges(fmap.url, spans, fmap.size), strict=True):
+                self._keep_planes(planes, key, (span[0] - entry.data_offset) // planes.plane_bytes, blob)
+        return PSFCube(cube=planes.cube, header=entry.header.copy(), digest=planes.digest, held=planes.held)
 
     def _hdu_bytes(self, fmap: FitsMap, entry: HDUEntry, store_key: str | None) -> bytes:
         """The data bytes of HDU `entry` of a scanned file: from the persistent store under `store_key`, else
@@ -94,17 +174,25 @@ class ImageTables:
 
         return self.ctx.cache.stored_bytes(store_key, read)
 
-    def psf_for_fitsmap(self, fmap: FitsMap) -> PSFChoice:
-        """The PSF of a scanned file (its PSF HDU read, or taken from the persistent store, only if this
-        process holds no model for it)."""
+    def psf_for_fitsmap(self, fmap: FitsMap, ra: np.ndarray, dec: np.ndarray) -> PSFChoice:
+        """The PSF of a scanned file whose sources (ra, dec) are measured: its PSF HDU read (a QR2 cube over
+        the network in part: the planes of their zones), or taken from the persistent store, only where this
+        process holds no model for it."""
         layout = check_fitsmap(fmap)
         entry = fmap[layout.psf_hdu]
+        key = file_psf_key(fmap.url, entry.header)
 
         def own_bytes() -> bytes:
-            return self._hdu_bytes(fmap, entry, file_psf_key(fmap.url, entry.header))
+            return self._hdu_bytes(fmap, entry, key)
 
         if layout is R7:
             return PSFChoice(self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes())))
+        store = self.ctx.cache.store
+        if self.psf_source == "file" and not self._holds_file_psf(entry.header) and not (
+                store is not None and store.has(key)):
+            planes = self._planes(fmap, entry, key)
+            if planes is not None:
+                return PSFChoice(self._partial_cube(fmap, entry, key, planes, ra, dec))
         return self._psf(entry.header.copy(), entry.shape, entry.dtype, own_bytes, free=False)
 
     def psf_for_hdul(self, hdul: fits.HDUList, layout: Layout, what: str) -> PSFChoice:
@@ -185,3 +273,20 @@ class ImageTables:
 def _span(entry: HDUEntry) -> tuple[int, int]:
     """The byte span of an HDU's data."""
     return entry.data_offset, entry.data_offset + entry.data_size
+
+
+def _plane_spans(entry: HDUEntry, plane_bytes: int, planes: list[int]) -> list[tuple[int, int]]:
+    """The byte spans of the given planes of a plain 3-D image HDU, consecutive planes as one span."""
+    spans: list[tuple[int, int]] = []
+    for z in sorted(planes):
+        start = entry.data_offset + z * plane_bytes
+        if spans and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], start + plane_bytes)
+        else:
+            spans.append((start, start + plane_bytes))
+    return spans
+
+
+def _plane_key(key: str, plane: int) -> str:
+    """The persistent-store key of one plane of the cube stored as `key`."""
+    return f"{key}|plane|{plane}"

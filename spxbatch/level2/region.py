@@ -8,6 +8,8 @@ positions are computed identically whatever region was fetched.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,6 +18,11 @@ from astropy.io import fits
 
 from spxbatch.level2.digest import array_digest
 from spxbatch.level2.epsf import EPSFTable
+
+
+class PSFPlaneMissing(LookupError):
+    """A measurement asked for a plane of a PSF cube read in part that was not read: a fetch-layer bug,
+    never measured with zeros."""
 
 
 @dataclass(frozen=True)
@@ -27,11 +34,24 @@ class PSFCube:
     cube: np.ndarray
     header: fits.Header
     digest: str = field(default="", compare=False)
+    #: The planes `cube` holds when it was read in part (the fetch layer reads only the zones an image's
+    #: sources use, and adds to this set as later images need more); None: every plane.
+    held: set[int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         """Compute the digest when the builder did not give one (arrays made in memory)."""
         if not self.digest:
+            if self.held is not None:
+                raise ValueError("a PSF cube read in part needs the digest of its content")
             object.__setattr__(self, "digest", array_digest(self.cube))
+
+    def require(self, zones: Iterable[int]) -> None:
+        """Raise PSFPlaneMissing unless the cube holds every plane of `zones`."""
+        if self.held is not None:
+            missing = sorted({int(z) for z in zones} - self.held)
+            if missing:
+                raise PSFPlaneMissing(f"PSF planes {missing} were not read (the cube holds {len(self.held)} of "
+                                      f"{self.cube.shape[0]})")
 
     @property
     def oversampling(self) -> int:
@@ -45,12 +65,25 @@ class PSFCube:
         return psf_zone_centres(self.header)
 
 
+#: A zone-centre card image: axis, zone number and the value field (up to a comment).
+_ZONE_CARD = re.compile(r"^([XY]CTR_\d+) *= *([^/\n]*)", re.MULTILINE)
+
+
 def psf_zone_centres(header: fits.Header) -> tuple[np.ndarray, np.ndarray]:
-    """The XCTR_k and YCTR_k cards of a PSF header as two arrays, k = 1..NAXIS3 (or as many as there are)."""
-    cards = {k: v for k, v in header.items() if k.startswith(("XCTR_", "YCTR_"))}
+    """The XCTR_k and YCTR_k cards of a PSF header as two arrays, k = 1..NAXIS3 (or as many as there are).
+
+    The ~250 cards are read from the header's text (astropy parses each card on access: ~10 ms a header, ~40
+    under a busy GIL, paid by every image whose PSF is new to the process); a value that is not a plain
+    number is read through astropy."""
+    cards: dict[str, float] = {}
+    for key, value in _ZONE_CARD.findall(header.tostring(sep="\n")):
+        try:
+            cards[key] = float(value.strip().replace("D", "E"))
+        except ValueError:
+            cards[key] = float(header[key])
     n = int(header.get("NAXIS3", 0)) or sum(1 for k in cards if k.startswith("XCTR_"))
-    xc = np.array([float(cards[f"XCTR_{k}"]) for k in range(1, n + 1)])
-    yc = np.array([float(cards[f"YCTR_{k}"]) for k in range(1, n + 1)])
+    xc = np.array([cards[f"XCTR_{k}"] for k in range(1, n + 1)])
+    yc = np.array([cards[f"YCTR_{k}"] for k in range(1, n + 1)])
     return xc, yc
 
 

@@ -53,13 +53,14 @@ def annulus_radii(config: PhotometryConfig, radius: np.ndarray) -> tuple[np.ndar
     return r_in, r_out
 
 
-def max_radius(config: PhotometryConfig, psf: AnyPSFModel | None) -> float:
-    """Largest aperture radius any source can get with this config (and PSF, when known)."""
+def max_radius(config: PhotometryConfig, psf: AnyPSFModel | None, zones: np.ndarray | None = None) -> float:
+    """Largest aperture radius any source in the PSF's `zones` (default all) can get with this config (and
+    PSF, when known)."""
     if config.aperture == "fixed":
         return float(min(config.fixed_radius, config.max_aperture_radius))
     if psf is None:
         return float(config.max_aperture_radius)
-    return float(aperture_radius(config, psf.max_fwhm()))
+    return float(aperture_radius(config, psf.max_fwhm(zones)))
 
 
 def background_extent(config: PhotometryConfig, radius: float) -> float:
@@ -87,10 +88,11 @@ def neighbourhood_halfsize(config: PhotometryConfig, psf: AnyPSFModel | PSFCube 
     return half
 
 
-def aperture_neighbourhood(config: PhotometryConfig, model: AnyPSFModel | None) -> int:
-    """Half-size (px) of what the aperture measurement reads: aperture, background region, zodi fit box, and
-    the variance-repair box around each."""
-    r = max_radius(config, model)
+def aperture_neighbourhood(config: PhotometryConfig, model: AnyPSFModel | None,
+                           zones: np.ndarray | None = None) -> int:
+    """Half-size (px) of what the aperture measurement of a source in the PSF's `zones` (default any) reads:
+    aperture, background region, zodi fit box, and the variance-repair box around each."""
+    r = max_radius(config, model, zones)
     reach = max(r + 0.5, background_extent(config, r) + 0.5)
     if config.zodi == "fit":
         reach = max(reach, float(config.zodi_halfsize))

@@ -67,7 +67,8 @@ class PhotometryConfig:
     global_mesh: int = 64
 
     #: Catalog neighbours: pixels within this many px of another catalog source are removed from the
-    #: background region (None: aperture radius + annulus_gap), and a measurement whose aperture overlaps
+    #: background region (None: the largest aperture radius of the catalog sources on the image +
+    #: annulus_gap), and a measurement whose aperture overlaps
     #: another source's aperture (distance < 2 r) is flagged BLENDED.
     neighbour_mask_radius: float | None = None
 

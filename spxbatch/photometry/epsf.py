@@ -82,9 +82,9 @@ class EPSFModel:
         """FWHM (native px) of each given zone."""
         return self._fwhm[np.asarray(zones, dtype=int)]
 
-    def max_fwhm(self) -> float:
-        """Largest FWHM over all zones (bounds the neighbourhood of FWHM-based apertures)."""
-        return float(np.nanmax(self._fwhm))
+    def max_fwhm(self, zones: np.ndarray | None = None) -> float:
+        """Largest FWHM over `zones` (default all): bounds the neighbourhood of FWHM-based apertures."""
+        return float(np.nanmax(self._fwhm if zones is None else self.fwhm(np.unique(zones))))
 
     def tile_half(self) -> int:
         """Half-size (native px) of a tile: every pixel centre the array reaches at any phase."""

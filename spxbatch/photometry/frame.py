@@ -9,7 +9,7 @@ quadratic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from spxbatch.level2.epsf import EPSFTable
+from spxbatch.level2.psf_zones import catalog_zones as psf_catalog_zones
 from spxbatch.level2.region import ImageRegion, PSFCube, parent_image_header
 from spxbatch.level2.wcs import celestial_wcs, sky_to_parent_pixel
 from spxbatch.photometry.columns import image_columns
@@ -41,6 +42,21 @@ class Frame:
     version: str | None
     #: The catalog neighbours placed on the frame, or None: the measured sources are their own.
     neighbours: NeighbourIndex | None
+    #: The PSF zones of the neighbours on the frame, by lookup method (`catalog_zones`), filled once.
+    zones: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+
+
+def catalog_zones(frame: Frame, index: NeighbourIndex, shape: tuple[int, int], method: str) -> np.ndarray:
+    """The PSF zones of the catalog sources `index` on the frame (of `shape`): the zones over which the largest
+    aperture is taken, the same whatever region of the image is measured (`psf_zones.catalog_zones`, which
+    names the planes the fetch layer reads); computed once per frame for its own neighbours."""
+    if frame.psf is None:
+        return np.empty(0, dtype=np.int64)
+    if index is not frame.neighbours:
+        return psf_catalog_zones(frame.psf, index.x, index.y, shape, frame.version, (method,))
+    if method not in frame.zones:
+        frame.zones[method] = psf_catalog_zones(frame.psf, index.x, index.y, shape, frame.version, (method,))
+    return frame.zones[method]
 
 
 def image_frame(region: ImageRegion, neighbours: tuple[np.ndarray, np.ndarray] | None = None,

@@ -41,7 +41,7 @@ from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.correction import aperture_correction
 from spxbatch.photometry.crops import region_crops
 from spxbatch.photometry.flux import source_fluxes
-from spxbatch.photometry.frame import Frame, frame_key, image_frame
+from spxbatch.photometry.frame import Frame, catalog_zones, frame_key, image_frame
 from spxbatch.photometry.masks import Pixels, region_pixels
 from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_index, neighbour_mask
 from spxbatch.photometry.positions import LocalPixels, frame_positions, local_pixels
@@ -156,9 +156,12 @@ def _measure_sources(region: ImageRegion, frame: Frame, cfg: PhotometryConfig, o
     index = frame.neighbours if frame.neighbours is not None else neighbour_index(x, y)
     nb = catalog_neighbours(index, x[m], y[m], radius)
     out["condition"][m] |= condition_word(m.size, {"NO_PSF": model is None, "BLENDED": nb.blended})
-    r_max = max_radius(cfg, model)
+    # the largest aperture of any catalog source on the image (not of every zone: a cube may be read in part)
+    zones = None if model is None else np.union1d(
+        catalog_zones(frame, index, region.parent_shape, cfg.psf_zone_lookup), zf.zones)
+    r_max = max_radius(cfg, model, zones)
     image = _Image(cfg, model, frame.parent_header, frame.wcs, frame.bits, r_max,
-                   aperture_neighbourhood(cfg, model), nb.x, nb.y, mask_radius(cfg, r_max))
+                   aperture_neighbourhood(cfg, model, zones), nb.x, nb.y, mask_radius(cfg, r_max))
     tiles = None if model is None else psf_tiles(model, zf.zones, x[m], y[m]).tiles
     sources = _Sources(x[m], y[m], zf.zones, zf.fwhm, radius, nb.self_count, tiles)
     xl, yl = x[m] - region.x0, y[m] - region.y0

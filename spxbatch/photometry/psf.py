@@ -1,5 +1,5 @@
-"""The PSF: zone lookup (with the header erratum), FWHM per zone, each star's light on native pixels (tiles)
-and the aperture fractions read from them; one model per PSF content, cached. A PSF is a QR2 cube
+"""The PSF: FWHM per zone, each star's light on native pixels (tiles) and the aperture fractions read from
+them (zones from `level2.psf_zones`); one model per PSF content, cached. A PSF is a QR2 cube
 (`PSFModel`, here) or an R7 ePSF table (`epsf.EPSFModel`); both models answer the same questions.
 
 The QR2 cube holds 11x11 zone planes oversampled OVERSAMP times; fine pixel k of a plane is centred at
@@ -11,79 +11,19 @@ through the same exact-overlap circle (sep): it includes the PSF core offset and
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import sep
-from astropy.io import fits
 
 from spxbatch.level2.epsf import EPSFTable
-from spxbatch.level2.region import PSFCube, psf_zone_centres
+from spxbatch.level2.psf_zones import zone_index
+from spxbatch.level2.region import PSFCube
 from spxbatch.photometry.epsf import EPSFModel
 from spxbatch.photometry.fwhm import plane_fwhm
 from spxbatch.photometry.gather import chunks_of
-
-
-def psf_labels_swapped(version: str | None) -> bool:
-    """True for pipeline versions whose PSF zone labels have x and y swapped (erratum).
-
-    Affected: VERSION <= 6.5.5 without the '+psffix1' suffix; >= 6.5.6 never was; unparsable: False.
-    """
-    if not version:
-        return False
-    v = str(version).strip()
-    if "psffix1" in v:
-        return False
-    m = re.match(r"\s*v?(\d+)\.(\d+)\.(\d+)", v)
-    if not m:
-        return False
-    return tuple(int(g) for g in m.groups()) <= (6, 5, 5)
-
-
-def _corrected_centres(psf: PSFCube | EPSFTable | fits.Header, swapped: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) centres (0-based parent pixels) of each plane, labels corrected for the erratum (QR2 cubes
-    only: an R7 table's XCENTER, YCENTER columns never were swapped)."""
-    if isinstance(psf, EPSFTable):
-        return psf.zone_centres
-    xc, yc = psf.zone_centres if isinstance(psf, PSFCube) else psf_zone_centres(psf)
-    return (yc, xc) if swapped else (xc, yc)
-
-
-def zone_index(
-    psf: PSFCube | EPSFTable | fits.Header, x: np.ndarray, y: np.ndarray, version: str | None = None,
-    method: str = "grid",
-) -> np.ndarray:
-    """0-based plane (or table row) index of the zone nearest each parent pixel (x, y), from a PSF's zone
-    centres (a PSFCube, whose cards are read once, a PSF header, or an EPSFTable's XCENTER, YCENTER).
-
-    'grid': nearest of the sorted unique x and y centre values, plane = iy * nx + ix (x fastest, any
-    nx x ny lattice, e.g. 11 x 41), which does not depend on which card carries which label when the
-    lattice is square. 'header': nearest labelled centre, with the labels swapped back for erratum versions.
-    """
-    xc, yc = _corrected_centres(psf, psf_labels_swapped(version))
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if method == "header":
-        d2 = (x[:, None] - xc[None, :]) ** 2 + (y[:, None] - yc[None, :]) ** 2
-        return np.argmin(d2, axis=1)
-    if method != "grid":
-        raise ValueError(f"unknown zone lookup method {method!r}")
-    ux = np.unique(np.round(xc, 6))
-    uy = np.unique(np.round(yc, 6))
-    ix = _nearest_sorted(ux, x)
-    iy = _nearest_sorted(uy, y)
-    return iy * ux.size + ix
-
-
-def _nearest_sorted(centres: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Index of the nearest value in sorted `centres` (ties go to the lower one)."""
-    if centres.size == 1:
-        return np.zeros(v.shape, dtype=np.int64)
-    mids = 0.5 * (centres[1:] + centres[:-1])
-    return np.searchsorted(mids, v, side="left").astype(np.int64)
 
 
 def _low_rank(plane: np.ndarray, rtol: float, rank: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,7 +46,8 @@ def _low_rank(plane: np.ndarray, rtol: float, rank: int = 20) -> tuple[np.ndarra
 
 @dataclass
 class PSFModel:
-    """A PSF cube with cached per-zone FWHM and separable (SVD) forms of each zone plane.
+    """A PSF cube with cached per-zone FWHM and separable (SVD) forms of each zone plane, computed per zone
+    when first asked for (a cube read in part holds only the planes its images' sources use).
 
     Binning a plane over native pixels at an arbitrary sub-pixel phase: with plane = sum_k s_k u_k v_k^T,
     each native pixel's integral is sum_k s_k dU_k dV_k, dU and dV from the cumulative sums of u_k and
@@ -122,7 +63,10 @@ class PSFModel:
     _fwhm: dict[int, float] = field(default_factory=dict)
     #: _fwhm as an array over all zones (NaN where not yet computed), rebuilt when a zone is added.
     _fwhm_lut: np.ndarray | None = None
-    _svd: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: Per zone: the cumulative profiles (rows, columns) of its kept SVD terms (`_zone_profiles`).
+    _profiles: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: The profiles of the zones computed so far, stacked (Z, K, n+1), K their largest rank (zero-padded).
+    _stacked: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_cube(cls, psf: PSFCube) -> PSFModel:
@@ -134,46 +78,56 @@ class PSFModel:
         """Number of zone planes."""
         return self.psf.cube.shape[0]
 
+    def _plane(self, zone: int) -> np.ndarray:
+        """Zone plane `zone` of the cube; a plane the cube does not hold (read in part) is an error, never
+        zeros."""
+        self.psf.require([zone])
+        return self.psf.cube[zone]
+
     def fwhm(self, zones: np.ndarray) -> np.ndarray:
         """FWHM (native px) of each given zone (cached per zone)."""
         zones = np.asarray(zones, dtype=int)
         new = [int(z) for z in np.unique(zones) if int(z) not in self._fwhm]
         for z in new:
-            self._fwhm[z] = plane_fwhm(self.psf.cube[z], self.oversamp)
+            self._fwhm[z] = plane_fwhm(self._plane(z), self.oversamp)
         if new or self._fwhm_lut is None:
             self._fwhm_lut = np.array([self._fwhm.get(z, np.nan) for z in range(self.nzones)])
         return self._fwhm_lut[zones]
 
-    def max_fwhm(self) -> float:
-        """Largest FWHM over all zones (bounds the neighbourhood of FWHM-based apertures)."""
-        return float(np.nanmax(self.fwhm(np.arange(self.nzones))))
+    def max_fwhm(self, zones: np.ndarray | None = None) -> float:
+        """Largest FWHM over `zones` (default all: a cube read in part must name its zones): bounds the
+        neighbourhood of FWHM-based apertures."""
+        return float(np.nanmax(self.fwhm(np.arange(self.nzones) if zones is None else np.unique(zones))))
 
     def tile_half(self) -> int:
         """Half-size (native px) of a binned tile: holds the whole plane (+-5.05 px) at any phase."""
         n = self.psf.cube.shape[1]
         return int(np.ceil((n / 2) / self.oversamp + 0.5))
 
-    def _separable(self) -> tuple[np.ndarray, np.ndarray]:
-        """Cumulative sums (Z, K, n+1) of s_k u_k (rows, y) and v_k (columns, x) of every normalised
-        plane, K the largest rank kept over the zones (zero-padded): computed once per cube."""
-        if "all" not in self._svd:
-            cus, cvs = [], []
-            for zone in range(self.nzones):
-                plane = np.asarray(self.psf.cube[zone], dtype=float)
-                plane = plane / plane.sum()
-                u, sv, vt = _low_rank(plane, self.svd_rtol)
-                k = max(1, int(np.sum(sv > self.svd_rtol * sv[0])))
-                cus.append(np.cumsum((u[:, :k] * sv[:k]).T, axis=1))
-                cvs.append(np.cumsum(vt[:k], axis=1))
-            kmax = max(c.shape[0] for c in cus)
+    def _zone_profiles(self, zone: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cumulative sums (k, n) of s_k u_k (rows, y) and v_k (columns, x) of one normalised plane."""
+        plane = np.asarray(self._plane(zone), dtype=float)
+        plane = plane / plane.sum()
+        u, sv, vt = _low_rank(plane, self.svd_rtol)
+        k = max(1, int(np.sum(sv > self.svd_rtol * sv[0])))
+        return np.cumsum((u[:, :k] * sv[:k]).T, axis=1), np.cumsum(vt[:k], axis=1)
+
+    def _separable(self, zones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cumulative profiles (Z, K, n+1) of every zone computed so far, `zones` among them (each plane's
+        terms zero-padded to the largest rank K: padding adds exact zeros to a tile's sum over k)."""
+        new = [int(z) for z in np.unique(zones) if int(z) not in self._profiles]
+        for z in new:
+            self._profiles[z] = self._zone_profiles(z)
+        if new or self._stacked is None:
+            kmax = max(a.shape[0] for a, _ in self._profiles.values())
             n = self.psf.cube.shape[1]
             cu = np.zeros((self.nzones, kmax, n + 1))
             cv = np.zeros((self.nzones, kmax, n + 1))
-            for z, (a, b) in enumerate(zip(cus, cvs, strict=True)):
+            for z, (a, b) in self._profiles.items():
                 cu[z, : a.shape[0], 1:] = a
                 cv[z, : b.shape[0], 1:] = b
-            self._svd["all"] = (cu, cv)
-        return self._svd["all"]
+            self._stacked = (cu, cv)
+        return self._stacked
 
     def _edge_integrals(self, cum: np.ndarray, zones: np.ndarray, phase: np.ndarray, mh: int) -> np.ndarray:
         """Integrals (N, K, 2mh+1) over native pixels m = -mh..mh (centred at integers) of the cumulative
@@ -197,11 +151,15 @@ class PSFModel:
         """Each star's light binned onto native pixels around its nearest pixel: (N, 2mh+1, 2mh+1), the
         star at tile position (mh + phase_x, mh + phase_y), normalised to a total of 1 over the plane."""
         zones = np.asarray(zones, dtype=np.int64)
-        cu, cv = self._separable()
+        cu, cv = self._separable(zones)
         gy = self._edge_integrals(cu, zones, np.asarray(phase_y, dtype=float), mh)
         gx = self._edge_integrals(cv, zones, np.asarray(phase_x, dtype=float), mh)
-        # explicit sum over k (not einsum/BLAS): the same bits whatever the batch size
-        return (gy[:, :, :, None] * gx[:, :, None, :]).sum(axis=1)
+        # terms added one k at a time (not einsum/BLAS, nor a pairwise sum): the same bits whatever the batch
+        # size, and whatever rank the zones computed before padded K to (a zero term adds exactly nothing)
+        out = gy[:, 0, :, None] * gx[:, 0, None, :]
+        for k in range(1, gy.shape[1]):
+            out += gy[:, k, :, None] * gx[:, k, None, :]
+        return out
 
 
 def aperture_fractions(
@@ -243,9 +201,12 @@ _MAX_MODELS = 8
 def psf_model_for(psf: PSFCube | EPSFTable) -> AnyPSFModel:
     """The cached model of a QR2 cube (PSFModel) or an R7 ePSF table (EPSFModel), keyed by its CONTENT
     digest (the same PSF ships with every exposure of a detector; one detector was seen shipping two cubes
-    under one version), LRU of 8."""
+    under one version), LRU of 8; a cube read in part also by its array, which the fetch layer fills with
+    planes as later images need them (the model keeps the array alive, so its id is not reused)."""
     planes = psf.arrays if isinstance(psf, EPSFTable) else psf.cube
     key = (type(psf).__name__, psf.digest, planes.shape, planes.dtype.str, psf.oversampling)
+    if isinstance(psf, PSFCube) and psf.held is not None:  # read in part: the model reads this array's planes
+        key += (id(planes),)
     model = _MODELS.get(key)
     if model is None:
         model = EPSFModel(psf) if isinstance(psf, EPSFTable) else PSFModel.from_cube(psf)

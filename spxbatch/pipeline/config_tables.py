@@ -126,6 +126,7 @@ BOUNDS: dict[tuple[type, str], Bound] = {
     (FetchOptions, "cache_max_gb"): Bound(0, strict=True),
     (FetchOptions, "cutout_group_px"): Bound(1),
     (FetchOptions, "images_in_flight"): Bound(1),
+    (FetchOptions, "pixel_requests_in_flight"): Bound(1),
 }
 #: Ranges of the photometry options that PhotometryConfig does not check itself.
 PHOTOMETRY_BOUNDS: dict[str, Bound] = {

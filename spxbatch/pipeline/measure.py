@@ -7,7 +7,7 @@ so a killed run loses at most the images in flight, and a rerun skips what is do
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,10 +119,11 @@ def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive
                   link_sharers: int = 1) -> list[dict[str, Any]]:
     """The task: measure a few images read from `archive` (the run's, or the mirror it staged), write one
     part per image in the run directory (each row stamped with the time it was measured: `date_added`),
-    return their small summaries.
+    return their small summaries (in the order of `jobs`).
 
     Up to `images_in_flight` images are fetched at once, in threads (I/O waits release the GIL), while this
-    thread measures them in order: an image's chain of dependent round trips (headers, PSF, calibration,
+    thread measures each as soon as its fetch is done (not in submission order: a small image read fast
+    does not wait behind a large one): an image's chain of dependent round trips (headers, PSF, calibration,
     pixels) overlaps the others' and their photometry, so the link does not idle through latency.
     `link_sharers`: the images the whole run fetches at once (`link_sharers()`), for the cost model."""
     rundir = RunDir(run_dir)
@@ -130,14 +131,15 @@ def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive
     cache = process_cache(disk_dir=str(rundir.path / "cache"),
                           store=open_store(options.cache_dir, options.cache_max_gb))
     phot = config.photometry_config
-    summaries = []
+    summaries: dict[int, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(options.images_in_flight, len(jobs))),
                             thread_name_prefix="spxbatch-fetch") as pool:
-        fetches = [pool.submit(fetch_job, job, config.fetch, phot, options, cache) for job in jobs]
-        for job, fetched in zip(jobs, fetches, strict=True):
+        fetches = {pool.submit(fetch_job, job, config.fetch, phot, options, cache): k for k, job in enumerate(jobs)}
+        for fetched in as_completed(fetches):
+            job = jobs[fetches[fetched]]
             result, seconds = fetched.result()
             table, meta = measure_fetched(job, result, phot, seconds)
             table["date_added"] = datetime.now(UTC).isoformat(timespec="seconds")
             rundir.write_part(int(job.image["image_id"]), table, meta)
-            summaries.append(meta)
-    return summaries
+            summaries[fetches[fetched]] = meta
+    return [summaries[k] for k in range(len(jobs))]

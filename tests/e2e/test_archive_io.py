@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -178,3 +180,28 @@ def test_retry_after_header_forms():
     assert retry_after_seconds(format_datetime(now + timedelta(seconds=90), usegmt=True), now=now) == 90.0
     assert retry_after_seconds(format_datetime(now - timedelta(seconds=5), usegmt=True), now=now) == 0.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+@pytest.mark.parametrize("lane", [2, None])
+def test_a_lane_serves_calls_in_the_order_they_came(archive, lane):
+    """Two calls sharing a lane of two requests in flight: every request of the first is answered before any
+    of the second (first come, first served), where each call's own two would interleave them."""
+    root, data = archive
+    ranges = [(k * 1000, k * 1000 + 500) for k in range(6)]
+    with serve_archive(root, latency=0.02) as srv:
+        url_a, url_b = srv.file_url(RELPATH), srv.file_url(RELPATH) + "?b"
+        io = ArchiveIO("http", replace(FAST, concurrency=2), multirange=False)
+        got: dict[str, list[bytes]] = {}
+
+        def read(url: str) -> None:
+            got[url] = io.read_ranges(url, ranges, IOStats(), lane=lane)
+
+        first = threading.Thread(target=read, args=(url_a,))
+        first.start()
+        time.sleep(0.01)  # the first call's requests are queued in the lane before the second's
+        read(url_b)
+        first.join()
+        log = srv.wait_idle()
+    assert got[url_a] == got[url_b] == [data[s:e] for s, e in ranges]
+    in_turn = [e["query"] for e in log] == [""] * len(ranges) + ["b"] * len(ranges)
+    assert in_turn == (lane is not None)

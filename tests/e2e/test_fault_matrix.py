@@ -425,7 +425,10 @@ def test_transient_faults_on_the_psf_bytes_change_nothing(release, request, clie
     assert set(_faults(log)) == {"http500", "http503", "truncate"}
     touched, spared = _psf_requests([e for e in log if e["fault"]], archive.root, extname)
     assert touched == sum(_faults(log).values()) and spared == 0  # every fault on a PSF read
-    assert _psf_requests(log, archive.root, extname)[1] > 0  # and reads of other HDUs were spared
+    if release == "qr3":  # and reads of other HDUs were spared (QR2 range reads take the cube's planes their
+        # sources need with their pixels: in this small archive nearly every Level-2 request touches the cube;
+        # the filter's selectivity itself: tests/sim/test_server_faults.py)
+        assert _psf_requests(log, archive.root, extname)[1] > 0
     cube = open_cube(tmp_path / "c.zarr").load()
     assert cube["psf_model"].values.tolist() == ref["psf_model"].values.tolist()
     assert_cubes_equal(ref, cube)

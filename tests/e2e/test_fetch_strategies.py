@@ -16,10 +16,10 @@ from spxbatch.archive import io as http
 from spxbatch.archive.io import RetryPolicy
 from spxbatch.fetch.cache import FetchCache
 from spxbatch.fetch.fetch import FetchOptions, fetch_image
-from spxbatch.level2.digest import array_digest
 from spxbatch.level2.layout import PLANES
 from spxbatch.level2.naming import IBE_ROOT
 from spxbatch.sim.server import serve_archive
+from spxbatch.sim.server.files import parse_ranges
 
 #: Small merge gap so that the 128-px test images are read as several strips.
 OPTS = FetchOptions(merge_gap_rows=2, retry=RetryPolicy(backoff_s=0.01, max_backoff_s=0.05))
@@ -90,7 +90,8 @@ def test_sources_off_the_image_are_missing(server, sim_archive, truth):
 
 
 def test_psf_read_once_per_detector(server, sim_archive, truth):
-    """Many images of one detector: the PSF cube crosses the wire once (average_psf, or one file's HDU)."""
+    """Many images of one detector: the PSF cube crosses the wire once (average_psf whole, or the file's HDU,
+    plane by plane as its images' sources need them: no plane twice)."""
     by_det = pd.Series(sim_archive.files).groupby([int(f.split("/")[4]) for f in sim_archive.files])
     files = list(max(by_det, key=lambda kv: len(kv[1]))[1])
     assert len(files) >= 3
@@ -103,15 +104,16 @@ def test_psf_read_once_per_detector(server, sim_archive, truth):
             result = fetch_image(plan_row(server, relpath), ra, dec, strategy="range", halfsize=HALF,
                                  cache=cache, options=opts)
             assert result.error is None and all(r.psf is not None for r, _ in result.regions)
-            assert all(r.psf.digest == array_digest(r.psf.cube) for r, _ in result.regions)
-        psf_bytes = 121 * 4 * int(np.prod(fits.getdata(sim_archive.root / files[0], "PSF").shape[1:]))
-        big = [e for e in server.access_log if e["method"] == "GET" and e["bytes"] >= psf_bytes]
+        plane = 4 * int(np.prod(fits.getdata(sim_archive.root / files[0], "PSF").shape[1:]))
+        big = [e for e in server.access_log if e["method"] == "GET" and e["bytes"] >= 121 * plane]
         n_versions = len({f.split("/")[3] for f in files})
         if source == "calibration":
             assert len(big) == 1 and "average_psf" in big[0]["path"]
-        else:  # one read per processing version (the erratum versions have other PSF headers)
-            assert len(big) <= n_versions < len(files)
-        assert cache.psf_reads == len(big)
+            assert cache.psf_reads == len(big) and cache.psf_planes_read == 0
+        else:  # plane by plane, no plane twice per processing version (erratum versions have other headers)
+            assert big == [] and 0 < cache.psf_planes_read <= 121 * n_versions
+            assert len(cache.psf_planes) <= n_versions < len(files)
+            assert cache.psf_planes_read == sum(len(p.held) for p in cache.psf_planes.values())
 
 
 def test_header_scan_is_cached(server, sim_archive, truth):
@@ -128,7 +130,8 @@ def test_header_scan_is_cached(server, sim_archive, truth):
 
 
 def test_psf_comes_with_the_pixels(server, sim_archive, truth):
-    """A range read takes the PSF HDU along in its pixels' request: no round trip of its own."""
+    """A range read takes the PSF planes its sources use along in its pixels' request: no round trip of its
+    own."""
     relpath = sim_archive.files[2]
     ra, dec = sources_on(truth, relpath, 4)
     opts = FetchOptions(boxes=False, calibration=False)  # the level-2 file's requests only
@@ -143,8 +146,10 @@ def test_psf_comes_with_the_pixels(server, sim_archive, truth):
     psf = cache.get_fitsmap(url)["PSF"]
     assert result.error is None and result.requests == 1 and cache.psf_reads == 1
     (entry,) = server.access_log
-    assert f"{psf.data_offset}-{psf.data_offset + psf.data_size - 1}" in entry["range"]
-    assert all(r.psf is not None and r.psf.digest == array_digest(r.psf.cube) for r, _ in result.regions)
+    (planes,) = cache.psf_planes.values()
+    spans = parse_ranges(entry["range"], cache.get_fitsmap(url).size)
+    at = [psf.data_offset + k * planes.plane_bytes for k in planes.held]
+    assert at and all(any(a <= s and s + planes.plane_bytes - 1 <= b for a, b in spans) for s in at)
     check_same_as_local(result, sim_archive.root / relpath, ra.size)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 from cubes import assert_cubes_equal
@@ -23,8 +24,14 @@ IBE = "/ibe/data/spherex/"
 def _hdus(root: Path, relpath: str, which) -> list[tuple[int, int]]:
     """(data start, data end) of the HDUs `which(hdu)` selects in the file at `relpath`."""
     with fits.open(root / relpath) as hdul:
-        return [(info["datLoc"], info["datLoc"] + info["datSpan"]) for hdu in hdul
+        return [(info["datLoc"], info["datLoc"] + info["datSpan"], _plane_bytes(hdu)) for hdu in hdul
                 if which(hdu) and (info := hdu.fileinfo())["datSpan"]]
+
+
+def _plane_bytes(hdu) -> int:
+    """Bytes of one plane of a 3-D image HDU (a PSF cube), else of the whole data."""
+    shape = hdu.data.shape
+    return int(np.prod(shape[1:])) * hdu.data.dtype.itemsize if len(shape) == 3 else hdu.fileinfo()["datSpan"]
 
 
 def _is_psf(hdu) -> bool:
@@ -37,9 +44,10 @@ def _is_plane(hdu) -> bool:
 
 def _reads_of(log: list[dict], root: Path, which_file, which_hdu, dedicated: bool) -> int:
     """How many GET byte ranges of the files `which_file(relpath)` selects read data of their HDUs
-    `which_hdu` selects: ranges inside such an HDU's data that start where it starts (`dedicated`: a PSF
-    read), or else any that is not the header scan's read of the file's tail (calibration blocks and boxes;
-    a header scan's other reads start at the file's start or at a header)."""
+    `which_hdu` selects: ranges inside such an HDU's data that start where it starts or a plane later
+    (`dedicated`: a PSF read, of the whole HDU or of planes of a cube), or else any that is not the header
+    scan's read of the file's tail (calibration blocks and boxes; a header scan's other reads start at the
+    file's start or at a header)."""
     hits, hdus = 0, {}
     for e in log:
         if e["method"] != "GET" or not e["path"].startswith(IBE) or e["status"] not in (200, 206):
@@ -52,8 +60,8 @@ def _reads_of(log: list[dict], root: Path, which_file, which_hdu, dedicated: boo
         size = (root / relpath).stat().st_size
         ranges = parse_ranges(e["range"], size) if e["range"] else []
         for a, b in ranges or []:
-            for start, end in hdus[relpath]:
-                hits += start <= a and b < end and (a == start if dedicated else b != size - 1)
+            for start, end, plane in hdus[relpath]:
+                hits += start <= a and b < end and ((a - start) % plane == 0 if dedicated else b != size - 1)
     return hits
 
 

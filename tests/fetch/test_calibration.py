@@ -90,8 +90,11 @@ def test_psf_is_read_once_per_detector_and_version(sim_archive):
     for relpath in files:
         ctx = FetchContext.open("file", options, cache)
         tables = ImageTables(ctx, ImageTarget.from_row(_row(root, relpath), options))
-        assert tables.psf_cached() == (relpath != files[0])
-        choice = tables.psf_for_fitsmap(scan_headers(ctx, str(root / relpath)))
+        fmap, none = scan_headers(ctx, str(root / relpath)), np.empty(0)
+        psf = fmap["PSF"]  # a local file's cube is read whole, beside the pixels, by the first image only
+        first = ((psf.data_offset, psf.data_offset + psf.data_size),) if relpath == files[0] else ()
+        assert tables.psf_spans(fmap, none, none) == first
+        choice = tables.psf_for_fitsmap(fmap, none, none)
         assert choice.notes == [] and choice.origin == "file"
         assert np.array_equal(choice.model.cube, fits.getdata(root / relpath, "PSF"))
         cubes.append(choice.model.cube)

@@ -49,7 +49,7 @@ def test_a_few_sources_read_a_few_tiles(r7_file):
     path, reader, fmap, rows = r7_file
     few = rows.iloc[[0, len(rows) // 2]]
     plan, _ = plan_image(fmap, few.ra.to_numpy(), few.dec.to_numpy(), 6, "range",
-                         FetchOptions(merge_gap_rows=0), MULTI, True, None)
+                         FetchOptions(merge_gap_rows=0), MULTI, (), None)
     assert plan.whole_planes == ()
     heap = fmap["FLAGS"].data_size - fmap["FLAGS"].table_size
     spans = [r for r in plan.ranges() if fmap["FLAGS"].data_offset <= r[0] < fmap["FLAGS"].end]
@@ -66,7 +66,7 @@ def test_many_single_range_requests_read_the_hdu_whole(r7_file):
     spread = rows.iloc[np.linspace(0, len(rows) - 1, 4).round().astype(int)]
     plan, _ = plan_image(fmap, spread.ra.to_numpy(), spread.dec.to_numpy(), 6, "range",
                          FetchOptions(merge_gap_rows=0, boxes=False, retry=RetryPolicy(concurrency=1)), SINGLE,
-                         True, None)
+                         (), None)
     entry = fmap["FLAGS"]
     assert len(plan.reads) > 1
     assert plan.whole_planes == (("FLAGS", (entry.data_offset, entry.data_offset + entry.data_size)),)

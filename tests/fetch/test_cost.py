@@ -80,7 +80,7 @@ def test_plan_image_reads_boxes_when_the_link_is_shared(tmp_path):
 
     def plan(sharers: int):
         options = FetchOptions(bandwidth_bps=4e6, link_sharers=sharers)
-        return plan_image(fmap, ra, dec, 6, "range", options, multi, psf_cached=True, whole_size=None)[0]
+        return plan_image(fmap, ra, dec, 6, "range", options, multi, psf_spans=(), whole_size=None)[0]
 
     alone, shared = plan(1), plan(8)
     assert alone.note == "" and len(alone.reads) == 2  # two full-width strips, three sources each

@@ -53,8 +53,10 @@ def test_local_range_plan_read_and_decoded(sim_archive, truth):
     ra, dec = sources_on(truth, relpath, 6, spread=True)
     ra, dec = np.append(ra, ra[0] + 5.0), np.append(dec, dec[0])  # one far off the frame
     fmap = scan_headers(ctx, target.path, target.size)
+    psf_spans = tables.psf_spans(fmap, ra, dec)  # a local file's cube whole
+    assert psf_spans == ((fmap["PSF"].data_offset, fmap["PSF"].data_offset + fmap["PSF"].data_size),)
     plan, estimates = plan_image(fmap, ra, dec, HALF, "local", FetchOptions(), ctx.transport(target.path),
-                                 tables.psf_cached(), target.size)
+                                 psf_spans, target.size)
     assert plan.strategy == "local" and estimates == {} and plan.off_image.tolist() == [6]
     requests = ctx.stats.requests
     fetched = read_plan(plan, ctx)
@@ -63,7 +65,7 @@ def test_local_range_plan_read_and_decoded(sim_archive, truth):
     assert decoded.errors == () and decoded.missing.tolist() == [6]
     assert sorted(np.concatenate([m for _, m in decoded.regions]).tolist()) == list(range(6))
     _same_as_file(decoded.regions, sim_archive.root / relpath)
-    assert tables.psf_cached()  # the PSF HDU was read once and is now held
+    assert tables.psf_spans(fmap, ra, dec) == ()  # the PSF HDU was read once and is now held
 
 
 def test_whole_plan_decoded(sim_archive, truth):
@@ -77,7 +79,8 @@ def test_whole_plan_decoded(sim_archive, truth):
     (region, members), = decoded.regions
     assert (region.x0, region.y0) == (0, 0) and members.tolist() == [0, 1, 2, 3] and decoded.missing.tolist() == [4]
     _same_as_file(decoded.regions, sim_archive.root / relpath)
-    assert ctx.cache.psf_reads == 0 and tables.psf_cached()  # the cube came with the file: no read of its own
+    fmap = scan_headers(ctx, target.path, target.size)
+    assert ctx.cache.psf_reads == 0 and tables.psf_spans(fmap, ra, dec) == ()  # the cube came with the file
 
 
 def _cutout_body(path, url: str, compress: bool) -> bytes:

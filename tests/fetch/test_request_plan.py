@@ -60,10 +60,16 @@ def _check_reads(plan: RangePlan, reader, planes):
             assert np.array_equal(got, planes[name][y0:y1, x0:x1]), name
 
 
+def _whole_psf(fmap):
+    """The PSF spans of a cold process: the PSF HDU whole."""
+    psf = fmap["PSF"]
+    return ((psf.data_offset, psf.data_offset + psf.data_size),)
+
+
 def test_boxes_with_strips_as_fallback(image):
     fmap, reader, wcs, planes = image
     ra, dec = _sky(wcs, [20.3, 200.0, 120.7, 900.0], [30.0, 131.5, 220.2, 10.0])  # the last is off the frame
-    plan, estimates = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(), MULTI, psf_cached=False,
+    plan, estimates = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(), MULTI, psf_spans=_whole_psf(fmap),
                                  whole_size=None)
     assert isinstance(plan, RangePlan) and plan.strategy == "range" and plan.off_image.tolist() == [3]
     assert estimates["range-boxes"] < estimates["range"] and "boxes read as row segments" in plan.note
@@ -81,14 +87,14 @@ def test_strips_follow_the_transport(image):
     fmap, reader, wcs, planes = image
     ra, dec = _sky(wcs, [40.0, 40.0, 40.0], [20.0, 60.0, 200.0])
     # one request per range: gaps cheaper than a request are read (latency x bandwidth >> these rows)
-    single, est = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(), SINGLE, False, None)
+    single, est = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(), SINGLE, _whole_psf(fmap), None)
     assert est == {} and single.fallback is None and len(single.reads) == 1
     _check_reads(single, reader, planes)
-    local, est = plan_image(fmap, ra, dec, HALF, "local", FetchOptions(), LOCAL, False, None)
+    local, est = plan_image(fmap, ra, dec, HALF, "local", FetchOptions(), LOCAL, _whole_psf(fmap), None)
     assert est == {} and local.strategy == "local" and len(local.reads) == 3  # only touching rows merge
-    no_boxes, _ = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(boxes=False), MULTI, False, None)
+    no_boxes, _ = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(boxes=False), MULTI, _whole_psf(fmap), None)
     assert no_boxes.fallback is None and len(no_boxes.reads) == 3
-    gap, _ = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(merge_gap_rows=30), SINGLE, False, None)
+    gap, _ = plan_image(fmap, ra, dec, HALF, "range", FetchOptions(merge_gap_rows=30), SINGLE, _whole_psf(fmap), None)
     assert [r.box.members.tolist() for r in gap.reads] == [[0, 1], [2]]
 
 
@@ -97,19 +103,19 @@ def test_auto_takes_the_cheapest(image):
     ra, dec = _sky(wcs, np.linspace(10, 240, 40), np.linspace(5, 250, 40))
     slow = FetchOptions(latency_s=5.0, merge_gap_rows=0, boxes=False, retry=RetryPolicy(concurrency=1))
     for options, transport in ((FetchOptions(), MULTI), (slow, SINGLE), (slow, MULTI)):
-        plan, est = plan_image(fmap, ra, dec, HALF, "auto", options, transport, False, whole_size=1234)
+        plan, est = plan_image(fmap, ra, dec, HALF, "auto", options, transport, _whole_psf(fmap), whole_size=1234)
         best = min(est, key=est.__getitem__)
         assert plan.strategy == {"range-boxes": "range"}.get(best, best), est
         assert ("cutout" in est) == transport.cutout_service
-    plan, _ = plan_image(fmap, ra, dec, HALF, "auto", slow, SINGLE, False, whole_size=1234)
+    plan, _ = plan_image(fmap, ra, dec, HALF, "auto", slow, SINGLE, _whole_psf(fmap), whole_size=1234)
     assert plan == WholePlan(fmap.url, 1234)
 
 
 def test_psf_in_the_cache_makes_range_reads_cheaper(image):
     fmap, _, wcs, _ = image
     ra, dec = _sky(wcs, [50.0], [60.0])
-    _, cold = plan_image(fmap, ra, dec, HALF, "auto", FetchOptions(), MULTI, False, None)
-    _, warm = plan_image(fmap, ra, dec, HALF, "auto", FetchOptions(), MULTI, True, None)
+    _, cold = plan_image(fmap, ra, dec, HALF, "auto", FetchOptions(), MULTI, _whole_psf(fmap), None)
+    _, warm = plan_image(fmap, ra, dec, HALF, "auto", FetchOptions(), MULTI, (), None)
     assert warm["range"] < cold["range"] and warm["whole"] == cold["whole"] and warm["cutout"] == cold["cutout"]
 
 

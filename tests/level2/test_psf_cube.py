@@ -46,3 +46,19 @@ def test_zone_centres_are_read_once_per_cube():
     h["NAXIS3"] = 2  # the plane count, when the header has it, bounds the cards read
     assert psf_zone_centres(h)[0].tolist() == [10.0, 20.0]
     assert psf.oversampling == 10 and PSFCube(cube=psf.cube, header=fits.Header()).oversampling == 10
+
+
+def test_zone_centres_read_from_the_text_equal_astropys_values():
+    """Values as real headers write them (exponents, integers, comments, a quoted number, an XCTR_1 look-alike
+    keyword) read the same as astropy reads each card."""
+    h = fits.Header()
+    values = [92.22727272727273, 1.5e3, 7, -0.25, 1e-05]
+    for k, v in enumerate(values, start=1):
+        h[f"XCTR_{k}"] = (v, f"Center of x zone ({k}, 0)")
+        h[f"YCTR_{k}"] = v / 3
+    h["YCTR_3"] = "12.5"  # a string card: astropy's value, as a number
+    h["XXCTR_1"] = 99.0
+    read = fits.Header.fromstring(h.tostring())  # as a file holds it
+    xc, yc = psf_zone_centres(read)
+    assert xc.tolist() == [float(read[f"XCTR_{k}"]) for k in range(1, 6)]
+    assert yc.tolist() == [float(read[f"YCTR_{k}"]) for k in range(1, 6)]

@@ -14,12 +14,13 @@ from photutils.psf import ImagePSF
 
 from spxbatch.level2.constants import FLAG_BITS
 from spxbatch.level2.epsf import EPSFTable, read_epsf
+from spxbatch.level2.psf_zones import zone_index
 from spxbatch.level2.region import PSFCube
 from spxbatch.photometry.aperture import neighbourhood_halfsize
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.epsf import EPSFModel
 from spxbatch.photometry.measure import measure_region
-from spxbatch.photometry.psf import PSFModel, aperture_fractions, psf_model_for, psf_tiles, zone_index
+from spxbatch.photometry.psf import PSFModel, aperture_fractions, psf_model_for, psf_tiles
 from spxbatch.sim.epsf import make_epsf, table_hdu
 from spxbatch.sim.regions import make_region, subregion
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import sep
 
+from spxbatch.level2.psf_zones import psf_labels_swapped, zone_index
 from spxbatch.level2.region import PSFCube
 from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.fwhm import plane_fwhm
@@ -16,11 +17,9 @@ from spxbatch.photometry.psf import (
     PSFModel,
     aperture_fractions,
     phases,
-    psf_labels_swapped,
     psf_model_for,
     psf_tiles,
     source_psf,
-    zone_index,
 )
 from spxbatch.sim.regions import make_region, psf_cube, stars
 
