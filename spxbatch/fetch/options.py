@@ -57,10 +57,10 @@ class FetchOptions:
     #: the link busy through each image's chain of dependent round trips.
     images_in_flight: int = 4
     #: Requests of one process's pixel reads (range plans) in flight at once, shared by its images first come,
-    #: first served: the link stays as full as with each image's own `retry.concurrency`, but an image's
-    #: pixels arrive before the next one's, so each is measured while the next arrives (images read side by
-    #: side all arrive at the end, together).
-    pixel_requests_in_flight: int = 32
+    #: first served: enough to fill the link (a box read's requests carry ~25 kB of row segments: 64 of them
+    #: hold a 50 ms x 20 MB/s link's 1 MB in flight), and an image's pixels arrive before the next one's, so
+    #: each is measured while the next arrives (images read side by side all arrive at the end, together).
+    pixel_requests_in_flight: int = 64
     #: Images fetched over the link at once, set by the run (its workers x their images in flight, at most
     #: the run's images): the cost model gives each image that share of the bandwidth.
     link_sharers: int = 1

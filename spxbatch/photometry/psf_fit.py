@@ -40,20 +40,26 @@ class PsfFit(NamedTuple):
     local: np.ndarray
 
 
-def _within_reach(ix: np.ndarray, iy: np.ndarray, reach: int) -> coo_matrix:
-    """The graph (N x N, upper triangle) of sources at integer pixels (ix, iy) within Chebyshev `reach`."""
-    n = ix.size
-    pairs = cKDTree(np.column_stack([ix, iy]).astype(float)).query_pairs(reach + 0.5, p=np.inf,
-                                                                         output_type="ndarray")
+def _reach_pairs(ix: np.ndarray, iy: np.ndarray, reach: int) -> np.ndarray:
+    """The pairs (i < j) of sources at integer pixels (ix, iy) within Chebyshev `reach`, (P, 2)."""
+    if ix.size < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    return cKDTree(np.column_stack([ix, iy]).astype(float)).query_pairs(reach + 0.5, p=np.inf, output_type="ndarray")
+
+
+def _graph(pairs: np.ndarray, n: int) -> coo_matrix:
+    """The graph (n x n, upper triangle) of the given pairs."""
     return coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
 
 
 def psf_groups(ix: np.ndarray, iy: np.ndarray, reach: int) -> np.ndarray:
     """Group label (0..G-1) of sources at integer pixels (ix, iy): connected where the Chebyshev distance
-    is <= reach (one's tile touches the other's box)."""
-    if ix.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return connected_components(_within_reach(ix, iy, reach), directed=False)[1].astype(np.int64)
+    is <= reach (one's tile touches the other's box); with no pair within reach, each its own group (the
+    labels the graph would give, without building it: the common case of a sparse field's regions)."""
+    pairs = _reach_pairs(ix, iy, reach)
+    if not len(pairs):
+        return np.arange(ix.size, dtype=np.int64)
+    return connected_components(_graph(pairs, ix.size), directed=False)[1].astype(np.int64)
 
 
 def fit_psf(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarray, iy: np.ndarray,
@@ -77,7 +83,7 @@ def fit_psf(data: np.ndarray, var: np.ndarray, bad: np.ndarray, ix: np.ndarray, 
     big = np.flatnonzero(sizes[labels] > max_group)
     if big.size:
         out.local[big] = True
-        adj = _within_reach(ix[big], iy[big], reach)
+        adj = _graph(_reach_pairs(ix[big], iy[big], reach), big.size)
         adj = (adj + adj.T).tocsr()
         adj.sort_indices()
         degree = np.diff(adj.indptr)

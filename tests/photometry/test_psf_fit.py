@@ -122,6 +122,9 @@ def test_groups_join_sources_within_reach_transitively():
     assert labels[0] == labels[1] == labels[2]  # a chain
     assert labels[3] != labels[4] and labels[4] == labels[5]  # 9 px apart: not within reach 8; 8 px: within
     assert len(set(labels)) == 3
+    # no pair within reach (the graph is not built): each its own group, labelled as the graph labels them
+    assert psf_groups(ix[[0, 2, 3]], iy[[0, 2, 3]], 8).tolist() == [0, 1, 2]
+    assert psf_groups(ix[:1], iy[:1], 8).tolist() == [0] and psf_groups(ix[:0], iy[:0], 8).tolist() == []
 
 
 def test_a_group_has_the_same_bits_alone_on_a_cutout_and_among_others():
