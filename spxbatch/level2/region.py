@@ -47,8 +47,8 @@ class PSFCube:
 
     def require(self, zones: Iterable[int]) -> None:
         """Raise PSFPlaneMissing unless the cube holds every plane of `zones`."""
-        if self.held is not None:
-            missing = sorted({int(z) for z in zones} - self.held)
+        if self.held is not None:  # membership tests only: the fetch layer may add planes meanwhile
+            missing = sorted({int(z) for z in zones if int(z) not in self.held})
             if missing:
                 raise PSFPlaneMissing(f"PSF planes {missing} were not read (the cube holds {len(self.held)} of "
                                       f"{self.cube.shape[0]})")
