@@ -11,6 +11,7 @@ through the same exact-overlap circle (sep): it includes the PSF core offset and
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -67,6 +68,8 @@ class PSFModel:
     _profiles: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: The profiles of the zones computed so far, stacked (Z, K, n+1), K their largest rank (zero-padded).
     _stacked: tuple[np.ndarray, np.ndarray] | None = None
+    #: Held while zones are added: a fetch thread may prepare zones (`prepare`) while photometry reads others.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def from_cube(cls, psf: PSFCube) -> PSFModel:
@@ -87,11 +90,13 @@ class PSFModel:
     def fwhm(self, zones: np.ndarray) -> np.ndarray:
         """FWHM (native px) of each given zone (cached per zone)."""
         zones = np.asarray(zones, dtype=int)
-        new = [int(z) for z in np.unique(zones) if int(z) not in self._fwhm]
-        for z in new:
-            self._fwhm[z] = plane_fwhm(self._plane(z), self.oversamp)
-        if new or self._fwhm_lut is None:
-            self._fwhm_lut = np.array([self._fwhm.get(z, np.nan) for z in range(self.nzones)])
+        if self._fwhm_lut is None or np.isnan(self._fwhm_lut[zones]).any():
+            with self._lock:
+                new = [int(z) for z in np.unique(zones) if int(z) not in self._fwhm]
+                for z in new:
+                    self._fwhm[z] = plane_fwhm(self._plane(z), self.oversamp)
+                if new or self._fwhm_lut is None:
+                    self._fwhm_lut = np.array([self._fwhm.get(z, np.nan) for z in range(self.nzones)])
         return self._fwhm_lut[zones]
 
     def max_fwhm(self, zones: np.ndarray | None = None) -> float:
@@ -115,19 +120,28 @@ class PSFModel:
     def _separable(self, zones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The cumulative profiles (Z, K, n+1) of every zone computed so far, `zones` among them (each plane's
         terms zero-padded to the largest rank K: padding adds exact zeros to a tile's sum over k)."""
-        new = [int(z) for z in np.unique(zones) if int(z) not in self._profiles]
-        for z in new:
-            self._profiles[z] = self._zone_profiles(z)
-        if new or self._stacked is None:
-            kmax = max(a.shape[0] for a, _ in self._profiles.values())
-            n = self.psf.cube.shape[1]
-            cu = np.zeros((self.nzones, kmax, n + 1))
-            cv = np.zeros((self.nzones, kmax, n + 1))
-            for z, (a, b) in self._profiles.items():
-                cu[z, : a.shape[0], 1:] = a
-                cv[z, : b.shape[0], 1:] = b
-            self._stacked = (cu, cv)
-        return self._stacked
+        with self._lock:
+            new = [int(z) for z in np.unique(zones) if int(z) not in self._profiles]
+            for z in new:
+                self._profiles[z] = self._zone_profiles(z)
+            if new or self._stacked is None:
+                kmax = max(a.shape[0] for a, _ in self._profiles.values())
+                n = self.psf.cube.shape[1]
+                cu = np.zeros((self.nzones, kmax, n + 1))
+                cv = np.zeros((self.nzones, kmax, n + 1))
+                for z, (a, b) in self._profiles.items():
+                    cu[z, : a.shape[0], 1:] = a
+                    cv[z, : b.shape[0], 1:] = b
+                self._stacked = (cu, cv)
+            return self._stacked
+
+    def prepare(self, zones: np.ndarray) -> None:
+        """Compute the FWHM and profiles of `zones` now (a fetch thread does, while the link is busy), so the
+        measurement finds them done."""
+        zones = np.asarray(zones, dtype=np.int64)
+        if zones.size:
+            self.fwhm(zones)
+            self._separable(zones)
 
     def _edge_integrals(self, cum: np.ndarray, zones: np.ndarray, phase: np.ndarray, mh: int) -> np.ndarray:
         """Integrals (N, K, 2mh+1) over native pixels m = -mh..mh (centred at integers) of the cumulative
@@ -215,6 +229,13 @@ def psf_model_for(psf: PSFCube | EPSFTable) -> AnyPSFModel:
     while len(_MODELS) > _MAX_MODELS:
         _MODELS.popitem(last=False)
     return model
+
+
+def prepare_psf(psf: PSFCube | EPSFTable | None) -> None:
+    """Compute the model of a PSF read in part for the planes it holds, before the measurement asks (a cube
+    held whole, or an ePSF table, is left to the measurement: it may need only a few of its zones)."""
+    if isinstance(psf, PSFCube) and psf.held is not None:
+        psf_model_for(psf).prepare(np.array(sorted(psf.held), dtype=np.int64))
 
 
 class SourcePSF(NamedTuple):

@@ -22,6 +22,7 @@ from spxbatch.fetch.store import open_store
 from spxbatch.level2.region import ImageRegion
 from spxbatch.photometry import PhotometryConfig, neighbourhood_halfsize
 from spxbatch.photometry.measure import measure_regions
+from spxbatch.photometry.psf import prepare_psf
 from spxbatch.pipeline.config import RunConfig
 from spxbatch.pipeline.jobs import ImageJob
 from spxbatch.pipeline.rundir import RunDir
@@ -56,11 +57,14 @@ def _text(value: Any) -> str:
 def fetch_job(job: ImageJob, fetch: str, phot: PhotometryConfig, options: FetchOptions | None = None,
               cache: FetchCache | None = None) -> tuple[FetchResult, float]:
     """Fetch the pixels one image's sources need (never raises for a bad file or a network failure: they are
-    in the result) and the seconds it took."""
+    in the result) and the seconds it took; a PSF read in part has its model's new zones computed here, in
+    the fetch thread, before the measurement needs them."""
     t0 = time.perf_counter()
     ra, dec, _ = job.positions()
     result = fetch_image(job.image, ra, dec, strategy=fetch, halfsize=neighbourhood_halfsize(phot),
                          cache=cache, options=options)
+    if result.regions:  # the PSF model's new zones, while this thread would wait anyway
+        prepare_psf(result.regions[0][0].psf)
     return result, time.perf_counter() - t0
 
 

@@ -108,3 +108,30 @@ def test_a_model_refuses_a_plane_not_read():
         model.tiles(np.array([3]), np.zeros(1), np.zeros(1), 3)
     with pytest.raises(ValueError, match="digest"):
         PSFCube(cube=cube, header=header, held={1})
+
+
+def test_zones_prepared_in_another_thread_give_the_same_bits():
+    """A fetch thread prepares a cube's zones (`prepare_psf`) while photometry asks for others: every tile and
+    FWHM has the bits of a model that computed each zone in turn on one thread."""
+    import threading
+
+    from spxbatch.photometry.psf import PSFModel, prepare_psf
+    from spxbatch.sim.regions import psf_cube
+
+    full = psf_cube(sigma=0.9)
+    rng = np.random.default_rng(1)
+    cube = full.cube * rng.uniform(0.5, 1.5, (full.cube.shape[0], 1, 1)).astype(np.float32)  # zones differ
+    held = set(range(0, 121, 2))
+    zones = np.array(sorted(held))
+    phx, phy = rng.uniform(-0.5, 0.5, zones.size), rng.uniform(-0.5, 0.5, zones.size)
+    reference = PSFModel.from_cube(PSFCube(cube=cube, header=full.header))
+    want_tiles, want_fwhm = reference.tiles(zones, phx, phy, 6), reference.fwhm(zones)
+    psf = PSFCube(cube=cube, header=full.header, digest="planes|threads", held=held)
+    model = psf_model_for(psf)
+    worker = threading.Thread(target=prepare_psf, args=(psf,))
+    worker.start()
+    got_tiles = np.concatenate([model.tiles(zones[k:k + 1], phx[k:k + 1], phy[k:k + 1], 6)
+                                for k in range(zones.size)[::-1]])[::-1]
+    worker.join()
+    assert np.array_equal(got_tiles, want_tiles) and np.array_equal(model.fwhm(zones), want_fwhm)
+    assert set(model._profiles) == held and set(model._fwhm) == held  # prepared: every plane held, no other
