@@ -16,6 +16,7 @@ import gzip
 import os
 import random
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,18 +161,20 @@ def _slice_parts(parts: list[tuple[int, bytes]], ranges: Sequence[tuple[int, int
     return out
 
 
-#: The process's request lanes (`_lane`), by event loop and width.
-_LANES: dict[tuple[int, int], asyncio.Semaphore] = {}
+#: The process's request lanes (`_lane`), by event loop (weakly: a loop gone, e.g. in a forked child, takes
+#: its lanes with it) and width.
+_LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _lane(width: int) -> asyncio.Semaphore:
     """This process's lane of `width` requests in flight on the running loop: its waiters go in the order
     they came (asyncio wakes them first in, first out), so the requests of one call all go before a later
     call's, while the lane stays full."""
-    key = (id(asyncio.get_running_loop()), width)
-    if key not in _LANES:
-        _LANES[key] = asyncio.Semaphore(width)
-    return _LANES[key]
+    lanes = _LANES.setdefault(asyncio.get_running_loop(), {})
+    if width not in lanes:
+        lanes[width] = asyncio.Semaphore(width)
+    return lanes[width]
 
 
 class ArchiveIO:
