@@ -139,11 +139,15 @@ def measure_batch(jobs: list[ImageJob], run_dir: str, config: RunConfig, archive
     with ThreadPoolExecutor(max_workers=max(1, min(options.images_in_flight, len(jobs))),
                             thread_name_prefix="spxbatch-fetch") as pool:
         fetches = {pool.submit(fetch_job, job, config.fetch, phot, options, cache): k for k, job in enumerate(jobs)}
-        for fetched in as_completed(fetches):
-            job = jobs[fetches[fetched]]
-            result, seconds = fetched.result()
-            table, meta = measure_fetched(job, result, phot, seconds)
-            table["date_added"] = datetime.now(UTC).isoformat(timespec="seconds")
-            rundir.write_part(int(job.image["image_id"]), table, meta)
-            summaries[fetches[fetched]] = meta
+        try:
+            for fetched in as_completed(fetches):
+                job = jobs[fetches[fetched]]
+                result, seconds = fetched.result()
+                table, meta = measure_fetched(job, result, phot, seconds)
+                table["date_added"] = datetime.now(UTC).isoformat(timespec="seconds")
+                rundir.write_part(int(job.image["image_id"]), table, meta)
+                summaries[fetches[fetched]] = meta
+        except BaseException:  # e.g. the disk is full: the fetches not started never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return [summaries[k] for k in range(len(jobs))]

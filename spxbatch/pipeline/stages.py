@@ -291,10 +291,13 @@ class Pipeline:
             return Task(measure_batch, (batch, str(self.rundir.path), c, archive, sharers),
                         key=f"measure-{int(batch[0].image['image_id'])}-{len(batch)}")
 
+        full: list[WriteError] = []
+
         def done(batch: list[ImageJob], outcome: Outcome) -> None:
             summaries = outcome.result
-            if isinstance(outcome.error, WriteError):  # the disk is full: stop, finished parts kept
-                raise outcome.error
+            if isinstance(outcome.error, WriteError):  # the disk is full: no new task, those in flight end,
+                full.append(outcome.error)  # then the run stops (nothing of ours writes after it says so)
+                return
             if outcome.error is not None:  # a task that kept failing (e.g. its workers died): record, go on
                 summaries = [self._record_task_failure(job, outcome.error) for job in batch]
             for s in summaries:
@@ -306,7 +309,10 @@ class Pipeline:
                 progress.update(s)
 
         with progress:
-            run_in_waves(executor, batched(jobs, c.images_per_task), task_of, done)
+            run_in_waves(executor, itertools.takewhile(lambda _: not full, batched(jobs, c.images_per_task)),
+                         task_of, done)
+        if full:
+            raise full[0]
         return totals
 
     def _record_task_failure(self, job: ImageJob, exc: BaseException) -> dict[str, Any]:
