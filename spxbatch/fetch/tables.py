@@ -74,17 +74,21 @@ class ImageTables:
         their own."""
         layout = check_fitsmap(fmap)
         entry = fmap[layout.psf_hdu]
-        if (self.psf_source != "file" and layout is not R7) or self._holds_file_psf(entry.header):
-            return ()
         key = file_psf_key(fmap.url, entry.header)
-        store = self.ctx.cache.store
-        if store is not None and store.has(key):
+        if not self._reads_own_psf(layout, entry, key):
             return ()
         planes = self._planes(fmap, entry, key)
         if planes is None:
             return (_span(entry),)
         missing = self._missing_planes(planes, key, self._zones(fmap, ra, dec))
         return tuple(_plane_spans(entry, planes.plane_bytes, missing))
+
+    def _reads_own_psf(self, layout: Layout, entry: HDUEntry, key: str) -> bool:
+        """Whether decoding reads the file's own PSF HDU `entry` (store key `key`): the model is the file's
+        (an R7 table, or psf_source 'file'), and neither this process holds it whole nor the persistent store."""
+        store = self.ctx.cache.store
+        return ((self.psf_source == "file" or layout is R7) and not self._holds_file_psf(entry.header)
+                and not (store is not None and store.has(key)))
 
     def add_prefetched(self, fmap: FitsMap, spans: tuple[tuple[int, int], ...], blobs: tuple[bytes, ...]) -> None:
         """Keep the PSF bytes `psf_spans` named, read beside the pixels: a cube's planes join the process
@@ -187,12 +191,9 @@ class ImageTables:
 
         if layout is R7:
             return PSFChoice(self._epsf(entry.header, lambda: epsf_from_bytes(fmap, own_bytes())))
-        store = self.ctx.cache.store
-        if self.psf_source == "file" and not self._holds_file_psf(entry.header) and not (
-                store is not None and store.has(key)):
-            planes = self._planes(fmap, entry, key)
-            if planes is not None:
-                return PSFChoice(self._partial_cube(fmap, entry, key, planes, ra, dec))
+        planes = self._planes(fmap, entry, key) if self._reads_own_psf(layout, entry, key) else None
+        if planes is not None:
+            return PSFChoice(self._partial_cube(fmap, entry, key, planes, ra, dec))
         return self._psf(entry.header.copy(), entry.shape, entry.dtype, own_bytes, free=False)
 
     def psf_for_hdul(self, hdul: fits.HDUList, layout: Layout, what: str) -> PSFChoice:

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from spxbatch.level2.epsf import EPSFTable
-from spxbatch.level2.psf_zones import catalog_zones as psf_catalog_zones
+from spxbatch.level2.psf_zones import catalog_zones
 from spxbatch.level2.region import ImageRegion, PSFCube, parent_image_header
 from spxbatch.level2.wcs import celestial_wcs, sky_to_parent_pixel
 from spxbatch.photometry.columns import image_columns
@@ -42,20 +42,22 @@ class Frame:
     version: str | None
     #: The catalog neighbours placed on the frame, or None: the measured sources are their own.
     neighbours: NeighbourIndex | None
-    #: The PSF zones of the neighbours on the frame, by lookup method (`catalog_zones`), filled once.
+    #: The PSF zones of the neighbours on the frame, by lookup method (`frame_zones`), filled once.
     zones: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
 
 
-def catalog_zones(frame: Frame, index: NeighbourIndex, shape: tuple[int, int], method: str) -> np.ndarray:
+def frame_zones(frame: Frame, index: NeighbourIndex, shape: tuple[int, int], method: str) -> np.ndarray:
     """The PSF zones of the catalog sources `index` on the frame (of `shape`): the zones over which the largest
     aperture is taken, the same whatever region of the image is measured (`psf_zones.catalog_zones`, which
-    names the planes the fetch layer reads); computed once per frame for its own neighbours."""
+    names the planes the fetch layer reads); kept on the frame for its own neighbours."""
     if frame.psf is None:
         return np.empty(0, dtype=np.int64)
-    if index is not frame.neighbours:
-        return psf_catalog_zones(frame.psf, index.x, index.y, shape, frame.version, (method,))
-    if method not in frame.zones:
-        frame.zones[method] = psf_catalog_zones(frame.psf, index.x, index.y, shape, frame.version, (method,))
+    own = index is frame.neighbours
+    if not own or method not in frame.zones:
+        zones = catalog_zones(frame.psf, index.x, index.y, shape, frame.version, (method,))
+        if not own:
+            return zones
+        frame.zones[method] = zones
     return frame.zones[method]
 
 

@@ -41,7 +41,7 @@ from spxbatch.photometry.config import PhotometryConfig
 from spxbatch.photometry.correction import aperture_correction
 from spxbatch.photometry.crops import region_crops
 from spxbatch.photometry.flux import source_fluxes
-from spxbatch.photometry.frame import Frame, catalog_zones, frame_key, image_frame
+from spxbatch.photometry.frame import Frame, frame_key, frame_zones, image_frame
 from spxbatch.photometry.masks import Pixels, region_pixels
 from spxbatch.photometry.neighbours import catalog_neighbours, mask_radius, neighbour_index, neighbour_mask
 from spxbatch.photometry.positions import LocalPixels, frame_positions, local_pixels
@@ -158,7 +158,7 @@ def _measure_sources(region: ImageRegion, frame: Frame, cfg: PhotometryConfig, o
     out["condition"][m] |= condition_word(m.size, {"NO_PSF": model is None, "BLENDED": nb.blended})
     # the largest aperture of any catalog source on the image (not of every zone: a cube may be read in part)
     zones = None if model is None else np.union1d(
-        catalog_zones(frame, index, region.parent_shape, cfg.psf_zone_lookup), zf.zones)
+        frame_zones(frame, index, region.parent_shape, cfg.psf_zone_lookup), zf.zones)
     r_max = max_radius(cfg, model, zones)
     image = _Image(cfg, model, frame.parent_header, frame.wcs, frame.bits, r_max,
                    aperture_neighbourhood(cfg, model, zones), nb.x, nb.y, mask_radius(cfg, r_max))

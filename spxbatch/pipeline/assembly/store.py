@@ -40,7 +40,7 @@ def create_store(path: str | Path, sample: xr.Dataset, sizes: dict[str, int], ch
         else:  # strings: numpy's variable-length dtype, as Zarr v3 stores them (not objects, which xarray loads)
             dtype = np.dtypes.StringDType() if var.dtype == object else var.dtype
             data = np.full(shape, _unwritten(var.dtype), dtype=dtype) if small else \
-                da.full(shape, 0 if var.dtype != object else "", dtype=dtype, chunks=chunk)
+                da.full(shape, _unwritten(var.dtype), dtype=dtype, chunks=chunk)
         variables[name] = xr.Variable(var.dims, data, var.attrs)
     coords = {k: variables.pop(k) for k in list(sample.coords)}
     template = xr.Dataset(variables, coords=coords, attrs={**sample.attrs, **attrs})
@@ -50,5 +50,6 @@ def create_store(path: str | Path, sample: xr.Dataset, sizes: dict[str, int], ch
 
 
 def _unwritten(dtype: np.dtype) -> Any:
-    """What a lazy template's never-written chunk reads as (its fill value), written into a small one."""
+    """What a never-written chunk reads as (its fill value): a small template holds it, a lazy one's values
+    are never computed."""
     return "" if dtype.kind == "O" else np.nan if dtype.kind == "f" else 0
